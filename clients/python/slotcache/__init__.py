@@ -1,0 +1,1 @@
+"""slotcache Python SDK."""

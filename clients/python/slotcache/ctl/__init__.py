@@ -1,0 +1,1 @@
+"""clusterctl: operate a slotcache cluster."""
