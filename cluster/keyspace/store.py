@@ -1,0 +1,481 @@
+"""The keyspace store: keys, values, TTLs, recency and memory accounting.
+
+Layout, chosen for bytes per key (measured, see docs/keyspace.md):
+
+- one plain dict per slot maps key to value. The per-slot dicts are the
+  per-slot key index that migration and replication need, ``len()`` of each is
+  the per-slot key count, and their total overhead equals one big dict's.
+- keys with a TTL are also in a :class:`TtlIndex` (list + array), so sampling
+  them is O(1).
+- under an LRU policy each slot dict is kept in recency order (a read moves
+  the key to the end), and a parallel per-slot dict holds a coarse access
+  stamp. The stamp is an int object shared by every key touched in the same
+  tick, so it costs a dict slot and nothing more.
+- under an LFU policy a parallel per-slot dict holds an 8-bit logarithmic
+  counter; small ints are cached by CPython, so again only the dict slot costs.
+
+All times are absolute wall-clock milliseconds supplied by an injected clock,
+so tests drive expiry deterministically and deadlines mean the same thing on
+every node.
+"""
+
+from __future__ import annotations
+
+import enum
+import random as _random
+import time
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+
+from cluster.keyspace import memory
+from cluster.keyspace.errors import NotAnInteger, OutOfMemory, OutOfRange
+from cluster.keyspace.eviction import LFU_INIT, EvictionPolicy, lfu_decay, lfu_increment
+from cluster.keyspace.expiry import CycleStats, SamplerConfig, run_cycle
+from cluster.keyspace.slot_set import SlotSet
+from cluster.keyspace.ttl_index import TtlIndex
+from cluster.slots import SLOT_COUNT, key_slot
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_MAX_INT64_DIGITS = 20  # "-9223372036854775808"
+_LRU_TICK_MS = 100
+_EVICTION_ATTEMPTS = 64
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+class Condition(enum.IntEnum):
+    """When a write applies; values match ``slotcache.v1.SetCondition``."""
+
+    ALWAYS = 0
+    IF_ABSENT = 1
+    IF_PRESENT = 2
+
+
+@dataclass
+class KeyspaceStats:
+    """Hot-path counters, kept as plain ints and read by the Info RPC."""
+
+    hits: int = 0
+    misses: int = 0
+    expired_lazy: int = 0
+    expired_active: int = 0
+    evicted: int = 0
+
+
+def parse_int64(value: bytes) -> int:
+    """Parse a value the way Redis's INCR does: canonical base-10, signed 64-bit.
+
+    Leading zeros, "+", "-0" and whitespace are refused, so a value that
+    parses always prints back to the same bytes.
+    """
+    negative = value[:1] == b"-"
+    digits = value[1:] if negative else value
+    if (
+        len(value) > _MAX_INT64_DIGITS
+        or not digits.isdigit()
+        or (digits[:1] == b"0" and (len(digits) > 1 or negative))
+    ):
+        raise NotAnInteger("value is not an integer")
+    n = int(digits)
+    n = -n if negative else n
+    if not INT64_MIN <= n <= INT64_MAX:
+        raise NotAnInteger("value is not an integer or out of the signed 64-bit range")
+    return n
+
+
+class Keyspace:
+    """All keys of one node. Single-threaded by design: the event loop owns it."""
+
+    def __init__(
+        self,
+        *,
+        maxmemory: int = 0,
+        policy: EvictionPolicy = EvictionPolicy.NOEVICTION,
+        samples: int = 5,
+        sampler: SamplerConfig | None = None,
+        lfu_log_factor: int = 10,
+        lfu_decay_minutes: int = 1,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+        random: Callable[[], float] | None = None,
+    ) -> None:
+        if maxmemory < 0:
+            raise ValueError("maxmemory must be >= 0 (0 means no limit)")
+        if samples < 1:
+            raise ValueError("eviction samples must be >= 1")
+        self.maxmemory = maxmemory
+        self.policy = policy
+        self.samples = samples
+        self.sampler = sampler or SamplerConfig()
+        self.stats = KeyspaceStats()
+        self.used_memory = 0
+        self.key_count = 0
+        self._clock = clock_ms
+        self._random = random or _random.Random().random
+        self._data: list[dict[bytes, bytes]] = [{} for _ in range(SLOT_COUNT)]
+        self._nonempty = SlotSet()
+        self._ttl = TtlIndex()
+        self._lru: list[dict[bytes, int]] | None = None
+        self._lfu: list[dict[bytes, int]] | None = None
+        self._lfu_log_factor = lfu_log_factor
+        self._lfu_decay_ms = lfu_decay_minutes * 60_000
+        self._lfu_decayed_at = array("q", [clock_ms()]) * SLOT_COUNT
+        self._stamp = -1
+        self._per_key_extra = 0
+        if policy.lru:
+            self._lru = [{} for _ in range(SLOT_COUNT)]
+            self._per_key_extra = memory.DICT_SLOT
+        elif policy.lfu:
+            self._lfu = [{} for _ in range(SLOT_COUNT)]
+            self._per_key_extra = memory.DICT_SLOT
+
+    # ---- reads -------------------------------------------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        """Return the value, or None if the key is missing or expired."""
+        slot = key_slot(key)
+        value = self._live(slot, key)
+        if value is None:
+            self.stats.misses += 1
+            return None
+        self.stats.hits += 1
+        self._touch(slot, key, value)
+        return value
+
+    def get_many(self, keys: Iterable[bytes]) -> list[bytes | None]:
+        """Return values in the order of ``keys``."""
+        get = self.get
+        return [get(k) for k in keys]
+
+    def exists(self, key: bytes) -> bool:
+        """Report whether the key is held; does not count as an access."""
+        return self._live(key_slot(key), key) is not None
+
+    def pttl(self, key: bytes) -> int:
+        """Remaining TTL in ms; -1 if the key has no TTL, -2 if it does not exist."""
+        if self._live(key_slot(key), key) is None:
+            return -2
+        deadline = self._ttl.deadline(key)
+        if deadline == 0:
+            return -1
+        return max(deadline - self._clock(), 0)
+
+    def deadline(self, key: bytes) -> int:
+        """Absolute expiry time in ms, or 0 for no TTL (or a missing key)."""
+        return self._ttl.deadline(key)
+
+    # ---- writes ------------------------------------------------------------
+
+    def set(
+        self,
+        key: bytes,
+        value: bytes,
+        *,
+        ttl_ms: int = 0,
+        condition: Condition = Condition.ALWAYS,
+        keep_ttl: bool = False,
+    ) -> bool:
+        """Write a key; return False when the condition left it unwritten."""
+        slot = key_slot(key)
+        old = self._live(slot, key)
+        if (condition is Condition.IF_ABSENT and old is not None) or (
+            condition is Condition.IF_PRESENT and old is None
+        ):
+            return False
+        if keep_ttl:
+            deadline = self._ttl.deadline(key)
+        else:
+            deadline = self._clock() + ttl_ms if ttl_ms > 0 else 0
+        self._make_room(self._growth(key, value, old, deadline), (key,))
+        self._store(slot, key, value, deadline, old)
+        return True
+
+    def set_many(self, entries: Sequence[tuple[bytes, bytes, int, Condition, bool]]) -> list[bool]:
+        """Apply several Sets as one unit: room is made for all before any is written.
+
+        Each entry is ``(key, value, ttl_ms, condition, keep_ttl)``. Later entries
+        see the effect of earlier ones, as if they ran one after another.
+        """
+        now = self._clock()
+        plans: list[tuple[int, bytes, bytes, int] | None] = []
+        present: dict[bytes, bool] = {}
+        growth = 0
+        for key, value, ttl_ms, condition, keep_ttl in entries:
+            slot = key_slot(key)
+            old = self._live(slot, key)
+            exists = present.get(key, old is not None)
+            if (condition is Condition.IF_ABSENT and exists) or (
+                condition is Condition.IF_PRESENT and not exists
+            ):
+                plans.append(None)
+                continue
+            present[key] = True
+            deadline = self._ttl.deadline(key) if keep_ttl else (now + ttl_ms if ttl_ms > 0 else 0)
+            growth += self._growth(key, value, old, deadline)
+            plans.append((slot, key, value, deadline))
+        self._make_room(growth, [p[1] for p in plans if p is not None])
+        for plan in plans:
+            if plan is not None:
+                slot, key, value, deadline = plan
+                self._store(slot, key, value, deadline, self._data[slot].get(key))
+        return [p is not None for p in plans]
+
+    def set_with_deadline(self, key: bytes, value: bytes, deadline: int) -> None:
+        """Write a key with an absolute deadline (0 for none), as replication and migration do."""
+        slot = key_slot(key)
+        old = self._data[slot].get(key)
+        self._make_room(self._growth(key, value, old, deadline), (key,))
+        self._store(slot, key, value, deadline, old)
+
+    def delete(self, key: bytes) -> bool:
+        """Remove a key; return whether it was held."""
+        slot = key_slot(key)
+        if self._live(slot, key) is None:
+            return False
+        self._remove(slot, key)
+        return True
+
+    def delete_many(self, keys: Iterable[bytes]) -> int:
+        """Remove keys; return how many were held."""
+        delete = self.delete
+        return sum(1 for k in keys if delete(k))
+
+    def expire(self, key: bytes, ttl_ms: int) -> bool:
+        """Give an existing key a TTL (> 0); return whether the key exists."""
+        if ttl_ms <= 0:
+            raise ValueError("ttl_ms must be > 0")
+        slot = key_slot(key)
+        if self._live(slot, key) is None:
+            return False
+        if key not in self._ttl:
+            self.used_memory += memory.TTL_ENTRY
+        self._ttl.set(key, self._clock() + ttl_ms)
+        return True
+
+    def persist(self, key: bytes) -> bool:
+        """Remove a key's TTL; return whether it had one."""
+        if self._live(key_slot(key), key) is None:
+            return False
+        if self._ttl.discard(key):
+            self.used_memory -= memory.TTL_ENTRY
+            return True
+        return False
+
+    def incr(self, key: bytes, delta: int) -> int:
+        """Add ``delta`` to an integer value (missing counts as 0), keeping its TTL."""
+        slot = key_slot(key)
+        old = self._live(slot, key)
+        current = 0 if old is None else parse_int64(old)
+        result = current + delta
+        if not INT64_MIN <= result <= INT64_MAX:
+            raise OutOfRange("increment would overflow a signed 64-bit integer")
+        value = str(result).encode()
+        deadline = self._ttl.deadline(key)
+        self._make_room(self._growth(key, value, old, deadline), (key,))
+        self._store(slot, key, value, deadline, old)
+        return result
+
+    # ---- expiry ------------------------------------------------------------
+
+    def run_expiry_cycle(self, timer: Callable[[], float] = time.perf_counter) -> CycleStats:
+        """Run one active expiry cycle within the sampler's CPU budget."""
+        return run_cycle(self, self.sampler, self._clock(), timer)
+
+    def ttl_key_count(self) -> int:
+        """Number of keys that have a TTL."""
+        return len(self._ttl)
+
+    def random_ttl_entry(self) -> tuple[bytes, int]:
+        """A random key that has a TTL, with its deadline."""
+        return self._ttl.random_entry(self._random)
+
+    def expire_now(self, key: bytes) -> None:
+        """Remove a key the sampler found expired."""
+        self._remove(key_slot(key), key)
+        self.stats.expired_active += 1
+
+    # ---- per-slot views ----------------------------------------------------
+
+    def slot_key_count(self, slot: int) -> int:
+        """Keys held in ``slot`` (expired ones included until they are collected)."""
+        return len(self._data[slot])
+
+    def slot_keys(self, slot: int, limit: int | None = None) -> list[bytes]:
+        """Up to ``limit`` keys of ``slot``, without scanning other slots."""
+        return list(islice(self._data[slot], limit))
+
+    def nonempty_slots(self) -> Iterator[int]:
+        """Slots that hold at least one key, ascending."""
+        return iter(self._nonempty)
+
+    # ---- internals ---------------------------------------------------------
+
+    def _live(self, slot: int, key: bytes) -> bytes | None:
+        """Look a key up, expiring it lazily if its deadline has passed."""
+        value = self._data[slot].get(key)
+        if value is None:
+            return None
+        deadline = self._ttl.deadline(key)
+        if deadline and deadline <= self._clock():
+            self._remove(slot, key)
+            self.stats.expired_lazy += 1
+            return None
+        return value
+
+    def _touch(self, slot: int, key: bytes, value: bytes) -> None:
+        """Record an access for the LRU or LFU policy."""
+        if self._lru is not None:
+            data = self._data[slot]
+            del data[key]
+            data[key] = value
+            self._lru[slot][key] = self._lru_stamp()
+        elif self._lfu is not None:
+            counts = self._lfu[slot]
+            self._decay_slot(slot)
+            counts[key] = lfu_increment(counts[key], self._lfu_log_factor, self._random)
+
+    def _lru_stamp(self) -> int:
+        """The current coarse access time, as an int object shared within one tick."""
+        tick = self._clock() // _LRU_TICK_MS
+        if tick != self._stamp:
+            self._stamp = tick
+        return self._stamp
+
+    def _decay_slot(self, slot: int) -> None:
+        assert self._lfu is not None
+        if not self._lfu_decay_ms:
+            return
+        now = self._clock()
+        periods = (now - self._lfu_decayed_at[slot]) // self._lfu_decay_ms
+        if periods > 0:
+            counts = self._lfu[slot]
+            for k, c in counts.items():
+                counts[k] = lfu_decay(c, periods)
+            self._lfu_decayed_at[slot] = now
+
+    def _growth(self, key: bytes, value: bytes, old: bytes | None, deadline: int) -> int:
+        """Estimated change in used memory if ``key`` were written."""
+        if old is None:
+            growth = memory.entry(len(key), len(value), self._per_key_extra)
+        else:
+            growth = memory.bytes_object(len(value)) - memory.bytes_object(len(old))
+        had_ttl = key in self._ttl
+        if deadline and not had_ttl:
+            growth += memory.TTL_ENTRY
+        elif had_ttl and not deadline:
+            growth -= memory.TTL_ENTRY
+        return growth
+
+    def _store(self, slot: int, key: bytes, value: bytes, deadline: int, old: bytes | None) -> None:
+        data = self._data[slot]
+        if old is None:
+            if not data:
+                self._nonempty.add(slot)
+            self.key_count += 1
+            self.used_memory += memory.entry(len(key), len(value), self._per_key_extra)
+        else:
+            self.used_memory += memory.bytes_object(len(value)) - memory.bytes_object(len(old))
+            if self._lru is not None:
+                del data[key]
+        data[key] = value
+        if deadline:
+            if key not in self._ttl:
+                self.used_memory += memory.TTL_ENTRY
+            self._ttl.set(key, deadline)
+        elif self._ttl.discard(key):
+            self.used_memory -= memory.TTL_ENTRY
+        if self._lru is not None:
+            self._lru[slot][key] = self._lru_stamp()
+        elif self._lfu is not None:
+            counts = self._lfu[slot]
+            if old is None:
+                counts[key] = LFU_INIT
+            else:
+                self._decay_slot(slot)
+                counts[key] = lfu_increment(counts[key], self._lfu_log_factor, self._random)
+
+    def _remove(self, slot: int, key: bytes) -> None:
+        data = self._data[slot]
+        value = data.pop(key)
+        if not data:
+            self._nonempty.discard(slot)
+        self.key_count -= 1
+        self.used_memory -= memory.entry(len(key), len(value), self._per_key_extra)
+        if self._ttl.discard(key):
+            self.used_memory -= memory.TTL_ENTRY
+        if self._lru is not None:
+            del self._lru[slot][key]
+        elif self._lfu is not None:
+            del self._lfu[slot][key]
+
+    def _make_room(self, growth: int, protected: Iterable[bytes]) -> None:
+        """Evict until ``growth`` more bytes fit under maxmemory, or raise OutOfMemory.
+
+        Raises before anything is removed when the policy forbids eviction, so
+        a refused write changes nothing.
+        """
+        if not self.maxmemory or growth <= 0 or self.used_memory + growth <= self.maxmemory:
+            return
+        if self.policy is EvictionPolicy.NOEVICTION:
+            raise OutOfMemory("maxmemory reached and the eviction policy is noeviction")
+        keep = set(protected)
+        misses = 0
+        while self.used_memory + growth > self.maxmemory:
+            victim = self._pick_victim()
+            if victim is None or victim in keep:
+                misses += 1
+                if victim is None or misses >= _EVICTION_ATTEMPTS:
+                    raise OutOfMemory(
+                        f"maxmemory reached and {self.policy.value} found nothing to evict"
+                    )
+                continue
+            self._remove(key_slot(victim), victim)
+            self.stats.evicted += 1
+
+    def _pick_victim(self) -> bytes | None:
+        policy = self.policy
+        if policy.volatile:
+            if not self._ttl:
+                return None
+            if policy is EvictionPolicy.VOLATILE_RANDOM:
+                return self._ttl.random_entry(self._random)[0]
+            candidates = [self._ttl.random_entry(self._random) for _ in range(self.samples)]
+            if policy is EvictionPolicy.VOLATILE_TTL:
+                return min(candidates, key=lambda c: c[1])[0]
+            return self._best_candidate(k for k, _ in candidates)
+        if not self._nonempty:
+            return None
+        if policy is EvictionPolicy.ALLKEYS_RANDOM:
+            return self._random_key()
+        if policy is EvictionPolicy.ALLKEYS_LRU:
+            heads = (
+                next(iter(self._data[self._nonempty.random_member(self._random)]))
+                for _ in range(self.samples)
+            )
+            return self._best_candidate(heads)
+        return self._best_candidate(self._random_key() for _ in range(self.samples))
+
+    def _random_key(self) -> bytes:
+        data = self._data[self._nonempty.random_member(self._random)]
+        return next(islice(data, int(self._random() * len(data)), None))
+
+    def _best_candidate(self, keys: Iterable[bytes]) -> bytes | None:
+        """The candidate with the oldest access (LRU) or lowest counter (LFU)."""
+        best: bytes | None = None
+        best_score = 0
+        for key in keys:
+            slot = key_slot(key)
+            if self._lru is not None:
+                score = self._lru[slot][key]
+            else:
+                assert self._lfu is not None
+                self._decay_slot(slot)
+                score = self._lfu[slot][key]
+            if best is None or score < best_score:
+                best, best_score = key, score
+        return best
