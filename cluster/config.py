@@ -1,0 +1,177 @@
+"""Server configuration from command-line flags and ``SLOTCACHE_*`` environment variables.
+
+Every option has one definition here: its flag, its environment variable,
+its parser and its default. A flag beats the environment, which beats the
+default, as operators expect from twelve-factor services and Kubernetes pods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cluster.keyspace import EvictionPolicy, SamplerConfig
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+ENV_PREFIX = "SLOTCACHE_"
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": KIB, "m": MIB, "g": GIB}
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte size such as ``100mb``, ``1g``, ``64KiB`` or ``4096`` (units are 1024-based)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"invalid size {text!r}; use a number of bytes, optionally with k, m or g")
+    unit = (m.group(2) or "").lower()[:1]
+    return int(m.group(1)) * _UNITS[unit]
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is outside 1..65535")
+    return port
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError(f"{text} must be > 0")
+    return value
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything one node needs to start."""
+
+    host: str = "127.0.0.1"
+    port: int = 7000
+    data_dir: Path = Path("data")
+    maxmemory: int = 0
+    maxmemory_policy: EvictionPolicy = EvictionPolicy.NOEVICTION
+    maxmemory_samples: int = 5
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    max_key_bytes: int = 64 * KIB
+    max_value_bytes: int = 16 * MIB
+    shutdown_grace_s: float = 5.0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.max_key_bytes < 1:
+            raise ValueError("max key size must be >= 1 byte")
+        if self.max_value_bytes < 0:
+            raise ValueError("max value size must be >= 0 bytes")
+        if self.maxmemory_samples < 1:
+            raise ValueError("maxmemory samples must be >= 1")
+
+    @property
+    def address(self) -> str:
+        """``host:port`` for clients."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The gRPC message limit: room for one maximal key and value, plus framing.
+
+        gRPC's default of 4 MiB would refuse values well under the value
+        limit, with a less helpful error than our own check gives.
+        """
+        return max(self.max_key_bytes + self.max_value_bytes + MIB, 64 * MIB)
+
+
+@dataclass(frozen=True)
+class _Option:
+    flag: str
+    dest: str
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str = "VALUE"
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.flag.lstrip("-").replace("-", "_").upper()
+
+
+_OPTIONS: tuple[_Option, ...] = (
+    _Option("--host", "host", str, "address to listen on", "HOST"),
+    _Option("--port", "port", _port, "client port", "PORT"),
+    _Option("--data-dir", "data_dir", Path, "directory for the node's files", "DIR"),
+    _Option("--maxmemory", "maxmemory", parse_size, "memory limit; 0 means none", "SIZE"),
+    _Option("--maxmemory-policy", "maxmemory_policy", EvictionPolicy.parse, "eviction policy"),
+    _Option("--maxmemory-samples", "maxmemory_samples", int, "keys sampled per eviction", "N"),
+    _Option("--expire-hz", "expire_hz", _positive_float, "expiry sampler cycles per second", "HZ"),
+    _Option("--expire-keys-per-loop", "expire_keys_per_loop", int, "keys per sample", "N"),
+    _Option(
+        "--expire-stale-percent",
+        "expire_stale_percent",
+        float,
+        "keep sampling while more than this share of a sample had expired",
+        "PCT",
+    ),
+    _Option("--expire-cpu-percent", "expire_cpu_percent", float, "CPU share of each cycle", "PCT"),
+    _Option("--max-key-bytes", "max_key_bytes", parse_size, "largest accepted key", "SIZE"),
+    _Option("--max-value-bytes", "max_value_bytes", parse_size, "largest accepted value", "SIZE"),
+    _Option(
+        "--shutdown-grace", "shutdown_grace_s", float, "seconds to drain calls on SIGTERM", "SECS"
+    ),
+    _Option("--log-level", "log_level", str, "debug, info, warning or error", "LEVEL"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``slotcache-server`` argument parser; each option also reads ``SLOTCACHE_*``."""
+    parser = argparse.ArgumentParser(
+        prog="slotcache-server",
+        description="Run one slotcache node.",
+        epilog="Every flag can also be given as an environment variable, e.g. "
+        "--maxmemory as SLOTCACHE_MAXMEMORY. Flags win over the environment.",
+    )
+    for opt in _OPTIONS:
+        parser.add_argument(
+            opt.flag,
+            dest=opt.dest,
+            metavar=opt.metavar,
+            type=opt.parse,
+            default=None,
+            help=f"{opt.help} (env {opt.env})",
+        )
+    return parser
+
+
+def load_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """Build the configuration; bad flags or variables exit with a message naming them."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for opt in _OPTIONS:
+        value = args[opt.dest]
+        if value is None and opt.env in env:
+            try:
+                value = opt.parse(env[opt.env])
+            except ValueError as exc:
+                parser.error(f"{opt.env}={env[opt.env]!r}: {exc}")
+        if value is not None:
+            values[opt.dest] = value
+    defaults = SamplerConfig()
+    sampler_values = {
+        name: values.pop(f"expire_{name}", getattr(defaults, name))
+        for name in ("hz", "keys_per_loop", "stale_percent", "cpu_percent")
+    }
+    try:
+        values["sampler"] = SamplerConfig(**sampler_values)
+        known = {f.name for f in fields(ServerConfig)}
+        return ServerConfig(**{k: v for k, v in values.items() if k in known})
+    except ValueError as exc:
+        parser.error(str(exc))

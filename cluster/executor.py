@@ -1,0 +1,244 @@
+"""Executes Cache operations against the local keyspace.
+
+This is the one place that turns wire requests into keyspace calls, so the
+unary RPCs and the Pipeline stream validate and behave identically. It is
+pure: no asyncio and no gRPC calls, only the status codes that name its
+errors. Routing (own, forward, redirect) sits in front of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+from slotcache.v1 import cache_pb2 as pb
+
+from cluster.keyspace import (
+    Condition,
+    Keyspace,
+    NotAnInteger,
+    OutOfMemory,
+    OutOfRange,
+)
+
+_CONDITIONS = {c.value: c for c in Condition}
+FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+REASON_NOT_INTEGER = "NOT_INTEGER"
+REASON_OVERFLOW = "INTEGER_OVERFLOW"
+_T = TypeVar("_T")
+
+
+@dataclass
+class CommandError(Exception):
+    """An operation was refused; nothing was changed."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_proto(self) -> pb.Error:
+        """The error as carried inside a Pipeline reply."""
+        return pb.Error(
+            code=self.code.value[0],
+            message=self.message,
+            reason=self.reason,
+            metadata=self.metadata,
+        )
+
+
+def invalid(message: str) -> CommandError:
+    """An INVALID_ARGUMENT error."""
+    return CommandError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Input limits enforced before any state changes."""
+
+    max_key_bytes: int
+    max_value_bytes: int
+
+    def check_key(self, key: bytes, what: str = "key") -> None:
+        """Refuse empty and oversized keys."""
+        if not key:
+            raise invalid(f"{what} must not be empty")
+        if len(key) > self.max_key_bytes:
+            raise invalid(f"{what} is {len(key)} bytes; the limit is {self.max_key_bytes}")
+
+    def check_keys(self, keys: Sequence[bytes]) -> None:
+        """Check every key of a multi-key request, naming the first bad one by index."""
+        limit = self.max_key_bytes
+        for i, key in enumerate(keys):
+            if not key or len(key) > limit:
+                self.check_key(key, f"keys[{i}]")
+
+    def check_value(self, value: bytes, what: str = "value") -> None:
+        """Refuse oversized values."""
+        if len(value) > self.max_value_bytes:
+            raise invalid(f"{what} is {len(value)} bytes; the limit is {self.max_value_bytes}")
+
+
+def check_ttl(ttl_ms: int, what: str = "ttl_ms") -> None:
+    """Refuse negative TTLs."""
+    if ttl_ms < 0:
+        raise invalid(f"{what} must not be negative (got {ttl_ms})")
+
+
+class Executor:
+    """Runs validated Cache operations on one keyspace."""
+
+    def __init__(self, keyspace: Keyspace, limits: Limits) -> None:
+        self.keyspace = keyspace
+        self.limits = limits
+        # Pipeline dispatch: oneof field name -> handler. The reply goes into
+        # the OperationResult field of the same name.
+        self._ops: dict[str, Callable[[Any], Any]] = {
+            "get": self.get,
+            "set": self.set,
+            "delete": self.delete,
+            "exists": self.exists,
+            "expire": self.expire,
+            "ttl": self.ttl,
+            "incr": self.incr,
+            "mget": self.mget,
+            "mset": self.mset,
+            "mdelete": self.mdelete,
+        }
+
+    # ---- single key --------------------------------------------------------
+
+    def get(self, req: pb.GetRequest) -> pb.GetReply:
+        """Read one key."""
+        self.limits.check_key(req.key)
+        value = self.keyspace.get(req.key)
+        if value is None:
+            return pb.GetReply()
+        return pb.GetReply(found=True, value=value)
+
+    def set(self, req: pb.SetRequest) -> pb.SetReply:
+        """Write one key."""
+        key, value, ttl_ms, condition, keep_ttl = self._set_args(req, "")
+        applied = _memory_guard(
+            lambda: self.keyspace.set(
+                key, value, ttl_ms=ttl_ms, condition=condition, keep_ttl=keep_ttl
+            )
+        )
+        return pb.SetReply(applied=applied)
+
+    def delete(self, req: pb.DeleteRequest) -> pb.DeleteReply:
+        """Remove one key."""
+        self.limits.check_key(req.key)
+        return pb.DeleteReply(deleted=self.keyspace.delete(req.key))
+
+    def exists(self, req: pb.ExistsRequest) -> pb.ExistsReply:
+        """Report whether a key is held."""
+        self.limits.check_key(req.key)
+        return pb.ExistsReply(exists=self.keyspace.exists(req.key))
+
+    def expire(self, req: pb.ExpireRequest) -> pb.ExpireReply:
+        """Set or clear a TTL."""
+        self.limits.check_key(req.key)
+        check_ttl(req.ttl_ms)
+        if req.clear:
+            if req.ttl_ms:
+                raise invalid("ttl_ms must be 0 when clear is set")
+            return pb.ExpireReply(applied=self.keyspace.persist(req.key))
+        if req.ttl_ms == 0:
+            raise invalid("ttl_ms must be > 0; set clear to remove a TTL")
+        return pb.ExpireReply(applied=self.keyspace.expire(req.key, req.ttl_ms))
+
+    def ttl(self, req: pb.TtlRequest) -> pb.TtlReply:
+        """Read the remaining TTL."""
+        self.limits.check_key(req.key)
+        remaining = self.keyspace.pttl(req.key)
+        if remaining == -2:
+            return pb.TtlReply()
+        if remaining == -1:
+            return pb.TtlReply(found=True)
+        return pb.TtlReply(found=True, has_ttl=True, ttl_ms=remaining)
+
+    def incr(self, req: pb.IncrRequest) -> pb.IncrReply:
+        """Add a delta to an integer value."""
+        self.limits.check_key(req.key)
+        try:
+            value = _memory_guard(lambda: self.keyspace.incr(req.key, req.delta))
+        except NotAnInteger as exc:
+            raise CommandError(FAILED_PRECONDITION, str(exc), REASON_NOT_INTEGER) from None
+        except OutOfRange as exc:
+            raise CommandError(FAILED_PRECONDITION, str(exc), REASON_OVERFLOW) from None
+        return pb.IncrReply(value=value)
+
+    # ---- multi key ---------------------------------------------------------
+
+    def mget(self, req: pb.MGetRequest) -> pb.MGetReply:
+        """Read many keys in request order."""
+        keys = req.keys
+        self.limits.check_keys(keys)
+        reply = pb.MGetReply()
+        results = reply.results
+        for value in self.keyspace.get_many(keys):
+            if value is None:
+                results.add()
+            else:
+                results.add(found=True, value=value)
+        return reply
+
+    def mset(self, req: pb.MSetRequest) -> pb.MSetReply:
+        """Write many keys: all entries are validated before any is written."""
+        entries = [self._set_args(e, f"entries[{i}].") for i, e in enumerate(req.entries)]
+        applied = _memory_guard(lambda: self.keyspace.set_many(entries))
+        return pb.MSetReply(applied=applied)
+
+    def mdelete(self, req: pb.MDeleteRequest) -> pb.MDeleteReply:
+        """Remove many keys."""
+        self.limits.check_keys(req.keys)
+        return pb.MDeleteReply(deleted=self.keyspace.delete_many(req.keys))
+
+    # ---- pipeline ----------------------------------------------------------
+
+    def run(self, op: pb.Operation) -> pb.OperationResult:
+        """Run one Pipeline operation; failures become an ``error`` result."""
+        kind = op.WhichOneof("op")
+        handler = self._ops.get(kind) if kind else None
+        if kind is None or handler is None:
+            return pb.OperationResult(id=op.id, error=unknown_operation().to_proto())
+        try:
+            reply = handler(getattr(op, kind))
+        except CommandError as exc:
+            return pb.OperationResult(id=op.id, error=exc.to_proto())
+        result = pb.OperationResult(id=op.id)
+        getattr(result, kind).CopyFrom(reply)
+        return result
+
+    # ---- helpers -----------------------------------------------------------
+
+    def _set_args(
+        self, req: pb.SetRequest, prefix: str
+    ) -> tuple[bytes, bytes, int, Condition, bool]:
+        self.limits.check_key(req.key, prefix + "key")
+        self.limits.check_value(req.value, prefix + "value")
+        check_ttl(req.ttl_ms, prefix + "ttl_ms")
+        if req.keep_ttl and req.ttl_ms:
+            raise invalid(f"{prefix}keep_ttl and {prefix}ttl_ms cannot both be set")
+        condition = _CONDITIONS.get(req.condition)
+        if condition is None:
+            raise invalid(f"{prefix}condition {req.condition} is not a known SetCondition")
+        return req.key, req.value, req.ttl_ms, condition, req.keep_ttl
+
+
+def unknown_operation() -> CommandError:
+    """The error for a Pipeline operation this server does not know."""
+    return invalid("unknown operation: the op field is unset or not supported by this server")
+
+
+def _memory_guard(write: Callable[[], _T]) -> _T:
+    try:
+        return write()
+    except OutOfMemory as exc:
+        raise CommandError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None

@@ -1,0 +1,51 @@
+"""``slotcache-server``: run one node until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from cluster.config import ServerConfig, load_config
+from cluster.node import Node, StartupError
+
+log = logging.getLogger("slotcache")
+
+
+async def serve(config: ServerConfig) -> int:
+    """Serve until a termination signal arrives, then drain and return the exit status."""
+    node = Node(config)
+    try:
+        await node.start()
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "slotcache-server ready on %s:%d (data in %s)", config.host, node.port, config.data_dir
+    )
+    await stop.wait()
+    log.info("shutting down: draining calls for up to %.1fs", config.shutdown_grace_s)
+    await node.stop()
+    log.info("stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point."""
+    config = load_config(argv)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

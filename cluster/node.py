@@ -1,0 +1,153 @@
+"""One slotcache node: the gRPC server, its services and its background cron.
+
+Everything that touches the network or the clock lives here; the services
+and the keyspace it wires together do not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from slotcache.v1 import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
+
+import cluster
+from cluster.config import ServerConfig
+from cluster.executor import Executor, Limits
+from cluster.keyspace import Keyspace
+from cluster.services.admin import AdminService
+from cluster.services.cache import CacheService
+from cluster.stats import OpCounters
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+)
+
+
+class StartupError(RuntimeError):
+    """The node could not start (for example, its port is taken)."""
+
+
+class Node:
+    """A single node serving the Cache, Admin, health and reflection services."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.keyspace = Keyspace(
+            maxmemory=config.maxmemory,
+            policy=config.maxmemory_policy,
+            samples=config.maxmemory_samples,
+            sampler=config.sampler,
+        )
+        self.counters = OpCounters()
+        self.executor = Executor(
+            self.keyspace, Limits(config.max_key_bytes, config.max_value_bytes)
+        )
+        self.health = health.aio.HealthServicer()
+        self.port = config.port
+        self.sampler_cycles = 0
+        self.sampler_overruns = 0
+        self._started_at = time.monotonic()
+        self._server: grpc.aio.Server | None = None
+        self._cron: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Bind the port, start serving and start the cron."""
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        limit = self.config.max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                # Two nodes must never share a port silently.
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        cache_pb2_grpc.add_CacheServicer_to_server(
+            CacheService(self.executor, self.counters), server
+        )
+        admin_pb2_grpc.add_AdminServicer_to_server(
+            AdminService(self.server_info, self.stats), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        try:
+            self.port = server.add_insecure_port(self.config.address)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen on {self.config.address}: {exc}") from exc
+        if self.port == 0:
+            raise StartupError(f"cannot listen on {self.config.address}")
+        await server.start()
+        self._server = server
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._cron = asyncio.create_task(self._run_cron(), name="slotcache-cron")
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop gracefully: report NOT_SERVING, refuse new calls, drain in-flight ones."""
+        await self.health.enter_graceful_shutdown()
+        if self._cron is not None:
+            self._cron.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cron
+        if self._server is not None:
+            await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
+
+    async def _run_cron(self) -> None:
+        """Run background duties at the sampler's frequency, keeping a steady period."""
+        period = self.config.sampler.period_s
+        loop = asyncio.get_running_loop()
+        next_run = loop.time()
+        while True:
+            cycle = self.keyspace.run_expiry_cycle()
+            self.sampler_cycles += 1
+            self.sampler_overruns += cycle.out_of_time
+            next_run += period
+            delay = next_run - loop.time()
+            if delay < 0:
+                next_run = loop.time()
+                delay = 0
+            await asyncio.sleep(delay)
+
+    def server_info(self) -> dict[str, str]:
+        """Descriptive fields for the Info RPC."""
+        return {
+            "version": cluster.__version__,
+            "address": f"{self.config.host}:{self.port}",
+            "pid": str(os.getpid()),
+            "uptime_s": f"{time.monotonic() - self._started_at:.0f}",
+            "maxmemory_policy": self.config.maxmemory_policy.value,
+            "data_dir": str(self.config.data_dir),
+        }
+
+    def stats(self) -> dict[str, int]:
+        """Counters and gauges for the Info RPC."""
+        ks = self.keyspace
+        out = {f"ops.{name}": n for name, n in self.counters.snapshot().items()}
+        out.update(
+            {
+                "keys": ks.key_count,
+                "keys.with_ttl": ks.ttl_key_count(),
+                "hits": ks.stats.hits,
+                "misses": ks.stats.misses,
+                "expired.lazy": ks.stats.expired_lazy,
+                "expired.active": ks.stats.expired_active,
+                "evicted": ks.stats.evicted,
+                "memory.used": ks.used_memory,
+                "memory.max": ks.maxmemory,
+                "sampler.cycles": self.sampler_cycles,
+                "sampler.overruns": self.sampler_overruns,
+            }
+        )
+        return out

@@ -1,0 +1,1 @@
+"""gRPC servicers: thin adapters that decode, call the core, and encode."""
