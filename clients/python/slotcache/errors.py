@@ -1,0 +1,103 @@
+"""Typed exceptions for failed calls, mapped from gRPC status codes.
+
+Callers catch what they can act on (a missing precondition, memory
+pressure, an unreachable node) rather than inspecting status codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+_DETAILS_KEY = "grpc-status-details-bin"
+
+
+class SlotcacheError(Exception):
+    """Base class for every error the SDK raises for a failed operation."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(
+        self, message: str, *, reason: str = "", metadata: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.metadata = dict(metadata or {})
+
+
+class InvalidArgument(SlotcacheError):
+    """The request was malformed: an empty or oversized key, a negative TTL, ..."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class FailedPrecondition(SlotcacheError):
+    """The request was valid but the key's state refused it (e.g. Incr on a non-integer)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class OutOfMemory(SlotcacheError):
+    """The node is at maxmemory and its policy cannot evict; reads still work."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(SlotcacheError):
+    """The node could not be reached, or is shutting down."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Timeout(SlotcacheError):
+    """The call's deadline passed; a write may or may not have been applied."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Cancelled(SlotcacheError):
+    """The call was cancelled before it completed."""
+
+    code = grpc.StatusCode.CANCELLED
+
+
+_BY_CODE: dict[grpc.StatusCode, type[SlotcacheError]] = {
+    cls.code: cls
+    for cls in (InvalidArgument, FailedPrecondition, OutOfMemory, Unavailable, Timeout, Cancelled)
+}
+
+
+def error_for(
+    code: grpc.StatusCode,
+    message: str,
+    reason: str = "",
+    metadata: Mapping[str, str] | None = None,
+) -> SlotcacheError:
+    """Build the typed exception for a status."""
+    cls = _BY_CODE.get(code, SlotcacheError)
+    err = cls(message, reason=reason, metadata=metadata)
+    if cls is SlotcacheError:
+        err.code = code
+    return err
+
+
+def from_rpc_error(exc: grpc.RpcError) -> SlotcacheError:
+    """Translate a failed gRPC call, reading the ErrorInfo detail when the server sent one."""
+    call = cast(grpc.Call, exc)
+    code = call.code()
+    message = call.details() or code.name
+    reason, metadata = "", {}
+    trailers: Any = call.trailing_metadata() or ()
+    for key, value in trailers:
+        if key != _DETAILS_KEY:
+            continue
+        for detail in status_pb2.Status.FromString(value).details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason, metadata = info.reason, dict(info.metadata)
+    return error_for(code, message, reason, metadata)
