@@ -1,0 +1,191 @@
+"""Start and stop local ``slotcache-server`` processes.
+
+``clusterctl up``, the benchmark and the integration tests all need real
+server processes on loopback; this is the one implementation they share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port that was free a moment ago (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def server_command() -> list[str]:
+    """How to run slotcache-server with this interpreter, installed script or not."""
+    return [sys.executable, "-m", "cluster.main"]
+
+
+def wait_serving(address: str, timeout: float) -> bool:
+    """Poll the standard health service until it reports SERVING or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+    return False
+
+
+class ServerProcess:
+    """One ``slotcache-server`` child process on loopback.
+
+    Always stop it (``with`` does): a leaked server would hold its port and
+    memory after the caller is gone.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+        log_path: Path | None = None,
+        host: str = LOOPBACK,
+    ) -> None:
+        self.host = host
+        self._auto_port = port is None
+        self.port = port or free_port(host)
+        self.data_dir = data_dir
+        self.extra_args = list(extra_args)
+        self.log_path = log_path or data_dir / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the client port."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """The process id; the process must have been started."""
+        assert self.proc is not None, "server not started"
+        return self.proc.pid
+
+    def start(self, ready_timeout: float = 15.0) -> ServerProcess:
+        """Start the process and wait until it serves; raise with its log if it does not.
+
+        A port picked automatically can be taken by someone else before the
+        server binds it; then a new port is tried.
+        """
+        for _ in range(3):
+            if self._start_once(ready_timeout):
+                return self
+            if not (self._auto_port and "cannot listen" in self.log()):
+                break
+            self.port = free_port(self.host)
+        raise RuntimeError(f"slotcache-server on {self.address} did not start:\n{self.log()}")
+
+    def _start_once(self, ready_timeout: float) -> bool:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            *server_command(),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            *self.extra_args,
+        ]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=_child_env(), start_new_session=True
+            )
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if wait_serving(self.address, min(1.0, deadline - time.monotonic())):
+                return True
+        self.kill()
+        return False
+
+    def log(self) -> str:
+        """The server's output so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the process if it is still running."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL if needed; return the exit status."""
+        if self.proc is None:
+            return None
+        self.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL and reap, for fault injection and last-resort cleanup."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            # A stopped (SIGSTOP) process still dies on SIGKILL.
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+
+    def __enter__(self) -> ServerProcess:
+        return self if self.proc is not None else self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Settings come from flags; stray SLOTCACHE_* variables would change them silently.
+    for name in [k for k in env if k.startswith("SLOTCACHE_")]:
+        del env[name]
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+@contextlib.contextmanager
+def running_server(
+    data_dir: Path, extra_args: Sequence[str] = (), port: int | None = None
+) -> Iterator[ServerProcess]:
+    """A started server that is stopped on exit, even when the body fails."""
+    server = ServerProcess(data_dir, port=port, extra_args=extra_args)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
