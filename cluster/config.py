@@ -35,15 +35,32 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * _UNITS[unit]
 
 
+def _number(kind: Callable[[str], Any], text: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a valid {kind.__name__}") from None
+
+
+def _int(text: str) -> int:
+    value: int = _number(int, text)
+    return value
+
+
+def _float(text: str) -> float:
+    value: float = _number(float, text)
+    return value
+
+
 def _port(text: str) -> int:
-    port = int(text)
+    port = _int(text)
     if not 0 < port < 65536:
         raise ValueError(f"port {port} is outside 1..65535")
     return port
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if value <= 0:
         raise ValueError(f"{text} must be > 0")
     return value
@@ -107,24 +124,36 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--data-dir", "data_dir", Path, "directory for the node's files", "DIR"),
     _Option("--maxmemory", "maxmemory", parse_size, "memory limit; 0 means none", "SIZE"),
     _Option("--maxmemory-policy", "maxmemory_policy", EvictionPolicy.parse, "eviction policy"),
-    _Option("--maxmemory-samples", "maxmemory_samples", int, "keys sampled per eviction", "N"),
+    _Option("--maxmemory-samples", "maxmemory_samples", _int, "keys sampled per eviction", "N"),
     _Option("--expire-hz", "expire_hz", _positive_float, "expiry sampler cycles per second", "HZ"),
-    _Option("--expire-keys-per-loop", "expire_keys_per_loop", int, "keys per sample", "N"),
+    _Option("--expire-keys-per-loop", "expire_keys_per_loop", _int, "keys per sample", "N"),
     _Option(
         "--expire-stale-percent",
         "expire_stale_percent",
-        float,
+        _float,
         "keep sampling while more than this share of a sample had expired",
         "PCT",
     ),
-    _Option("--expire-cpu-percent", "expire_cpu_percent", float, "CPU share of each cycle", "PCT"),
+    _Option("--expire-cpu-percent", "expire_cpu_percent", _float, "CPU share of each cycle", "PCT"),
     _Option("--max-key-bytes", "max_key_bytes", parse_size, "largest accepted key", "SIZE"),
     _Option("--max-value-bytes", "max_value_bytes", parse_size, "largest accepted value", "SIZE"),
     _Option(
-        "--shutdown-grace", "shutdown_grace_s", float, "seconds to drain calls on SIGTERM", "SECS"
+        "--shutdown-grace", "shutdown_grace_s", _float, "seconds to drain calls on SIGTERM", "SECS"
     ),
     _Option("--log-level", "log_level", str, "debug, info, warning or error", "LEVEL"),
 )
+
+
+def _with_message(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Let argparse show our explanation instead of a bare "invalid value"."""
+
+    def wrapped(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return wrapped
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
             opt.flag,
             dest=opt.dest,
             metavar=opt.metavar,
-            type=opt.parse,
+            type=_with_message(opt.parse),
             default=None,
             help=f"{opt.help} (env {opt.env})",
         )
