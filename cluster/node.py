@@ -15,7 +15,6 @@ import time
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from slotcache.v1 import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
 
 import cluster
 from cluster.config import ServerConfig
@@ -24,6 +23,7 @@ from cluster.keyspace import Keyspace
 from cluster.services.admin import AdminService
 from cluster.services.cache import CacheService
 from cluster.stats import OpCounters
+from slotcache.v1 import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,9 @@ SERVICE_NAMES = (
     cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
 )
+
+
+SHUTDOWN_SETTLE_S = 0.2
 
 
 class StartupError(RuntimeError):
@@ -97,6 +100,10 @@ class Node:
     async def stop(self, grace: float | None = None) -> None:
         """Stop gracefully: report NOT_SERVING, refuse new calls, drain in-flight ones."""
         await self.health.enter_graceful_shutdown()
+        # Calls already read but not yet dispatched are cancelled by grpc's stop()
+        # (grpc/grpc#41785); a short pause lets them reach their handlers first,
+        # and lets health checkers see NOT_SERVING before the port closes.
+        await asyncio.sleep(SHUTDOWN_SETTLE_S)
         if self._cron is not None:
             self._cron.cancel()
             with contextlib.suppress(asyncio.CancelledError):

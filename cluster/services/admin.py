@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
+
 from slotcache.v1 import admin_pb2 as pb
 from slotcache.v1 import admin_pb2_grpc as pb_grpc
 

@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
-from slotcache.v1 import cache_pb2 as pb
-from slotcache.v1 import cache_pb2_grpc as pb_grpc
 
 from cluster.executor import CommandError, Executor
 from cluster.services.status import abort
 from cluster.stats import OpCounters
+from slotcache.v1 import cache_pb2 as pb
+from slotcache.v1 import cache_pb2_grpc as pb_grpc
 
 _Req = TypeVar("_Req")
 _Rep = TypeVar("_Rep")
