@@ -66,6 +66,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in _LOG_LEVELS:
+        raise ValueError(f"unknown log level {text!r}; expected one of: {', '.join(_LOG_LEVELS)}")
+    return level
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything one node needs to start."""
@@ -140,7 +150,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "--shutdown-grace", "shutdown_grace_s", _float, "seconds to drain calls on SIGTERM", "SECS"
     ),
-    _Option("--log-level", "log_level", str, "debug, info, warning or error", "LEVEL"),
+    _Option("--log-level", "log_level", _log_level, "debug, info, warning or error", "LEVEL"),
 )
 
 

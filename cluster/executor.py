@@ -8,12 +8,12 @@ errors. Routing (own, forward, redirect) sits in front of it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
-from slotcache.v1 import cache_pb2 as pb
 
 from cluster.keyspace import (
     Condition,
@@ -22,11 +22,17 @@ from cluster.keyspace import (
     OutOfMemory,
     OutOfRange,
 )
+from slotcache.v1 import cache_pb2 as pb
 
+log = logging.getLogger(__name__)
 _CONDITIONS = {c.value: c for c in Condition}
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 REASON_NOT_INTEGER = "NOT_INTEGER"
 REASON_OVERFLOW = "INTEGER_OVERFLOW"
+REASON_OOM = "OOM"
+# The keyspace holds deadlines as signed 64-bit absolute milliseconds, so a TTL
+# must leave room for "now" (about 1.8e12). 10**15 ms is over 31,000 years.
+MAX_TTL_MS = 10**15
 _T = TypeVar("_T")
 
 
@@ -85,9 +91,11 @@ class Limits:
 
 
 def check_ttl(ttl_ms: int, what: str = "ttl_ms") -> None:
-    """Refuse negative TTLs."""
+    """Refuse negative TTLs, and TTLs too large for a deadline to hold."""
     if ttl_ms < 0:
         raise invalid(f"{what} must not be negative (got {ttl_ms})")
+    if ttl_ms > MAX_TTL_MS:
+        raise invalid(f"{what} must be at most {MAX_TTL_MS} (got {ttl_ms})")
 
 
 class Executor:
@@ -212,6 +220,11 @@ class Executor:
             reply = handler(getattr(op, kind))
         except CommandError as exc:
             return pb.OperationResult(id=op.id, error=exc.to_proto())
+        except Exception as exc:
+            # One broken operation must not end a stream that carries other callers' work.
+            log.exception("operation %s failed unexpectedly", kind)
+            error = CommandError(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+            return pb.OperationResult(id=op.id, error=error.to_proto())
         result = pb.OperationResult(id=op.id)
         getattr(result, kind).CopyFrom(reply)
         return result
@@ -241,4 +254,4 @@ def _memory_guard(write: Callable[[], _T]) -> _T:
     try:
         return write()
     except OutOfMemory as exc:
-        raise CommandError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+        raise CommandError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), REASON_OOM) from None
