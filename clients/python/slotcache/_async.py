@@ -12,7 +12,7 @@ import grpc
 from slotcache import _commands as cmd
 from slotcache._commands import BytesLike, Command
 from slotcache._core import CHANNEL_OPTIONS, DEFAULT_TIMEOUT_S, Call, ClientCore, unary_methods
-from slotcache.errors import from_rpc_error
+from slotcache.errors import Cancelled, from_rpc_error
 
 T = TypeVar("T")
 
@@ -24,6 +24,7 @@ class AsyncClient:
         self, address: str = "127.0.0.1:7000", *, timeout: float | None = DEFAULT_TIMEOUT_S
     ) -> None:
         self._core = ClientCore(timeout)
+        self._closed = False
         self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._rpcs = {
             name: self._channel.unary_unary(
@@ -47,9 +48,12 @@ class AsyncClient:
 
     async def close(self) -> None:
         """Close the channel; in-flight calls are cancelled."""
+        self._closed = True
         await self._channel.close()
 
     async def _run(self, command: Command[T], timeout: float | None) -> T:
+        if self._closed:
+            raise ValueError("the client is closed")
         plan = self._core.plan(command, timeout)
         try:
             calls = next(plan)
@@ -68,6 +72,14 @@ class AsyncClient:
             return await self._rpcs[call.rpc](call.request, timeout=call.timeout)
         except grpc.RpcError as exc:
             return from_rpc_error(exc)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our caller is being cancelled
+            # grpc.aio raises CancelledError when the call itself was cancelled (the
+            # channel closed under it); that is a failed call, as in Client, and must
+            # not look like a cancellation of the caller's task.
+            return Cancelled("the call was cancelled: the client was closed")
 
     # ---- commands: see slotcache._commands for their semantics -------------
 

@@ -55,17 +55,23 @@ def unary_methods() -> list[tuple[str, str, Any, Any]]:
     return out
 
 
+def check_timeout(timeout: float | None) -> float | None:
+    """Refuse zero or negative timeouts, which gRPC would treat as "already expired"."""
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds (got {timeout})")
+    return timeout
+
+
 class ClientCore:
     """Decides what to send and how to read what comes back."""
 
     def __init__(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
-        if timeout is not None and timeout <= 0:
-            raise ValueError("timeout must be > 0 seconds, or None for no deadline")
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
 
     def plan(self, command: Command[T], timeout: float | None = None) -> Plan[T]:
         """Run ``command``: one call, its outcome parsed or raised."""
-        (outcome,) = yield [Call(command.rpc, command.request, timeout or self.timeout)]
+        deadline = self.timeout if timeout is None else check_timeout(timeout)
+        (outcome,) = yield [Call(command.rpc, command.request, deadline)]
         if isinstance(outcome, SlotcacheError):
             raise outcome
         return command.parse(outcome)

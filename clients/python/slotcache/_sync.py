@@ -23,6 +23,7 @@ class Client:
         self, address: str = "127.0.0.1:7000", *, timeout: float | None = DEFAULT_TIMEOUT_S
     ) -> None:
         self._core = ClientCore(timeout)
+        self._closed = False
         self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._rpcs = {
             name: self._channel.unary_unary(
@@ -46,9 +47,12 @@ class Client:
 
     def close(self) -> None:
         """Close the channel; in-flight calls are cancelled."""
+        self._closed = True
         self._channel.close()
 
     def _run(self, command: Command[T], timeout: float | None) -> T:
+        if self._closed:
+            raise ValueError("the client is closed")
         plan = self._core.plan(command, timeout)
         try:
             calls = next(plan)

@@ -41,10 +41,14 @@ class FailedPrecondition(SlotcacheError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-class OutOfMemory(SlotcacheError):
-    """The node is at maxmemory and its policy cannot evict; reads still work."""
+class ResourceExhausted(SlotcacheError):
+    """A limit was hit: a message too large for gRPC, or the node's memory (see OutOfMemory)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class OutOfMemory(ResourceExhausted):
+    """The node is at maxmemory and its policy cannot evict; reads still work."""
 
 
 class Unavailable(SlotcacheError):
@@ -67,8 +71,16 @@ class Cancelled(SlotcacheError):
 
 _BY_CODE: dict[grpc.StatusCode, type[SlotcacheError]] = {
     cls.code: cls
-    for cls in (InvalidArgument, FailedPrecondition, OutOfMemory, Unavailable, Timeout, Cancelled)
+    for cls in (
+        InvalidArgument,
+        FailedPrecondition,
+        ResourceExhausted,
+        Unavailable,
+        Timeout,
+        Cancelled,
+    )
 }
+_BY_REASON: dict[str, type[SlotcacheError]] = {"OOM": OutOfMemory}
 
 
 def error_for(
@@ -78,7 +90,7 @@ def error_for(
     metadata: Mapping[str, str] | None = None,
 ) -> SlotcacheError:
     """Build the typed exception for a status."""
-    cls = _BY_CODE.get(code, SlotcacheError)
+    cls = _BY_REASON.get(reason) or _BY_CODE.get(code, SlotcacheError)
     err = cls(message, reason=reason, metadata=metadata)
     if cls is SlotcacheError:
         err.code = code
