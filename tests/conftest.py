@@ -1,0 +1,25 @@
+"""Fixtures shared by every test suite."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+
+@pytest.fixture
+def keys(request: pytest.FixtureRequest) -> Callable[..., bytes]:
+    """Make keys unique to this test, so tests that share a server never see each other's keys.
+
+    ``keys("a")`` returns ``b"<test name>-<random>:a"``; the same name gives the same key
+    within one test.
+    """
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:48]
+    prefix = f"{name}-{uuid.uuid4().hex[:8]}:".encode()
+
+    def make(suffix: str | bytes = "") -> bytes:
+        return prefix + (suffix.encode() if isinstance(suffix, str) else suffix)
+
+    return make
