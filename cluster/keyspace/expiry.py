@@ -2,8 +2,16 @@
 
 Lazy expiry alone leaves keys that are never read again in memory forever.
 The sampler bounds that: it samples keys that have a TTL, deletes the expired
-ones, and keeps sampling only while a sample shows many expired keys, all
+ones, and keeps sampling only while the samples show many expired keys, all
 within a CPU budget so it never starves request handling.
+
+One deliberate departure from Redis: Redis stops a cycle as soon as a single
+20-key sample has at most 10% expired keys. Such small samples are noisy, so
+near the limit cycles stop almost at once and the stale share creeps down
+towards 10% without reaching it (measured: about 12,500 cycles to go from 50%
+to under 10% on a million keys). Here a cycle looks at everything it sampled
+so far and stops once at most *half* the acceptable stale share of that has
+expired, so the stale share settles clearly under ``stale_percent``.
 """
 
 from __future__ import annotations
@@ -60,11 +68,8 @@ class ExpirySource(Protocol):
     def ttl_key_count(self) -> int:
         """Number of keys that have a TTL."""
 
-    def random_ttl_entry(self) -> tuple[bytes, int]:
-        """A random key that has a TTL, with its deadline."""
-
-    def expire_now(self, key: bytes) -> None:
-        """Remove a key whose deadline has passed."""
+    def expire_sample(self, n: int, now_ms: int) -> int:
+        """Sample ``n`` random keys that have a TTL, remove the expired ones, return how many."""
 
 
 def run_cycle(
@@ -82,7 +87,7 @@ def run_cycle(
     start = timer()
     deadline = start + config.budget_s
     per_loop = config.keys_per_loop
-    stale_limit = config.stale_percent / 100.0
+    stop_share = config.stale_percent / 200.0
     while True:
         available = source.ttl_key_count()
         if available == 0:
@@ -91,16 +96,10 @@ def run_cycle(
             stats.out_of_time = True
             break
         n = per_loop if per_loop < available else available
-        expired = 0
-        for _ in range(n):
-            key, key_deadline = source.random_ttl_entry()
-            if key_deadline <= now_ms:
-                source.expire_now(key)
-                expired += 1
+        stats.expired += source.expire_sample(n, now_ms)
         stats.loops += 1
         stats.sampled += n
-        stats.expired += expired
-        if expired <= n * stale_limit:
+        if stats.expired <= stats.sampled * stop_share:
             break
     stats.elapsed_s = timer() - start
     return stats

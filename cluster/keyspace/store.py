@@ -26,6 +26,7 @@ import random as _random
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import islice
 
@@ -47,6 +48,18 @@ _EVICTION_ATTEMPTS = 64
 def wall_clock_ms() -> int:
     """Milliseconds since the epoch."""
     return time.time_ns() // 1_000_000
+
+
+def _deadline_after(now: int, ttl_ms: int) -> int:
+    """The absolute deadline ``ttl_ms`` from ``now``, or 0 (no TTL) when ``ttl_ms`` is 0."""
+    if ttl_ms < 0:
+        raise ValueError(f"ttl_ms must not be negative (got {ttl_ms})")
+    if ttl_ms == 0:
+        return 0
+    deadline = now + ttl_ms
+    if deadline > INT64_MAX:
+        raise ValueError(f"ttl_ms {ttl_ms} is too large: the deadline leaves the int64 range")
+    return deadline
 
 
 class Condition(enum.IntEnum):
@@ -187,11 +200,8 @@ class Keyspace:
             condition is Condition.IF_PRESENT and old is None
         ):
             return False
-        if keep_ttl:
-            deadline = self._ttl.deadline(key)
-        else:
-            deadline = self._clock() + ttl_ms if ttl_ms > 0 else 0
-        self._make_room(self._growth(key, value, old, deadline), (key,))
+        deadline = self._ttl.deadline(key) if keep_ttl else _deadline_after(self._clock(), ttl_ms)
+        self._make_room(self._growth(key, value, old, key in self._ttl, deadline), (key,))
         self._store(slot, key, value, deadline, old)
         return True
 
@@ -203,20 +213,25 @@ class Keyspace:
         """
         now = self._clock()
         plans: list[tuple[int, bytes, bytes, int] | None] = []
-        present: dict[bytes, bool] = {}
+        # Value and deadline of each key as the earlier entries leave it.
+        pending: dict[bytes, tuple[bytes, int]] = {}
         growth = 0
         for key, value, ttl_ms, condition, keep_ttl in entries:
             slot = key_slot(key)
-            old = self._live(slot, key)
-            exists = present.get(key, old is not None)
-            if (condition is Condition.IF_ABSENT and exists) or (
-                condition is Condition.IF_PRESENT and not exists
+            old: bytes | None
+            if key in pending:
+                old, old_deadline = pending[key]
+            else:
+                old = self._live(slot, key)
+                old_deadline = self._ttl.deadline(key)
+            if (condition is Condition.IF_ABSENT and old is not None) or (
+                condition is Condition.IF_PRESENT and old is None
             ):
                 plans.append(None)
                 continue
-            present[key] = True
-            deadline = self._ttl.deadline(key) if keep_ttl else (now + ttl_ms if ttl_ms > 0 else 0)
-            growth += self._growth(key, value, old, deadline)
+            deadline = old_deadline if keep_ttl else _deadline_after(now, ttl_ms)
+            growth += self._growth(key, value, old, old_deadline != 0, deadline)
+            pending[key] = (value, deadline)
             plans.append((slot, key, value, deadline))
         self._make_room(growth, [p[1] for p in plans if p is not None])
         for plan in plans:
@@ -227,9 +242,11 @@ class Keyspace:
 
     def set_with_deadline(self, key: bytes, value: bytes, deadline: int) -> None:
         """Write a key with an absolute deadline (0 for none), as replication and migration do."""
+        if not INT64_MIN <= deadline <= INT64_MAX:
+            raise ValueError(f"deadline {deadline} is outside the signed 64-bit range")
         slot = key_slot(key)
         old = self._data[slot].get(key)
-        self._make_room(self._growth(key, value, old, deadline), (key,))
+        self._make_room(self._growth(key, value, old, key in self._ttl, deadline), (key,))
         self._store(slot, key, value, deadline, old)
 
     def delete(self, key: bytes) -> bool:
@@ -249,12 +266,13 @@ class Keyspace:
         """Give an existing key a TTL (> 0); return whether the key exists."""
         if ttl_ms <= 0:
             raise ValueError("ttl_ms must be > 0")
+        deadline = _deadline_after(self._clock(), ttl_ms)
         slot = key_slot(key)
         if self._live(slot, key) is None:
             return False
         if key not in self._ttl:
             self.used_memory += memory.TTL_ENTRY
-        self._ttl.set(key, self._clock() + ttl_ms)
+        self._ttl.set(key, deadline)
         return True
 
     def persist(self, key: bytes) -> bool:
@@ -276,7 +294,7 @@ class Keyspace:
             raise OutOfRange("increment would overflow a signed 64-bit integer")
         value = str(result).encode()
         deadline = self._ttl.deadline(key)
-        self._make_room(self._growth(key, value, old, deadline), (key,))
+        self._make_room(self._growth(key, value, old, deadline != 0, deadline), (key,))
         self._store(slot, key, value, deadline, old)
         return result
 
@@ -290,14 +308,13 @@ class Keyspace:
         """Number of keys that have a TTL."""
         return len(self._ttl)
 
-    def random_ttl_entry(self) -> tuple[bytes, int]:
-        """A random key that has a TTL, with its deadline."""
-        return self._ttl.random_entry(self._random)
-
-    def expire_now(self, key: bytes) -> None:
-        """Remove a key the sampler found expired."""
-        self._remove(key_slot(key), key)
-        self.stats.expired_active += 1
+    def expire_sample(self, n: int, now_ms: int) -> int:
+        """Sample ``n`` keys that have a TTL, remove the expired ones, return how many."""
+        due = self._ttl.sample_due(n, now_ms, self._random)
+        for key in due:
+            self._remove(key_slot(key), key)
+        self.stats.expired_active += len(due)
+        return len(due)
 
     # ---- per-slot views ----------------------------------------------------
 
@@ -358,13 +375,14 @@ class Keyspace:
                 counts[k] = lfu_decay(c, periods)
             self._lfu_decayed_at[slot] = now
 
-    def _growth(self, key: bytes, value: bytes, old: bytes | None, deadline: int) -> int:
-        """Estimated change in used memory if ``key`` were written."""
+    def _growth(
+        self, key: bytes, value: bytes, old: bytes | None, had_ttl: bool, deadline: int
+    ) -> int:
+        """Estimated change in used memory if ``key``, now ``old``, were written."""
         if old is None:
             growth = memory.entry(len(key), len(value), self._per_key_extra)
         else:
             growth = memory.bytes_object(len(value)) - memory.bytes_object(len(old))
-        had_ttl = key in self._ttl
         if deadline and not had_ttl:
             growth += memory.TTL_ENTRY
         elif had_ttl and not deadline:
@@ -416,17 +434,21 @@ class Keyspace:
     def _make_room(self, growth: int, protected: Iterable[bytes]) -> None:
         """Evict until ``growth`` more bytes fit under maxmemory, or raise OutOfMemory.
 
-        Raises before anything is removed when the policy forbids eviction, so
-        a refused write changes nothing.
+        Raises before anything is removed when the policy forbids eviction, or
+        when the written keys alone would exceed maxmemory, so such a refused
+        write changes nothing.
         """
         if not self.maxmemory or growth <= 0 or self.used_memory + growth <= self.maxmemory:
             return
         if self.policy is EvictionPolicy.NOEVICTION:
             raise OutOfMemory("maxmemory reached and the eviction policy is noeviction")
         keep = set(protected)
+        if sum(map(self._footprint, keep)) + growth > self.maxmemory:
+            # Evicting every other key would not make room, so evict nothing.
+            raise OutOfMemory("the write is larger than maxmemory")
         misses = 0
         while self.used_memory + growth > self.maxmemory:
-            victim = self._pick_victim()
+            victim = self._pick_victim(keep)
             if victim is None or victim in keep:
                 misses += 1
                 if victim is None or misses >= _EVICTION_ATTEMPTS:
@@ -437,7 +459,16 @@ class Keyspace:
             self._remove(key_slot(victim), victim)
             self.stats.evicted += 1
 
-    def _pick_victim(self) -> bytes | None:
+    def _footprint(self, key: bytes) -> int:
+        """Estimated bytes ``key`` holds now; 0 if it is not held."""
+        value = self._data[key_slot(key)].get(key)
+        if value is None:
+            return 0
+        size = memory.entry(len(key), len(value), self._per_key_extra)
+        return size + memory.TTL_ENTRY if key in self._ttl else size
+
+    def _pick_victim(self, keep: AbstractSet[bytes]) -> bytes | None:
+        """A key to evict; a key in ``keep`` only when the sample offered nothing else."""
         policy = self.policy
         if policy.volatile:
             if not self._ttl:
@@ -446,29 +477,38 @@ class Keyspace:
                 return self._ttl.random_entry(self._random)[0]
             candidates = [self._ttl.random_entry(self._random) for _ in range(self.samples)]
             if policy is EvictionPolicy.VOLATILE_TTL:
-                return min(candidates, key=lambda c: c[1])[0]
-            return self._best_candidate(k for k, _ in candidates)
+                allowed = [c for c in candidates if c[0] not in keep] or candidates
+                return min(allowed, key=lambda c: c[1])[0]
+            return self._best_candidate((k for k, _ in candidates), keep)
         if not self._nonempty:
             return None
         if policy is EvictionPolicy.ALLKEYS_RANDOM:
             return self._random_key()
         if policy is EvictionPolicy.ALLKEYS_LRU:
             heads = (
-                next(iter(self._data[self._nonempty.random_member(self._random)]))
+                _oldest(self._data[self._nonempty.random_member(self._random)], keep)
                 for _ in range(self.samples)
             )
-            return self._best_candidate(heads)
-        return self._best_candidate(self._random_key() for _ in range(self.samples))
+            return self._best_candidate(heads, keep)
+        return self._best_candidate((self._random_key() for _ in range(self.samples)), keep)
 
     def _random_key(self) -> bytes:
         data = self._data[self._nonempty.random_member(self._random)]
         return next(islice(data, int(self._random() * len(data)), None))
 
-    def _best_candidate(self, keys: Iterable[bytes]) -> bytes | None:
-        """The candidate with the oldest access (LRU) or lowest counter (LFU)."""
+    def _best_candidate(self, keys: Iterable[bytes], keep: AbstractSet[bytes]) -> bytes | None:
+        """The candidate with the oldest access (LRU) or lowest counter (LFU), outside ``keep``.
+
+        Falls back to a kept key when every candidate is kept, which the caller
+        counts as a miss.
+        """
         best: bytes | None = None
         best_score = 0
+        kept: bytes | None = None
         for key in keys:
+            if key in keep:
+                kept = key
+                continue
             slot = key_slot(key)
             if self._lru is not None:
                 score = self._lru[slot][key]
@@ -478,4 +518,12 @@ class Keyspace:
                 score = self._lfu[slot][key]
             if best is None or score < best_score:
                 best, best_score = key, score
-        return best
+        return best if best is not None else kept
+
+
+def _oldest(data: dict[bytes, bytes], keep: AbstractSet[bytes]) -> bytes:
+    """A slot's least recently used key outside ``keep``, or its head if all are kept."""
+    for key in data:
+        if key not in keep:
+            return key
+    return next(iter(data))

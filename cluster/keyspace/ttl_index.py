@@ -38,9 +38,11 @@ class TtlIndex:
         """Give ``key`` a deadline, replacing any earlier one."""
         i = self._pos.get(key)
         if i is None:
+            # The array append is the step that can fail (a deadline outside
+            # int64), so it goes first and a failure leaves the index unchanged.
+            self._deadlines.append(deadline)
             self._pos[key] = len(self._keys)
             self._keys.append(key)
-            self._deadlines.append(deadline)
         else:
             self._deadlines[i] = deadline
 
@@ -63,6 +65,18 @@ class TtlIndex:
         """Return a uniformly chosen ``(key, deadline)``; the index must not be empty."""
         i = int(random() * len(self._keys))
         return self._keys[i], self._deadlines[i]
+
+    def sample_due(self, n: int, now: int, random: Callable[[], float]) -> set[bytes]:
+        """Of ``n`` uniformly sampled keys (with replacement), those due at ``now``."""
+        keys, deadlines = self._keys, self._deadlines
+        size = len(keys)
+        due = set()
+        if size:
+            for _ in range(n):
+                i = int(random() * size)
+                if deadlines[i] <= now:
+                    due.add(keys[i])
+        return due
 
     def clear(self) -> None:
         """Forget every key."""
