@@ -66,17 +66,17 @@ class TtlIndex:
         i = int(random() * len(self._keys))
         return self._keys[i], self._deadlines[i]
 
-    def sample_due(self, n: int, now: int, random: Callable[[], float]) -> set[bytes]:
-        """Of ``n`` uniformly sampled keys (with replacement), those due at ``now``."""
+    def sample_due(self, n: int, now: int, random: Callable[[], float]) -> list[bytes]:
+        """Of ``n`` uniformly sampled keys (with replacement), the distinct ones due at ``now``."""
         keys, deadlines = self._keys, self._deadlines
         size = len(keys)
-        due = set()
+        due: dict[bytes, None] = {}
         if size:
             for _ in range(n):
                 i = int(random() * size)
                 if deadlines[i] <= now:
-                    due.add(keys[i])
-        return due
+                    due[keys[i]] = None
+        return list(due)
 
     def clear(self) -> None:
         """Forget every key."""
