@@ -76,6 +76,27 @@ def _log_level(text: str) -> str:
     return level
 
 
+_TRUE = {"yes", "true", "on", "1"}
+_FALSE = {"no", "false", "off", "0"}
+
+
+def parse_bool(text: str) -> bool:
+    """Parse yes/no, true/false, on/off or 1/0, as Redis's config does."""
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not yes or no")
+
+
+def _node_timeout(text: str) -> int:
+    value = _int(text)
+    if value < 50:
+        raise ValueError(f"node timeout {value} ms is below the 50 ms minimum")
+    return value
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything one node needs to start."""
@@ -91,8 +112,18 @@ class ServerConfig:
     max_value_bytes: int = 16 * MIB
     shutdown_grace_s: float = 5.0
     log_level: str = "info"
+    cluster_enabled: bool = False
+    # 0 means the client port + 10000, as in Redis Cluster.
+    bus_port: int = 0
+    # The host other nodes and smart clients use to reach this node; defaults to --host.
+    announce_host: str = ""
+    node_timeout_ms: int = 15_000
+    require_full_coverage: bool = True
+    allow_reads_when_down: bool = False
 
     def __post_init__(self) -> None:
+        if self.cluster_enabled and self.bus_port == 0 and self.port + 10000 > 65535:
+            raise ValueError(f"port {self.port} leaves no room for the bus port; set --bus-port")
         if self.max_key_bytes < 1:
             raise ValueError("max key size must be >= 1 byte")
         if self.max_value_bytes < 0:
@@ -102,8 +133,18 @@ class ServerConfig:
 
     @property
     def address(self) -> str:
-        """``host:port`` for clients."""
+        """``host:port`` to listen on for clients."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def cluster_bus_port(self) -> int:
+        """The bus port actually used."""
+        return self.bus_port or self.port + 10000
+
+    @property
+    def public_host(self) -> str:
+        """The host advertised to peers and clients."""
+        return self.announce_host or self.host
 
     @property
     def max_message_bytes(self) -> int:
@@ -151,6 +192,28 @@ _OPTIONS: tuple[_Option, ...] = (
         "--shutdown-grace", "shutdown_grace_s", _float, "seconds to drain calls on SIGTERM", "SECS"
     ),
     _Option("--log-level", "log_level", _log_level, "debug, info, warning or error", "LEVEL"),
+    _Option(
+        "--cluster-enabled", "cluster_enabled", parse_bool, "join a cluster (yes/no)", "YES|NO"
+    ),
+    _Option("--bus-port", "bus_port", _port, "cluster bus port (default: port + 10000)", "PORT"),
+    _Option(
+        "--announce-host", "announce_host", str, "host peers and clients use to reach us", "HOST"
+    ),
+    _Option("--node-timeout", "node_timeout_ms", _node_timeout, "failure detection timeout", "MS"),
+    _Option(
+        "--require-full-coverage",
+        "require_full_coverage",
+        parse_bool,
+        "refuse requests when any slot is uncovered",
+        "YES|NO",
+    ),
+    _Option(
+        "--allow-reads-when-down",
+        "allow_reads_when_down",
+        parse_bool,
+        "serve reads for owned slots while the cluster is down",
+        "YES|NO",
+    ),
 )
 
 

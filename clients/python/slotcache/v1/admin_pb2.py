@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from slotcache.v1 import cache_pb2 as slotcache_dot_v1_dot_cache__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18slotcache/v1/admin.proto\x12\x0cslotcache.v1\"\r\n\x0bInfoRequest\"\xd0\x01\n\tInfoReply\x12\x33\n\x06server\x18\x01 \x03(\x0b\x32#.slotcache.v1.InfoReply.ServerEntry\x12\x31\n\x05stats\x18\x02 \x03(\x0b\x32\".slotcache.v1.InfoReply.StatsEntry\x1a-\n\x0bServerEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a,\n\nStatsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\x43\n\x05\x41\x64min\x12:\n\x04Info\x12\x19.slotcache.v1.InfoRequest\x1a\x17.slotcache.v1.InfoReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18slotcache/v1/admin.proto\x12\x0cslotcache.v1\x1a\x18slotcache/v1/cache.proto\"\r\n\x0bInfoRequest\"\xd0\x01\n\tInfoReply\x12\x33\n\x06server\x18\x01 \x03(\x0b\x32#.slotcache.v1.InfoReply.ServerEntry\x12\x31\n\x05stats\x18\x02 \x03(\x0b\x32\".slotcache.v1.InfoReply.StatsEntry\x1a-\n\x0bServerEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a,\n\nStatsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x15\n\x13\x43lusterStateRequest\"\xa6\x01\n\tPeerState\x12$\n\x04node\x18\x01 \x01(\x0b\x32\x16.slotcache.v1.NodeInfo\x12\r\n\x05\x66lags\x18\x02 \x03(\t\x12\x18\n\x10ping_sent_ms_ago\x18\x03 \x01(\x04\x12\x1c\n\x14pong_received_ms_ago\x18\x04 \x01(\x04\x12\x17\n\x0f\x66\x61ilure_reports\x18\x05 \x01(\r\x12\x13\n\x0b\x62us_address\x18\x06 \x01(\t\"\xe3\x01\n\x11\x43lusterStateReply\x12\x17\n\x0f\x63luster_enabled\x18\x01 \x01(\x08\x12\x0e\n\x06myself\x18\x02 \x01(\t\x12\x12\n\ncluster_ok\x18\x03 \x01(\x08\x12\x15\n\rcurrent_epoch\x18\x04 \x01(\x04\x12&\n\x05peers\x18\x05 \x03(\x0b\x32\x17.slotcache.v1.PeerState\x12\x16\n\x0eslots_assigned\x18\x06 \x01(\r\x12\x13\n\x0bknown_nodes\x18\x07 \x01(\r\x12\x0c\n\x04size\x18\x08 \x01(\r\x12\x17\n\x0fnode_timeout_ms\x18\t \x01(\x04\"-\n\x0bMeetRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x10\n\x08\x62us_port\x18\x02 \x01(\r\"\x1c\n\tMeetReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\":\n\x0f\x41\x64\x64SlotsRequest\x12\'\n\x06ranges\x18\x01 \x03(\x0b\x32\x17.slotcache.v1.SlotRange\"\x0f\n\rAddSlotsReply\"-\n\x15SetConfigEpochRequest\x12\x14\n\x0c\x63onfig_epoch\x18\x01 \x01(\x04\"\x15\n\x13SetConfigEpochReply\"<\n\x11\x43laimSlotsRequest\x12\'\n\x06ranges\x18\x01 \x03(\x0b\x32\x17.slotcache.v1.SlotRange\"\'\n\x0f\x43laimSlotsReply\x12\x14\n\x0c\x63onfig_epoch\x18\x01 \x01(\x04\x32\xc3\x03\n\x05\x41\x64min\x12:\n\x04Info\x12\x19.slotcache.v1.InfoRequest\x1a\x17.slotcache.v1.InfoReply\x12R\n\x0c\x43lusterState\x12!.slotcache.v1.ClusterStateRequest\x1a\x1f.slotcache.v1.ClusterStateReply\x12:\n\x04Meet\x12\x19.slotcache.v1.MeetRequest\x1a\x17.slotcache.v1.MeetReply\x12\x46\n\x08\x41\x64\x64Slots\x12\x1d.slotcache.v1.AddSlotsRequest\x1a\x1b.slotcache.v1.AddSlotsReply\x12X\n\x0eSetConfigEpoch\x12#.slotcache.v1.SetConfigEpochRequest\x1a!.slotcache.v1.SetConfigEpochReply\x12L\n\nClaimSlots\x12\x1f.slotcache.v1.ClaimSlotsRequest\x1a\x1d.slotcache.v1.ClaimSlotsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +36,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INFOREPLY_SERVERENTRY']._serialized_options = b'8\001'
   _globals['_INFOREPLY_STATSENTRY']._loaded_options = None
   _globals['_INFOREPLY_STATSENTRY']._serialized_options = b'8\001'
-  _globals['_INFOREQUEST']._serialized_start=42
-  _globals['_INFOREQUEST']._serialized_end=55
-  _globals['_INFOREPLY']._serialized_start=58
-  _globals['_INFOREPLY']._serialized_end=266
-  _globals['_INFOREPLY_SERVERENTRY']._serialized_start=175
-  _globals['_INFOREPLY_SERVERENTRY']._serialized_end=220
-  _globals['_INFOREPLY_STATSENTRY']._serialized_start=222
-  _globals['_INFOREPLY_STATSENTRY']._serialized_end=266
-  _globals['_ADMIN']._serialized_start=268
-  _globals['_ADMIN']._serialized_end=335
+  _globals['_INFOREQUEST']._serialized_start=68
+  _globals['_INFOREQUEST']._serialized_end=81
+  _globals['_INFOREPLY']._serialized_start=84
+  _globals['_INFOREPLY']._serialized_end=292
+  _globals['_INFOREPLY_SERVERENTRY']._serialized_start=201
+  _globals['_INFOREPLY_SERVERENTRY']._serialized_end=246
+  _globals['_INFOREPLY_STATSENTRY']._serialized_start=248
+  _globals['_INFOREPLY_STATSENTRY']._serialized_end=292
+  _globals['_CLUSTERSTATEREQUEST']._serialized_start=294
+  _globals['_CLUSTERSTATEREQUEST']._serialized_end=315
+  _globals['_PEERSTATE']._serialized_start=318
+  _globals['_PEERSTATE']._serialized_end=484
+  _globals['_CLUSTERSTATEREPLY']._serialized_start=487
+  _globals['_CLUSTERSTATEREPLY']._serialized_end=714
+  _globals['_MEETREQUEST']._serialized_start=716
+  _globals['_MEETREQUEST']._serialized_end=761
+  _globals['_MEETREPLY']._serialized_start=763
+  _globals['_MEETREPLY']._serialized_end=791
+  _globals['_ADDSLOTSREQUEST']._serialized_start=793
+  _globals['_ADDSLOTSREQUEST']._serialized_end=851
+  _globals['_ADDSLOTSREPLY']._serialized_start=853
+  _globals['_ADDSLOTSREPLY']._serialized_end=868
+  _globals['_SETCONFIGEPOCHREQUEST']._serialized_start=870
+  _globals['_SETCONFIGEPOCHREQUEST']._serialized_end=915
+  _globals['_SETCONFIGEPOCHREPLY']._serialized_start=917
+  _globals['_SETCONFIGEPOCHREPLY']._serialized_end=938
+  _globals['_CLAIMSLOTSREQUEST']._serialized_start=940
+  _globals['_CLAIMSLOTSREQUEST']._serialized_end=1000
+  _globals['_CLAIMSLOTSREPLY']._serialized_start=1002
+  _globals['_CLAIMSLOTSREPLY']._serialized_end=1041
+  _globals['_ADMIN']._serialized_start=1044
+  _globals['_ADMIN']._serialized_end=1495
 # @@protoc_insertion_point(module_scope)

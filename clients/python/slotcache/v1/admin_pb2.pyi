@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from slotcache.v1 import cache_pb2 as _cache_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -102,3 +103,256 @@ class InfoReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InfoReply: _TypeAlias = InfoReply  # noqa: Y015
+
+@_typing.final
+class ClusterStateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterStateRequest: _TypeAlias = ClusterStateRequest  # noqa: Y015
+
+@_typing.final
+class PeerState(_message.Message):
+    """What this node knows about one peer (or itself)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    FLAGS_FIELD_NUMBER: _builtins.int
+    PING_SENT_MS_AGO_FIELD_NUMBER: _builtins.int
+    PONG_RECEIVED_MS_AGO_FIELD_NUMBER: _builtins.int
+    FAILURE_REPORTS_FIELD_NUMBER: _builtins.int
+    BUS_ADDRESS_FIELD_NUMBER: _builtins.int
+    ping_sent_ms_ago: _builtins.int
+    """0 when no ping is outstanding."""
+    pong_received_ms_ago: _builtins.int
+    failure_reports: _builtins.int
+    """Primaries that reported this node as failing within 2 x node_timeout."""
+    bus_address: _builtins.str
+    @_builtins.property
+    def node(self) -> _cache_pb2.NodeInfo: ...
+    @_builtins.property
+    def flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Flag names: myself, primary, replica, pfail, fail, noaddr, ..."""
+
+    def __init__(
+        self,
+        *,
+        node: _cache_pb2.NodeInfo | None = ...,
+        flags: _abc.Iterable[_builtins.str] | None = ...,
+        ping_sent_ms_ago: _builtins.int = ...,
+        pong_received_ms_ago: _builtins.int = ...,
+        failure_reports: _builtins.int = ...,
+        bus_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bus_address", b"bus_address", "failure_reports", b"failure_reports", "flags", b"flags", "node", b"node", "ping_sent_ms_ago", b"ping_sent_ms_ago", "pong_received_ms_ago", b"pong_received_ms_ago"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PeerState: _TypeAlias = PeerState  # noqa: Y015
+
+@_typing.final
+class ClusterStateReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_ENABLED_FIELD_NUMBER: _builtins.int
+    MYSELF_FIELD_NUMBER: _builtins.int
+    CLUSTER_OK_FIELD_NUMBER: _builtins.int
+    CURRENT_EPOCH_FIELD_NUMBER: _builtins.int
+    PEERS_FIELD_NUMBER: _builtins.int
+    SLOTS_ASSIGNED_FIELD_NUMBER: _builtins.int
+    KNOWN_NODES_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    NODE_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    cluster_enabled: _builtins.bool
+    myself: _builtins.str
+    cluster_ok: _builtins.bool
+    current_epoch: _builtins.int
+    slots_assigned: _builtins.int
+    known_nodes: _builtins.int
+    size: _builtins.int
+    node_timeout_ms: _builtins.int
+    @_builtins.property
+    def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeerState]: ...
+    def __init__(
+        self,
+        *,
+        cluster_enabled: _builtins.bool = ...,
+        myself: _builtins.str = ...,
+        cluster_ok: _builtins.bool = ...,
+        current_epoch: _builtins.int = ...,
+        peers: _abc.Iterable[Global___PeerState] | None = ...,
+        slots_assigned: _builtins.int = ...,
+        known_nodes: _builtins.int = ...,
+        size: _builtins.int = ...,
+        node_timeout_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_enabled", b"cluster_enabled", "cluster_ok", b"cluster_ok", "current_epoch", b"current_epoch", "known_nodes", b"known_nodes", "myself", b"myself", "node_timeout_ms", b"node_timeout_ms", "peers", b"peers", "size", b"size", "slots_assigned", b"slots_assigned"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterStateReply: _TypeAlias = ClusterStateReply  # noqa: Y015
+
+@_typing.final
+class MeetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    BUS_PORT_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    bus_port: _builtins.int
+    """The other node's bus port."""
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        bus_port: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bus_port", b"bus_port", "host", b"host"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MeetRequest: _TypeAlias = MeetRequest  # noqa: Y015
+
+@_typing.final
+class MeetReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """The id of the node that answered."""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MeetReply: _TypeAlias = MeetReply  # noqa: Y015
+
+@_typing.final
+class AddSlotsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ranges(self) -> _containers.RepeatedCompositeFieldContainer[_cache_pb2.SlotRange]: ...
+    def __init__(
+        self,
+        *,
+        ranges: _abc.Iterable[_cache_pb2.SlotRange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ranges", b"ranges"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddSlotsRequest: _TypeAlias = AddSlotsRequest  # noqa: Y015
+
+@_typing.final
+class AddSlotsReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddSlotsReply: _TypeAlias = AddSlotsReply  # noqa: Y015
+
+@_typing.final
+class SetConfigEpochRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_EPOCH_FIELD_NUMBER: _builtins.int
+    config_epoch: _builtins.int
+    def __init__(
+        self,
+        *,
+        config_epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_epoch", b"config_epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetConfigEpochRequest: _TypeAlias = SetConfigEpochRequest  # noqa: Y015
+
+@_typing.final
+class SetConfigEpochReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetConfigEpochReply: _TypeAlias = SetConfigEpochReply  # noqa: Y015
+
+@_typing.final
+class ClaimSlotsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ranges(self) -> _containers.RepeatedCompositeFieldContainer[_cache_pb2.SlotRange]: ...
+    def __init__(
+        self,
+        *,
+        ranges: _abc.Iterable[_cache_pb2.SlotRange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ranges", b"ranges"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimSlotsRequest: _TypeAlias = ClaimSlotsRequest  # noqa: Y015
+
+@_typing.final
+class ClaimSlotsReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_EPOCH_FIELD_NUMBER: _builtins.int
+    config_epoch: _builtins.int
+    """The config epoch the claim was made with."""
+    def __init__(
+        self,
+        *,
+        config_epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_epoch", b"config_epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimSlotsReply: _TypeAlias = ClaimSlotsReply  # noqa: Y015

@@ -39,6 +39,31 @@ class AdminStub:
                 request_serializer=slotcache_dot_v1_dot_admin__pb2.InfoRequest.SerializeToString,
                 response_deserializer=slotcache_dot_v1_dot_admin__pb2.InfoReply.FromString,
                 _registered_method=True)
+        self.ClusterState = channel.unary_unary(
+                '/slotcache.v1.Admin/ClusterState',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.ClusterStateRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.ClusterStateReply.FromString,
+                _registered_method=True)
+        self.Meet = channel.unary_unary(
+                '/slotcache.v1.Admin/Meet',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.MeetRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.MeetReply.FromString,
+                _registered_method=True)
+        self.AddSlots = channel.unary_unary(
+                '/slotcache.v1.Admin/AddSlots',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.AddSlotsRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.AddSlotsReply.FromString,
+                _registered_method=True)
+        self.SetConfigEpoch = channel.unary_unary(
+                '/slotcache.v1.Admin/SetConfigEpoch',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.SetConfigEpochRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.SetConfigEpochReply.FromString,
+                _registered_method=True)
+        self.ClaimSlots = channel.unary_unary(
+                '/slotcache.v1.Admin/ClaimSlots',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.ClaimSlotsRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.ClaimSlotsReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -51,6 +76,45 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClusterState(self, request, context):
+        """This node's full view of the cluster, for nodes/slots/check.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Meet(self, request, context):
+        """Introduce another node by its bus address. Fails with UNAVAILABLE, and
+        changes nothing, when that node cannot be reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddSlots(self, request, context):
+        """Claim unassigned slots for this node (a primary).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetConfigEpoch(self, request, context):
+        """Give a node of a new cluster its first config epoch (create does this so
+        primaries start with distinct epochs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClaimSlots(self, request, context):
+        """Take ownership of slots now, whoever owns them, under a new config epoch
+        (Redis's CLUSTER SETSLOT <slot> NODE <myself>). Keys are not moved: the
+        previous owner drops the keys of the slots it loses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +122,31 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=slotcache_dot_v1_dot_admin__pb2.InfoRequest.FromString,
                     response_serializer=slotcache_dot_v1_dot_admin__pb2.InfoReply.SerializeToString,
+            ),
+            'ClusterState': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClusterState,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.ClusterStateRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.ClusterStateReply.SerializeToString,
+            ),
+            'Meet': grpc.unary_unary_rpc_method_handler(
+                    servicer.Meet,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.MeetRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.MeetReply.SerializeToString,
+            ),
+            'AddSlots': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddSlots,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.AddSlotsRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.AddSlotsReply.SerializeToString,
+            ),
+            'SetConfigEpoch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetConfigEpoch,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.SetConfigEpochRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.SetConfigEpochReply.SerializeToString,
+            ),
+            'ClaimSlots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimSlots,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.ClaimSlotsRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.ClaimSlotsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +176,141 @@ class Admin:
             '/slotcache.v1.Admin/Info',
             slotcache_dot_v1_dot_admin__pb2.InfoRequest.SerializeToString,
             slotcache_dot_v1_dot_admin__pb2.InfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClusterState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/ClusterState',
+            slotcache_dot_v1_dot_admin__pb2.ClusterStateRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.ClusterStateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Meet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/Meet',
+            slotcache_dot_v1_dot_admin__pb2.MeetRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.MeetReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddSlots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/AddSlots',
+            slotcache_dot_v1_dot_admin__pb2.AddSlotsRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.AddSlotsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetConfigEpoch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/SetConfigEpoch',
+            slotcache_dot_v1_dot_admin__pb2.SetConfigEpochRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.SetConfigEpochReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimSlots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/ClaimSlots',
+            slotcache_dot_v1_dot_admin__pb2.ClaimSlotsRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.ClaimSlotsReply.FromString,
             options,
             channel_credentials,
             insecure,

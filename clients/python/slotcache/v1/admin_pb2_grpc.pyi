@@ -33,12 +33,46 @@ class AdminStub:
     def __new__(cls, channel: _aio.Channel) -> AdminAsyncStub: ...
     Info: _grpc.UnaryUnaryMultiCallable[_admin_pb2.InfoRequest, _admin_pb2.InfoReply]
     """Server identity and the hot-path counters."""
+    ClusterState: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ClusterStateRequest, _admin_pb2.ClusterStateReply]
+    """This node's full view of the cluster, for nodes/slots/check."""
+    Meet: _grpc.UnaryUnaryMultiCallable[_admin_pb2.MeetRequest, _admin_pb2.MeetReply]
+    """Introduce another node by its bus address. Fails with UNAVAILABLE, and
+    changes nothing, when that node cannot be reached.
+    """
+    AddSlots: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AddSlotsRequest, _admin_pb2.AddSlotsReply]
+    """Claim unassigned slots for this node (a primary)."""
+    SetConfigEpoch: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetConfigEpochRequest, _admin_pb2.SetConfigEpochReply]
+    """Give a node of a new cluster its first config epoch (create does this so
+    primaries start with distinct epochs).
+    """
+    ClaimSlots: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ClaimSlotsRequest, _admin_pb2.ClaimSlotsReply]
+    """Take ownership of slots now, whoever owns them, under a new config epoch
+    (Redis's CLUSTER SETSLOT <slot> NODE <myself>). Keys are not moved: the
+    previous owner drops the keys of the slots it loses.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Info: _aio.UnaryUnaryMultiCallable[_admin_pb2.InfoRequest, _admin_pb2.InfoReply]  # type: ignore[assignment]
     """Server identity and the hot-path counters."""
+    ClusterState: _aio.UnaryUnaryMultiCallable[_admin_pb2.ClusterStateRequest, _admin_pb2.ClusterStateReply]  # type: ignore[assignment]
+    """This node's full view of the cluster, for nodes/slots/check."""
+    Meet: _aio.UnaryUnaryMultiCallable[_admin_pb2.MeetRequest, _admin_pb2.MeetReply]  # type: ignore[assignment]
+    """Introduce another node by its bus address. Fails with UNAVAILABLE, and
+    changes nothing, when that node cannot be reached.
+    """
+    AddSlots: _aio.UnaryUnaryMultiCallable[_admin_pb2.AddSlotsRequest, _admin_pb2.AddSlotsReply]  # type: ignore[assignment]
+    """Claim unassigned slots for this node (a primary)."""
+    SetConfigEpoch: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetConfigEpochRequest, _admin_pb2.SetConfigEpochReply]  # type: ignore[assignment]
+    """Give a node of a new cluster its first config epoch (create does this so
+    primaries start with distinct epochs).
+    """
+    ClaimSlots: _aio.UnaryUnaryMultiCallable[_admin_pb2.ClaimSlotsRequest, _admin_pb2.ClaimSlotsReply]  # type: ignore[assignment]
+    """Take ownership of slots now, whoever owns them, under a new config epoch
+    (Redis's CLUSTER SETSLOT <slot> NODE <myself>). Keys are not moved: the
+    previous owner drops the keys of the slots it loses.
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -48,5 +82,52 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.InfoReply, _abc.Awaitable[_admin_pb2.InfoReply]]:
         """Server identity and the hot-path counters."""
+
+    @_abc_1.abstractmethod
+    def ClusterState(
+        self,
+        request: _admin_pb2.ClusterStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ClusterStateReply, _abc.Awaitable[_admin_pb2.ClusterStateReply]]:
+        """This node's full view of the cluster, for nodes/slots/check."""
+
+    @_abc_1.abstractmethod
+    def Meet(
+        self,
+        request: _admin_pb2.MeetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.MeetReply, _abc.Awaitable[_admin_pb2.MeetReply]]:
+        """Introduce another node by its bus address. Fails with UNAVAILABLE, and
+        changes nothing, when that node cannot be reached.
+        """
+
+    @_abc_1.abstractmethod
+    def AddSlots(
+        self,
+        request: _admin_pb2.AddSlotsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.AddSlotsReply, _abc.Awaitable[_admin_pb2.AddSlotsReply]]:
+        """Claim unassigned slots for this node (a primary)."""
+
+    @_abc_1.abstractmethod
+    def SetConfigEpoch(
+        self,
+        request: _admin_pb2.SetConfigEpochRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetConfigEpochReply, _abc.Awaitable[_admin_pb2.SetConfigEpochReply]]:
+        """Give a node of a new cluster its first config epoch (create does this so
+        primaries start with distinct epochs).
+        """
+
+    @_abc_1.abstractmethod
+    def ClaimSlots(
+        self,
+        request: _admin_pb2.ClaimSlotsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ClaimSlotsReply, _abc.Awaitable[_admin_pb2.ClaimSlotsReply]]:
+        """Take ownership of slots now, whoever owns them, under a new config epoch
+        (Redis's CLUSTER SETSLOT <slot> NODE <myself>). Keys are not moved: the
+        previous owner drops the keys of the slots it loses.
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

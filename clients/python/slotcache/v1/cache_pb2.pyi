@@ -53,6 +53,23 @@ SET_CONDITION_IF_PRESENT: SetCondition.ValueType  # 2
 """Write only if the key is present (Redis SET XX)."""
 Global___SetCondition: _TypeAlias = SetCondition  # noqa: Y015
 
+class _Role:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLE_UNSPECIFIED: _Role.ValueType  # 0
+    ROLE_PRIMARY: _Role.ValueType  # 1
+    ROLE_REPLICA: _Role.ValueType  # 2
+
+class Role(_Role, metaclass=_RoleEnumTypeWrapper): ...
+
+ROLE_UNSPECIFIED: Role.ValueType  # 0
+ROLE_PRIMARY: Role.ValueType  # 1
+ROLE_REPLICA: Role.ValueType  # 2
+Global___Role: _TypeAlias = Role  # noqa: Y015
+
 @_typing.final
 class GetRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -701,3 +718,116 @@ class PipelineReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PipelineReply: _TypeAlias = PipelineReply  # noqa: Y015
+
+@_typing.final
+class TopologyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopologyRequest: _TypeAlias = TopologyRequest  # noqa: Y015
+
+@_typing.final
+class SlotRange(_message.Message):
+    """An inclusive range of slots."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    start: _builtins.int
+    end: _builtins.int
+    def __init__(
+        self,
+        *,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SlotRange: _TypeAlias = SlotRange  # noqa: Y015
+
+@_typing.final
+class NodeInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    PRIMARY_ID_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
+    CONFIG_EPOCH_FIELD_NUMBER: _builtins.int
+    FAILING_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """40 hex digits."""
+    address: _builtins.str
+    """host:port of the node's client port."""
+    role: Global___Role.ValueType
+    primary_id: _builtins.str
+    """For a replica: the id of its primary."""
+    config_epoch: _builtins.int
+    failing: _builtins.bool
+    """Marked FAIL by a majority of primaries."""
+    @_builtins.property
+    def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___SlotRange]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        address: _builtins.str = ...,
+        role: Global___Role.ValueType = ...,
+        primary_id: _builtins.str = ...,
+        slots: _abc.Iterable[Global___SlotRange] | None = ...,
+        config_epoch: _builtins.int = ...,
+        failing: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "config_epoch", b"config_epoch", "failing", b"failing", "id", b"id", "primary_id", b"primary_id", "role", b"role", "slots", b"slots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeInfo: _TypeAlias = NodeInfo  # noqa: Y015
+
+@_typing.final
+class TopologyReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODES_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    CLUSTER_OK_FIELD_NUMBER: _builtins.int
+    RESPONDER_ID_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    """The responder's currentEpoch: a client keeps the map with the highest."""
+    cluster_ok: _builtins.bool
+    """False when the responder considers the cluster down."""
+    responder_id: _builtins.str
+    """Which node answered."""
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeInfo]: ...
+    def __init__(
+        self,
+        *,
+        nodes: _abc.Iterable[Global___NodeInfo] | None = ...,
+        epoch: _builtins.int = ...,
+        cluster_ok: _builtins.bool = ...,
+        responder_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_ok", b"cluster_ok", "epoch", b"epoch", "nodes", b"nodes", "responder_id", b"responder_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopologyReply: _TypeAlias = TopologyReply  # noqa: Y015

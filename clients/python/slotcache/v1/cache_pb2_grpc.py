@@ -89,6 +89,11 @@ class CacheStub:
                 request_serializer=slotcache_dot_v1_dot_cache__pb2.PipelineRequest.SerializeToString,
                 response_deserializer=slotcache_dot_v1_dot_cache__pb2.PipelineReply.FromString,
                 _registered_method=True)
+        self.Topology = channel.unary_unary(
+                '/slotcache.v1.Cache/Topology',
+                request_serializer=slotcache_dot_v1_dot_cache__pb2.TopologyRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_cache__pb2.TopologyReply.FromString,
+                _registered_method=True)
 
 
 class CacheServicer:
@@ -175,6 +180,14 @@ class CacheServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Topology(self, request, context):
+        """The cluster as this node sees it: nodes, roles, addresses and slot
+        ranges, so smart clients in any language can send each key to its owner.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -232,6 +245,11 @@ def add_CacheServicer_to_server(servicer, server):
                     servicer.Pipeline,
                     request_deserializer=slotcache_dot_v1_dot_cache__pb2.PipelineRequest.FromString,
                     response_serializer=slotcache_dot_v1_dot_cache__pb2.PipelineReply.SerializeToString,
+            ),
+            'Topology': grpc.unary_unary_rpc_method_handler(
+                    servicer.Topology,
+                    request_deserializer=slotcache_dot_v1_dot_cache__pb2.TopologyRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_cache__pb2.TopologyReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -531,6 +549,33 @@ class Cache:
             '/slotcache.v1.Cache/Pipeline',
             slotcache_dot_v1_dot_cache__pb2.PipelineRequest.SerializeToString,
             slotcache_dot_v1_dot_cache__pb2.PipelineReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Topology(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Cache/Topology',
+            slotcache_dot_v1_dot_cache__pb2.TopologyRequest.SerializeToString,
+            slotcache_dot_v1_dot_cache__pb2.TopologyReply.FromString,
             options,
             channel_credentials,
             insecure,

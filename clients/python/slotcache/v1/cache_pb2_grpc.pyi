@@ -69,6 +69,10 @@ class CacheStub:
     carrying the same ids. An operation that fails gets an `error` in its
     result; the stream itself stays open.
     """
+    Topology: _grpc.UnaryUnaryMultiCallable[_cache_pb2.TopologyRequest, _cache_pb2.TopologyReply]
+    """The cluster as this node sees it: nodes, roles, addresses and slot
+    ranges, so smart clients in any language can send each key to its owner.
+    """
 
 @_typing.type_check_only
 class CacheAsyncStub(CacheStub):
@@ -100,6 +104,10 @@ class CacheAsyncStub(CacheStub):
     batch of operations with caller-chosen ids; replies come back in batches
     carrying the same ids. An operation that fails gets an `error` in its
     result; the stream itself stays open.
+    """
+    Topology: _aio.UnaryUnaryMultiCallable[_cache_pb2.TopologyRequest, _cache_pb2.TopologyReply]  # type: ignore[assignment]
+    """The cluster as this node sees it: nodes, roles, addresses and slot
+    ranges, so smart clients in any language can send each key to its owner.
     """
 
 class CacheServicer(metaclass=_abc_1.ABCMeta):
@@ -195,6 +203,16 @@ class CacheServicer(metaclass=_abc_1.ABCMeta):
         batch of operations with caller-chosen ids; replies come back in batches
         carrying the same ids. An operation that fails gets an `error` in its
         result; the stream itself stays open.
+        """
+
+    @_abc_1.abstractmethod
+    def Topology(
+        self,
+        request: _cache_pb2.TopologyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cache_pb2.TopologyReply, _abc.Awaitable[_cache_pb2.TopologyReply]]:
+        """The cluster as this node sees it: nodes, roles, addresses and slot
+        ranges, so smart clients in any language can send each key to its owner.
         """
 
 def add_CacheServicer_to_server(servicer: CacheServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

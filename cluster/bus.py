@@ -1,0 +1,110 @@
+"""The cluster bus on the wire: the Bus servicer and the transport that sends envelopes.
+
+Both are thin: the servicer hands each message to the membership state
+machine and returns its reply; the transport delivers what the state
+machine wants sent and feeds replies back to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import grpc
+
+from cluster.membership.machine import Envelope
+from slotcache.v1 import bus_pb2, bus_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+Receive = Callable[[bus_pb2.BusMessage], list[Envelope]]
+Handle = Callable[[bus_pb2.BusMessage], tuple[bus_pb2.BusMessage | None, list[Envelope]]]
+
+
+class Transport(Protocol):
+    """Moves the state machine's envelopes between nodes.
+
+    :class:`BusTransport` does it over gRPC; simulations use an in-memory
+    implementation with a fake clock, latency, loss and partitions.
+    """
+
+    def send_all(self, envelopes: list[Envelope]) -> None:
+        """Start delivering each envelope; replies go back to the sender's state machine."""
+
+
+class BusService(bus_pb2_grpc.BusServicer):
+    """Answers bus exchanges by running them through the membership state machine."""
+
+    def __init__(self, handle: Handle, transport: Transport) -> None:
+        self._handle = handle
+        self._transport = transport
+
+    async def Exchange(
+        self, request: bus_pb2.BusMessage, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bus_pb2.BusMessage:
+        """Process one message and return its reply (an empty message when none is due)."""
+        reply, out = self._handle(request)
+        self._transport.send_all(out)
+        return reply if reply is not None else bus_pb2.BusMessage()
+
+
+class BusTransport:
+    """Delivers envelopes over pooled gRPC channels to peers' bus ports.
+
+    Sends are fire-and-forget tasks: the state machine never waits on the
+    network. A reply (a PONG) is fed back through ``on_reply``; failures are
+    left to the state machine's own timeouts, as lost messages would be.
+    """
+
+    def __init__(self, on_reply: Receive, timeout_s: float) -> None:
+        self._on_reply = on_reply
+        self._timeout_s = timeout_s
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, bus_pb2_grpc.BusAsyncStub] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sent_bytes = 0
+        self.sent_messages = 0
+
+    def stub(self, target: str) -> bus_pb2_grpc.BusAsyncStub:
+        """A stub for ``host:bus_port``, reusing its channel."""
+        stub = self._stubs.get(target)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(target)
+            self._channels[target] = channel
+            stub = self._stubs[target] = bus_pb2_grpc.BusStub(channel)
+        return stub
+
+    def send_all(self, envelopes: list[Envelope]) -> None:
+        """Start delivering each envelope."""
+        for envelope in envelopes:
+            task = asyncio.create_task(self._deliver(envelope))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, envelope: Envelope) -> None:
+        self.sent_messages += 1
+        self.sent_bytes += envelope.message.ByteSize()
+        try:
+            reply = await self.stub(envelope.dest.bus).Exchange(
+                envelope.message, timeout=self._timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.debug("bus message to %s failed: %s", envelope.dest.bus, exc.code().name)
+            return
+        if reply.type:
+            self.send_all(self._on_reply(reply))
+
+    async def exchange(self, target: str, message: bus_pb2.BusMessage) -> bus_pb2.BusMessage:
+        """One exchange whose reply the caller needs (MEET); raises on failure."""
+        return await self.stub(target).Exchange(message, timeout=self._timeout_s)
+
+    async def close(self) -> None:
+        """Cancel pending sends and close every channel."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in self._channels.values()))
+        self._channels.clear()
+        self._stubs.clear()

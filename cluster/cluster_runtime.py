@@ -1,0 +1,175 @@
+"""Cluster mode for one node: the membership state machine wired to the bus, the clock and disk.
+
+The state machine decides; this module only moves its messages, feeds it
+time, persists its configuration when it changes, and reacts to its events.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from cluster import node_file
+from cluster.bus import BusService, BusTransport
+from cluster.config import ServerConfig
+from cluster.membership.machine import (
+    ClusterError,
+    Envelope,
+    Membership,
+    NodeFailed,
+    SlotsLost,
+    StateChanged,
+)
+from cluster.membership.model import Address, MembershipConfig, Peer
+from cluster.membership.snapshot import restore, snapshot
+from slotcache.v1 import bus_pb2, bus_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+def monotonic_ms() -> int:
+    """The membership clock: milliseconds that never jump."""
+    return time.monotonic_ns() // 1_000_000
+
+
+def membership_config(config: ServerConfig) -> MembershipConfig:
+    """The state machine's settings from the server's."""
+    return MembershipConfig(
+        node_timeout_ms=config.node_timeout_ms,
+        require_full_coverage=config.require_full_coverage,
+        allow_reads_when_down=config.allow_reads_when_down,
+    )
+
+
+def load_membership(config: ServerConfig, now: int) -> Membership:
+    """Restore the node from its data directory, or create a fresh one with a new id."""
+    address = Address(config.public_host, config.port, config.cluster_bus_port)
+    saved = node_file.load(node_file.node_file(config.data_dir))
+    if saved is not None:
+        return restore(saved, membership_config(config), address, now)
+    node_id = random.SystemRandom().randbytes(20)
+    return Membership(membership_config(config), Peer(id=node_id, address=address), now)
+
+
+class ClusterRuntime:
+    """Runs one node's membership: bus server, transport, ticks, persistence, events."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        on_slots_lost: Callable[[Iterable[int]], None],
+        clock: Callable[[], int] = monotonic_ms,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.membership = load_membership(config, clock())
+        self._on_slots_lost = on_slots_lost
+        self._path = node_file.node_file(config.data_dir)
+        timeout_s = self.membership.config.resend_ms / 1000
+        self.transport = BusTransport(self._receive_reply, timeout_s)
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> int:
+        """Listen on the bus port and say hello to every node we remember; return the port."""
+        self.persist(force=True)
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        bus_pb2_grpc.add_BusServicer_to_server(BusService(self._handle, self.transport), server)
+        # Lets operators and clusterctl check that peers can reach this port.
+        bus_health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(bus_health, server)
+        bind = f"{self.config.host}:{self.config.cluster_bus_port}"
+        try:
+            port = server.add_insecure_port(bind)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on bus address {bind}: {exc}") from exc
+        await server.start()
+        await bus_health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._server = server
+        self.transport.send_all(self.membership.announce(self.clock()))
+        return port
+
+    async def stop(self) -> None:
+        """Stop the bus; the node file already holds the latest configuration."""
+        self.persist()
+        await self.transport.close()
+        if self._server is not None:
+            await self._server.stop(0)
+
+    # ---- driving the state machine --------------------------------------------
+
+    def tick(self) -> None:
+        """Advance the state machine; called by the node's cron every 100 ms."""
+        self.transport.send_all(self.membership.tick(self.clock()))
+        self._after_change()
+
+    def _handle(
+        self, message: bus_pb2.BusMessage
+    ) -> tuple[bus_pb2.BusMessage | None, list[Envelope]]:
+        result = self.membership.receive(message, self.clock())
+        self._after_change()
+        return result
+
+    def _receive_reply(self, message: bus_pb2.BusMessage) -> list[Envelope]:
+        _, out = self._handle(message)
+        return out
+
+    def _after_change(self) -> None:
+        for event in self.membership.drain_events():
+            if isinstance(event, SlotsLost):
+                log.warning(
+                    "lost %d slots to %s; dropping their keys",
+                    len(event.slots),
+                    event.new_owner.hex(),
+                )
+                self._on_slots_lost(event.slots)
+            elif isinstance(event, NodeFailed):
+                log.warning("node %s marked FAIL", event.node.hex())
+            elif isinstance(event, StateChanged):
+                log.warning("cluster state is now %s", "ok" if event.ok else "fail")
+        self.persist()
+
+    def persist(self, force: bool = False) -> None:
+        """Save the configuration if it changed (epochs and votes must be on disk before use)."""
+        if force or self.membership.config_dirty:
+            node_file.save(self._path, snapshot(self.membership))
+            self.membership.config_dirty = False
+
+    # ---- operator commands ---------------------------------------------------
+
+    async def meet(self, host: str, bus_port: int) -> Peer:
+        """Introduce a node; on any failure nothing is added."""
+        target = f"{host}:{bus_port}"
+        message = self.membership.meet_message(self.clock())
+        try:
+            reply = await self.transport.exchange(target, message)
+        except grpc.aio.AioRpcError as exc:
+            raise ConnectionError(
+                f"cannot reach the bus of {target}: {exc.code().name}: {exc.details()}"
+            ) from None
+        peer = self.membership.complete_meet(reply, self.clock())
+        self._after_change()
+        return peer
+
+    def add_slots(self, slots: Iterable[int]) -> None:
+        """Claim unassigned slots (raises ClusterError and changes nothing on conflict)."""
+        self.membership.add_slots(slots)
+        self._after_change()
+
+    def claim_slots(self, slots: Iterable[int]) -> int:
+        """Take slots under a new config epoch; return that epoch."""
+        self.membership.claim_slots(slots, self.clock())
+        self._after_change()
+        return self.membership.myself.config_epoch
+
+    def set_config_epoch(self, epoch: int) -> None:
+        """Set a fresh node's config epoch."""
+        self.membership.set_config_epoch(epoch)
+        self._after_change()
+
+
+__all__ = ["ClusterError", "ClusterRuntime", "load_membership"]

@@ -1,0 +1,80 @@
+"""The persistent part of a node's view, as plain data (Redis keeps it in nodes.conf).
+
+Only what must survive a restart is kept: identities, addresses, roles,
+epochs, the last vote and slot ownership. Liveness (pings, PFAIL, FAIL) is
+rebuilt from scratch after a restart, as the node re-learns it quickly.
+"""
+
+from __future__ import annotations
+
+import random as _random
+from typing import Any
+
+from cluster.membership.machine import Membership
+from cluster.membership.model import PRIMARY, REPLICA, Address, MembershipConfig, Peer
+from cluster.membership.slot_table import to_ranges
+
+FORMAT_VERSION = 1
+
+
+def snapshot(m: Membership) -> dict[str, Any]:
+    """The state to persist."""
+    return {
+        "version": FORMAT_VERSION,
+        "myself": m.id.hex(),
+        "current_epoch": m.current_epoch,
+        "last_vote_epoch": m.last_vote_epoch,
+        "nodes": [_node(m, peer) for peer in m.nodes.values()],
+    }
+
+
+def _node(m: Membership, peer: Peer) -> dict[str, Any]:
+    return {
+        "id": peer.id.hex(),
+        "host": peer.address.host,
+        "port": peer.address.port,
+        "bus_port": peer.address.bus_port,
+        "role": "replica" if peer.flags & REPLICA else "primary",
+        "primary": peer.primary.hex(),
+        "config_epoch": peer.config_epoch,
+        "slots": [list(r) for r in to_ranges(m.slots.slots_of(peer.id))],
+    }
+
+
+def restore(
+    data: dict[str, Any],
+    config: MembershipConfig,
+    address: Address,
+    now: int,
+    random: _random.Random | None = None,
+) -> Membership:
+    """Rebuild a membership from :func:`snapshot` output; ``address`` is where we listen now."""
+    if data.get("version") != FORMAT_VERSION:
+        raise ValueError(f"unsupported node file version {data.get('version')!r}")
+    my_id = bytes.fromhex(data["myself"])
+    peers = {}
+    for entry in data["nodes"]:
+        node_id = bytes.fromhex(entry["id"])
+        peers[node_id] = Peer(
+            id=node_id,
+            address=Address(entry["host"], int(entry["port"]), int(entry["bus_port"])),
+            flags=REPLICA if entry["role"] == "replica" else PRIMARY,
+            config_epoch=int(entry["config_epoch"]),
+            primary=bytes.fromhex(entry["primary"]),
+        )
+    if my_id not in peers:
+        raise ValueError("node file does not describe this node")
+    myself = peers.pop(my_id)
+    myself.address = address
+    m = Membership(config, myself, now, random=random)
+    m.current_epoch = int(data["current_epoch"])
+    m.last_vote_epoch = int(data["last_vote_epoch"])
+    for peer in peers.values():
+        m.adopt(peer, now)
+    for entry in data["nodes"]:
+        node_id = bytes.fromhex(entry["id"])
+        for start, end in entry["slots"]:
+            for slot in range(int(start), int(end) + 1):
+                m.slots.assign(slot, node_id)
+    m.config_dirty = False
+    return m
