@@ -197,9 +197,13 @@ class Executor:
                 results.add(found=True, value=value)
         return reply
 
+    def check_mset(self, req: pb.MSetRequest) -> list[tuple[bytes, bytes, int, Condition, bool]]:
+        """Validate every entry of an MSet, naming the first bad one."""
+        return [self._set_args(e, f"entries[{i}].") for i, e in enumerate(req.entries)]
+
     def mset(self, req: pb.MSetRequest) -> pb.MSetReply:
         """Write many keys: all entries are validated before any is written."""
-        entries = [self._set_args(e, f"entries[{i}].") for i, e in enumerate(req.entries)]
+        entries = self.check_mset(req)
         applied = _memory_guard(lambda: self.keyspace.set_many(entries))
         return pb.MSetReply(applied=applied)
 

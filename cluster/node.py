@@ -11,15 +11,21 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 import cluster
+from cluster import node_file
+from cluster.cluster_runtime import ClusterRuntime, load_membership, monotonic_ms
 from cluster.config import ServerConfig
 from cluster.executor import Executor, Limits
+from cluster.forwarding import Forwarder
 from cluster.keyspace import Keyspace
+from cluster.membership.snapshot import snapshot
+from cluster.ownership import Ownership
 from cluster.services.admin import AdminService
 from cluster.services.cache import CacheService
 from cluster.stats import OpCounters
@@ -56,16 +62,29 @@ class Node:
             self.keyspace, Limits(config.max_key_bytes, config.max_value_bytes)
         )
         self.health = health.aio.HealthServicer()
+        self.runtime: ClusterRuntime | None = None
+        if config.cluster_enabled:
+            self.runtime = ClusterRuntime(config, self.drop_slots)
+            membership = self.runtime.membership
+        else:
+            membership = load_membership(config, monotonic_ms())
+        self.ownership = Ownership(membership, config.cluster_enabled)
+        self.forwarder = Forwarder(config.max_message_bytes)
         self.port = config.port
+        self.bus_port = 0
         self.sampler_cycles = 0
         self.sampler_overruns = 0
         self._started_at = time.monotonic()
         self._server: grpc.aio.Server | None = None
-        self._cron: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Bind the port, start serving and start the cron."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.runtime is None:
+            # Standalone nodes keep their id too, for when they later join a cluster.
+            path = node_file.node_file(self.config.data_dir)
+            node_file.save(path, snapshot(self.ownership.membership))
         limit = self.config.max_message_bytes
         server = grpc.aio.server(
             options=[
@@ -76,10 +95,10 @@ class Node:
             ]
         )
         cache_pb2_grpc.add_CacheServicer_to_server(
-            CacheService(self.executor, self.counters), server
+            CacheService(self.executor, self.counters, self.ownership, self.forwarder), server
         )
         admin_pb2_grpc.add_AdminServicer_to_server(
-            AdminService(self.server_info, self.stats), server
+            AdminService(self.server_info, self.stats, self.ownership, self.runtime), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -91,11 +110,17 @@ class Node:
             raise StartupError(f"cannot listen on {self.config.address}: {exc}") from exc
         if self.port == 0:
             raise StartupError(f"cannot listen on {self.config.address}")
+        if self.runtime is not None:
+            try:
+                self.bus_port = await self.runtime.start()
+            except OSError as exc:
+                raise StartupError(str(exc)) from exc
+            self._tasks.append(asyncio.create_task(self._run_cluster_cron(), name="cluster-cron"))
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self._cron = asyncio.create_task(self._run_cron(), name="slotcache-cron")
+        self._tasks.append(asyncio.create_task(self._run_cron(), name="slotcache-cron"))
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop gracefully: report NOT_SERVING, refuse new calls, drain in-flight ones."""
@@ -104,12 +129,15 @@ class Node:
         # (grpc/grpc#41785); a short pause lets them reach their handlers first,
         # and lets health checkers see NOT_SERVING before the port closes.
         await asyncio.sleep(SHUTDOWN_SETTLE_S)
-        if self._cron is not None:
-            self._cron.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._cron
+                await task
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
+        if self.runtime is not None:
+            await self.runtime.stop()
+        await self.forwarder.close()
 
     async def _run_cron(self) -> None:
         """Run background duties at the sampler's frequency, keeping a steady period."""
@@ -127,6 +155,23 @@ class Node:
                 delay = 0
             await asyncio.sleep(delay)
 
+    async def _run_cluster_cron(self) -> None:
+        """Drive the membership state machine at its tick rate."""
+        assert self.runtime is not None
+        period = self.runtime.membership.config.tick_ms / 1000
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self.runtime.tick()
+            except Exception:
+                log.exception("cluster tick failed")
+
+    def drop_slots(self, slots: Iterable[int]) -> None:
+        """Delete the keys of slots this node no longer owns, as Redis does."""
+        for slot in slots:
+            for key in self.keyspace.slot_keys(slot):
+                self.keyspace.delete(key)
+
     def server_info(self) -> dict[str, str]:
         """Descriptive fields for the Info RPC."""
         return {
@@ -136,6 +181,8 @@ class Node:
             "uptime_s": f"{time.monotonic() - self._started_at:.0f}",
             "maxmemory_policy": self.config.maxmemory_policy.value,
             "data_dir": str(self.config.data_dir),
+            "node_id": self.ownership.membership.myself.hex_id,
+            "cluster_enabled": "yes" if self.runtime is not None else "no",
         }
 
     def stats(self) -> dict[str, int]:

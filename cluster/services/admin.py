@@ -2,31 +2,121 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeAlias
 
 import grpc
 
+from cluster.cluster_runtime import ClusterRuntime, monotonic_ms
+from cluster.executor import CommandError, invalid
+from cluster.membership.machine import ClusterError
+from cluster.membership.slot_table import expand, flatten
+from cluster.ownership import Ownership
+from cluster.services.status import abort
 from slotcache.v1 import admin_pb2 as pb
 from slotcache.v1 import admin_pb2_grpc as pb_grpc
+from slotcache.v1.cache_pb2 import SlotRange
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
 class AdminService(pb_grpc.AdminServicer):
-    """Reports what the node is and what it has done.
+    """Reports what the node is and applies operator changes to its cluster membership.
 
-    The service only reads callbacks it is given, so it never holds state of
-    its own and always reports the live figures.
+    Reads go through callbacks and views, so the service holds no state of
+    its own and always reports live figures.
     """
 
     def __init__(
         self,
         server_info: Callable[[], Mapping[str, str]],
         stats: Callable[[], Mapping[str, int]],
+        ownership: Ownership,
+        runtime: ClusterRuntime | None,
     ) -> None:
         self._server_info = server_info
         self._stats = stats
+        self._ownership = ownership
+        self._runtime = runtime
 
-    async def Info(
-        self, request: pb.InfoRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.InfoReply:
+    async def Info(self, request: pb.InfoRequest, context: Context) -> pb.InfoReply:
         return pb.InfoReply(server=self._server_info(), stats=self._stats())
+
+    async def ClusterState(
+        self, request: pb.ClusterStateRequest, context: Context
+    ) -> pb.ClusterStateReply:
+        return self._ownership.cluster_state(monotonic_ms())
+
+    async def Meet(self, request: pb.MeetRequest, context: Context) -> pb.MeetReply:
+        runtime = await self._cluster(context)
+        try:
+            if not request.host or not 0 < request.bus_port < 65536:
+                raise invalid("meet needs a host and a bus port in 1..65535")
+            try:
+                peer = await runtime.meet(request.host, request.bus_port)
+            except ConnectionError as exc:
+                raise CommandError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+            except ClusterError as exc:
+                raise CommandError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+        except CommandError as exc:
+            await abort(context, exc)
+        return pb.MeetReply(node_id=peer.hex_id)
+
+    async def AddSlots(self, request: pb.AddSlotsRequest, context: Context) -> pb.AddSlotsReply:
+        runtime = await self._cluster(context)
+        try:
+            slots = _slots(request.ranges)
+            try:
+                runtime.add_slots(slots)
+            except ClusterError as exc:
+                raise CommandError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+        except CommandError as exc:
+            await abort(context, exc)
+        return pb.AddSlotsReply()
+
+    async def ClaimSlots(
+        self, request: pb.ClaimSlotsRequest, context: Context
+    ) -> pb.ClaimSlotsReply:
+        runtime = await self._cluster(context)
+        try:
+            slots = _slots(request.ranges)
+            try:
+                epoch = runtime.claim_slots(slots)
+            except ClusterError as exc:
+                raise CommandError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+        except CommandError as exc:
+            await abort(context, exc)
+        return pb.ClaimSlotsReply(config_epoch=epoch)
+
+    async def SetConfigEpoch(
+        self, request: pb.SetConfigEpochRequest, context: Context
+    ) -> pb.SetConfigEpochReply:
+        runtime = await self._cluster(context)
+        try:
+            runtime.set_config_epoch(request.config_epoch)
+        except ClusterError as exc:
+            await abort(context, CommandError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)))
+        return pb.SetConfigEpochReply()
+
+    async def _cluster(self, context: Context) -> ClusterRuntime:
+        if self._runtime is None:
+            await abort(
+                context,
+                CommandError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "cluster mode is disabled on this node; start it with --cluster-enabled yes",
+                ),
+            )
+            raise AssertionError("unreachable")
+        return self._runtime
+
+
+def _slots(ranges: Iterable[SlotRange]) -> list[int]:
+    """Expand and validate requested slot ranges."""
+    try:
+        slots = list(expand(flatten((r.start, r.end) for r in ranges)))
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
+    if not slots:
+        raise invalid("no slots given")
+    return slots

@@ -1,34 +1,60 @@
-"""The Cache servicer: decode, run through the executor, encode.
+"""The Cache servicer: route, run locally through the executor or forward, encode.
 
 Each RPC is one line on purpose: validation and semantics live in
-:class:`cluster.executor.Executor`, so the unary RPCs and the Pipeline stream
-cannot drift apart.
+:class:`cluster.executor.Executor`, routing decisions in :mod:`cluster.routing`,
+and the network hop in :mod:`cluster.forwarding`. The fast path (every key
+local, cluster ok) costs a slot computation and one table lookup per key.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
 from cluster.executor import CommandError, Executor
+from cluster.forwarding import Forwarder, ForwardError
+from cluster.ownership import Ownership
+from cluster.routing import (
+    MAX_HOPS,
+    MULTI_OPS,
+    READ_OPS,
+    SINGLE_KEY_RPCS,
+    CallOptions,
+    call_options,
+    cluster_down,
+    hop_limit,
+    moved,
+    op_keys,
+)
 from cluster.services.status import abort
+from cluster.slots import key_slot
 from cluster.stats import OpCounters
 from slotcache.v1 import cache_pb2 as pb
 from slotcache.v1 import cache_pb2_grpc as pb_grpc
 
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 _Req = TypeVar("_Req")
 _Rep = TypeVar("_Rep")
-Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class CacheService(pb_grpc.CacheServicer):
-    """Serves ``slotcache.v1.Cache`` from the local keyspace."""
+    """Serves ``slotcache.v1.Cache``: locally owned slots here, the rest by forward or MOVED."""
 
-    def __init__(self, executor: Executor, counters: OpCounters) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        counters: OpCounters,
+        ownership: Ownership,
+        forwarder: Forwarder,
+    ) -> None:
         self._executor = executor
         self._counters = counters
+        self._ownership = ownership
+        self._forwarder = forwarder
 
     async def Get(self, request: pb.GetRequest, context: Context) -> pb.GetReply:
         return await self._serve("get", self._executor.get, request, context)
@@ -60,30 +86,29 @@ class CacheService(pb_grpc.CacheServicer):
     async def MDelete(self, request: pb.MDeleteRequest, context: Context) -> pb.MDeleteReply:
         return await self._serve("mdelete", self._executor.mdelete, request, context)
 
+    async def Topology(self, request: pb.TopologyRequest, context: Context) -> pb.TopologyReply:
+        return self._ownership.topology()
+
     async def Pipeline(
         self, request_iterator: AsyncIterator[pb.PipelineRequest], context: Context
     ) -> AsyncIterator[pb.PipelineReply]:
         """Answer each batch with one reply batch; a failed operation never ends the stream."""
-        run = self._executor.run
-        counters = self._counters
+        options: CallOptions | None = None
         async for batch in request_iterator:
-            reply = pb.PipelineReply()
-            results = reply.results
-            for op in batch.ops:
-                result = run(op)
-                kind = op.WhichOneof("op") or "unknown"
-                if result.HasField("error"):
-                    counters.failed(kind, _CODES[result.error.code])
-                else:
-                    counters.ok(kind)
-                results.append(result)
-            yield reply
+            if self._all_local(batch):
+                yield self._run_local(batch)
+                continue
+            if options is None:
+                options = call_options(context.invocation_metadata())
+            yield await self._route_batch(batch, options, context)
+
+    # ---- unary ---------------------------------------------------------------------
 
     async def _serve(
         self, op: str, handler: Callable[[_Req], _Rep], request: _Req, context: Context
     ) -> _Rep:
         try:
-            reply = handler(request)
+            reply: _Rep = await self._execute(op, handler, request, context, None)
         except CommandError as exc:
             self._counters.failed(op, exc.code)
             await abort(context, exc)
@@ -91,5 +116,207 @@ class CacheService(pb_grpc.CacheServicer):
         self._counters.ok(op)
         return reply
 
+    async def _execute(
+        self,
+        op: str,
+        handler: Callable[[Any], Any],
+        request: Any,
+        context: Context,
+        options: CallOptions | None,
+    ) -> Any:
+        """Run one request wherever its keys live; raise CommandError on refusal."""
+        ownership = self._ownership
+        if not ownership.cluster_enabled:
+            return handler(request)
+        keys = op_keys(op, request)
+        self._check_request(op, request, keys)
+        slots = [key_slot(k) for k in keys]
+        local = all(ownership.is_local(s) for s in slots)
+        if local and (ownership.ok or (op in READ_OPS and ownership.allow_reads_when_down)):
+            return handler(request)
+        if not ownership.ok:
+            raise cluster_down("the cluster is down")
+        if options is None:
+            options = call_options(context.invocation_metadata())
+        return await self._remote(op, handler, request, slots, options, context)
 
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
+    def _check_request(self, op: str, request: Any, keys: list[bytes]) -> None:
+        """Validate before routing, so bad input fails the same way on every node."""
+        if op == "mset":
+            self._executor.check_mset(request)
+        else:
+            self._executor.limits.check_keys(keys)
+
+    async def _remote(
+        self,
+        op: str,
+        handler: Callable[[Any], Any],
+        request: Any,
+        slots: list[int],
+        options: CallOptions,
+        context: Context,
+    ) -> Any:
+        ownership = self._ownership
+        owners = [ownership.owner(s) for s in slots]
+        for slot, owner in zip(slots, owners, strict=True):
+            if owner is None:
+                raise cluster_down(f"slot {slot} is not served by any node")
+        if options.redirect:
+            slot = next(s for s in slots if not ownership.is_local(s))
+            owner = ownership.owner(slot)
+            assert owner is not None
+            raise moved(slot, owner)
+        if options.hops >= MAX_HOPS:
+            raise hop_limit(slots[0])
+        timeout = context.time_remaining()
+        multi = MULTI_OPS.get(op)
+        if multi is None:
+            owner = owners[0]
+            assert owner is not None
+            rpc = SINGLE_KEY_RPCS[op]
+            return await self._forward(owner.address, rpc, request, options, timeout)
+        # Split by owner, run the parts concurrently, merge in request order.
+        groups: dict[str | None, list[int]] = {}
+        for i, (slot, owner) in enumerate(zip(slots, owners, strict=True)):
+            assert owner is not None
+            address = None if ownership.is_local(slot) else owner.address
+            groups.setdefault(address, []).append(i)
+        reply = multi.new_reply(len(slots))
+
+        async def part(address: str | None, indices: list[int]) -> None:
+            sub = multi.subset(request, indices)
+            if address is None:
+                result = handler(sub)
+            else:
+                result = await self._forward(address, multi.rpc, sub, options, timeout)
+            multi.merge(reply, indices, result)
+
+        await asyncio.gather(*(part(a, idx) for a, idx in groups.items()))
+        return reply
+
+    async def _forward(
+        self, address: str, rpc: str, request: Any, options: CallOptions, timeout: float | None
+    ) -> Any:
+        try:
+            return await self._forwarder.unary(address, rpc, request, options.hops + 1, timeout)
+        except ForwardError as exc:
+            raise exc.to_command_error() from None
+
+    # ---- pipeline ------------------------------------------------------------------
+
+    def _all_local(self, batch: pb.PipelineRequest) -> bool:
+        ownership = self._ownership
+        if not ownership.cluster_enabled:
+            return True
+        if not ownership.ok:
+            return False
+        for op in batch.ops:
+            kind = op.WhichOneof("op")
+            if kind is None:
+                continue
+            for key in op_keys(kind, getattr(op, kind)):
+                if not ownership.is_local(key_slot(key)):
+                    return False
+        return True
+
+    def _run_local(self, batch: pb.PipelineRequest) -> pb.PipelineReply:
+        reply = pb.PipelineReply()
+        results = reply.results
+        for op in batch.ops:
+            result = self._executor.run(op)
+            self._count(op.WhichOneof("op") or "unknown", result)
+            results.append(result)
+        return reply
+
+    async def _route_batch(
+        self, batch: pb.PipelineRequest, options: CallOptions, context: Context
+    ) -> pb.PipelineReply:
+        """Run local operations here, forward the rest grouped by owner, keep the order."""
+        ops = list(batch.ops)
+        results: list[pb.OperationResult | None] = [None] * len(ops)
+        forward: dict[str, list[int]] = {}
+        spread: list[int] = []
+        for i, op in enumerate(ops):
+            kind = op.WhichOneof("op")
+            if kind is None:
+                results[i] = self._executor.run(op)
+                continue
+            request = getattr(op, kind)
+            try:
+                self._check_request(kind, request, op_keys(kind, request))
+                target = self._pipeline_target(kind, request, options)
+            except CommandError as exc:
+                results[i] = pb.OperationResult(id=op.id, error=exc.to_proto())
+                continue
+            if target is None:
+                results[i] = self._executor.run(op)
+            elif target == "*":
+                spread.append(i)
+            else:
+                forward.setdefault(target, []).append(i)
+
+        async def send(address: str, indices: list[int]) -> None:
+            sub = pb.PipelineRequest(ops=[ops[i] for i in indices])
+            try:
+                reply = await self._forwarder.pipeline(
+                    address, sub, options.hops + 1, context.time_remaining()
+                )
+                for i, result in zip(indices, reply.results, strict=True):
+                    results[i] = result
+            except ForwardError as exc:
+                error = exc.to_command_error().to_proto()
+                for i in indices:
+                    results[i] = pb.OperationResult(id=ops[i].id, error=error)
+
+        async def fan_out(i: int) -> None:
+            op = ops[i]
+            kind = op.WhichOneof("op")
+            assert kind is not None
+            result = pb.OperationResult(id=op.id)
+            try:
+                handler = getattr(self._executor, kind)
+                reply = await self._execute(kind, handler, getattr(op, kind), context, options)
+                getattr(result, kind).CopyFrom(reply)
+            except CommandError as exc:
+                result.error.CopyFrom(exc.to_proto())
+            results[i] = result
+
+        await asyncio.gather(
+            *(send(a, idx) for a, idx in forward.items()), *(fan_out(i) for i in spread)
+        )
+        out = pb.PipelineReply()
+        for op, result in zip(ops, results, strict=True):
+            assert result is not None
+            self._count(op.WhichOneof("op") or "unknown", result)
+            out.results.append(result)
+        return out
+
+    def _pipeline_target(self, kind: str, request: Any, options: CallOptions) -> str | None:
+        """None to run here, an address to forward to, or "*" when the keys span owners."""
+        ownership = self._ownership
+        keys = op_keys(kind, request)
+        slots = [key_slot(k) for k in keys]
+        local = all(ownership.is_local(s) for s in slots)
+        if local and (ownership.ok or (kind in READ_OPS and ownership.allow_reads_when_down)):
+            return None
+        if not ownership.ok:
+            raise cluster_down("the cluster is down")
+        addresses = set()
+        for slot in slots:
+            owner = ownership.owner(slot)
+            if owner is None:
+                raise cluster_down(f"slot {slot} is not served by any node")
+            if options.redirect and not ownership.is_local(slot):
+                raise moved(slot, owner)
+            addresses.add(None if ownership.is_local(slot) else owner.address)
+        if options.hops >= MAX_HOPS:
+            raise hop_limit(slots[0])
+        if len(addresses) == 1:
+            return addresses.pop()
+        return "*"
+
+    def _count(self, kind: str, result: pb.OperationResult) -> None:
+        if result.HasField("error"):
+            self._counters.failed(kind, _CODES[result.error.code])
+        else:
+            self._counters.ok(kind)

@@ -19,8 +19,12 @@ from google.rpc import error_details_pb2, status_pb2
 
 from cluster.config import ServerConfig
 from cluster.executor import Executor, Limits
+from cluster.forwarding import Forwarder
 from cluster.keyspace import EvictionPolicy, Keyspace
+from cluster.membership.machine import Membership
+from cluster.membership.model import Address, MembershipConfig, Peer
 from cluster.node import Node
+from cluster.ownership import Ownership
 from cluster.services.admin import AdminService
 from cluster.services.cache import CacheService
 from cluster.stats import OpCounters
@@ -137,11 +141,21 @@ class Served:
         return iter((self.server, self.counters, self.keyspace))
 
 
+def standalone_ownership() -> Ownership:
+    """A node that serves every slot, as a server without --cluster-enabled does."""
+    me = Peer(id=b"\x01" * 20, address=Address("127.0.0.1", 7000, 17000))
+    return Ownership(Membership(MembershipConfig(), me, 0), cluster_enabled=False)
+
+
 def build(runner, keyspace: Keyspace, limits: Limits | None = None) -> Served:
     """Wire the servicers the way cluster.node does, around ``keyspace``."""
     counters = OpCounters()
-    cache = Blocking(CacheService(Executor(keyspace, limits or Limits(64, 1024)), counters), runner)
-    admin = Blocking(AdminService(lambda: {"version": "test"}, counters.snapshot), runner)
+    ownership = standalone_ownership()
+    executor = Executor(keyspace, limits or Limits(64, 1024))
+    cache = Blocking(CacheService(executor, counters, ownership, Forwarder(1 << 26)), runner)
+    admin = Blocking(
+        AdminService(lambda: {"version": "test"}, counters.snapshot, ownership, None), runner
+    )
     server = grpc_testing.server_from_dictionary(
         {CACHE: cache, ADMIN: admin}, grpc_testing.strict_real_time()
     )
@@ -372,10 +386,10 @@ def test_resource_exhausted_under_noeviction(runner):
 # ---- Admin.Info --------------------------------------------------------------------------------
 
 
-def test_info_reports_node_counters(runner):
-    node = Node(ServerConfig(maxmemory=1 << 20))
-    cache = CacheService(node.executor, node.counters)
-    admin = AdminService(node.server_info, node.stats)
+def test_info_reports_node_counters(runner, tmp_path):
+    node = Node(ServerConfig(maxmemory=1 << 20, data_dir=tmp_path))
+    cache = CacheService(node.executor, node.counters, node.ownership, node.forwarder)
+    admin = AdminService(node.server_info, node.stats, node.ownership, None)
     server = grpc_testing.server_from_dictionary(
         {CACHE: Blocking(cache, runner), ADMIN: Blocking(admin, runner)},
         grpc_testing.strict_real_time(),

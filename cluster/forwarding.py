@@ -1,0 +1,102 @@
+"""Forwarding requests to the node that owns their slot, over pooled channels.
+
+This is what lets a plain generated stub in any language talk to any node:
+the receiving node relays the call and its answer, adding one to the hop
+count so that disagreeing views cannot loop a request forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+
+from cluster.executor import CommandError
+from cluster.routing import HOPS_KEY
+from slotcache.errors import from_rpc_error
+from slotcache.v1 import cache_pb2
+
+_SERVICE = cache_pb2.DESCRIPTOR.services_by_name["Cache"]
+# Long-lived streams usually have no deadline; a forwarded batch still gets one.
+DEFAULT_TIMEOUT_S = 10.0
+
+
+class ForwardError(Exception):
+    """The owner (or the way to it) failed the call; carries its status for relaying."""
+
+    def __init__(self, exc: grpc.aio.AioRpcError) -> None:
+        super().__init__(exc.details())
+        self.error = from_rpc_error(exc)
+
+    def to_command_error(self) -> CommandError:
+        """The same failure, reason and details included, as this node's own refusal."""
+        err = self.error
+        return CommandError(err.code, err.message, err.reason, err.metadata)
+
+
+class Forwarder:
+    """One channel per peer client address, created on first use and reused."""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self._options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._methods: dict[tuple[str, str], Any] = {}
+
+    def _method(self, address: str, rpc: str) -> Any:
+        key = (address, rpc)
+        method = self._methods.get(key)
+        if method is None:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = self._channels[address] = grpc.aio.insecure_channel(
+                    address, options=self._options
+                )
+            desc = _SERVICE.methods_by_name[rpc]
+            request_cls = getattr(cache_pb2, desc.input_type.name)
+            reply_cls = getattr(cache_pb2, desc.output_type.name)
+            path = f"/{_SERVICE.full_name}/{rpc}"
+            factory = channel.stream_stream if desc.client_streaming else channel.unary_unary
+            method = self._methods[key] = factory(
+                path,
+                request_serializer=request_cls.SerializeToString,
+                response_deserializer=reply_cls.FromString,
+            )
+        return method
+
+    async def unary(
+        self, address: str, rpc: str, request: Any, hops: int, timeout: float | None
+    ) -> Any:
+        """Call ``rpc`` on the node at ``address``; raise ForwardError on failure."""
+        try:
+            return await self._method(address, rpc)(
+                request, timeout=timeout or DEFAULT_TIMEOUT_S, metadata=((HOPS_KEY, str(hops)),)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise ForwardError(exc) from None
+
+    async def pipeline(
+        self, address: str, batch: cache_pb2.PipelineRequest, hops: int, timeout: float | None
+    ) -> cache_pb2.PipelineReply:
+        """Send one batch over a short Pipeline call and return its reply batch."""
+        call = self._method(address, "Pipeline")(
+            timeout=timeout or DEFAULT_TIMEOUT_S, metadata=((HOPS_KEY, str(hops)),)
+        )
+        try:
+            await call.write(batch)
+            await call.done_writing()
+            reply: cache_pb2.PipelineReply = await call.read()
+            return reply
+        except grpc.aio.AioRpcError as exc:
+            raise ForwardError(exc) from None
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        """Close every channel."""
+        await asyncio.gather(*(c.close() for c in self._channels.values()))
+        self._channels.clear()
+        self._methods.clear()
