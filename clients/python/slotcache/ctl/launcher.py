@@ -66,10 +66,15 @@ class ServerProcess:
         extra_args: Sequence[str] = (),
         log_path: Path | None = None,
         host: str = LOOPBACK,
+        cluster: bool = False,
+        bus_port: int | None = None,
     ) -> None:
         self.host = host
         self._auto_port = port is None
         self.port = port or free_port(host)
+        self.cluster = cluster
+        # Picked freely rather than as port + 10000, which may be out of range or taken.
+        self.bus_port = (bus_port or free_port(host)) if cluster else 0
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
         self.log_path = log_path or data_dir / "server.log"
@@ -79,6 +84,11 @@ class ServerProcess:
     def address(self) -> str:
         """``host:port`` of the client port."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def bus_address(self) -> str:
+        """``host:bus_port`` of the cluster bus (cluster mode only)."""
+        return f"{self.host}:{self.bus_port}"
 
     @property
     def pid(self) -> int:
@@ -98,6 +108,8 @@ class ServerProcess:
             if not (self._auto_port and "cannot listen" in self.log()):
                 break
             self.port = free_port(self.host)
+            if self.cluster:
+                self.bus_port = free_port(self.host)
         raise RuntimeError(f"slotcache-server on {self.address} did not start:\n{self.log()}")
 
     def _start_once(self, ready_timeout: float) -> bool:
@@ -110,6 +122,11 @@ class ServerProcess:
             str(self.port),
             "--data-dir",
             str(self.data_dir),
+            *(
+                ["--cluster-enabled", "yes", "--bus-port", str(self.bus_port)]
+                if self.cluster
+                else []
+            ),
             *self.extra_args,
         ]
         with open(self.log_path, "ab") as log:
