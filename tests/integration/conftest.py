@@ -8,7 +8,6 @@ fails, the logs of the servers that were running are attached to its report.
 from __future__ import annotations
 
 import queue
-import signal
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 import slotcache
 from slotcache.ctl.launcher import ServerProcess
+from tests.support.processes import ServerFactory, log_sections
 from slotcache.v1 import admin_pb2_grpc, cache_pb2, cache_pb2_grpc
 
 # gRPC's 4 MiB receive default would refuse values the server accepts.
@@ -26,9 +26,6 @@ CHANNEL_OPTIONS = [
 ]
 _LOG_TAIL_CHARS = 8000
 
-# Servers currently running, newest last; their logs go into failure reports.
-_live: list[ServerProcess] = []
-
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
@@ -36,47 +33,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.failed:
-        for server in _live:
-            log = server.log()
-            if len(log) > _LOG_TAIL_CHARS:
-                log = "...\n" + log[-_LOG_TAIL_CHARS:]
-            report.sections.append((f"slotcache-server {server.address} log", log))
+        report.sections.extend(log_sections())
     return report
-
-
-class ServerFactory:
-    """Starts servers with extra flags; :meth:`close` stops every one it started."""
-
-    def __init__(self, base_dir: Path) -> None:
-        self._base_dir = base_dir
-        self._servers: list[ServerProcess] = []
-
-    def start(self, *extra_args: str, ready_timeout: float = 20.0) -> ServerProcess:
-        n = len(self._servers)
-        server = ServerProcess(self._base_dir / f"node{n}", extra_args=extra_args)
-        # Registered before starting, so even a half-started process is cleaned up.
-        self._servers.append(server)
-        _live.append(server)
-        return server.start(ready_timeout)
-
-    __call__ = start
-
-    def close(self) -> None:
-        """Stop every server, even if stopping one of them fails."""
-        errors: list[Exception] = []
-        while self._servers:
-            server = self._servers.pop()
-            try:
-                # A test may have SIGSTOPped it; a stopped process would not act on SIGTERM.
-                server.send_signal(signal.SIGCONT)
-                server.stop()
-            except Exception as exc:
-                server.kill()
-                errors.append(exc)
-            finally:
-                _live.remove(server)
-        if errors:
-            raise errors[0]
 
 
 @pytest.fixture

@@ -1,0 +1,101 @@
+"""Real slotcache-server processes for tests, always cleaned up, logs kept for reports.
+
+Every process is started through :class:`slotcache.ctl.launcher.ServerProcess`
+and registered before it starts, so even a half-started process is stopped.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+from slotcache.ctl.cluster_ops import create_cluster
+from slotcache.ctl.launcher import ServerProcess
+
+# Servers currently running, newest last; their logs go into failure reports.
+LIVE: list[ServerProcess] = []
+LOG_TAIL_CHARS = 8000
+
+
+def log_sections() -> list[tuple[str, str]]:
+    """Report sections with the tail of every live server's log."""
+    sections = []
+    for server in LIVE:
+        log = server.log()
+        if len(log) > LOG_TAIL_CHARS:
+            log = "...\n" + log[-LOG_TAIL_CHARS:]
+        sections.append((f"slotcache-server {server.address} log", log))
+    return sections
+
+
+class ServerFactory:
+    """Starts servers with extra flags; :meth:`close` stops every one it started."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self._base_dir = base_dir
+        self._servers: list[ServerProcess] = []
+
+    def start(
+        self, *extra_args: str, ready_timeout: float = 20.0, cluster: bool = False
+    ) -> ServerProcess:
+        server = self.create(*extra_args, cluster=cluster)
+        return server.start(ready_timeout)
+
+    __call__ = start
+
+    def create(self, *extra_args: str, cluster: bool = False) -> ServerProcess:
+        """A registered server that is not started yet."""
+        n = len(self._servers)
+        server = ServerProcess(self._base_dir / f"node{n}", extra_args=extra_args, cluster=cluster)
+        self._servers.append(server)
+        LIVE.append(server)
+        return server
+
+    def close(self) -> None:
+        """Stop every server, even if stopping one of them fails."""
+        errors: list[Exception] = []
+        while self._servers:
+            server = self._servers.pop()
+            try:
+                # A test may have SIGSTOPped it; a stopped process would not act on SIGTERM.
+                server.send_signal(signal.SIGCONT)
+                server.stop()
+            except Exception as exc:
+                server.kill()
+                errors.append(exc)
+            finally:
+                LIVE.remove(server)
+        if errors:
+            raise errors[0]
+
+
+class Cluster:
+    """A cluster of real cluster-mode servers formed with create_cluster."""
+
+    def __init__(self, factory: ServerFactory, nodes: Sequence[ServerProcess]) -> None:
+        self.factory = factory
+        self.nodes = list(nodes)
+
+    @classmethod
+    def start(
+        cls, factory: ServerFactory, primaries: int = 3, node_timeout_ms: int = 1000, *flags: str
+    ) -> Cluster:
+        """Start ``primaries`` nodes and form a cluster of them."""
+        args = ("--node-timeout", str(node_timeout_ms), *flags)
+        nodes = [factory.create(*args, cluster=True) for _ in range(primaries)]
+        for node in nodes:
+            node.start()
+        create_cluster([n.address for n in nodes])
+        return cls(factory, nodes)
+
+    @property
+    def addresses(self) -> list[str]:
+        """Client addresses, in creation order (node i owns the i-th third of the slots)."""
+        return [n.address for n in self.nodes]
+
+    def restart(self, index: int) -> ServerProcess:
+        """Stop node ``index`` gracefully and start it again on the same ports and data dir."""
+        old = self.nodes[index]
+        old.stop()
+        return old.start()
