@@ -16,8 +16,8 @@ import pytest
 
 import slotcache
 from slotcache.ctl.launcher import ServerProcess
-from tests.support.processes import ServerFactory, log_sections
 from slotcache.v1 import admin_pb2_grpc, cache_pb2, cache_pb2_grpc
+from tests.support.processes import ServerFactory, log_sections
 
 # gRPC's 4 MiB receive default would refuse values the server accepts.
 CHANNEL_OPTIONS = [
