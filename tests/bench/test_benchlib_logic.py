@@ -1,0 +1,137 @@
+"""The benchmark's pure helpers: the arithmetic and parsing every reported figure relies on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from benchlib import config, dataset, grpc_frame, h2load_output, procfs, schedule, stats
+from benchlib.loops import LoopResult
+from benchlib.results import Metric, MetricDef, WorkloadResult, compare, report_json
+from benchlib.table import build_table, footer_notes
+from rich.console import Console
+
+# Captured from h2load 1.52 against the bare server: 12425 replies of 109 DATA bytes each.
+H2LOAD_OUT = "\n".join(
+    [
+        "finished in 2.00s, 6212.50 req/s, 1019.67KB/s",
+        "requests: 12425 total, 12553 started, 12425 done, 12425 succeeded, 0 failed, "
+        "0 errored, 0 timeout",
+        "status codes: 12425 2xx, 0 3xx, 0 4xx, 0 5xx",
+        "traffic: 1.99MB (2088292) total, 36.69KB (37575) headers (space savings 96.27%), "
+        "1.29MB (1354325) data",
+    ]
+)
+
+
+def test_percentile_is_nearest_rank_and_an_observed_value():
+    values = list(range(1, 101))
+    assert stats.percentile(values, 50) == 50
+    assert stats.percentile(values, 99) == 99
+    assert stats.percentile(values, 100) == 100
+    assert stats.percentile([7], 99) == 7
+    with pytest.raises(ValueError):
+        stats.percentile([], 50)
+
+
+def test_ratio_is_none_when_a_side_is_missing():
+    assert stats.ratio(2.0, 4.0) == 0.5
+    assert stats.ratio(2.0, None) is None
+    assert stats.ratio(None, 4.0) is None
+    assert stats.ratio(2.0, 0.0) is None
+
+
+def test_keys_are_16_bytes_and_distinct():
+    keys = dataset.keys(1000)
+    assert {len(k) for k in keys} == {dataset.KEY_BYTES}
+    assert len(set(keys)) == 1000
+    assert len(dataset.key(10**12 - 1)) == 16
+    with pytest.raises(ValueError):
+        dataset.key(10**12)
+
+
+def test_batches_cover_every_index_once():
+    covered = [i for b in dataset.batches(2345, 1000) for i in b]
+    assert covered == list(range(2345))
+
+
+def test_grpc_frame_round_trips_and_has_the_wire_header():
+    framed = grpc_frame.frame(b"abc")
+    assert framed == b"\x00\x00\x00\x00\x03abc"
+    assert grpc_frame.unframe(framed) == b"abc"
+    with pytest.raises(ValueError):
+        grpc_frame.unframe(framed + b"x")
+
+
+def test_h2load_summary_accepts_exact_successes():
+    summary = h2load_output.parse(H2LOAD_OUT)
+    assert summary.req_per_s == 6212.5
+    assert summary.done == summary.status_2xx == 12425
+    assert summary.problems(expected_data_per_reply=109) == []
+
+
+def test_h2load_summary_flags_replies_without_the_value():
+    # A gRPC error is an HTTP 200 with no DATA: h2load calls it a success.
+    no_data = H2LOAD_OUT.replace("1.29MB (1354325) data", "0B (0) data")
+    problems = h2load_output.parse(no_data).problems(expected_data_per_reply=109)
+    assert problems and "DATA bytes per reply" in problems[0]
+    with pytest.raises(ValueError):
+        h2load_output.parse("nothing useful")
+
+
+def test_procfs_parsers():
+    assert procfs.parse_vmrss("Name:\tx\nVmRSS:\t  1234 kB\n") == 1234 * 1024
+    stat = "42 (a) b (c)) S 1 2 3 4 5 6 7 8 9 10 100 20 0 0"
+    assert procfs.parse_cpu_ticks(stat) == 120
+    assert procfs.parse_busy_ticks("cpu  10 1 5 100 7 2 3 4 0 0\ncpu0 ...") == 25
+
+
+def test_alternating_schedule_is_abba():
+    assert schedule.alternating(["a", "b"], 2) == [(0, "a"), (0, "b"), (1, "b"), (1, "a")]
+    assert schedule.alternating(["a"], 3) == [(0, "a"), (1, "a"), (2, "a")]
+
+
+def test_merged_windows_add_up():
+    a = LoopResult(100, 1.0, {"server": 0.5})
+    b = LoopResult(300, 2.0, {"server": 1.0})
+    merged = LoopResult.merge([a, b])
+    assert merged.per_second == pytest.approx(400 / 3.0)
+    assert merged.probe_delta == {"server": 1.5}
+
+
+def test_compare_pairs_figures_and_leaves_a_missing_reference_null():
+    defs = [MetricDef("ops", "ops", "ops/s")]
+    (both,) = compare(defs, {"ops": 50.0}, {"ops": 100.0})
+    assert both.ratio == 0.5
+    (alone,) = compare(defs, {"ops": 50.0}, None)
+    assert alone.reference is None and alone.ratio is None
+    result = WorkloadResult("w1", "t", "redis", [alone], reference_skipped="no redis")
+    doc = report_json({}, {}, [result], [])
+    assert doc["workloads"]["w1"]["metrics"]["ops"]["ratio"] is None
+    assert doc["workloads"]["w1"]["reference"]["skipped"] == "no redis"
+
+
+def test_table_shows_both_figures_and_every_skip_reason():
+    ok = WorkloadResult("w1", "t", "redis", [Metric("ops", "tp", "ops/s", 50.0, 100.0, True)])
+    skipped = WorkloadResult("server", "t", "bare", skipped="h2load not found")
+    console = Console(width=200, record=True)
+    console.print(build_table([ok, skipped], "title"))
+    text = console.export_text()
+    assert "50.0 ops/s" in text and "100 ops/s" in text and "0.500x" in text
+    assert "h2load not found" in text
+    notes = footer_notes([ok, skipped], 2, "python")
+    assert any("2 CPU cores" in n for n in notes)
+    assert any("h2load not found" in n for n in notes)
+
+
+def test_smoke_shrinks_the_defaults_and_the_json_path_is_timestamped():
+    now = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    smoke = config.parse_args(["--smoke"], now, Path("/r"))
+    assert smoke.durations["w1"] == 1.0 and smoke.keys == 2_000 and smoke.mem_keys == 20_000
+    full = config.parse_args(["--workloads", "w3,memory", "--mem-keys", "5"], now, Path("/r"))
+    assert full.workloads == ("w3", "memory") and full.mem_keys == 5
+    assert full.durations == {"w3": 10.0, "memory": 10.0}
+    assert full.json_path == Path("/r/bench-results/bench-20300102T030405Z.json")
+    with pytest.raises(SystemExit):
+        config.parse_args(["--workloads", "w9"], now, Path("/r"))
