@@ -131,7 +131,7 @@ class Executor:
 
     def set(self, req: pb.SetRequest) -> pb.SetReply:
         """Write one key."""
-        key, value, ttl_ms, condition, keep_ttl = self._set_args(req, "")
+        key, value, ttl_ms, condition, keep_ttl = self._set_args(req)
         applied = _memory_guard(
             lambda: self.keyspace.set(
                 key, value, ttl_ms=ttl_ms, condition=condition, keep_ttl=keep_ttl
@@ -199,7 +199,8 @@ class Executor:
 
     def check_mset(self, req: pb.MSetRequest) -> list[tuple[bytes, bytes, int, Condition, bool]]:
         """Validate every entry of an MSet, naming the first bad one."""
-        return [self._set_args(e, f"entries[{i}].") for i, e in enumerate(req.entries)]
+        set_args = self._set_args
+        return [set_args(e, i) for i, e in enumerate(req.entries)]
 
     def mset(self, req: pb.MSetRequest) -> pb.MSetReply:
         """Write many keys: all entries are validated before any is written."""
@@ -236,17 +237,36 @@ class Executor:
     # ---- helpers -----------------------------------------------------------
 
     def _set_args(
-        self, req: pb.SetRequest, prefix: str
+        self, req: pb.SetRequest, index: int | None = None
     ) -> tuple[bytes, bytes, int, Condition, bool]:
-        self.limits.check_key(req.key, prefix + "key")
-        self.limits.check_value(req.value, prefix + "value")
-        check_ttl(req.ttl_ms, prefix + "ttl_ms")
-        if req.keep_ttl and req.ttl_ms:
-            raise invalid(f"{prefix}keep_ttl and {prefix}ttl_ms cannot both be set")
+        """Validate one Set; ``index`` names the entry of an MSet in error messages.
+
+        The checks run inline and field names are formatted only on failure:
+        an MSet validates every entry before writing any, and that must stay
+        cheap for large batches.
+        """
+        key, value, ttl_ms = req.key, req.value, req.ttl_ms
+        limits = self.limits
+        if not key or len(key) > limits.max_key_bytes:
+            limits.check_key(key, _field(index, "key"))
+        if len(value) > limits.max_value_bytes:
+            limits.check_value(value, _field(index, "value"))
+        if ttl_ms < 0 or ttl_ms > MAX_TTL_MS:
+            check_ttl(ttl_ms, _field(index, "ttl_ms"))
+        keep_ttl = req.keep_ttl
+        if keep_ttl and ttl_ms:
+            keep, ttl = _field(index, "keep_ttl"), _field(index, "ttl_ms")
+            raise invalid(f"{keep} and {ttl} cannot both be set")
         condition = _CONDITIONS.get(req.condition)
         if condition is None:
-            raise invalid(f"{prefix}condition {req.condition} is not a known SetCondition")
-        return req.key, req.value, req.ttl_ms, condition, req.keep_ttl
+            field = _field(index, "condition")
+            raise invalid(f"{field} {req.condition} is not a known SetCondition")
+        return key, value, ttl_ms, condition, keep_ttl
+
+
+def _field(index: int | None, name: str) -> str:
+    """A field's name as error messages show it: ``ttl_ms`` or ``entries[3].ttl_ms``."""
+    return name if index is None else f"entries[{index}].{name}"
 
 
 def unknown_operation() -> CommandError:
