@@ -5,6 +5,7 @@ exhaustively and driven by a fake clock.
 """
 
 from cluster.keyspace.errors import KeyspaceError, NotAnInteger, OutOfMemory, OutOfRange
+from cluster.keyspace.events import KeyspaceListener, RemovalCause
 from cluster.keyspace.eviction import EvictionPolicy
 from cluster.keyspace.expiry import CycleStats, SamplerConfig
 from cluster.keyspace.store import Condition, Keyspace, KeyspaceStats
@@ -15,9 +16,11 @@ __all__ = [
     "EvictionPolicy",
     "Keyspace",
     "KeyspaceError",
+    "KeyspaceListener",
     "KeyspaceStats",
     "NotAnInteger",
     "OutOfMemory",
     "OutOfRange",
+    "RemovalCause",
     "SamplerConfig",
 ]

@@ -32,6 +32,7 @@ from itertools import islice
 
 from cluster.keyspace import memory
 from cluster.keyspace.errors import NotAnInteger, OutOfMemory, OutOfRange
+from cluster.keyspace.events import KeyspaceListener, RemovalCause
 from cluster.keyspace.eviction import LFU_INIT, EvictionPolicy, lfu_decay, lfu_increment
 from cluster.keyspace.expiry import CycleStats, SamplerConfig, run_cycle
 from cluster.keyspace.slot_set import SlotSet
@@ -140,6 +141,11 @@ class Keyspace:
         self._lfu_decayed_at = array("q", [clock_ms()]) * SLOT_COUNT
         self._stamp = -1
         self._per_key_extra = 0
+        # Told of every change (replication, invalidation); None costs nothing.
+        self.listener: KeyspaceListener | None = None
+        # A primary deletes keys whose deadline passed. A replica only hides
+        # them: its primary sends the delete, so both stay identical.
+        self.expire_keys = True
         if policy.lru:
             self._lru = [{} for _ in range(SLOT_COUNT)]
             self._per_key_extra = memory.DICT_SLOT
@@ -254,7 +260,23 @@ class Keyspace:
         slot = key_slot(key)
         if self._live(slot, key) is None:
             return False
-        self._remove(slot, key)
+        self._remove(slot, key, RemovalCause.DELETED)
+        return True
+
+    def discard(self, key: bytes) -> bool:
+        """Remove a key even if it has logically expired, as a replica applying a delete must."""
+        slot = key_slot(key)
+        if key not in self._data[slot]:
+            return False
+        self._remove(slot, key, RemovalCause.DELETED)
+        return True
+
+    def set_deadline(self, key: bytes, deadline: int) -> bool:
+        """Set a key's absolute deadline (0 removes it) whatever its state; False if missing."""
+        slot = key_slot(key)
+        if key not in self._data[slot]:
+            return False
+        self._apply_deadline(slot, key, deadline)
         return True
 
     def delete_many(self, keys: Iterable[bytes]) -> int:
@@ -270,19 +292,26 @@ class Keyspace:
         slot = key_slot(key)
         if self._live(slot, key) is None:
             return False
-        if key not in self._ttl:
-            self.used_memory += memory.TTL_ENTRY
-        self._ttl.set(key, deadline)
+        self._apply_deadline(slot, key, deadline)
         return True
 
     def persist(self, key: bytes) -> bool:
         """Remove a key's TTL; return whether it had one."""
-        if self._live(key_slot(key), key) is None:
+        slot = key_slot(key)
+        if self._live(slot, key) is None or key not in self._ttl:
             return False
-        if self._ttl.discard(key):
+        self._apply_deadline(slot, key, 0)
+        return True
+
+    def _apply_deadline(self, slot: int, key: bytes, deadline: int) -> None:
+        if deadline:
+            if key not in self._ttl:
+                self.used_memory += memory.TTL_ENTRY
+            self._ttl.set(key, deadline)
+        elif self._ttl.discard(key):
             self.used_memory -= memory.TTL_ENTRY
-            return True
-        return False
+        if self.listener is not None:
+            self.listener.deadline_set(slot, key, deadline)
 
     def incr(self, key: bytes, delta: int) -> int:
         """Add ``delta`` to an integer value (missing counts as 0), keeping its TTL."""
@@ -312,7 +341,7 @@ class Keyspace:
         """Sample ``n`` keys that have a TTL, remove the expired ones, return how many."""
         due = self._ttl.sample_due(n, now_ms, self._random)
         for key in due:
-            self._remove(key_slot(key), key)
+            self._remove(key_slot(key), key, RemovalCause.EXPIRED)
         self.stats.expired_active += len(due)
         return len(due)
 
@@ -330,6 +359,28 @@ class Keyspace:
         """Slots that hold at least one key, ascending."""
         return iter(self._nonempty)
 
+    def slot_items(self, slot: int) -> list[tuple[bytes, bytes, int]]:
+        """Every live ``(key, value, deadline)`` of ``slot``: an atomic snapshot for syncing.
+
+        Copying one slot is one step of the event loop, so nothing changes
+        under it; keys whose deadline has passed are left out.
+        """
+        now = self._clock()
+        deadline_of = self._ttl.deadline
+        items = []
+        for key, value in list(self._data[slot].items()):
+            deadline = deadline_of(key)
+            if not deadline or deadline > now:
+                items.append((key, value, deadline))
+        return items
+
+    def clear_slot(self, slot: int) -> int:
+        """Remove every key of ``slot`` (a slot this node no longer serves); return how many."""
+        keys = list(self._data[slot])
+        for key in keys:
+            self._remove(slot, key, RemovalCause.DELETED)
+        return len(keys)
+
     # ---- internals ---------------------------------------------------------
 
     def _live(self, slot: int, key: bytes) -> bytes | None:
@@ -339,8 +390,9 @@ class Keyspace:
             return None
         deadline = self._ttl.deadline(key)
         if deadline and deadline <= self._clock():
-            self._remove(slot, key)
-            self.stats.expired_lazy += 1
+            if self.expire_keys:
+                self._remove(slot, key, RemovalCause.EXPIRED)
+                self.stats.expired_lazy += 1
             return None
         return value
 
@@ -416,8 +468,10 @@ class Keyspace:
             else:
                 self._decay_slot(slot)
                 counts[key] = lfu_increment(counts[key], self._lfu_log_factor, self._random)
+        if self.listener is not None:
+            self.listener.key_set(slot, key, value, deadline)
 
-    def _remove(self, slot: int, key: bytes) -> None:
+    def _remove(self, slot: int, key: bytes, cause: RemovalCause) -> None:
         data = self._data[slot]
         value = data.pop(key)
         if not data:
@@ -430,6 +484,8 @@ class Keyspace:
             del self._lru[slot][key]
         elif self._lfu is not None:
             del self._lfu[slot][key]
+        if self.listener is not None:
+            self.listener.key_removed(slot, key, cause)
 
     def _make_room(self, growth: int, protected: Iterable[bytes]) -> None:
         """Evict until ``growth`` more bytes fit under maxmemory, or raise OutOfMemory.
@@ -456,7 +512,7 @@ class Keyspace:
                         f"maxmemory reached and {self.policy.value} found nothing to evict"
                     )
                 continue
-            self._remove(key_slot(victim), victim)
+            self._remove(key_slot(victim), victim, RemovalCause.EVICTED)
             self.stats.evicted += 1
 
     def _footprint(self, key: bytes) -> int:
