@@ -1,0 +1,1 @@
+"""Replication: a primary streams every change to its replicas (ARCHITECTURE section 4)."""

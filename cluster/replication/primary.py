@@ -1,0 +1,240 @@
+"""The primary's side of replication: one outgoing stream per replica, and write acknowledgements.
+
+Every keyspace change becomes an operation in the backlog and, once per
+event-loop turn, one message per connected replica. A replica that
+reconnects within the backlog gets only what it missed; otherwise it gets
+every slot as a snapshot, one slot per step of the loop, while new writes
+keep streaming behind the snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from cluster.keyspace import Keyspace
+from cluster.replication.backlog import Backlog
+from cluster.replication.ops import OpRecorder
+from cluster.slots import SLOT_COUNT
+from slotcache.v1 import replication_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+# A snapshot message carries whole slots until it holds about this many bytes.
+SNAPSHOT_CHUNK_BYTES = 256 * 1024
+# The snapshot producer waits while a replica has this many messages queued.
+MAX_QUEUED_MESSAGES = 64
+
+
+class ReplicationTimeout(Exception):
+    """Fewer replicas than required acknowledged a write in time; it is applied here."""
+
+    def __init__(self, acked: int, required: int) -> None:
+        super().__init__(f"only {acked} of {required} replicas acknowledged the write in time")
+        self.acked = acked
+        self.required = required
+
+
+@dataclass(eq=False)
+class ReplicaLink:
+    """One connected replica."""
+
+    replica_id: bytes
+    queue: asyncio.Queue[pb.PrimaryMessage] = field(default_factory=asyncio.Queue)
+    pending: list[pb.ReplOp] = field(default_factory=list)
+    pending_offset: int = 0
+    # Every operation before this offset is applied on the replica.
+    acked: int = 0
+    # Still receiving its full sync: its acknowledgements do not count yet.
+    syncing: bool = True
+    last_ack: float = 0.0
+
+    def flush(self) -> None:
+        """Queue the operations gathered since the last flush as one message."""
+        if self.pending:
+            ops = pb.ReplOps(offset=self.pending_offset, ops=self.pending)
+            self.queue.put_nowait(pb.PrimaryMessage(ops=ops))
+            self.pending = []
+
+
+@dataclass
+class _Waiter:
+    offset: int
+    needed: int
+    future: asyncio.Future[int]
+
+
+class PrimaryReplication:
+    """Feeds every replica of this node and tracks what each has applied."""
+
+    def __init__(self, keyspace: Keyspace, backlog_bytes: int) -> None:
+        self.keyspace = keyspace
+        self.backlog = Backlog(backlog_bytes)
+        self.links: dict[bytes, ReplicaLink] = {}
+        self._waiters: list[_Waiter] = []
+        self._flush_scheduled = False
+        self.full_syncs = 0
+        self.partial_syncs = 0
+
+    def attach(self) -> None:
+        """Start recording every keyspace change."""
+        self.keyspace.listener = OpRecorder(self._record)
+
+    def detach(self) -> None:
+        """Stop recording (this node became a replica) and drop every replica."""
+        self.keyspace.listener = None
+        for link in self.links.values():
+            link.queue.put_nowait(pb.PrimaryMessage())  # an empty message ends the stream
+        self.links.clear()
+        self._fail_waiters()
+
+    # ---- the write path -------------------------------------------------------
+
+    def _record(self, op: pb.ReplOp) -> None:
+        offset = self.backlog.append(op)
+        for link in self.links.values():
+            if not link.pending:
+                link.pending_offset = offset
+            link.pending.append(op)
+        if self.links and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        for link in self.links.values():
+            link.flush()
+
+    @property
+    def offset(self) -> int:
+        """The offset the next write will get."""
+        return self.backlog.offset
+
+    def in_sync_replicas(self) -> int:
+        """Replicas connected and past their full sync."""
+        return sum(1 for link in self.links.values() if not link.syncing)
+
+    def acked_count(self, offset: int) -> int:
+        """How many in-sync replicas hold every operation before ``offset``."""
+        return sum(1 for link in self.links.values() if not link.syncing and link.acked >= offset)
+
+    async def wait_for(self, offset: int, needed: int, timeout: float) -> int:
+        """Wait until ``needed`` replicas hold everything before ``offset``; raise on timeout."""
+        acked = self.acked_count(offset)
+        if acked >= needed:
+            return acked
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(offset, needed, future)
+        self._waiters.append(waiter)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise ReplicationTimeout(self.acked_count(offset), needed) from None
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _ack(self, link: ReplicaLink, offset: int) -> None:
+        link.acked = max(link.acked, offset)
+        link.last_ack = time.monotonic()
+        for waiter in list(self._waiters):
+            if not waiter.future.done():
+                acked = self.acked_count(waiter.offset)
+                if acked >= waiter.needed:
+                    waiter.future.set_result(acked)
+
+    def _fail_waiters(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                waiter.future.set_result(self.acked_count(waiter.offset))
+
+    def heartbeat(self, now_ms: int) -> None:
+        """Tell idle replicas we are alive and where the stream stands."""
+        beat = pb.PrimaryMessage(heartbeat=pb.Heartbeat(offset=self.offset, primary_time_ms=now_ms))
+        for link in self.links.values():
+            if link.queue.empty() and not link.pending:
+                link.queue.put_nowait(beat)
+
+    # ---- serving one replica -----------------------------------------------------
+
+    async def serve(
+        self, requests: AsyncIterator[pb.ReplicaMessage]
+    ) -> AsyncIterator[pb.PrimaryMessage]:
+        """The Replicate stream for one replica: sync it, then keep it fed."""
+        first = await anext(requests)
+        hello = first.hello
+        replica_id = bytes(hello.replica)
+        old = self.links.pop(replica_id, None)
+        if old is not None:
+            old.queue.put_nowait(pb.PrimaryMessage())
+        link = ReplicaLink(replica_id)
+        backlog = self.backlog
+        snapshot_task: asyncio.Task[None] | None = None
+        if hello.replid and backlog.can_continue(hello.replid, hello.offset):
+            self.partial_syncs += 1
+            link.syncing = False
+            link.acked = hello.offset
+            partial = pb.PartialSync(replid=backlog.replid, offset=hello.offset)
+            link.queue.put_nowait(pb.PrimaryMessage(partial=partial))
+            missed = backlog.since(hello.offset)
+            if missed:
+                ops = pb.ReplOps(offset=hello.offset, ops=missed)
+                link.queue.put_nowait(pb.PrimaryMessage(ops=ops))
+            log.info("replica %s continues from offset %d", replica_id.hex(), hello.offset)
+        else:
+            self.full_syncs += 1
+            start = pb.FullSyncStart(replid=backlog.replid, offset=backlog.offset)
+            link.queue.put_nowait(pb.PrimaryMessage(full=start))
+            snapshot_task = asyncio.create_task(self._send_snapshots(link))
+            log.info("replica %s needs a full sync from offset %d", replica_id.hex(), start.offset)
+        self.links[replica_id] = link
+        acks = asyncio.create_task(self._read_acks(link, requests))
+        try:
+            while True:
+                message = await link.queue.get()
+                if not message.WhichOneof("kind"):
+                    return  # replaced, or this node stopped being a primary
+                yield message
+        finally:
+            acks.cancel()
+            if snapshot_task is not None:
+                snapshot_task.cancel()
+            if self.links.get(replica_id) is link:
+                del self.links[replica_id]
+
+    async def _read_acks(
+        self, link: ReplicaLink, requests: AsyncIterator[pb.ReplicaMessage]
+    ) -> None:
+        async for message in requests:
+            if message.HasField("ack") and not link.syncing:
+                self._ack(link, message.ack.offset)
+        link.queue.put_nowait(pb.PrimaryMessage())  # the replica went away
+
+    async def _send_snapshots(self, link: ReplicaLink) -> None:
+        """Every slot, each copied atomically, queued in order with the live operations."""
+        keyspace = self.keyspace
+        chunk = pb.SlotSnapshots()
+        size = 0
+        for slot in range(SLOT_COUNT):
+            entries = keyspace.slot_items(slot)
+            snapshot = chunk.slots.add(slot=slot)
+            for key, value, deadline in entries:
+                snapshot.entries.add(key=key, value=value, deadline_ms=deadline)
+                size += len(key) + len(value) + 16
+            if size >= SNAPSHOT_CHUNK_BYTES or slot == SLOT_COUNT - 1:
+                # Operations gathered before these snapshots were taken go first,
+                # in this same step, so the order on the wire matches the keyspace.
+                link.flush()
+                link.queue.put_nowait(pb.PrimaryMessage(snapshots=chunk))
+                chunk, size = pb.SlotSnapshots(), 0
+                while link.queue.qsize() > MAX_QUEUED_MESSAGES:
+                    await asyncio.sleep(0.001)
+                await asyncio.sleep(0)
+        link.flush()
+        link.queue.put_nowait(pb.PrimaryMessage(done=pb.FullSyncDone(offset=self.backlog.offset)))
+        # Its acknowledgements count from now on; they will be at least the done offset.
+        link.syncing = False
+        log.info("full sync of replica %s sent", link.replica_id.hex())

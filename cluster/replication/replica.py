@@ -1,0 +1,193 @@
+"""The replica's side of replication: follow the primary's stream and acknowledge it.
+
+A replica applies what its primary sends and nothing else: it never expires
+or evicts keys itself (it hides logically expired ones), so it stays an
+exact copy. It keeps its own backlog of what it applied, with the primary's
+offsets, so that after a failover the other replicas can continue from the
+new primary without a full sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import grpc
+
+from cluster.keyspace import Keyspace
+from cluster.replication.backlog import Backlog
+from cluster.replication.ops import OpRecorder, apply_op, op_key
+from cluster.slots import SLOT_COUNT, key_slot
+from slotcache.v1 import replication_pb2 as pb
+from slotcache.v1 import replication_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+RETRY_MIN_S = 0.05
+RETRY_MAX_S = 1.0
+# Work done between two yields to the event loop while loading a full sync.
+APPLY_SLICE_S = 0.005
+
+
+class ReplicaSync:
+    """Keeps this node's keyspace a copy of its primary's."""
+
+    def __init__(
+        self,
+        keyspace: Keyspace,
+        backlog: Backlog,
+        my_id: bytes,
+        primary_bus: Callable[[], str | None],
+    ) -> None:
+        self.keyspace = keyspace
+        self.backlog = backlog
+        self.my_id = my_id
+        self._primary_bus = primary_bus
+        # True once this node's data follows the primary's history (partial sync possible).
+        self.synced = False
+        self.syncing = False
+        self.applied = backlog.offset
+        self.primary_offset = backlog.offset
+        self.last_contact = 0.0
+        self.full_syncs = 0
+        self._pending_replid = ""
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin following the primary, reconnecting as needed."""
+        self.keyspace.expire_keys = False
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="replica-sync")
+
+    async def stop(self) -> None:
+        """Stop following (this node is being promoted or shut down)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.keyspace.listener = None
+
+    @property
+    def lag_ops(self) -> int:
+        """Operations the primary has that this replica has not applied."""
+        return max(0, self.primary_offset - self.applied)
+
+    def lag_ms(self) -> int:
+        """Milliseconds since this replica was last known to be caught up with its primary."""
+        if not self.last_contact:
+            return -1
+        return int((time.monotonic() - self.last_contact) * 1000) if self.lag_ops else 0
+
+    async def _run(self) -> None:
+        delay = RETRY_MIN_S
+        while True:
+            target = self._primary_bus()
+            if target is not None:
+                try:
+                    await self._session(target)
+                    delay = RETRY_MIN_S
+                except grpc.aio.AioRpcError as exc:
+                    log.info("replication from %s interrupted: %s", target, exc.code().name)
+                except Exception:
+                    log.exception("replication from %s failed", target)
+            self.syncing = False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _session(self, target: str) -> None:
+        async with grpc.aio.insecure_channel(
+            target,
+            options=[("grpc.max_receive_message_length", -1)],
+        ) as channel:
+            call = pb_grpc.ReplicationStub(channel).Replicate()
+            hello = pb.ReplicaHello(replica=self.my_id)
+            if self.synced:
+                hello.replid, hello.offset = self.backlog.replid, self.backlog.offset
+            await call.write(pb.ReplicaMessage(hello=hello))
+            snapshotted: bytearray | None = None
+            async for message in call:
+                self.last_contact = time.monotonic()
+                kind = message.WhichOneof("kind")
+                if kind == "ops":
+                    self._apply_ops(message.ops, snapshotted)
+                    await call.write(pb.ReplicaMessage(ack=pb.ReplicaAck(offset=self.applied)))
+                elif kind == "heartbeat":
+                    self.primary_offset = max(self.primary_offset, message.heartbeat.offset)
+                    if not self.syncing:
+                        await call.write(pb.ReplicaMessage(ack=pb.ReplicaAck(offset=self.applied)))
+                elif kind == "snapshots":
+                    assert snapshotted is not None, "snapshot outside a full sync"
+                    await self._load(message.snapshots, snapshotted)
+                elif kind == "partial":
+                    self._continue(message.partial)
+                elif kind == "full":
+                    snapshotted = await self._begin_full_sync(message.full)
+                elif kind == "done":
+                    self._finish_full_sync(message.done)
+                    snapshotted = None
+                    await call.write(pb.ReplicaMessage(ack=pb.ReplicaAck(offset=self.applied)))
+
+    def _continue(self, partial: pb.PartialSync) -> None:
+        """Partial sync: same data, maybe under the primary's new history id."""
+        self.backlog.replid = partial.replid
+        self.backlog.previous = None
+        self.applied = partial.offset
+        self.keyspace.listener = OpRecorder(self._record)
+        log.info("partial sync from offset %d", partial.offset)
+
+    async def _begin_full_sync(self, start: pb.FullSyncStart) -> bytearray:
+        self.full_syncs += 1
+        self.syncing = True
+        self.synced = False
+        self.keyspace.listener = None
+        self.applied = start.offset
+        self.primary_offset = start.offset
+        self._pending_replid = start.replid
+        log.info("full sync from offset %d: dropping local data", start.offset)
+        keyspace = self.keyspace
+        deadline = time.monotonic() + APPLY_SLICE_S
+        for slot in list(keyspace.nonempty_slots()):
+            keyspace.clear_slot(slot)
+            if time.monotonic() >= deadline:
+                await asyncio.sleep(0)
+                deadline = time.monotonic() + APPLY_SLICE_S
+        return bytearray(SLOT_COUNT)
+
+    async def _load(self, chunk: pb.SlotSnapshots, snapshotted: bytearray) -> None:
+        keyspace = self.keyspace
+        deadline = time.monotonic() + APPLY_SLICE_S
+        for snapshot in chunk.slots:
+            keyspace.clear_slot(snapshot.slot)
+            for entry in snapshot.entries:
+                keyspace.set_with_deadline(entry.key, entry.value, entry.deadline_ms)
+            snapshotted[snapshot.slot] = 1
+            if time.monotonic() >= deadline:
+                await asyncio.sleep(0)
+                deadline = time.monotonic() + APPLY_SLICE_S
+
+    def _finish_full_sync(self, done: pb.FullSyncDone) -> None:
+        self.backlog.reset(self._pending_replid, done.offset)
+        self.applied = done.offset
+        self.syncing = False
+        self.synced = True
+        self.keyspace.listener = OpRecorder(self._record)
+        log.info("full sync done at offset %d (%d keys)", done.offset, self.keyspace.key_count)
+
+    def _apply_ops(self, ops: pb.ReplOps, snapshotted: bytearray | None) -> None:
+        keyspace = self.keyspace
+        offset = ops.offset
+        for op in ops.ops:
+            if snapshotted is None or snapshotted[key_slot(op_key(op))]:
+                apply_op(keyspace, op)
+            offset += 1
+        if snapshotted is None and self.backlog.offset != offset:
+            log.warning("replication offsets diverged (%d != %d)", self.backlog.offset, offset)
+        self.applied = offset
+        self.primary_offset = max(self.primary_offset, offset)
+
+    def _record(self, op: pb.ReplOp) -> None:
+        self.backlog.append(op)

@@ -1,0 +1,32 @@
+"""The Replication servicer on the bus port: a thin adapter over PrimaryReplication."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from cluster.replication.primary import PrimaryReplication
+from slotcache.v1 import replication_pb2 as pb
+from slotcache.v1 import replication_pb2_grpc as pb_grpc
+
+
+class ReplicationService(pb_grpc.ReplicationServicer):
+    """Serves replicas while this node is a primary."""
+
+    def __init__(self, primary: Callable[[], PrimaryReplication | None]) -> None:
+        self._primary = primary
+
+    async def Replicate(
+        self,
+        request_iterator: AsyncIterator[pb.ReplicaMessage],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.PrimaryMessage]:
+        """Sync one replica and keep streaming to it."""
+        primary = self._primary()
+        if primary is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this node is not a primary")
+            return
+        async for message in primary.serve(request_iterator):
+            yield message
