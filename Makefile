@@ -1,5 +1,5 @@
 # The two commands a newcomer needs:
-#   make run    start a local slotcache on 127.0.0.1:7000 (Ctrl-C stops it)
+#   make run    start a local 3-primary cluster on 127.0.0.1:7000-7002 (Ctrl-C stops it)
 #   make test   lint, type-check, check generated code, and run every test
 # Both create .venv on first use.
 
@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# Client ports 7000-7002, bus ports 17000-17002, files in .cluster/ (see docs/clusterctl.md).
 run: $(STAMP)
-	$(BIN)/slotcache-server --host 127.0.0.1 --port 7000 --data-dir .data/7000
+	$(BIN)/clusterctl up --foreground --primaries 3 --base-port 7000 --dir .cluster
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -36,4 +37,5 @@ protos: $(STAMP)
 	$(BIN)/python scripts/gen-protos
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+	@if [ -x $(BIN)/clusterctl ]; then $(BIN)/clusterctl down --dir .cluster; fi
+	rm -rf $(VENV) .data .cluster .pytest_cache .mypy_cache .ruff_cache

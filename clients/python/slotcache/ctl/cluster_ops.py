@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import TracebackType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -58,6 +60,12 @@ class NodeHandle:
             return getattr(self.admin, method)(request, timeout=self.timeout)
         except grpc.RpcError as exc:
             err = from_rpc_error(exc)
+            if err.code in _UNREACHABLE:
+                # gRPC's own text is accurate but does not say what the operator should check.
+                raise OperationError(
+                    f"{self.address}: cannot reach the node ({err.code.name}: {err.message}); "
+                    "is it running, and is the address right?"
+                ) from None
             raise OperationError(f"{self.address}: {err.code.name}: {err.message}") from None
 
     def state(self) -> admin_pb2.ClusterStateReply:
@@ -75,6 +83,47 @@ class NodeHandle:
     def close(self) -> None:
         """Close the channel."""
         self.channel.close()
+
+    def __enter__(self) -> NodeHandle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+_UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def fetch_state(address: str, timeout: float) -> admin_pb2.ClusterStateReply:
+    """One node's view of the cluster, over a channel opened for this call."""
+    with NodeHandle.open(address, timeout) as node:
+        return node.state()
+
+
+def fetch_states(
+    addresses: Sequence[str], timeout: float
+) -> dict[str, admin_pb2.ClusterStateReply | OperationError]:
+    """Every node's view, asked in parallel so one hung node costs one timeout, not one each.
+
+    A node that cannot be asked maps to the error saying why, so the caller
+    can report it next to the others instead of stopping at the first.
+    """
+
+    def ask(address: str) -> admin_pb2.ClusterStateReply | OperationError:
+        try:
+            return fetch_state(address, timeout)
+        except OperationError as exc:
+            return exc
+
+    if not addresses:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(addresses))) as pool:
+        return dict(zip(addresses, pool.map(ask, addresses), strict=True))
 
 
 def myself(state: admin_pb2.ClusterStateReply) -> admin_pb2.PeerState:

@@ -113,6 +113,20 @@ class ServerProcess:
         raise RuntimeError(f"slotcache-server on {self.address} did not start:\n{self.log()}")
 
     def _start_once(self, ready_timeout: float) -> bool:
+        self.spawn()
+        if self.wait_ready(ready_timeout):
+            return True
+        self.kill()
+        return False
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start the process without waiting for it to serve.
+
+        Several nodes can then boot in parallel (``clusterctl up``); call
+        :meth:`wait_ready` afterwards. The process runs in its own session
+        with no stdin, so Ctrl-C in the caller's terminal does not reach it
+        and it survives the caller's exit.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             *server_command(),
@@ -131,15 +145,24 @@ class ServerProcess:
         ]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, env=_child_env(), start_new_session=True
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_child_env(),
+                start_new_session=True,
             )
-        deadline = time.monotonic() + ready_timeout
+        return self.proc
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the spawned process serves; False if it exits or ``timeout`` passes."""
+        assert self.proc is not None, "server not spawned"
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                break
+                return False
             if wait_serving(self.address, min(1.0, deadline - time.monotonic())):
                 return True
-        self.kill()
         return False
 
     def log(self) -> str:

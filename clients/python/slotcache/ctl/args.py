@@ -1,0 +1,76 @@
+"""Argument types for clusterctl: each rejects a bad value before any connection or process.
+
+argparse turns the ``ArgumentTypeError`` raised here into a usage error
+(exit status 2) that names the option, so a typo never half-runs a command.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from slotcache.ctl.cluster_ops import SLOT_COUNT
+
+
+class UsageError(Exception):
+    """Options that are valid one by one but not together; reported like argparse does (exit 2)."""
+
+
+def address(text: str) -> str:
+    """``HOST:PORT`` with a port in 1..65535 (``[::1]:7000`` for IPv6)."""
+    host, sep, port = text.rpartition(":")
+    if (
+        not sep
+        or not host
+        or any(c.isspace() for c in text)
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+    ):
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (for example 127.0.0.1:7000)")
+    return text
+
+
+def port(text: str) -> int:
+    """A TCP port number."""
+    value = _int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"port {value} is outside 1..65535")
+    return value
+
+
+def slot(text: str) -> int:
+    """A slot number in 0..16383."""
+    value = _int(text)
+    if not 0 <= value < SLOT_COUNT:
+        raise argparse.ArgumentTypeError(f"slot {value} is outside 0..{SLOT_COUNT - 1}")
+    return value
+
+
+def int_in(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An integer within ``low..high``; the message names ``what`` it counts."""
+
+    def parse(text: str) -> int:
+        value = _int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be in {low}..{high}, not {value}")
+        return value
+
+    return parse
+
+
+def positive_seconds(text: str) -> float:
+    """A duration in seconds greater than zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None

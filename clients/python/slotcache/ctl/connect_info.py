@@ -1,0 +1,61 @@
+"""How to reach a freshly started local cluster: the text ``clusterctl up`` prints.
+
+Pure: it only formats addresses and commands, so the instructions can be
+tested for being runnable (the Python snippet compiles, the JSON in the
+grpcurl commands parses) without starting anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+from collections.abc import Sequence
+from typing import Any
+
+EXAMPLE_KEY = b"greeting"
+EXAMPLE_VALUE = b"hello"
+
+
+def python_snippet(address: str) -> str:
+    """A minimal, runnable use of the SDK against one node (any node serves any key)."""
+    return (
+        "import slotcache\n"
+        "\n"
+        f'with slotcache.Client("{address}") as cache:\n'
+        f"    cache.set({EXAMPLE_KEY!r}, {EXAMPLE_VALUE!r})\n"
+        f"    print(cache.get({EXAMPLE_KEY!r}))\n"
+    )
+
+
+def grpcurl_commands(address: str) -> list[str]:
+    """Commands for grpcurl, which finds the methods by reflection; JSON carries bytes as base64."""
+    key = base64.b64encode(EXAMPLE_KEY).decode()
+    value = base64.b64encode(EXAMPLE_VALUE).decode()
+    calls = [
+        ("Set", {"key": key, "value": value}),
+        ("Get", {"key": key}),
+    ]
+    return [
+        f"grpcurl -plaintext -d {shlex.quote(json.dumps(body))} {address} slotcache.v1.Cache/{rpc}"
+        for rpc, body in calls
+    ]
+
+
+def down_command(folder: str, default_folder: str) -> str:
+    """The command that stops the cluster started from ``folder``."""
+    if folder == default_folder:
+        return "clusterctl down"
+    return f"clusterctl down --dir {shlex.quote(folder)}"
+
+
+def connect_info(addresses: Sequence[str], folder: str, default_folder: str) -> dict[str, Any]:
+    """Everything a person or a script needs to use and stop the cluster."""
+    first = addresses[0]
+    return {
+        "addresses": list(addresses),
+        "python": python_snippet(first),
+        "grpcurl": grpcurl_commands(first),
+        "inspect": [f"clusterctl nodes {first}", f"clusterctl check {first}"],
+        "stop": down_command(folder, default_folder),
+    }

@@ -1,0 +1,258 @@
+"""``clusterctl up`` and ``clusterctl down``: a local cluster for development, in one folder.
+
+``up`` either leaves the cluster running in the background, or with
+``--foreground`` stays attached and brings it down on Ctrl-C or SIGTERM
+(what ``make run`` uses). Whatever goes wrong while starting, every process
+it started is stopped again before it reports the error: a half-started
+cluster would hold ports and confuse the next ``up``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.syntax import Syntax
+
+from slotcache.ctl import local, output
+from slotcache.ctl.args import UsageError
+from slotcache.ctl.cluster_ops import OperationError, create_cluster
+from slotcache.ctl.connect_info import connect_info, down_command
+from slotcache.ctl.launcher import ServerProcess
+from slotcache.ctl.views import format_ranges, short_id
+
+DEFAULT_DIR = ".cluster"
+DEFAULT_BASE_PORT = 7000
+DEFAULT_BUS_PORT_OFFSET = 10000
+# The server's default (15 s) suits real networks. On one machine a peer answers within
+# milliseconds, and a shorter timeout makes failure detection visible in a demo, while
+# 5 s still rides out a laptop's scheduling hiccups and a paused debugger step.
+DEFAULT_NODE_TIMEOUT_MS = 5000
+DEFAULT_STOP_TIMEOUT_S = 10.0
+READY_TIMEOUT_S = 30.0
+AGREE_TIMEOUT_S = 60.0
+_WATCH_S = 0.2
+
+
+class Interrupted(Exception):
+    """A termination signal arrived; the entry point exits with 128 + its number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _signals(handler: Any) -> Iterator[None]:
+    """Handle SIGTERM and SIGHUP (and SIGINT unless ``handler`` is the default) while inside."""
+    sigs = [signal.SIGTERM, signal.SIGHUP]
+    if handler is signal.SIG_IGN:
+        sigs.append(signal.SIGINT)
+    previous = {sig: signal.signal(sig, handler) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _stop_all(root: Path, timeout: float) -> list[local.Stopped]:
+    """Stop everything running from ``root``, shielded from further Ctrl-C and SIGTERM.
+
+    A second Ctrl-C during the shutdown would otherwise abandon the nodes
+    half-way; the wait is bounded by ``timeout`` plus the SIGKILL grace.
+    """
+    with _signals(signal.SIG_IGN):
+        return local.stop(local.discover(root).running, timeout)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start a local cluster in the background (or attached), form it, and say how to use it."""
+    if args.replicas:
+        raise UsageError(
+            "replication is not available yet, so a local cluster has primaries only; "
+            "leave out --replicas (or pass --replicas 0)"
+        )
+    try:
+        specs = local.plan(args.primaries, args.base_port, args.bus_port_offset)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    root = Path(args.dir)
+    found = local.discover(root)
+    if found.running:
+        listed = ", ".join(
+            f"{n.address} (pid {pid})"
+            for pid, n in sorted(found.running.items(), key=lambda i: i[1].port)
+        )
+        raise OperationError(
+            f"a cluster is already running from {args.dir}: {listed}; "
+            f"stop it first with: {down_command(args.dir, DEFAULT_DIR)}"
+        )
+    ports = [p for s in specs for p in (s.port, s.bus_port)]
+    busy = local.busy_ports(ports)
+    if busy:
+        raise OperationError(
+            f"port(s) {', '.join(map(str, busy))} on {local.HOST} are already in use; "
+            "pick free ones with --base-port (bus ports are --bus-port-offset higher)"
+        )
+    with _signals(_raise_interrupted):
+        try:
+            servers = _start(root, specs, args)
+        except BaseException:
+            output.errors.print("stopping the nodes started so far", highlight=False)
+            _stop_all(root, args.stop_timeout)
+            raise
+        if not args.foreground:
+            return 0
+        try:
+            _watch(servers)
+        except (KeyboardInterrupt, Interrupted) as exc:
+            name = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            output.errors.print(f"{name}: stopping the cluster", highlight=False)
+        finally:
+            stopped = _stop_all(root, args.stop_timeout)
+            output.errors.print(
+                f"stopped {sum(s.outcome != 'survived' for s in stopped)} nodes", highlight=False
+            )
+    return 0
+
+
+def _start(
+    root: Path, specs: Sequence[local.NodeSpec], args: argparse.Namespace
+) -> list[ServerProcess]:
+    """Start the nodes, form the cluster, wait until it is ok, and print how to connect."""
+    with output.progress(f"starting {len(specs)} nodes in {args.dir}"):
+        servers = local.spawn(root, specs, args.node_timeout_ms)
+        local.wait_ready(servers, READY_TIMEOUT_S)
+    with output.progress("forming the cluster and waiting until every node agrees"):
+        created = create_cluster(
+            [s.address for s in specs], timeout=args.timeout, wait_s=AGREE_TIMEOUT_S
+        )
+    nodes = [
+        {
+            "address": spec.address,
+            "bus_address": spec.bus_address,
+            "id": node_id,
+            "slots": [list(slot_range)],
+            "pid": server.pid,
+            "data_dir": str(server.data_dir),
+            "log": str(server.log_path),
+        }
+        for spec, server, (_, node_id, slot_range) in zip(specs, servers, created, strict=True)
+    ]
+    info = connect_info([s.address for s in specs], args.dir, DEFAULT_DIR)
+    if args.json:
+        output.emit_json(
+            {
+                "dir": str(root.resolve()),
+                "node_timeout_ms": args.node_timeout_ms,
+                "foreground": args.foreground,
+                "nodes": nodes,
+                "connect": info,
+            }
+        )
+    else:
+        _print_up(nodes, info, args)
+    return servers
+
+
+def _print_up(
+    nodes: Sequence[dict[str, Any]], info: dict[str, Any], args: argparse.Namespace
+) -> None:
+    console = output.console
+    console.print(
+        f"[green]cluster is up[/green]: {len(nodes)} primaries on {local.HOST}, "
+        f"node timeout {args.node_timeout_ms} ms, files in {args.dir}",
+        highlight=False,
+    )
+    rows = [
+        [
+            n["address"],
+            n["bus_address"],
+            short_id(n["id"]),
+            format_ranges([tuple(r) for r in n["slots"]]),
+            str(n["pid"]),
+            os.path.relpath(n["log"]),
+        ]
+        for n in nodes
+    ]
+    columns = ("address", "bus", "id", "slots", "pid", "log")
+    console.print(output.rows_table("nodes", columns, rows))
+    console.print("\nConnect from Python (any node serves any key; it forwards to the owner):")
+    console.print(Syntax(info["python"], "python", background_color="default"))
+    console.print("Or with grpcurl (bytes are base64 in JSON):")
+    for command in info["grpcurl"]:
+        console.print(f"  {command}", highlight=False, markup=False)
+    console.print("Inspect:", highlight=False)
+    for command in info["inspect"]:
+        console.print(f"  {command}", highlight=False, markup=False)
+    stop = "press Ctrl-C" if args.foreground else info["stop"]
+    console.print(f"Stop: {stop}", highlight=False, markup=False)
+
+
+def _watch(servers: Sequence[ServerProcess]) -> None:
+    """Stay attached until interrupted; report nodes that exit on their own.
+
+    The cluster keeps running when one node dies (that is what the cluster
+    is for), but with no node left there is nothing to wait for.
+    """
+    reported: set[int] = set()
+    while True:
+        for server in servers:
+            code = server.proc.poll() if server.proc is not None else 0
+            if code is not None and server.pid not in reported:
+                reported.add(server.pid)
+                output.warning(
+                    f"the node on {server.address} exited with status {code}; see {server.log_path}"
+                )
+        if len(reported) == len(servers):
+            raise OperationError("every node has exited")
+        time.sleep(_WATCH_S)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop every server running from the folder: SIGTERM, wait, then SIGKILL."""
+    root = Path(args.dir)
+    found = local.discover(root)
+    for node in found.stale:
+        output.warning(f"removed a stale pid file for {node.address} (that process is gone)")
+    if not found.running:
+        if args.json:
+            output.emit_json({"dir": str(root.resolve()), "stopped": []})
+        else:
+            output.console.print(f"nothing is running from {args.dir}", highlight=False)
+        return 0
+    with output.progress(f"stopping {len(found.running)} nodes"):
+        stopped = _stop_all(root, args.stop_timeout)
+    if args.json:
+        output.emit_json(
+            {
+                "dir": str(root.resolve()),
+                "stopped": [
+                    {"address": s.node.address, "pid": s.pid, "outcome": s.outcome} for s in stopped
+                ],
+            }
+        )
+    else:
+        for s in stopped:
+            how = {
+                "stopped": "stopped",
+                "killed": f"killed (it did not exit within {args.stop_timeout:g}s of SIGTERM)",
+                "survived": "STILL RUNNING (even SIGKILL failed)",
+            }[s.outcome]
+            output.console.print(f"{s.node.address} (pid {s.pid}): {how}", highlight=False)
+    survivors = [s for s in stopped if s.outcome == "survived"]
+    if survivors:
+        raise OperationError("could not stop pid(s) " + ", ".join(str(s.pid) for s in survivors))
+    return 0

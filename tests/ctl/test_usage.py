@@ -1,0 +1,52 @@
+"""Bad command lines: each fails with exit status 2 and a message naming what is wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.ctl.conftest import Result
+
+Ctl = Callable[..., Result]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["nodes", "localhost"], "'localhost' is not HOST:PORT"),
+        (["nodes", "127.0.0.1:0"], "'127.0.0.1:0' is not HOST:PORT"),
+        (["info", "127.0.0.1:65536"], "is not HOST:PORT"),
+        (["check", ":7000"], "':7000' is not HOST:PORT"),
+        (["check", "127.0.0.1:70x0"], "is not HOST:PORT"),
+        (["create"], "the following arguments are required: HOST:PORT"),
+        (["create", "127.0.0.1:7000", "bad"], "'bad' is not HOST:PORT"),
+        (["create", "127.0.0.1:7000", "127.0.0.1:7000"], "127.0.0.1:7000 is listed more than once"),
+        (["slots", "127.0.0.1:7000", "--slot", "16384"], "slot 16384 is outside 0..16383"),
+        (["slots", "127.0.0.1:7000", "--slot", "-1"], "slot -1 is outside 0..16383"),
+        (["slots", "127.0.0.1:7000", "--slot", "x"], "'x' is not an integer"),
+        (["nodes", "127.0.0.1:7000", "--timeout", "0"], "must be a positive number of seconds"),
+        (["up", "--primaries", "0"], "--primaries must be in 1..64, not 0"),
+        (["up", "--replicas", "1"], "replication is not available yet"),
+        (["up", "--replicas", "-1"], "--replicas must be in 0..64"),
+        (["up", "--base-port", "70000"], "port 70000 is outside 1..65535"),
+        (["up", "--base-port", "60000"], "bus ports would reach 70002"),
+        (["up", "--bus-port-offset", "1"], "collide with client ports; use at least 3"),
+        (["up", "--node-timeout-ms", "10"], "--node-timeout-ms must be in 50..3600000"),
+        (["down", "--stop-timeout", "-3"], "must be a positive number of seconds"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_bad_usage_exits_2(ctl: Ctl, argv: list[str], message: str) -> None:
+    result = ctl(*argv)
+    assert result.code == 2, result
+    assert message in result.err
+    assert result.out == ""
+
+
+def test_help_exits_0(ctl: Ctl) -> None:
+    result = ctl("--help")
+    assert result.code == 0
+    for command in ("up", "down", "create", "info", "nodes", "slots", "check"):
+        assert command in result.out
