@@ -1,39 +1,77 @@
-"""The asyncio client: performs the core's calls on a ``grpc.aio`` channel, concurrently."""
+"""The asyncio client: performs the core's actions on ``grpc.aio`` channels, concurrently.
+
+This module is the I/O shell only. Routing, retries and refresh decisions
+live in :mod:`slotcache._core`; here the calls of one step run concurrently,
+sleeps are awaited, and a refresh is one shared task that any number of
+callers can wait on.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 
 from slotcache import _commands as cmd
+from slotcache._channels import CHANNEL_OPTIONS, ChannelPool
 from slotcache._commands import BytesLike, Command
-from slotcache._core import CHANNEL_OPTIONS, DEFAULT_TIMEOUT_S, Call, ClientCore, unary_methods
-from slotcache.errors import Cancelled, from_rpc_error
+from slotcache._core import (
+    DEFAULT_ADDRESS,
+    DEFAULT_MAX_REDIRECTS,
+    DEFAULT_TIMEOUT_S,
+    REDIRECT_METADATA,
+    Action,
+    Call,
+    ClientCore,
+    Outcome,
+    Plan,
+    Refresh,
+    Routing,
+    Sleep,
+)
+from slotcache._retry import RetryPolicy
+from slotcache._stats import ClientStats
+from slotcache.errors import Cancelled, SlotcacheError, Timeout, from_rpc_error
 
 T = TypeVar("T")
 
 
+def _connect(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+def _consume(task: asyncio.Task[None]) -> None:
+    """Mark a refresh's failure as seen; the core has counted it, and callers got it."""
+    if not task.cancelled():
+        task.exception()
+
+
 class AsyncClient:
-    """An asyncio slotcache client. Use it with ``async with``, or await :meth:`close`."""
+    """An asyncio slotcache client. Use it with ``async with``, or await :meth:`close`.
+
+    Takes the same arguments as :class:`slotcache.Client`; see docs/client.md.
+    Create and use it on one event loop.
+    """
 
     def __init__(
-        self, address: str = "127.0.0.1:7000", *, timeout: float | None = DEFAULT_TIMEOUT_S
+        self,
+        addresses: str | Sequence[str] = DEFAULT_ADDRESS,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        routing: Routing = "smart",
+        max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        retry: RetryPolicy | None = None,
     ) -> None:
-        self._core = ClientCore(timeout)
+        self._core = ClientCore(
+            addresses, timeout=timeout, routing=routing, max_redirects=max_redirects, retry=retry
+        )
         self._closed = False
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self._rpcs = {
-            name: self._channel.unary_unary(
-                path,
-                request_serializer=req.SerializeToString,
-                response_deserializer=rep.FromString,
-            )
-            for name, path, req, rep in unary_methods()
-        }
+        self._pool: ChannelPool[grpc.aio.Channel] = ChannelPool(_connect)
+        self._refresh_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -46,32 +84,72 @@ class AsyncClient:
     ) -> None:
         await self.close()
 
+    @property
+    def stats(self) -> ClientStats:
+        """Counters: redirects followed, map refreshes, retries."""
+        return self._core.stats
+
+    @property
+    def routing(self) -> Routing:
+        """``"smart"`` or ``"proxy"``."""
+        return self._core.routing
+
+    def owner_of(self, key: BytesLike) -> str | None:
+        """The address a call for ``key`` would go to now (None before the map is loaded)."""
+        return self._core.owner_of(cmd.as_bytes(key, "key"))
+
     async def close(self) -> None:
-        """Close the channel; in-flight calls are cancelled."""
+        """Close every channel; in-flight calls fail with Cancelled."""
         self._closed = True
-        await self._channel.close()
+        task = self._refresh_task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SlotcacheError):
+                await task
+        await asyncio.gather(*(c.close() for c in self._pool.take_all()))
+
+    # ---- performing the core's actions ---------------------------------------
 
     async def _run(self, command: Command[T], timeout: float | None) -> T:
         if self._closed:
             raise ValueError("the client is closed")
-        plan = self._core.plan(command, timeout)
+        return await self._drive(self._core.plan(command, timeout))
+
+    async def _drive(self, plan: Plan[T]) -> T:
         try:
-            calls = next(plan)
+            actions = next(plan)
             while True:
-                if len(calls) == 1:
-                    outcomes = [await self._perform(calls[0])]
+                self._maybe_refresh_in_background()
+                if len(actions) == 1:
+                    outcomes = [await self._perform(actions[0])]
                 else:
-                    outcomes = list(await asyncio.gather(*(self._perform(c) for c in calls)))
-                calls = plan.send(outcomes)
+                    outcomes = list(await asyncio.gather(*(self._perform(a) for a in actions)))
+                actions = plan.send(outcomes)
         except StopIteration as done:
+            self._maybe_refresh_in_background()
             result: T = done.value
             return result
 
-    async def _perform(self, call: Call) -> Any:
+    async def _perform(self, action: Action) -> Outcome:
+        if isinstance(action, Call):
+            return await self._call(action)
+        if isinstance(action, Sleep):
+            await asyncio.sleep(action.seconds)
+            return None
+        return await self._refresh_now(action)
+
+    async def _call(self, call: Call) -> Outcome:
         try:
-            return await self._rpcs[call.rpc](call.request, timeout=call.timeout)
+            method = self._pool.method(call.address, call.rpc)
+            return await method(
+                call.request,
+                timeout=call.timeout,
+                metadata=REDIRECT_METADATA if call.redirect else None,
+            )
         except grpc.RpcError as exc:
             return from_rpc_error(exc)
+        except (ValueError, grpc.aio.UsageError):  # the pool or the channel was closed
+            return Cancelled("the call was cancelled: the client was closed")
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -80,6 +158,36 @@ class AsyncClient:
             # channel closed under it); that is a failed call, as in Client, and must
             # not look like a cancellation of the caller's task.
             return Cancelled("the call was cancelled: the client was closed")
+
+    def _start_refresh(self, initial: bool, timeout: float | None) -> asyncio.Task[None]:
+        """The running refresh, or a new one: concurrent callers share one Topology round."""
+        task = self._refresh_task
+        if task is None or task.done():
+            task = asyncio.create_task(self._drive(self._core.refresh_plan(initial, timeout)))
+            task.add_done_callback(_consume)
+            self._refresh_task = task
+        return task
+
+    async def _refresh_now(self, action: Refresh) -> SlotcacheError | None:
+        """Wait for the map refresh (starting one if none runs), within the action's timeout."""
+        task = self._start_refresh(action.initial, action.timeout)
+        try:
+            # Shielded: a caller that gives up must not cancel a refresh others wait on.
+            await asyncio.wait_for(asyncio.shield(task), action.timeout)
+        except SlotcacheError as exc:
+            return exc
+        except TimeoutError:
+            return Timeout("timed out waiting for a slot map refresh") if action.initial else None
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # our caller is being cancelled
+            return Cancelled("the slot map refresh was cancelled: the client was closed")
+        return None
+
+    def _maybe_refresh_in_background(self) -> None:
+        if not self._closed and self._core.take_refresh_request():
+            self._start_refresh(False, None)
 
     # ---- commands: see slotcache._commands for their semantics -------------
 

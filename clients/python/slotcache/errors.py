@@ -41,6 +41,36 @@ class FailedPrecondition(SlotcacheError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class Moved(FailedPrecondition):
+    """The node does not serve the key's slot; ``address`` does (a smart client follows this).
+
+    The clients follow MOVED themselves and raise it only after too many in a
+    row for one call, so seeing one means the nodes' views disagree.
+    """
+
+    @property
+    def slot(self) -> int | None:
+        """The slot the redirect is about, if the server said."""
+        return _int(self.metadata.get("slot"))
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the node that serves the slot."""
+        return self.metadata.get("address", "")
+
+    @property
+    def epoch(self) -> int | None:
+        """The epoch of the view the redirect came from, if the server said."""
+        return _int(self.metadata.get("epoch"))
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 class ResourceExhausted(SlotcacheError):
     """A limit was hit: a message too large for gRPC, or the node's memory (see OutOfMemory)."""
 
@@ -55,6 +85,16 @@ class Unavailable(SlotcacheError):
     """The node could not be reached, or is shutting down."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class ClusterDown(Unavailable):
+    """The cluster refused the request without running it (reason CLUSTERDOWN).
+
+    Slots are uncovered, the node cannot see a majority, or nodes disagree
+    about an owner for the moment (the forwarding hop limit was hit).
+    Safe to retry (even a non-idempotent command), which the clients do
+    within the call's deadline.
+    """
 
 
 class Timeout(SlotcacheError):
@@ -80,7 +120,11 @@ _BY_CODE: dict[grpc.StatusCode, type[SlotcacheError]] = {
         Cancelled,
     )
 }
-_BY_REASON: dict[str, type[SlotcacheError]] = {"OOM": OutOfMemory}
+_BY_REASON: dict[str, type[SlotcacheError]] = {
+    "OOM": OutOfMemory,
+    "MOVED": Moved,
+    "CLUSTERDOWN": ClusterDown,
+}
 
 
 def error_for(
@@ -90,7 +134,10 @@ def error_for(
     metadata: Mapping[str, str] | None = None,
 ) -> SlotcacheError:
     """Build the typed exception for a status."""
-    cls = _BY_REASON.get(reason) or _BY_CODE.get(code, SlotcacheError)
+    cls = _BY_REASON.get(reason)
+    if cls is None or cls.code != code:
+        # A reason only picks a subclass of the exception its status code maps to.
+        cls = _BY_CODE.get(code, SlotcacheError)
     err = cls(message, reason=reason, metadata=metadata)
     if cls is SlotcacheError:
         err.code = code

@@ -1,0 +1,91 @@
+"""One gRPC channel per node, created on first use and reused by every later call.
+
+Both clients use this pool; they differ only in the channel factory they
+pass (blocking ``grpc.insecure_channel`` or ``grpc.aio.insecure_channel``)
+and in how they close what it holds. A gRPC channel multiplexes any number
+of concurrent calls over one HTTP/2 connection, so one per node is enough.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from slotcache.v1 import cache_pb2
+
+C = TypeVar("C")
+
+_SERVICE = cache_pb2.DESCRIPTOR.services_by_name["Cache"]
+
+# gRPC's 4 MiB default would refuse values the server accepts (16 MiB by
+# default); the server enforces the real limits with clearer errors. A node
+# that restarts should be reachable again within a second or two, not after
+# gRPC's default reconnect backoff, which grows towards two minutes.
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
+def unary_methods() -> dict[str, tuple[str, Any, Any]]:
+    """``name: (path, request class, reply class)`` for every unary Cache RPC."""
+    out = {}
+    for method in _SERVICE.methods:
+        if method.client_streaming or method.server_streaming:
+            continue
+        request_cls = getattr(cache_pb2, method.input_type.name)
+        reply_cls = getattr(cache_pb2, method.output_type.name)
+        out[method.name] = (f"/{_SERVICE.full_name}/{method.name}", request_cls, reply_cls)
+    return out
+
+
+_METHODS = unary_methods()
+
+
+class ChannelPool(Generic[C]):
+    """Channels by address, and their per-RPC callables, made once each."""
+
+    def __init__(self, connect: Callable[[str], C]) -> None:
+        self._connect = connect
+        self._channels: dict[str, C] = {}
+        self._callables: dict[tuple[str, str], Any] = {}
+        # Only creation takes the lock; lookups on the hot path are plain dict reads.
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def method(self, address: str, rpc: str) -> Any:
+        """The callable for ``rpc`` on the node at ``address``; ValueError once closed."""
+        found = self._callables.get((address, rpc))
+        if found is not None:
+            return found
+        with self._lock:
+            if self._closed:
+                raise ValueError("the client is closed")
+            found = self._callables.get((address, rpc))
+            if found is None:
+                channel = self._channels.get(address)
+                if channel is None:
+                    channel = self._channels[address] = self._connect(address)
+                path, request_cls, reply_cls = _METHODS[rpc]
+                found = self._callables[(address, rpc)] = channel.unary_unary(  # type: ignore[attr-defined]
+                    path,
+                    request_serializer=request_cls.SerializeToString,
+                    response_deserializer=reply_cls.FromString,
+                )
+            return found
+
+    def addresses(self) -> list[str]:
+        """The addresses a channel is open to."""
+        return list(self._channels)
+
+    def take_all(self) -> list[C]:
+        """Close the pool: remove and return every channel, for the caller to close."""
+        with self._lock:
+            self._closed = True
+            channels = list(self._channels.values())
+            self._channels.clear()
+            self._callables.clear()
+        return channels

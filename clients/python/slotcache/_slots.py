@@ -1,0 +1,36 @@
+"""Key to slot, computed by the client exactly as every node computes it.
+
+A smart client can only send a key straight to its owner if it hashes the
+key the same way the cluster does: CRC16/XMODEM of the key, or of its hash
+tag, modulo 16384 (the Redis Cluster rule). The SDK cannot import the server
+package, so the dozen lines live here too; a unit test pins them to known
+Redis slot numbers.
+"""
+
+from __future__ import annotations
+
+from binascii import crc_hqx
+
+SLOT_COUNT = 16384
+_SLOT_MASK = SLOT_COUNT - 1
+
+
+def hash_tag(key: bytes) -> bytes:
+    """The part of ``key`` that is hashed.
+
+    Only the first ``{`` counts, and only when a ``}`` follows it with at least
+    one byte between them; otherwise the whole key is hashed. Keys that share
+    a tag share a slot, so a multi-key call on them reaches one node.
+    """
+    start = key.find(b"{")
+    if start == -1:
+        return key
+    end = key.find(b"}", start + 1)
+    if end == -1 or end == start + 1:
+        return key
+    return key[start + 1 : end]
+
+
+def key_slot(key: bytes) -> int:
+    """The slot of ``key``, in ``0..16383``."""
+    return crc_hqx(hash_tag(key), 0) & _SLOT_MASK

@@ -1,0 +1,798 @@
+"""The SDK's routing logic without a network: slots, the slot map, MOVED, splitting, retries.
+
+The core is sans-I/O, so these tests drive its plans with a fake cluster that
+answers calls the way real nodes do (serve owned slots, MOVED otherwise) and
+a fake clock that only moves when the plan sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import TypeVar
+
+import grpc
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import slotcache
+from cluster.slots import key_slot as server_key_slot
+from slotcache import _commands as cmd
+from slotcache._core import Action, Call, ClientCore, Plan, Refresh, Sleep
+from slotcache._retry import RetryPolicy, never_sent, retryable
+from slotcache._routing import (
+    MULTI_KEY,
+    Redirect,
+    check_before_split,
+    command_keys,
+    group_by_owner,
+    parse_moved,
+)
+from slotcache._slotmap import SlotMap
+from slotcache._slots import SLOT_COUNT, hash_tag, key_slot
+from slotcache.errors import SlotcacheError, error_for
+from slotcache.v1 import cache_pb2 as pb
+
+T = TypeVar("T")
+A, B, C = "10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"
+THIRDS = {A: (0, 5460), B: (5461, 10922), C: (10923, 16383)}
+REFUSED = "failed to connect to all addresses; last error: UNKNOWN: Connection refused"
+BROKEN = "Stream removed (recvmsg:Connection reset by peer (104))"
+
+
+def key_for(address: str, name: str = "", ranges: dict[str, tuple[int, int]] = THIRDS) -> bytes:
+    """A key whose slot lies in ``address``'s range."""
+    start, end = ranges[address]
+    i = 0
+    while True:
+        key = f"{name}-{i}".encode()
+        if start <= key_slot(key) <= end:
+            return key
+        i += 1
+
+
+def unavailable(message: str = REFUSED, reason: str = "") -> SlotcacheError:
+    return error_for(grpc.StatusCode.UNAVAILABLE, message, reason)
+
+
+# ---- a fake cluster and a driver for plans ---------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeCluster:
+    """Answers calls like real nodes asked for redirects: serve owned slots, else MOVED."""
+
+    def __init__(self, ranges: dict[str, tuple[int, int]] = THIRDS, epoch: int = 3) -> None:
+        self.owner: list[str | None] = [None] * SLOT_COUNT
+        for address, (start, end) in ranges.items():
+            for slot in range(start, end + 1):
+                self.owner[slot] = address
+        self.addresses = list(ranges)
+        self.epoch = epoch
+        self.data: dict[bytes, bytes] = {}
+        self.calls: list[Call] = []
+        # address -> errors to answer commands with, one per call, before serving again
+        self.failures: dict[str, list[SlotcacheError]] = {}
+        # addresses that refuse every connection
+        self.down: set[str] = set()
+        # address -> what it believes about slots (None: the truth)
+        self.stale_views: dict[str, dict[int, str]] = {}
+
+    def move(self, slot: int, address: str) -> None:
+        self.owner[slot] = address
+        self.epoch += 1
+
+    def fail(self, address: str, *errors: SlotcacheError) -> None:
+        self.failures.setdefault(address, []).extend(errors)
+
+    def view_of(self, address: str, slot: int) -> str | None:
+        return self.stale_views.get(address, {}).get(slot, self.owner[slot])
+
+    def answer(self, call: Call) -> object:
+        self.calls.append(call)
+        if call.address not in self.addresses or call.address in self.down:
+            return unavailable()
+        if call.rpc == "Topology":
+            return self.topology(call.address)
+        pending = self.failures.get(call.address)
+        if pending:
+            return pending.pop(0)
+        keys = command_keys(call.rpc, call.request)
+        for key in keys:
+            slot = key_slot(key)
+            owner = self.view_of(call.address, slot)
+            if owner != call.address:
+                if not call.redirect:
+                    raise AssertionError("a proxy test sent a key to a node that does not own it")
+                return error_for(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"MOVED {slot} {owner}",
+                    "MOVED",
+                    {"slot": str(slot), "address": owner or "", "epoch": str(self.epoch)},
+                )
+        return self.execute(call.rpc, call.request)
+
+    def topology(self, responder: str) -> pb.TopologyReply:
+        reply = pb.TopologyReply(epoch=self.epoch, cluster_ok=True, responder_id=responder)
+        for address in self.addresses:
+            slots = [s for s in range(SLOT_COUNT) if self.owner[s] == address]
+            node = reply.nodes.add(id=address, address=address, role=pb.ROLE_PRIMARY)
+            for start, end in _ranges(slots):
+                node.slots.add(start=start, end=end)
+        return reply
+
+    def execute(self, rpc: str, request: object) -> object:
+        data = self.data
+        if rpc == "Get":
+            value = data.get(request.key)  # type: ignore[attr-defined]
+            return pb.GetReply(found=value is not None, value=value or b"")
+        if rpc == "Set":
+            data[request.key] = request.value  # type: ignore[attr-defined]
+            return pb.SetReply(applied=True)
+        if rpc == "Incr":
+            value = int(data.get(request.key, b"0")) + request.delta  # type: ignore[attr-defined]
+            data[request.key] = str(value).encode()  # type: ignore[attr-defined]
+            return pb.IncrReply(value=value)
+        if rpc == "MGet":
+            reply = pb.MGetReply()
+            for key in request.keys:  # type: ignore[attr-defined]
+                value = data.get(key)
+                reply.results.add(found=value is not None, value=value or b"")
+            return reply
+        if rpc == "MSet":
+            for entry in request.entries:  # type: ignore[attr-defined]
+                data[entry.key] = entry.value
+            return pb.MSetReply(applied=[True] * len(request.entries))  # type: ignore[attr-defined]
+        if rpc == "MDelete":
+            deleted = sum(data.pop(k, None) is not None for k in request.keys)  # type: ignore[attr-defined]
+            return pb.MDeleteReply(deleted=deleted)
+        raise AssertionError(f"unexpected rpc {rpc}")
+
+
+def _ranges(slots: list[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s in slots:
+        if out and out[-1][1] == s - 1:
+            out[-1] = (out[-1][0], s)
+        else:
+            out.append((s, s))
+    return out
+
+
+class Driver:
+    """Performs a core's actions against a FakeCluster, the way the client shells do."""
+
+    def __init__(self, core: ClientCore, cluster: FakeCluster, clock: FakeClock) -> None:
+        self.core = core
+        self.cluster = cluster
+        self.clock = clock
+        self.steps: list[list[Action]] = []
+        self.sleeps: list[float] = []
+        self.background_refreshes = 0
+        self.run_background = True
+
+    def run(self, plan: Plan[T]) -> T:
+        try:
+            actions = next(plan)
+            while True:
+                self.steps.append(list(actions))
+                outcomes = [self.perform(a) for a in actions]
+                self.maybe_refresh()
+                actions = plan.send(outcomes)
+        except StopIteration as done:
+            self.maybe_refresh()
+            result: T = done.value
+            return result
+
+    def perform(self, action: object) -> object:
+        if isinstance(action, Call):
+            return self.cluster.answer(action)
+        if isinstance(action, Sleep):
+            self.sleeps.append(action.seconds)
+            self.clock.now += action.seconds
+            return None
+        assert isinstance(action, Refresh)
+        try:
+            self.run(self.core.refresh_plan(action.initial, action.timeout))
+        except SlotcacheError as exc:
+            return exc
+        return None
+
+    def maybe_refresh(self) -> None:
+        if self.core.take_refresh_request():
+            self.background_refreshes += 1
+            if self.run_background:
+                with contextlib.suppress(SlotcacheError):
+                    self.run(self.core.refresh_plan(False, None))
+
+    def command_calls(self) -> list[Call]:
+        return [c for c in self.cluster.calls if c.rpc != "Topology"]
+
+
+def make(
+    seeds: str | list[str] = A,
+    cluster: FakeCluster | None = None,
+    **kwargs: object,
+) -> tuple[ClientCore, FakeCluster, Driver]:
+    clock = FakeClock()
+    core = ClientCore(seeds, clock=clock, random=random.Random(7), **kwargs)  # type: ignore[arg-type]
+    cluster = cluster or FakeCluster()
+    return core, cluster, Driver(core, cluster, clock)
+
+
+def run(driver: Driver, command: cmd.Command[T], timeout: float | None = None) -> T:
+    return driver.run(driver.core.plan(command, timeout))
+
+
+# ---- slots -----------------------------------------------------------------------------
+
+
+def test_key_slot_matches_redis() -> None:
+    # Values from Redis's CLUSTER KEYSLOT and the spec's CRC16 check value.
+    assert key_slot(b"foo") == 12182
+    assert key_slot(b"bar") == 5061
+    assert key_slot(b"hello") == 866
+    assert key_slot(b"123456789") == 0x31C3 % SLOT_COUNT
+
+
+def test_hash_tags_follow_the_spec() -> None:
+    assert key_slot(b"{user1000}.following") == key_slot(b"{user1000}.followers")
+    assert hash_tag(b"foo{}{bar}") == b"foo{}{bar}"  # empty first tag: the whole key
+    assert hash_tag(b"foo{{bar}}zap") == b"{bar"
+    assert hash_tag(b"foo{bar}{zap}") == b"bar"
+    assert hash_tag(b"{bar") == b"{bar"
+    assert slotcache.key_slot is key_slot
+
+
+@given(st.binary(max_size=40))
+def test_key_slot_agrees_with_the_server(key: bytes) -> None:
+    assert key_slot(key) == server_key_slot(key)
+
+
+# ---- the slot map ----------------------------------------------------------------------
+
+
+def topology(*nodes: tuple[str, list[tuple[int, int]], int], epoch: int = 9) -> pb.TopologyReply:
+    reply = pb.TopologyReply(epoch=epoch, cluster_ok=True, responder_id="n0")
+    for i, (address, ranges, config_epoch) in enumerate(nodes):
+        node = reply.nodes.add(
+            id=f"n{i}", address=address, role=pb.ROLE_PRIMARY, config_epoch=config_epoch
+        )
+        for start, end in ranges:
+            node.slots.add(start=start, end=end)
+    return reply
+
+
+def test_slot_map_from_topology() -> None:
+    reply = topology((A, [(0, 99), (200, 299)], 1), (B, [(100, 199)], 2))
+    replica = reply.nodes.add(id="r", address="10.0.0.9:7000", role=pb.ROLE_REPLICA)
+    replica.primary_id = "n0"
+    smap = SlotMap.from_topology(reply, dialed="seed:1")
+    assert [smap.owner(s) for s in (0, 99, 100, 199, 200, 299, 300)] == [A, A, B, B, A, A, None]
+    assert smap.assigned() == 300
+    assert smap.epoch == 9
+    assert smap.addresses() == [A, B, "10.0.0.9:7000"]
+    assert [n.primary for n in smap.nodes] == [True, True, False]
+
+
+def test_slot_map_higher_config_epoch_wins_a_disputed_slot() -> None:
+    # Listed first but newer: B's claim must win whatever the order of nodes.
+    reply = topology((B, [(50, 60)], 7), (A, [(0, 99)], 3))
+    smap = SlotMap.from_topology(reply, dialed=A)
+    assert smap.owner(49) == A
+    assert smap.owner(50) == B
+    assert smap.owner(60) == B
+    assert smap.owner(61) == A
+
+
+def test_slot_map_of_a_standalone_server_uses_the_dialed_address() -> None:
+    reply = pb.TopologyReply(epoch=0, cluster_ok=True, responder_id="me")
+    reply.nodes.add(id="me", address="0.0.0.0:7000", slots=[pb.SlotRange(start=0, end=16383)])
+    smap = SlotMap.from_topology(reply, dialed="cache.example:7000")
+    assert smap.owner(0) == smap.owner(16383) == "cache.example:7000"
+
+
+def test_slot_map_ignores_ranges_out_of_bounds() -> None:
+    smap = SlotMap.from_topology(topology((A, [(0, 9), (16000, 16384), (9, 3)], 1)), A)
+    assert smap.assigned() == 10
+
+
+def test_apply_moved_patches_one_slot_and_never_lowers_the_epoch() -> None:
+    smap = SlotMap.from_topology(topology((A, [(0, 16383)], 1), epoch=5), A)
+    smap.apply_moved(42, B, 7)
+    assert smap.owner(42) == B
+    assert smap.owner(41) == smap.owner(43) == A
+    assert smap.epoch == 7
+    smap.apply_moved(43, B, 2)
+    assert smap.epoch == 7
+
+
+# ---- MOVED and typed errors --------------------------------------------------------------
+
+
+def moved_error(**metadata: str) -> SlotcacheError:
+    return error_for(grpc.StatusCode.FAILED_PRECONDITION, "MOVED", "MOVED", metadata)
+
+
+def test_parse_moved() -> None:
+    err = moved_error(slot="42", address=B, epoch="7", node_id="x")
+    assert isinstance(err, slotcache.Moved)
+    assert isinstance(err, slotcache.FailedPrecondition)
+    assert (err.slot, err.address, err.epoch) == (42, B, 7)
+    assert parse_moved(err) == Redirect(42, B, 7)
+    assert parse_moved(moved_error(slot="42", address=B)) == Redirect(42, B, 0)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"address": B},
+        {"slot": "x", "address": B},
+        {"slot": "16384", "address": B},
+        {"slot": "-1", "address": B},
+        {"slot": "1"},
+        {"slot": "1", "address": B, "epoch": "e"},
+    ],
+)
+def test_malformed_moved_is_not_followed(metadata: dict[str, str]) -> None:
+    assert parse_moved(moved_error(**metadata)) is None
+
+
+def test_only_moved_is_a_redirect() -> None:
+    err = error_for(grpc.StatusCode.FAILED_PRECONDITION, "no", "NOT_INTEGER", {"slot": "1"})
+    assert parse_moved(err) is None
+    # A reason picks a subclass only of its status code's exception.
+    odd = error_for(grpc.StatusCode.INTERNAL, "MOVED", "MOVED", {"slot": "1", "address": B})
+    assert not isinstance(odd, slotcache.Moved)
+    down = error_for(grpc.StatusCode.UNAVAILABLE, "CLUSTERDOWN", "CLUSTERDOWN")
+    assert isinstance(down, slotcache.ClusterDown)
+    assert isinstance(down, slotcache.Unavailable)
+    oom = error_for(grpc.StatusCode.RESOURCE_EXHAUSTED, "full", "OOM")
+    assert isinstance(oom, slotcache.OutOfMemory)
+
+
+# ---- splitting and merging -----------------------------------------------------------------
+
+
+def test_group_by_owner_keeps_request_order_within_groups() -> None:
+    owners = [B, A, B, C, A]
+    assert group_by_owner(range(5), owners.__getitem__) == {B: [0, 2], A: [1, 4], C: [3]}
+    assert group_by_owner([], owners.__getitem__) == {}
+
+
+def test_split_and_merge_mget() -> None:
+    request = cmd.mget([b"k0", b"k1", b"k2", b"k3"]).request
+    multi = MULTI_KEY["MGet"]
+    assert multi.keys(request) == [b"k0", b"k1", b"k2", b"k3"]
+    assert list(multi.subset(request, [3, 1]).keys) == [b"k3", b"k1"]
+    reply = multi.new_reply(4)
+    multi.merge(
+        reply, [1, 3], pb.MGetReply(results=[pb.GetReply(found=True, value=b"v1"), pb.GetReply()])
+    )
+    multi.merge(
+        reply, [0, 2], pb.MGetReply(results=[pb.GetReply(), pb.GetReply(found=True, value=b"v2")])
+    )
+    assert [(r.found, r.value) for r in reply.results] == [
+        (False, b""),
+        (True, b"v1"),
+        (True, b"v2"),
+        (False, b""),
+    ]
+    with pytest.raises(SlotcacheError, match="came back with 1 results"):
+        multi.merge(reply, [0, 2], pb.MGetReply(results=[pb.GetReply()]))
+
+
+def test_split_and_merge_mset_and_mdelete() -> None:
+    request = cmd.mset([(b"a", b"A"), (b"b", b"B"), (b"c", b"C")], ttl_ms=5).request
+    multi = MULTI_KEY["MSet"]
+    part = multi.subset(request, [2, 0])
+    assert [(e.key, e.value, e.ttl_ms) for e in part.entries] == [(b"c", b"C", 5), (b"a", b"A", 5)]
+    reply = multi.new_reply(3)
+    multi.merge(reply, [2, 0], pb.MSetReply(applied=[True, True]))
+    assert list(reply.applied) == [True, False, True]
+
+    multi = MULTI_KEY["MDelete"]
+    reply = multi.new_reply(3)
+    multi.merge(reply, [0], pb.MDeleteReply(deleted=1))
+    multi.merge(reply, [1, 2], pb.MDeleteReply(deleted=2))
+    assert reply.deleted == 3
+
+
+def test_check_before_split() -> None:
+    check_before_split("MGet", cmd.mget([b"a", b"b"]).request)
+    with pytest.raises(slotcache.InvalidArgument, match=r"keys\[1\] is empty"):
+        check_before_split("MDelete", cmd.mdelete([b"a", b""]).request)
+    with pytest.raises(slotcache.InvalidArgument, match=r"keys\[0\] is empty"):
+        check_before_split("MSet", cmd.mset({b"": b"x"}).request)
+    bad_ttl = pb.MSetRequest(entries=[pb.SetRequest(key=b"a", value=b"", ttl_ms=-5)])
+    with pytest.raises(slotcache.InvalidArgument, match="ttl_ms"):
+        check_before_split("MSet", bad_ttl)
+
+
+# ---- backoff and what may be retried -------------------------------------------------------
+
+
+def test_backoff_schedule_grows_is_capped_and_jittered() -> None:
+    policy = RetryPolicy(base_delay=0.05, max_delay=1.0, multiplier=2.0)
+    assert [policy.ceiling(n) for n in range(1, 8)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert policy.ceiling(10_000) == 1.0
+    for n in range(1, 8):
+        assert policy.delay(n, lambda: 0.0) == policy.ceiling(n) / 2
+        assert policy.delay(n, lambda: 0.999999) == pytest.approx(policy.ceiling(n), rel=1e-5)
+    rng = random.Random(1)
+    delays = {policy.delay(3, rng.random) for _ in range(50)}
+    assert len(delays) > 40  # jittered
+    assert all(0.1 <= d <= 0.2 for d in delays)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_retries": -1},
+        {"base_delay": 0},
+        {"base_delay": 2, "max_delay": 1},
+        {"multiplier": 0.5},
+    ],
+)
+def test_retry_policy_refuses_nonsense(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_what_counts_as_never_sent() -> None:
+    assert never_sent(unavailable(REFUSED))
+    assert never_sent(unavailable("CLUSTERDOWN the cluster is down", "CLUSTERDOWN"))
+    assert never_sent(unavailable("DNS resolution failed for nowhere:1"))
+    assert not never_sent(unavailable(BROKEN))
+    assert not never_sent(unavailable("Socket closed"))
+    assert not never_sent(error_for(grpc.StatusCode.DEADLINE_EXCEEDED, REFUSED))
+    assert retryable(unavailable(BROKEN), idempotent=True)
+    assert not retryable(unavailable(BROKEN), idempotent=False)
+    assert retryable(unavailable(REFUSED), idempotent=False)
+    assert not retryable(error_for(grpc.StatusCode.DEADLINE_EXCEEDED, "late"), idempotent=True)
+    assert not retryable(error_for(grpc.StatusCode.CANCELLED, "closed"), idempotent=True)
+
+
+# ---- the core: smart routing -------------------------------------------------------------
+
+
+def test_core_loads_the_map_once_then_sends_each_key_to_its_owner() -> None:
+    core, cluster, driver = make()
+    assert core.owner_of(b"x") is None
+    for address in (A, B, C, A, B, C):
+        key = key_for(address, "k")
+        assert run(driver, cmd.set_(key, b"v")) is True
+        assert run(driver, cmd.get(key)) == b"v"
+        assert core.owner_of(key) == address
+    topology_calls = [c for c in cluster.calls if c.rpc == "Topology"]
+    assert [c.address for c in topology_calls] == [A]
+    assert all(c.redirect for c in driver.command_calls())
+    assert [c.address for c in driver.command_calls()] == [a for a in (A, B, C) * 2 for _ in (1, 2)]
+    assert core.stats.as_dict() == {
+        "redirects": 0,
+        "refreshes": 1,
+        "refresh_failures": 0,
+        "retries": 0,
+    }
+
+
+def test_core_follows_moved_patches_the_map_and_asks_for_a_refresh() -> None:
+    core, cluster, driver = make()
+    key = key_for(A, "moved")
+    slot = key_slot(key)
+    run(driver, cmd.set_(key, b"v"))
+    driver.run_background = False
+    cluster.move(slot, B)
+    cluster.data.clear()  # the old owner dropped the slot's keys
+    cluster.calls.clear()
+    driver.clock.now += 1  # refreshes are rate-limited; the map was loaded just now
+
+    assert run(driver, cmd.get(key)) is None
+    assert [c.address for c in cluster.calls] == [A, B]  # MOVED, then straight to B
+    assert core.stats.redirects == 1
+    assert core.owner_of(key) == B  # patched at once, before any refresh
+    assert core.owner_of(key_for(A, "other")) == A
+    assert driver.background_refreshes == 1
+
+    cluster.calls.clear()
+    assert run(driver, cmd.set_(key, b"w")) is True
+    assert run(driver, cmd.get(key)) == b"w"
+    assert [c.address for c in cluster.calls] == [B, B]
+    assert core.stats.redirects == 1
+
+
+def test_core_background_refresh_learns_every_moved_slot() -> None:
+    core, cluster, driver = make()
+    first, second = key_for(A, "one"), key_for(A, "two")
+    assert key_slot(first) != key_slot(second)
+    run(driver, cmd.get(first))
+    cluster.move(key_slot(first), C)
+    cluster.move(key_slot(second), C)
+    driver.clock.now += 1
+    assert run(driver, cmd.get(first)) is None  # one MOVED, then a background refresh
+    assert core.stats.refreshes == 2
+    assert core.owner_of(second) == C  # learned from the refresh, not from a MOVED
+    assert run(driver, cmd.get(second)) is None
+    assert core.stats.redirects == 1
+
+
+def test_core_bounds_redirects() -> None:
+    core, cluster, driver = make(max_redirects=2)
+    key = key_for(A, "pingpong")
+    slot = key_slot(key)
+    run(driver, cmd.get(key_for(B, "warm")))
+    # A and B each believe the other owns the slot: a loop only a bound can stop.
+    cluster.stale_views = {A: {slot: B}, B: {slot: A}}
+    cluster.calls.clear()
+    with pytest.raises(slotcache.Moved):
+        run(driver, cmd.get(key))
+    assert [c.address for c in driver.command_calls()] == [A, B, A]
+    assert core.stats.redirects == 3
+
+
+def test_core_refresh_ignores_a_map_older_than_what_it_knows() -> None:
+    core, cluster, driver = make()
+    run(driver, cmd.get(b"x"))
+    key = key_for(A, "k")
+    core.slot_map.apply_moved(key_slot(key), C, epoch=cluster.epoch + 5)  # type: ignore[union-attr]
+    core._last_refresh = float("-inf")
+    driver.run(core.refresh_plan(False, None))
+    assert core.owner_of(key) == C
+    assert core.stats.refreshes == 1
+
+
+def test_core_refresh_keeps_the_reply_with_the_highest_epoch() -> None:
+    core, cluster, driver = make([A, B])
+    run(driver, cmd.get(b"x"))
+    cluster.calls.clear()
+    newer = cluster.topology(C)
+    newer.epoch = cluster.epoch + 1
+    newer.nodes[0].ClearField("slots")
+    newer.nodes[0].slots.add(start=0, end=0)  # A keeps only slot 0 in the newer view
+    original = cluster.topology
+    cluster.topology = lambda responder: newer if responder == C else original(responder)  # type: ignore[method-assign]
+    core._last_refresh = float("-inf")
+    driver.run(core.refresh_plan(False, None))
+    asked = [c.address for c in cluster.calls]
+    assert sorted(asked) == [A, B, C]  # one round of three, concurrently in AsyncClient
+    assert len(driver.steps[-1]) == 3
+    assert core.slot_map is not None and core.slot_map.epoch == newer.epoch
+    assert core.slot_map.owner(1) is None
+
+
+def test_core_asks_seeds_in_order_and_fails_fast_when_none_answers() -> None:
+    dead = "10.9.9.9:1"
+    core, cluster, driver = make([dead, B])
+    assert run(driver, cmd.get(b"x")) is None
+    assert [c.address for c in cluster.calls if c.rpc == "Topology"] == [dead, B]
+    assert core.stats.refreshes == 1
+
+    core, cluster, driver = make([dead, "10.9.9.9:2"])
+    with pytest.raises(slotcache.Unavailable):
+        run(driver, cmd.get(b"x"))
+    assert driver.sleeps == []  # a wrong address must not cost the whole deadline
+    assert core.stats.refresh_failures == 1
+    assert driver.command_calls() == []
+
+
+def test_core_needs_no_call_for_an_empty_multi_key_command() -> None:
+    _core, cluster, driver = make()
+    assert run(driver, cmd.mget([])) == []
+    assert run(driver, cmd.mdelete([])) == 0
+    assert cluster.calls == []
+
+
+# ---- the core: multi-key commands ------------------------------------------------------------
+
+
+def test_core_splits_multi_key_commands_by_owner_and_merges_in_order() -> None:
+    core, _cluster, driver = make()
+    keys = [key_for(a, f"m{i}") for i, a in enumerate((C, A, B, A, C, B))]
+    assert run(driver, cmd.mset([(k, k.upper()) for k in keys])) is None
+    mset_step = driver.steps[-1]
+    assert len(mset_step) == 3  # one call per owner, in one step (concurrent in AsyncClient)
+    parts = {c.address: [e.key for e in c.request.entries] for c in mset_step}  # type: ignore[union-attr]
+    assert parts == {C: [keys[0], keys[4]], A: [keys[1], keys[3]], B: [keys[2], keys[5]]}
+
+    order = [keys[5], b"missing", keys[0], keys[1], keys[5]]
+    assert run(driver, cmd.mget(order)) == [
+        keys[5].upper(),
+        None,
+        keys[0].upper(),
+        keys[1].upper(),
+        keys[5].upper(),
+    ]
+    assert run(driver, cmd.mdelete([*keys, b"missing"])) == 6
+    assert run(driver, cmd.mget(keys)) == [None] * 6
+    assert core.stats.redirects == 0
+
+
+def test_core_sends_a_multi_key_command_whole_when_one_node_owns_every_key() -> None:
+    _core, _cluster, driver = make()
+    keys = [key_for(B, f"same{i}") for i in range(4)]
+    command = cmd.mget(keys)
+    run(driver, command)
+    (call,) = driver.steps[-1]
+    assert isinstance(call, Call)
+    assert call.request is command.request  # no copy
+
+
+def test_core_resends_only_the_moved_part_of_a_split_command() -> None:
+    core, cluster, driver = make()
+    keys = [key_for(a, f"p{i}") for i, a in enumerate((A, B, C))]
+    run(driver, cmd.mset([(k, b"v") for k in keys]))
+    cluster.move(key_slot(keys[0]), C)
+    cluster.calls.clear()
+    assert run(driver, cmd.mget(keys)) == [b"v", b"v", b"v"]
+    resent = driver.command_calls()[3:]
+    assert [(c.address, list(c.request.keys)) for c in resent] == [(C, [keys[0]])]
+    assert core.stats.redirects == 1
+
+
+def test_core_checks_a_split_write_before_sending_any_part() -> None:
+    _core, cluster, driver = make()
+    run(driver, cmd.get(b"warm"))
+    items = [(key_for(A, "a"), b"1"), (b"", b"2"), (key_for(C, "c"), b"3")]
+    with pytest.raises(slotcache.InvalidArgument):
+        run(driver, cmd.mset(items))
+    assert driver.command_calls()[1:] == []
+    assert cluster.data == {}
+
+
+# ---- the core: UNAVAILABLE -------------------------------------------------------------------
+
+
+def test_core_retries_an_idempotent_read_with_refresh_and_backoff() -> None:
+    core, cluster, driver = make()
+    key = key_for(B, "r")
+    run(driver, cmd.set_(key, b"v"))
+    cluster.fail(B, unavailable(BROKEN), unavailable(REFUSED), unavailable(REFUSED))
+    driver.clock.now += 1
+    assert run(driver, cmd.get(key)) == b"v"
+    assert core.stats.retries == 3
+    assert len(driver.sleeps) == 3
+    policy = RetryPolicy()
+    for n, slept in enumerate(driver.sleeps, start=1):
+        assert policy.ceiling(n) / 2 <= slept <= policy.ceiling(n)
+    # Each retry step refreshed the map alongside the sleep (rate limits permitting).
+    retry_steps = [s for s in driver.steps if any(isinstance(a, Sleep) for a in s)]
+    assert isinstance(retry_steps[0][0], Refresh)
+    assert core.stats.refreshes >= 2
+
+
+def test_core_retry_goes_to_the_owner_the_refresh_found() -> None:
+    core, cluster, driver = make()
+    key = key_for(B, "failover")
+    run(driver, cmd.get(b"warm"))
+    # B dies and its slot is taken over elsewhere (a failover): only a refresh can tell.
+    cluster.down.add(B)
+    cluster.move(key_slot(key), C)
+    cluster.data[key] = b"replicated"
+    driver.clock.now += 1
+    assert run(driver, cmd.get(key)) == b"replicated"
+    assert [c.address for c in driver.command_calls()[-2:]] == [B, C]
+    assert core.stats.retries == 1
+    assert core.stats.refreshes == 2
+    assert core.stats.redirects == 0
+    assert core.owner_of(key) == C
+
+
+def test_core_does_not_resend_incr_after_it_may_have_run() -> None:
+    core, cluster, driver = make()
+    key = key_for(C, "n")
+    assert run(driver, cmd.incr(key)) == 1
+    cluster.fail(C, unavailable(BROKEN))
+    with pytest.raises(slotcache.Unavailable, match="Connection reset"):
+        run(driver, cmd.incr(key))
+    assert core.stats.retries == 0
+    assert driver.sleeps == []
+
+
+def test_core_resends_incr_that_was_never_sent() -> None:
+    core, cluster, driver = make()
+    key = key_for(C, "n")
+    run(driver, cmd.get(b"warm"))
+    cluster.fail(C, unavailable(REFUSED), unavailable("CLUSTERDOWN down", "CLUSTERDOWN"))
+    assert run(driver, cmd.incr(key, 5)) == 5
+    assert core.stats.retries == 2
+    assert cluster.data[key] == b"5"
+
+
+def test_core_stops_retrying_at_the_deadline() -> None:
+    core, cluster, driver = make()
+    key = key_for(B, "d")
+    run(driver, cmd.get(b"warm"))
+    cluster.fail(B, *[unavailable(REFUSED)] * 1000)
+    start = driver.clock.now
+    with pytest.raises(slotcache.Unavailable):
+        run(driver, cmd.get(key), timeout=2.0)
+    assert driver.clock.now - start <= 2.0
+    assert core.stats.retries >= 4
+    assert sum(driver.sleeps) <= 2.0
+
+
+def test_core_stops_retrying_after_max_retries_even_without_a_deadline() -> None:
+    core, cluster, driver = make(timeout=None, retry=RetryPolicy(max_retries=3))
+    run(driver, cmd.get(b"warm"))
+    cluster.fail(A, *[unavailable(REFUSED)] * 1000)
+    with pytest.raises(slotcache.Unavailable):
+        run(driver, cmd.get(key_for(A, "x")))
+    assert core.stats.retries == 3
+    assert all(c.timeout is None for c in driver.command_calls())
+
+
+def test_core_gives_each_attempt_the_time_left() -> None:
+    _core, cluster, driver = make()
+    run(driver, cmd.get(b"warm"))
+    cluster.fail(A, unavailable(REFUSED))
+    run(driver, cmd.get(key_for(A, "t")), timeout=3.0)
+    first, second = driver.command_calls()[-2:]
+    assert first.timeout == pytest.approx(3.0)
+    assert second.timeout is not None and second.timeout < 3.0 - driver.sleeps[-1] + 1e-9
+
+
+def test_core_does_not_retry_other_errors() -> None:
+    core, cluster, driver = make()
+    run(driver, cmd.get(b"warm"))
+    cluster.fail(A, error_for(grpc.StatusCode.DEADLINE_EXCEEDED, "late"))
+    with pytest.raises(slotcache.Timeout):
+        run(driver, cmd.get(key_for(A, "late")))
+    cluster.fail(A, error_for(grpc.StatusCode.FAILED_PRECONDITION, "nope", "NOT_INTEGER"))
+    with pytest.raises(slotcache.FailedPrecondition):
+        run(driver, cmd.incr(key_for(A, "late")))
+    assert core.stats.retries == 0
+
+
+# ---- the core: proxy mode ----------------------------------------------------------------------
+
+
+def test_proxy_mode_sends_everything_to_one_node_without_redirects() -> None:
+    core, cluster, driver = make(routing="proxy")
+    # In proxy mode the node forwards; the fake node serves everything itself.
+    cluster.owner = [A] * SLOT_COUNT
+    keys = [key_for(a, "p") for a in (A, B, C)]
+    run(driver, cmd.mset([(k, b"v") for k in keys]))
+    assert run(driver, cmd.mget(keys)) == [b"v"] * 3
+    assert [(c.address, c.redirect) for c in cluster.calls] == [(A, False), (A, False)]
+    assert core.owner_of(keys[1]) == A
+    assert core.stats.refreshes == 0
+
+
+def test_proxy_mode_moves_to_the_next_seed_when_one_is_unreachable() -> None:
+    dead = "10.9.9.9:1"
+    core, cluster, driver = make([dead, A], routing="proxy")
+    cluster.owner = [A] * SLOT_COUNT
+    assert run(driver, cmd.incr(b"n")) == 1  # never sent to the dead seed, so safe to resend
+    assert [c.address for c in cluster.calls] == [dead, A]
+    assert driver.sleeps == []
+    assert core.owner_of(b"n") == A
+
+    core, cluster, driver = make([dead, "10.9.9.9:2"], routing="proxy")
+    with pytest.raises(slotcache.Unavailable):
+        run(driver, cmd.get(b"x"))
+    assert len(cluster.calls) == 2
+    assert driver.sleeps == []
+
+
+# ---- construction -----------------------------------------------------------------------------
+
+
+def test_addresses_and_options_are_checked() -> None:
+    assert ClientCore("a:1").seeds == ["a:1"]
+    assert ClientCore("a:1, b:2,a:1").seeds == ["a:1", "b:2"]
+    assert ClientCore(["b:2", "a:1"]).seeds == ["b:2", "a:1"]
+    for bad, error in (("", ValueError), ([], ValueError), (b"a:1", TypeError), ([1], TypeError)):
+        with pytest.raises(error):
+            ClientCore(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="routing"):
+        ClientCore("a:1", routing="clever")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_redirects"):
+        ClientCore("a:1", max_redirects=-1)
