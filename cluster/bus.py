@@ -19,6 +19,15 @@ from slotcache.v1 import bus_pb2, bus_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+# gRPC backs off reconnecting to an unreachable peer up to 120 s by default, so a
+# node that was down for minutes would stay unreachable (and FAIL) for up to two
+# more minutes after it came back. Peers are retried every cron instead, as in
+# Redis, with the backoff capped well below node_timeout.
+PEER_CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
 Receive = Callable[[bus_pb2.BusMessage], list[Envelope]]
 Handle = Callable[[bus_pb2.BusMessage], tuple[bus_pb2.BusMessage | None, list[Envelope]]]
 
@@ -71,7 +80,7 @@ class BusTransport:
         """A stub for ``host:bus_port``, reusing its channel."""
         stub = self._stubs.get(target)
         if stub is None:
-            channel = grpc.aio.insecure_channel(target)
+            channel = grpc.aio.insecure_channel(target, options=PEER_CHANNEL_OPTIONS)
             self._channels[target] = channel
             stub = self._stubs[target] = bus_pb2_grpc.BusStub(channel)
         return stub

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from cluster.bus import PEER_CHANNEL_OPTIONS
 from cluster.executor import CommandError
 from cluster.routing import HOPS_KEY
 from slotcache.errors import from_rpc_error
@@ -42,6 +43,8 @@ class Forwarder:
         self._options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            # A restarted owner must be reachable again at once, not after a long backoff.
+            *PEER_CHANNEL_OPTIONS,
         ]
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._methods: dict[tuple[str, str], Any] = {}

@@ -129,11 +129,11 @@ class CacheService(pb_grpc.CacheServicer):
         if not ownership.cluster_enabled:
             return handler(request)
         keys = op_keys(op, request)
-        self._check_request(op, request, keys)
         slots = [key_slot(k) for k in keys]
         local = all(ownership.is_local(s) for s in slots)
         if local and (ownership.ok or (op in READ_OPS and ownership.allow_reads_when_down)):
-            return handler(request)
+            return handler(request)  # the handler validates the request itself
+        self._check_request(op, request, keys)
         if not ownership.ok:
             raise cluster_down("the cluster is down")
         if options is None:
@@ -141,11 +141,17 @@ class CacheService(pb_grpc.CacheServicer):
         return await self._remote(op, handler, request, slots, options, context)
 
     def _check_request(self, op: str, request: Any, keys: list[bytes]) -> None:
-        """Validate before routing, so bad input fails the same way on every node."""
+        """Validate before routing, so bad input fails the same way on every node.
+
+        The checks and messages are the executor's own, so they match what a
+        standalone node, or the owner, would answer.
+        """
         if op == "mset":
             self._executor.check_mset(request)
-        else:
+        elif op in MULTI_OPS:
             self._executor.limits.check_keys(keys)
+        else:
+            self._executor.limits.check_key(keys[0])
 
     async def _remote(
         self,
@@ -231,29 +237,74 @@ class CacheService(pb_grpc.CacheServicer):
     async def _route_batch(
         self, batch: pb.PipelineRequest, options: CallOptions, context: Context
     ) -> pb.PipelineReply:
-        """Run local operations here, forward the rest grouped by owner, keep the order."""
+        """Run local operations here, forward the rest grouped by owner, keep the order.
+
+        Operations on different owners run concurrently, which is safe while
+        they touch different keys. A multi-key operation may span owners and
+        run on its own, so when it shares a key with another operation of the
+        batch (and one of them writes), the operations before it are finished
+        first: a later operation always sees an earlier one's effect, as on a
+        single node.
+        """
         ops = list(batch.ops)
         results: list[pb.OperationResult | None] = [None] * len(ops)
         forward: dict[str, list[int]] = {}
         spread: list[int] = []
+        # Keys touched in the current segment (True when written), by any
+        # operation and by multi-key operations only.
+        touched: dict[bytes, bool] = {}
+        touched_multi: dict[bytes, bool] = {}
         for i, op in enumerate(ops):
             kind = op.WhichOneof("op")
             if kind is None:
                 results[i] = self._executor.run(op)
                 continue
             request = getattr(op, kind)
+            keys = op_keys(kind, request)
+            writes = kind not in READ_OPS
+            multi = kind in MULTI_OPS
+            if _conflicts(keys, writes, touched_multi) or (
+                multi and _conflicts(keys, writes, touched)
+            ):
+                await self._run_segment(ops, results, forward, spread, options, context)
+                forward, spread = {}, []
+                touched, touched_multi = {}, {}
             try:
-                self._check_request(kind, request, op_keys(kind, request))
+                self._check_request(kind, request, keys)
                 target = self._pipeline_target(kind, request, options)
             except CommandError as exc:
                 results[i] = pb.OperationResult(id=op.id, error=exc.to_proto())
                 continue
+            for key in keys:
+                touched[key] = writes or touched.get(key, False)
+                if multi:
+                    touched_multi[key] = writes or touched_multi.get(key, False)
             if target is None:
                 results[i] = self._executor.run(op)
             elif target == "*":
                 spread.append(i)
             else:
                 forward.setdefault(target, []).append(i)
+        await self._run_segment(ops, results, forward, spread, options, context)
+        out = pb.PipelineReply()
+        for op, result in zip(ops, results, strict=True):
+            assert result is not None
+            self._count(op.WhichOneof("op") or "unknown", result)
+            out.results.append(result)
+        return out
+
+    async def _run_segment(
+        self,
+        ops: list[pb.Operation],
+        results: list[pb.OperationResult | None],
+        forward: dict[str, list[int]],
+        spread: list[int],
+        options: CallOptions,
+        context: Context,
+    ) -> None:
+        """Forward each owner's operations as one batch and fan out the rest, concurrently."""
+        if not forward and not spread:
+            return
 
         async def send(address: str, indices: list[int]) -> None:
             sub = pb.PipelineRequest(ops=[ops[i] for i in indices])
@@ -284,12 +335,6 @@ class CacheService(pb_grpc.CacheServicer):
         await asyncio.gather(
             *(send(a, idx) for a, idx in forward.items()), *(fan_out(i) for i in spread)
         )
-        out = pb.PipelineReply()
-        for op, result in zip(ops, results, strict=True):
-            assert result is not None
-            self._count(op.WhichOneof("op") or "unknown", result)
-            out.results.append(result)
-        return out
 
     def _pipeline_target(self, kind: str, request: Any, options: CallOptions) -> str | None:
         """None to run here, an address to forward to, or "*" when the keys span owners."""
@@ -320,3 +365,14 @@ class CacheService(pb_grpc.CacheServicer):
             self._counters.failed(kind, _CODES[result.error.code])
         else:
             self._counters.ok(kind)
+
+
+def _conflicts(keys: list[bytes], writes: bool, touched: dict[bytes, bool]) -> bool:
+    """Running ``keys`` concurrently with ``touched`` could reorder a write and another access."""
+    if not touched:
+        return False
+    for key in keys:
+        written = touched.get(key)
+        if written is not None and (writes or written):
+            return True
+    return False

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.cluster.helpers import Nodes
 from tests.support.processes import Cluster, ServerFactory, log_sections
+
+# Figures measured by the tests (latencies, detection times), printed at the end of the run.
+MEASUREMENTS: list[str] = []
 
 
 @pytest.hookimpl(wrapper=True)
@@ -18,6 +22,24 @@ def pytest_runtest_makereport(
     if report.failed:
         report.sections.extend(log_sections())
     return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if MEASUREMENTS:
+        terminalreporter.section("cluster measurements")
+        for line in MEASUREMENTS:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def report_figure() -> Callable[[str], None]:
+    """``report_figure("...")`` prints a measured figure now and in the run's summary."""
+
+    def record(line: str) -> None:
+        MEASUREMENTS.append(line)
+        print(line)
+
+    return record
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +53,16 @@ def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield Cluster.start(factory)
     finally:
         factory.close()
+
+
+@pytest.fixture(scope="module")
+def nodes3(cluster3: Cluster) -> Iterator[Nodes]:
+    """Plain generated stubs for each node of ``cluster3``, in creation order."""
+    nodes = Nodes(cluster3.addresses)
+    try:
+        yield nodes
+    finally:
+        nodes.close()
 
 
 @pytest.fixture

@@ -99,3 +99,13 @@ class Cluster:
         old = self.nodes[index]
         old.stop()
         return old.start()
+
+    def kill(self, index: int) -> ServerProcess:
+        """SIGKILL node ``index``: no goodbye to its peers, nothing flushed."""
+        node = self.nodes[index]
+        node.kill()
+        return node
+
+    def revive(self, index: int) -> ServerProcess:
+        """Start a killed or stopped node ``index`` again on the same ports and data dir."""
+        return self.nodes[index].start()
