@@ -17,7 +17,10 @@ from slotcache.v1 import admin_pb2, cache_pb2
 
 @dataclass(frozen=True, slots=True)
 class Owner:
-    """The node to send a slot's requests to."""
+    """The node to send a slot's requests to, with the config epoch of its claim.
+
+    Clients order what they learn about a slot by that epoch, as the nodes do.
+    """
 
     id: str
     address: str
@@ -40,11 +43,11 @@ class Ownership:
         """The node that serves ``slot``, or None when it is unassigned."""
         if not self.cluster_enabled:
             me = self.membership.myself
-            return Owner(me.hex_id, me.address.client, self.membership.current_epoch)
+            return Owner(me.hex_id, me.address.client, me.config_epoch)
         peer = self.membership.owner_of(slot)
         if peer is None:
             return None
-        return Owner(peer.hex_id, peer.address.client, self.membership.current_epoch)
+        return Owner(peer.hex_id, peer.address.client, peer.config_epoch)
 
     @property
     def ok(self) -> bool:
