@@ -339,20 +339,41 @@ class Membership:
         sender.repl_offset = header.repl_offset
         if not sender.is_primary:
             return
-        if header.config_epoch > sender.config_epoch:
-            sender.config_epoch = header.config_epoch
+        epoch = header.config_epoch
+        claimed: list[int] | None
+        try:
+            claimed = list(expand(header.slots))
+        except ValueError:
+            claimed = None
+        if epoch > sender.config_epoch:
+            sender.config_epoch = epoch
             self.config_dirty = True
+            if claimed is not None:
+                self._release_unclaimed(sender, claimed)
         if (
             self.myself.is_primary
             and sender.config_epoch == self.myself.config_epoch
             and sender.config_epoch > 0
         ):
             self._resolve_epoch_collision(sender)
-        try:
-            claimed = list(expand(header.slots))
-        except ValueError:
-            return
-        self._claim(sender, claimed, sender.config_epoch, now, out)
+        if claimed is None or epoch < sender.config_epoch:
+            return  # malformed, or an older header that a newer one overtook
+        self._claim(sender, claimed, epoch, now, out)
+
+    def _release_unclaimed(self, node: Peer, claimed: list[int]) -> None:
+        """``node`` states its slots under a newer config epoch: forget the ones it left out.
+
+        We learned those under an older epoch, and the node has since lost them
+        to a claim we have not heard of yet. Kept, they would be paired with the
+        new epoch (in our gossip, our UPDATEs and our own checks) and would beat
+        that newer claim wherever the pairing spread. Unowned, they wait for
+        the real owner's claim.
+        """
+        keep = set(claimed)
+        for slot in self.slots.slots_of(node.id):
+            if slot not in keep:
+                self.slots.assign(slot, None)
+                self.config_dirty = self._state_dirty = True
 
     def _claim(
         self,
@@ -395,11 +416,13 @@ class Membership:
         node = self.nodes.get(bytes(update.node))
         if node is None or node is self.myself or update.config_epoch < node.config_epoch:
             return
-        node.config_epoch = update.config_epoch
         try:
             slots = list(expand(update.slots))
         except ValueError:
             return
+        if update.config_epoch > node.config_epoch:
+            node.config_epoch = update.config_epoch
+            self._release_unclaimed(node, slots)
         self._claim(node, slots, node.config_epoch, now, None)
 
     def _resolve_epoch_collision(self, sender: Peer) -> None:
@@ -444,28 +467,36 @@ class Membership:
         """Learn a primary's slots second-hand; its config epoch orders the claim."""
         if not entry.config_epoch or not entry.slots or not node.is_primary:
             return
+        if entry.config_epoch < node.config_epoch:
+            return  # about an older epoch of the node: its slots then are no claim now
         if entry.config_epoch == node.config_epoch and entry.slots == self.slots.flat_ranges(
             node.id
         ):
             return  # nothing new: the common case in a settled cluster
-        if entry.config_epoch > node.config_epoch:
-            node.config_epoch = entry.config_epoch
-            self.config_dirty = True
         try:
             slots = list(expand(entry.slots))
         except ValueError:
             return
+        if entry.config_epoch > node.config_epoch:
+            node.config_epoch = entry.config_epoch
+            self.config_dirty = True
+            self._release_unclaimed(node, slots)
         self._claim(node, slots, entry.config_epoch, now, None)
 
     # ---- failure detection ---------------------------------------------------
 
     def _suspicion(self, reporter: Peer, suspect: Peer, now: int, out: list[Envelope]) -> None:
         """``reporter`` sees ``suspect`` failing: record it and check it ourselves."""
+        first_report = not suspect.fail_reports
         if self._is_voter(reporter):
             suspect.fail_reports[reporter.id] = now
         if not suspect.ping_sent and not suspect.flags & FAIL:
             # Check the suspicion ourselves rather than take it on trust.
             out.append(self._ping(suspect, now))
+        elif first_report and suspect.fail_reports and not suspect.flags & FAILING:
+            # A ping was already outstanding: with a report in hand, PFAIL is now
+            # due node_timeout/2 after it was sent, not node_timeout.
+            self._schedule(suspect, now)
         self._mark_failing_if_needed(suspect, now, out)
 
     def _mark_failing_if_needed(self, node: Peer, now: int, out: list[Envelope]) -> None:
@@ -554,16 +585,19 @@ class Membership:
             return
         cfg = self.config
         wanted = min(others, max(cfg.gossip_min, int(len(ids) * cfg.gossip_fraction)))
-        chosen: set[bytes] = set()
+        # A dict, not a set: iterating a set of bytes follows the per-process
+        # hash seed, which would make the gossip order, and with it every
+        # simulation, differ from run to run.
+        chosen: dict[bytes, None] = {}
         attempts = wanted * 3
         while len(chosen) < wanted and attempts:
             attempts -= 1
             node_id = ids[int(self._rng.random() * len(ids))]
             if receiver is None or node_id != receiver.id:
-                chosen.add(node_id)
-        chosen.update(p.id for p in self.peers() if p.flags & FAILING)
+                chosen[node_id] = None
+        chosen.update((p.id, None) for p in self.peers() if p.flags & FAILING)
         if receiver is not None:
-            chosen.discard(receiver.id)
+            chosen.pop(receiver.id, None)
         gossip = msg.gossip
         for node_id in chosen:
             node = self.nodes[node_id]

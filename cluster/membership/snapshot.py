@@ -76,5 +76,8 @@ def restore(
         for start, end in entry["slots"]:
             for slot in range(int(start), int(end) + 1):
                 m.slots.assign(slot, node_id)
+    # The slots went into the table directly: make the next tick recompute the
+    # cluster state (adopt() only does so when there is another node to adopt).
+    m._state_dirty = True
     m.config_dirty = False
     return m
