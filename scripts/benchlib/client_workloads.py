@@ -11,20 +11,32 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
 from benchlib import procfs
 from benchlib.loops import AsyncOp, LoopResult, Probe, SyncOp, run_blocking, run_concurrent
-from benchlib.peers import REDIS, SLOTCACHE, AsyncKV, SyncKV, Target, async_client, sync_client
+from benchlib.peers import (
+    REDIS,
+    SLOTCACHE,
+    AsyncKV,
+    SyncKV,
+    Target,
+    async_client,
+    redirects,
+    sync_client,
+)
 from benchlib.results import MetricDef, WorkloadResult, compare
 from benchlib.schedule import alternating
 from benchlib.shared_servers import SharedServers
 from benchlib.stats import per_item, percentile
 
 Figures = dict[str, float]
+# Probe readings: per-node server CPU of a cluster, and a slotcache client's redirects.
+NODE_PREFIX = "node"
+REDIRECTS = "redirects"
 
 
 @dataclass(frozen=True)
@@ -112,19 +124,42 @@ def blocking_get_set_op(kv: SyncKV, spec: LoadSpec, rng: random.Random) -> SyncO
     return op
 
 
-def cpu_probe(pid: int) -> Probe:
+def cpu_probe(pids: Sequence[int]) -> Probe:
     """Cumulative CPU seconds of the server, of this load generator and of the whole machine.
 
     Server and client CPU show which side limits the throughput; what the
-    machine used beyond both is other processes' load, i.e. noise.
+    machine used beyond both is other processes' load, i.e. noise. A server
+    of several processes (a cluster) counts all of them, since a forwarded
+    call costs CPU on two nodes; each node is also read on its own
+    (``node0``, ``node1``...), which shows whether one of them is the bottleneck.
     """
 
     def probe() -> dict[str, float]:
-        return {
-            "server": procfs.cpu_seconds(pid),
+        nodes = [procfs.cpu_seconds(pid) for pid in pids]
+        readings = {
+            "server": sum(nodes),
             "client": time.process_time(),
             "machine": procfs.machine_busy_seconds(),
         }
+        if len(nodes) > 1:
+            readings.update((f"{NODE_PREFIX}{i}", cpu) for i, cpu in enumerate(nodes))
+        return readings
+
+    return probe
+
+
+def load_probe(target: Target, kv: object) -> Probe:
+    """:func:`cpu_probe` of ``target``, plus the MOVED replies its slotcache client followed.
+
+    A redirect in a measured window means the client's slot map was wrong, so
+    some calls paid an extra round trip; the workload reports how many.
+    """
+    cpu = cpu_probe(target.pids)
+    if redirects(kv) is None:
+        return cpu
+
+    def probe() -> dict[str, float]:
+        return {**cpu(), REDIRECTS: float(redirects(kv) or 0)}
 
     return probe
 
@@ -140,7 +175,7 @@ def _drive_async(
                 spec.concurrency,
                 spec.warmup_s,
                 spec.duration_s,
-                cpu_probe(target.pid),
+                load_probe(target, kv),
             )
 
     return asyncio.run(main())
@@ -166,7 +201,7 @@ def drive_w3(target: Target, spec: LoadSpec) -> LoopResult:
             blocking_get_set_op(kv, spec, rng),
             spec.warmup_s,
             spec.duration_s,
-            cpu_probe(target.pid),
+            load_probe(target, kv),
         )
 
 
@@ -203,15 +238,30 @@ def latency_figures(res: LoopResult, spec: LoadSpec) -> Figures:
 
 
 def window_details(res: LoopResult) -> dict[str, Any]:
-    """How much was measured, and how busy other processes kept the machine meanwhile."""
-    others = res.probe_delta["machine"] - res.probe_delta["server"] - res.probe_delta["client"]
-    return {
+    """How much was measured, and how busy other processes kept the machine meanwhile.
+
+    For a cluster, each node's CPU in cores too; for a slotcache client, the
+    redirects it followed during the windows.
+    """
+    delta = res.probe_delta
+    others = delta["machine"] - delta["server"] - delta["client"]
+    out: dict[str, Any] = {
         "operations": res.operations,
         "window_s": res.seconds,
-        "server_cpu_cores": res.probe_delta["server"] / res.seconds,
-        "client_cpu_cores": res.probe_delta["client"] / res.seconds,
+        "server_cpu_cores": delta["server"] / res.seconds,
+        "client_cpu_cores": delta["client"] / res.seconds,
         "background_cpu_cores": max(0.0, others) / res.seconds,
     }
+    nodes = sorted(
+        (int(name.removeprefix(NODE_PREFIX)), cpu)
+        for name, cpu in delta.items()
+        if name.startswith(NODE_PREFIX)
+    )
+    if nodes:
+        out["server_cpu_cores_per_node"] = [cpu / res.seconds for _, cpu in nodes]
+    if REDIRECTS in delta:
+        out["redirects"] = round(delta[REDIRECTS])
+    return out
 
 
 def _cpu_metrics(per: str) -> tuple[MetricDef, MetricDef]:
@@ -255,21 +305,33 @@ W3 = ClientWorkload(
 CLIENT_WORKLOADS = (W1, W2, W3)
 
 
-def run(workload: ClientWorkload, servers: SharedServers, spec: LoadSpec) -> WorkloadResult:
-    """Measure slotcache and redis (unless unavailable) in alternating rounds, same harness.
+Side = Callable[[LoadSpec], LoopResult]
 
-    The measured time is split over ``spec.rounds`` rounds; each round warms
-    up again on a fresh client.
+
+def measure(sides: Mapping[str, Side], spec: LoadSpec) -> dict[str, LoopResult]:
+    """Drive every side in alternating rounds and merge each side's windows into one.
+
+    A side is anything that runs one measured window for a spec (usually a
+    workload's ``drive`` bound to a target). The measured time is split over
+    ``spec.rounds`` rounds; each round warms up again on a fresh client, and
+    round ``r`` uses seed ``spec.seed + r`` on every side, so all sides see the
+    same keys in the same order.
     """
-    present = (servers.slotcache(), servers.redis())
-    targets = {t.peer: servers.loaded(t) for t in present if t is not None}
     round_spec = replace(spec, duration_s=spec.duration_s / spec.rounds)
-    windows: dict[str, list[LoopResult]] = {side: [] for side in targets}
-    for r, side in alternating(list(targets), spec.rounds):
-        windows[side].append(workload.drive(targets[side], replace(round_spec, seed=spec.seed + r)))
-    merged = {side: LoopResult.merge(parts) for side, parts in windows.items()}
-    figures = {side: workload.figures(res, spec) for side, res in merged.items()}
-    details: dict[str, Any] = {
+    windows: dict[str, list[LoopResult]] = {side: [] for side in sides}
+    for r, side in alternating(list(sides), spec.rounds):
+        windows[side].append(sides[side](replace(round_spec, seed=spec.seed + r)))
+    return {side: LoopResult.merge(parts) for side, parts in windows.items()}
+
+
+def bound(workload: ClientWorkload, target: Target) -> Side:
+    """``workload`` driven against ``target``: one side for :func:`measure`."""
+    return partial(workload.drive, target)
+
+
+def load_details(workload: ClientWorkload, spec: LoadSpec) -> dict[str, Any]:
+    """The load's shape, recorded beside its figures."""
+    return {
         "keys": len(spec.keys),
         "value_bytes": len(spec.value),
         "concurrency": spec.concurrency if workload.concurrent else 1,
@@ -277,8 +339,17 @@ def run(workload: ClientWorkload, servers: SharedServers, spec: LoadSpec) -> Wor
         "warmup_s_per_round": spec.warmup_s,
         "duration_s": spec.duration_s,
         **({"batch": spec.batch} if workload is W2 else {}),
-        "pids": {side: t.pid for side, t in targets.items()},
     }
+
+
+def run(workload: ClientWorkload, servers: SharedServers, spec: LoadSpec) -> WorkloadResult:
+    """Measure slotcache and redis (unless unavailable) in alternating rounds, same harness."""
+    present = (servers.slotcache(), servers.redis())
+    targets = {t.peer: servers.loaded(t) for t in present if t is not None}
+    merged = measure({side: bound(workload, t) for side, t in targets.items()}, spec)
+    figures = {side: workload.figures(res, spec) for side, res in merged.items()}
+    details = load_details(workload, spec)
+    details["pids"] = {side: t.pid for side, t in targets.items()}
     details.update({side: window_details(res) for side, res in merged.items()})
     return WorkloadResult(
         workload.key,

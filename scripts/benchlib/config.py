@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-WORKLOADS = ("w1", "w2", "w3", "server", "memory")
+WORKLOADS = ("w1", "w2", "w3", "server", "memory", "routing")
 CLIENT_WORKLOADS = ("w1", "w2", "w3")
 
 FULL = {"duration": 10.0, "keys": 100_000, "mem_keys": 1_000_000}
@@ -115,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all)",
     )
     p.add_argument(
-        "--keys", type=_count, metavar="N", help="keys for w1-w3 (default 100000, smoke 2000)"
+        "--keys",
+        type=_count,
+        metavar="N",
+        help="keys for w1-w3 and routing (default 100000, smoke 2000)",
     )
     p.add_argument(
         "--mem-keys",
@@ -124,7 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="keys for memory (default 1000000, smoke 20000)",
     )
     p.add_argument(
-        "--concurrency", type=_count, default=64, metavar="N", help="asyncio tasks in w1/w2"
+        "--concurrency",
+        type=_count,
+        default=64,
+        metavar="N",
+        help="asyncio tasks in w1/w2 and routing",
     )
     p.add_argument(
         "--batch", type=_count, default=100, metavar="N", help="keys per MGET/MSET call in w2"
@@ -149,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--smoke",
         action="store_true",
-        help="about 1 s per workload, 2000 keys, 20000 memory keys: checks the script works",
+        help="about 1 s per side of each workload, 2000 keys, 20000 memory keys: checks the "
+        "script works",
     )
     return p
 

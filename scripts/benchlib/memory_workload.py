@@ -68,12 +68,12 @@ def run(work_dir: Path, n: int, redis_skipped: str | None) -> WorkloadResult:
     """Measure a fresh slotcache, then a fresh redis-server (unless it is unavailable)."""
     result = WorkloadResult("memory", TITLE, REDIS)
     with slotcache_server(work_dir) as sc:
-        sc_figures, sc_details = measure(Target(SLOTCACHE, sc.port, sc.pid), n)
+        sc_figures, sc_details = measure(Target.of(SLOTCACHE, sc), n)
     result.details = {"keys": n, "slotcache": sc_details, "pids": {SLOTCACHE: sc.pid}}
     ref_figures = None
     if redis_skipped is None:
         with redis_server(work_dir) as rs:
-            ref_figures, result.details["redis"] = measure(Target(REDIS, rs.port, rs.pid), n)
+            ref_figures, result.details["redis"] = measure(Target.of(REDIS, rs), n)
         result.details["pids"][REDIS] = rs.pid
     result.reference_skipped = redis_skipped
     result.metrics = compare(METRICS, sc_figures, ref_figures)

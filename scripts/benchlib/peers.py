@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import grpc
 import redis
@@ -25,6 +25,8 @@ from slotcache.v1 import admin_pb2, admin_pb2_grpc
 PRELOAD_BATCH = 1000
 SLOTCACHE = "slotcache"
 REDIS = "redis"
+# The SDK's routing modes (its own alias is private).
+Routing = Literal["smart", "proxy"]
 
 
 class AsyncKV(Protocol):
@@ -45,11 +47,19 @@ class SyncKV(Protocol):
     def mset(self, items: Mapping[bytes, bytes]) -> Any: ...
 
 
-@dataclass(frozen=True)
-class Target:
-    """One server to measure: which peer it is, where it listens, and its process id."""
+class Process(Protocol):
+    """A started server as the launchers return it (ServerProcess, ChildProcess)."""
 
-    peer: str
+    @property
+    def port(self) -> int: ...
+    @property
+    def pid(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Node:
+    """One server process: the port its clients use and its process id (for CPU readings)."""
+
     port: int
     pid: int
 
@@ -57,6 +67,60 @@ class Target:
     def address(self) -> str:
         """``host:port`` on loopback."""
         return f"{LOOPBACK}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one side of a comparison drives: a peer's server(s) and how its client routes.
+
+    Most targets are one process. A slotcache cluster is several, and then
+    ``routing`` says how the SDK reaches them: ``"smart"`` sends each key to
+    its owner, ``"proxy"`` sends everything to the first node (the entry),
+    which forwards. CPU is read from every node, because a forwarded call
+    costs CPU on two of them.
+    """
+
+    peer: str
+    nodes: tuple[Node, ...]
+    routing: Routing = "smart"
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            raise ValueError("a target needs at least one node")
+
+    @classmethod
+    def of(cls, peer: str, *processes: Process, routing: Routing = "smart") -> Target:
+        """The target served by ``processes``; the first is the entry node."""
+        return cls(peer, tuple(Node(p.port, p.pid) for p in processes), routing)
+
+    @property
+    def port(self) -> int:
+        """The entry node's port."""
+        return self.nodes[0].port
+
+    @property
+    def pid(self) -> int:
+        """The entry node's process id."""
+        return self.nodes[0].pid
+
+    @property
+    def address(self) -> str:
+        """The entry node's ``host:port``."""
+        return self.nodes[0].address
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """Every node's process id."""
+        return tuple(n.pid for n in self.nodes)
+
+    @property
+    def seeds(self) -> list[str]:
+        """What the slotcache SDK is given: every node when it routes, only the entry to proxy.
+
+        A proxy-mode client handed every address would fail over to the next
+        one on errors, which is not what "pointed at one node" measures.
+        """
+        return [n.address for n in self.nodes] if self.routing == "smart" else [self.address]
 
 
 @contextlib.asynccontextmanager
@@ -67,7 +131,7 @@ async def async_client(target: Target, concurrency: int) -> AsyncIterator[AsyncK
     one connection per in-flight command, so its pool is sized to the tasks.
     """
     if target.peer == SLOTCACHE:
-        async with slotcache.AsyncClient(target.address) as sc:
+        async with slotcache.AsyncClient(target.seeds, routing=target.routing) as sc:
             yield cast(AsyncKV, sc)
     else:
         rc = redis.asyncio.Redis(host=LOOPBACK, port=target.port, max_connections=concurrency)
@@ -81,7 +145,7 @@ async def async_client(target: Target, concurrency: int) -> AsyncIterator[AsyncK
 def sync_client(target: Target) -> Iterator[SyncKV]:
     """The peer's blocking client."""
     if target.peer == SLOTCACHE:
-        with slotcache.Client(target.address) as sc:
+        with slotcache.Client(target.seeds, routing=target.routing) as sc:
             yield cast(SyncKV, sc)
     else:
         with redis.Redis(host=LOOPBACK, port=target.port) as rc:
@@ -102,8 +166,15 @@ def check_loaded(kv: SyncKV, n: int, value: bytes) -> None:
         raise RuntimeError(f"preloaded keys {probe} did not read back as written")
 
 
-def slotcache_stats(target: Target) -> dict[str, int]:
-    """The node's counters from the Admin Info RPC (ops counts, keys, memory.used...)."""
+def redirects(kv: object) -> int | None:
+    """MOVED replies a slotcache client has followed so far; None for another peer's client."""
+    if isinstance(kv, slotcache.AsyncClient | slotcache.Client):
+        return kv.stats.redirects
+    return None
+
+
+def slotcache_stats(target: Target | Node) -> dict[str, int]:
+    """The (entry) node's counters from the Admin Info RPC (ops counts, keys, memory.used...)."""
     with grpc.insecure_channel(target.address) as channel:
         reply = admin_pb2_grpc.AdminStub(channel).Info(admin_pb2.InfoRequest(), timeout=10)
         return dict(reply.stats)

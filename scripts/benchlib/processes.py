@@ -1,9 +1,10 @@
 """Starts the servers the benchmark measures, each as a child process on loopback.
 
-slotcache comes from the project's launcher; redis-server and the bare gRPC
-server are started here. Every start returns a context manager that stops the
-process on exit, even on an exception or Ctrl-C, because a leaked server would
-keep its port and memory and skew the next run.
+slotcache nodes (standalone, or several formed into a cluster) come from the
+project's launcher; redis-server and the bare gRPC server are started here.
+Every start returns a context manager that stops the process on exit, even on
+an exception or Ctrl-C, because a leaked server would keep its port and
+memory and skew the next run.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
 import grpc
 import redis
 
+from slotcache.ctl.cluster_ops import create_cluster
 from slotcache.ctl.launcher import LOOPBACK, ServerProcess, free_port
 from slotcache.v1 import cache_pb2, cache_pb2_grpc
 
@@ -204,3 +207,26 @@ def slotcache_server(work_dir: Path, extra_args: Sequence[str] = ()) -> Iterator
         yield server.start()
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def slotcache_cluster(work_dir: Path, primaries: int) -> Iterator[list[ServerProcess]]:
+    """Fresh cluster-mode nodes formed into one cluster (slots split evenly); all stopped on exit.
+
+    The nodes boot in parallel (each boot is mostly waiting for a Python
+    interpreter), and the list is in slot order: node 0 owns the first range.
+    Every node is stopped even if forming the cluster, or a sibling's start,
+    fails or is interrupted.
+    """
+    servers = [
+        ServerProcess(Path(tempfile.mkdtemp(prefix="slotcache-node-", dir=work_dir)), cluster=True)
+        for _ in range(primaries)
+    ]
+    try:
+        with ThreadPoolExecutor(max_workers=primaries) as pool:
+            list(pool.map(ServerProcess.start, servers))
+        create_cluster([s.address for s in servers])
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()

@@ -19,7 +19,13 @@ JSON_SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class Metric:
-    """One figure, measured on both sides."""
+    """One figure, measured on both sides.
+
+    ``sides`` names the two sides when they are not slotcache and its
+    reference, e.g. ``("forwarded", "direct")`` when slotcache is compared
+    with itself under two setups; ``slotcache`` then holds the first's figure
+    and ``reference`` the second's.
+    """
 
     name: str
     label: str
@@ -27,6 +33,7 @@ class Metric:
     slotcache: float | None
     reference: float | None
     higher_is_better: bool
+    sides: tuple[str, str] | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -34,8 +41,8 @@ class Metric:
         return ratio(self.slotcache, self.reference)
 
     def to_json(self) -> dict[str, Any]:
-        """The metric as a JSON object."""
-        return {
+        """The metric as a JSON object (with ``sides`` only when it has them)."""
+        out: dict[str, Any] = {
             "label": self.label,
             "unit": self.unit,
             "slotcache": self.slotcache,
@@ -43,6 +50,9 @@ class Metric:
             "ratio": self.ratio,
             "better": "higher" if self.higher_is_better else "lower",
         }
+        if self.sides is not None:
+            out["sides"] = list(self.sides)
+        return out
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,10 @@ def compare(
 
 @dataclass
 class WorkloadResult:
-    """What one workload measured, or why it (or its reference side) was not run."""
+    """What one workload measured, or why it (or its reference side) was not run.
+
+    ``notes`` are caveats only this workload needs, printed under the table.
+    """
 
     key: str
     title: str
@@ -86,6 +99,7 @@ class WorkloadResult:
     reference_skipped: str | None = None
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

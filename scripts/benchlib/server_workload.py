@@ -91,7 +91,7 @@ def run(slotcache: Target, work_dir: Path, spec: ServerSpec) -> WorkloadResult:
     expected = grpc_frame.HEADER_BYTES + cache_pb2.GetReply(found=True, value=value).ByteSize()
 
     with bare_server(work_dir, spec.keys) as bare:
-        targets = {SLOTCACHE: slotcache, BARE: Target(BARE, bare.port, bare.pid)}
+        targets = {SLOTCACHE: slotcache, BARE: Target.of(BARE, bare)}
         totals = {side: Totals() for side in targets}
         window = spec.duration_s / spec.rounds
         for _, side in alternating(list(targets), spec.rounds):

@@ -1,8 +1,8 @@
-"""The slotcache and redis-server pair that w1-w3 and the server-only workload share.
+"""The servers that several workloads share: slotcache, redis-server and a slotcache cluster.
 
-They are started on first use (a run of only ``memory`` starts neither),
-preloaded once with the same keys and value, and stopped by the caller's
-ExitStack whatever happens.
+They are started on first use (a run of only ``memory`` starts none of
+them), preloaded once with the same keys and value, and stopped by the
+caller's ExitStack whatever happens.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from benchlib import dataset
-from benchlib.peers import REDIS, SLOTCACHE, Target, check_loaded, preload, sync_client
-from benchlib.processes import redis_server, slotcache_server
+from benchlib.peers import REDIS, SLOTCACHE, Node, Target, check_loaded, preload, sync_client
+from benchlib.processes import redis_server, slotcache_cluster, slotcache_server
 
 
 class SharedServers:
@@ -27,14 +27,24 @@ class SharedServers:
         self.redis_skipped = redis_skipped
         self._slotcache: Target | None = None
         self._redis: Target | None = None
-        self._loaded: set[str] = set()
+        self._clusters: dict[int, Target] = {}
+        # By the processes holding the data, not by target: a cluster reached
+        # through two routing modes is still loaded only once.
+        self._loaded: set[tuple[Node, ...]] = set()
 
     def slotcache(self) -> Target:
-        """The slotcache node, started if need be."""
+        """The standalone slotcache node, started if need be."""
         if self._slotcache is None:
             sc = self._stack.enter_context(slotcache_server(self._work_dir))
-            self._slotcache = Target(SLOTCACHE, sc.port, sc.pid)
+            self._slotcache = Target.of(SLOTCACHE, sc)
         return self._slotcache
+
+    def cluster(self, primaries: int) -> Target:
+        """A slotcache cluster of ``primaries`` nodes, formed if need be; smart routing."""
+        if primaries not in self._clusters:
+            nodes = self._stack.enter_context(slotcache_cluster(self._work_dir, primaries))
+            self._clusters[primaries] = Target.of(SLOTCACHE, *nodes)
+        return self._clusters[primaries]
 
     def redis(self) -> Target | None:
         """The redis-server, started if need be; None when it is not installed."""
@@ -42,15 +52,15 @@ class SharedServers:
             return None
         if self._redis is None:
             rs = self._stack.enter_context(redis_server(self._work_dir))
-            self._redis = Target(REDIS, rs.port, rs.pid)
+            self._redis = Target.of(REDIS, rs)
         return self._redis
 
     def loaded(self, target: Target) -> Target:
-        """``target`` after every benchmark key has been written to it (once)."""
-        if target.peer not in self._loaded:
+        """``target`` after every benchmark key has been written to its servers (once)."""
+        if target.nodes not in self._loaded:
             value = dataset.value()
             with sync_client(target) as kv:
                 preload(kv, self._keys, value)
                 check_loaded(kv, self._keys, value)
-            self._loaded.add(target.peer)
+            self._loaded.add(target.nodes)
         return target

@@ -35,7 +35,11 @@ def format_ratio(metric: Metric) -> Text:
 
 
 def build_table(workloads: list[WorkloadResult], title: str) -> Table:
-    """One row per metric: both figures and the ratio slotcache/reference."""
+    """One row per metric: both figures and the ratio slotcache/reference.
+
+    A metric comparing two other sides names them under its label, so the
+    columns read as "first side", "second side" and their ratio.
+    """
     table = Table(title=title, show_lines=True)
     table.add_column("workload")
     table.add_column("metric")
@@ -56,9 +60,12 @@ def build_table(workloads: list[WorkloadResult], title: str) -> Table:
             reference: str | Text = format_value(m.reference, m.unit)
             if m.reference is None and w.reference_skipped is not None:
                 reference = Text("skipped", style="yellow")
+            label = Text(m.label)
+            if m.sides is not None:
+                label.append(f"\n{m.sides[0]} ÷ {m.sides[1]}", style="dim")
             table.add_row(
                 name if i == 0 else "",
-                m.label,
+                label,
                 format_value(m.slotcache, m.unit),
                 reference,
                 format_ratio(m),
@@ -87,6 +94,7 @@ def footer_notes(
         )
     notes += _background_warnings(workloads)
     for w in workloads:
+        notes += [f"{w.key}: {note}" for note in w.notes]
         if w.skipped is not None:
             notes.append(f"{w.key}: skipped: {w.skipped}")
         elif w.reference_skipped is not None:

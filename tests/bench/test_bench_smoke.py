@@ -19,6 +19,14 @@ WORKLOADS = {
     "w3": ("ops_per_s", "p50_us", "p99_us"),
     "server": ("req_per_s",),
     "memory": ("rss_bytes_per_key", "used_memory_bytes_per_key"),
+    "routing": (
+        "w1_ops_per_s_cluster3_vs_single",
+        "w1_server_cpu_us_per_op_cluster3_vs_single",
+        "w1_ops_per_s_forwarded_vs_direct",
+        "w1_server_cpu_us_per_op_forwarded_vs_direct",
+        "w3_p50_us_forwarded_vs_direct",
+        "w3_p99_us_forwarded_vs_direct",
+    ),
 }
 HAVE_REDIS = shutil.which("redis-server") is not None
 HAVE_H2LOAD = shutil.which("h2load") is not None
@@ -108,3 +116,26 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@pytest.mark.bench
+def test_smoke_run_compares_cluster_and_forwarded_routing(
+    smoke: tuple[subprocess.CompletedProcess[str], dict],
+):
+    proc, doc = smoke
+    w = doc["workloads"]["routing"]
+    assert w["error"] is None, w["error"]
+    for name in WORKLOADS["routing"]:
+        m = w["metrics"][name]
+        assert _positive(m["slotcache"]) and _positive(m["reference"]) and _positive(m["ratio"])
+    assert w["metrics"]["w1_ops_per_s_cluster3_vs_single"]["sides"] == ["cluster3", "single"]
+    assert w["metrics"]["w3_p99_us_forwarded_vs_direct"]["sides"] == ["forwarded", "direct"]
+    # Uniform keys over 3 equal slot ranges: about 2/3 of the proxy's calls go elsewhere.
+    for load, share in w["details"]["forwarded_share"].items():
+        assert 0.5 < share < 0.8, f"{load}: forwarded share {share}"
+    # A smart client with a fresh slot map never needs MOVED.
+    assert w["details"]["w1 direct"]["redirects"] == 0
+    assert len(w["details"]["w1 forwarded"]["server_cpu_cores_per_node"]) == 3
+    assert len([side for side in w["details"]["pids"] if side.startswith("cluster")]) == 3
+    assert "cluster3 ÷ single" in proc.stdout and "forwarded ÷ direct" in proc.stdout
+    assert any("3 server processes plus the load generator" in n for n in doc["notes"])

@@ -6,8 +6,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from benchlib import config, dataset, grpc_frame, h2load_output, procfs, schedule, stats
+from benchlib import (
+    client_workloads,
+    config,
+    dataset,
+    grpc_frame,
+    h2load_output,
+    procfs,
+    routing_workload,
+    schedule,
+    stats,
+)
 from benchlib.loops import LoopResult
+from benchlib.peers import Node, Target
 from benchlib.results import Metric, MetricDef, WorkloadResult, compare, report_json
 from benchlib.table import build_table, footer_notes
 from rich.console import Console
@@ -135,3 +146,115 @@ def test_smoke_shrinks_the_defaults_and_the_json_path_is_timestamped():
     assert full.json_path == Path("/r/bench-results/bench-20300102T030405Z.json")
     with pytest.raises(SystemExit):
         config.parse_args(["--workloads", "w9"], now, Path("/r"))
+
+
+def test_routing_is_a_default_workload_with_smoke_durations():
+    now = datetime(2030, 1, 2, tzinfo=UTC)
+    assert "routing" in config.parse_args([], now, Path("/r")).workloads
+    assert config.parse_args(["--smoke"], now, Path("/r")).durations["routing"] == 1.0
+
+
+def test_a_cluster_target_routes_to_every_node_or_proxies_through_the_first():
+    class Proc:
+        def __init__(self, port: int, pid: int) -> None:
+            self.port, self.pid = port, pid
+
+    smart = Target.of("slotcache", Proc(7001, 11), Proc(7002, 12), Proc(7003, 13))
+    assert smart.seeds == ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
+    assert smart.pids == (11, 12, 13)
+    assert (smart.port, smart.pid, smart.address) == (7001, 11, "127.0.0.1:7001")
+    proxy = Target("slotcache", smart.nodes, routing="proxy")
+    assert proxy.seeds == ["127.0.0.1:7001"]
+    assert proxy.pids == (11, 12, 13)  # CPU is still read from every node
+    assert Target.of("redis", Proc(6379, 5)).nodes == (Node(6379, 5),)
+    with pytest.raises(ValueError):
+        Target("slotcache", ())
+
+
+def test_measure_alternates_sides_and_gives_every_round_the_same_seed():
+    calls: list[tuple[str, int, float]] = []
+
+    def side(name: str, ops: int):
+        def run(spec: client_workloads.LoadSpec) -> LoopResult:
+            calls.append((name, spec.seed, spec.duration_s))
+            return LoopResult(ops, spec.duration_s, {"server": 0.1})
+
+        return run
+
+    spec = client_workloads.LoadSpec([b"k"], b"v", 1, 1, 0.0, 4.0, seed=7, rounds=2)
+    merged = client_workloads.measure({"a": side("a", 10), "b": side("b", 30)}, spec)
+    assert calls == [("a", 7, 2.0), ("b", 7, 2.0), ("b", 8, 2.0), ("a", 8, 2.0)]
+    assert merged["a"].operations == 20 and merged["b"].per_second == pytest.approx(15.0)
+    assert merged["b"].probe_delta == {"server": pytest.approx(0.2)}
+
+
+def test_window_details_show_each_nodes_cpu_and_the_redirects():
+    delta = {"server": 3.0, "client": 1.0, "machine": 4.5, "node1": 1.0, "node0": 2.0}
+    res = LoopResult(100, 2.0, {**delta, "redirects": 3.0})
+    details = client_workloads.window_details(res)
+    assert details["server_cpu_cores_per_node"] == [1.0, 0.5]
+    assert details["background_cpu_cores"] == pytest.approx(0.25)
+    assert details["redirects"] == 3
+    plain = client_workloads.window_details(
+        LoopResult(1, 1.0, {"server": 1, "client": 1, "machine": 2})
+    )
+    assert "server_cpu_cores_per_node" not in plain and "redirects" not in plain
+
+
+def test_paired_metrics_divide_the_named_sides_and_name_every_row():
+    figures = {
+        "single": {"ops_per_s": 100.0, "server_cpu_us_per_op": 200.0, "client_cpu_us_per_op": 1.0},
+        "direct": {"ops_per_s": 80.0, "server_cpu_us_per_op": 250.0, "client_cpu_us_per_op": 2.0},
+    }
+    metrics = routing_workload.paired_metrics(
+        client_workloads.W1,
+        client_workloads.W1.metrics,
+        figures,
+        routing_workload.CLUSTER_VS_SINGLE,
+    )
+    by_name = {m.name: m for m in metrics}
+    ops = by_name["w1_ops_per_s_cluster3_vs_single"]
+    assert (ops.slotcache, ops.reference, ops.ratio) == (80.0, 100.0, 0.8)
+    assert ops.sides == ("cluster3", "single") and ops.label == "W1 throughput"
+    assert by_name["w1_server_cpu_us_per_op_cluster3_vs_single"].ratio == 1.25
+    assert ops.to_json()["sides"] == ["cluster3", "single"]
+    assert "sides" not in Metric("x", "x", "", 1.0, 1.0, True).to_json()
+
+
+def test_forward_tally_counts_what_the_other_nodes_served_as_forwarded():
+    assert (
+        routing_workload.ok_ops(
+            {"ops.get.ok": 5, "ops.set.ok": 2, "ops.get.not_found": 9, "keys": 7}
+        )
+        == 7
+    )
+    tally = routing_workload.ForwardTally()
+    assert tally.share is None
+    before = [{"ops.get.ok": 10}, {"ops.get.ok": 0}, {"ops.set.ok": 4}]
+    after = [{"ops.get.ok": 40, "ops.set.ok": 20}, {"ops.get.ok": 15}, {"ops.set.ok": 24}]
+    tally.add(before, after)
+    assert (tally.answered, tally.forwarded) == (50, 35)
+    assert tally.share == pytest.approx(0.7)
+
+
+def test_routing_notes_say_whether_cpu_was_shared_and_what_was_forwarded():
+    tight = routing_workload.contention_note(2, 3)
+    assert "2 CPU cores" in tight and "compete" in tight
+    roomy = routing_workload.contention_note(8, 3)
+    assert "8 CPU cores" in roomy and "compete" not in roomy
+    assert "compete" in routing_workload.contention_note(None, 3)
+    note = routing_workload.forwarding_note({"w1": 0.6667, "w3": None})
+    assert "66.7% in W1" in note and "? in W3" in note
+    assert routing_workload.redirect_note({"w1 direct": {"redirects": 0}, "w1 single": {}}) is None
+    moved = routing_workload.redirect_note({"w1 direct": {"redirects": 4}})
+    assert moved is not None and "w1 direct: 4" in moved
+
+
+def test_table_names_the_sides_and_footer_carries_workload_notes():
+    metric = Metric("m", "W3 latency p50", "µs", 2.0, 1.0, False, ("forwarded", "direct"))
+    routed = WorkloadResult("routing", "t", "1 node / direct", [metric], notes=["shared cores"])
+    console = Console(width=200, record=True)
+    console.print(build_table([routed], "title"))
+    text = console.export_text()
+    assert "forwarded ÷ direct" in text and "2.000x" in text
+    assert "routing: shared cores" in footer_notes([routed], 2, "hiredis")
