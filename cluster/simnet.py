@@ -474,12 +474,14 @@ def create_cluster(
     latency_ms: int = DEFAULT_LATENCY_MS,
     jitter_ms: int = 0,
     loss: float = 0.0,
+    replicas: int = 0,
 ) -> SimNetwork:
     """Form an ``n``-primary cluster the way ``clusterctl create`` does.
 
     Node ``i`` gets config epoch ``i + 1`` (distinct epochs, so no collision
     has to be resolved) and the ``i``-th of ``n`` even slot ranges; then node
-    0 meets every other node. Nothing has run yet: the clock is at 0 and the
+    0 meets every other node. With ``replicas``, nodes ``n + i * replicas + j``
+    replicate primary ``i``. Nothing has run yet: the clock is at 0 and the
     rest of the cluster learns about each other through gossip once the
     caller runs the network.
     """
@@ -490,6 +492,12 @@ def create_cluster(
         node.membership.add_slots(range(start, end + 1))
     for i in range(1, n):
         net.meet(0, i)
+    for i in range(n):
+        for _ in range(replicas):
+            replica = net.add_node()
+            net.meet(i, replica.index)
+            replica.membership.replicate(net.nodes[i].id, net.now)
+            net.meet(0, replica.index)
     return net
 
 

@@ -26,6 +26,7 @@ import random as _random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from cluster.membership.failover import AUTH_ACK, AUTH_REQUEST, MFSTART, Elections, FailoverMode
 from cluster.membership.model import (
     FAIL,
     FAILING,
@@ -78,7 +79,21 @@ class StateChanged:
     ok: bool
 
 
-Event = SlotsLost | NodeFailed | StateChanged
+@dataclass(frozen=True, slots=True)
+class RoleChanged:
+    """This node became a replica of ``primary``, or a primary (``primary`` empty)."""
+
+    primary: bytes
+
+
+Event = SlotsLost | NodeFailed | StateChanged | RoleChanged
+
+# Gossip-discovered nodes are introduced with a MEET, a few per tick, so that
+# small clusters converge in a round or two without a burst in large ones.
+MEETS_PER_TICK = 10
+# After a restart, the cluster state stays fail this long (at most) so the
+# node hears about configuration changes it missed before it serves again.
+WRITABLE_DELAY_MS = 2_000
 
 
 class ClusterError(ValueError):
@@ -107,7 +122,7 @@ class Membership:
         self.events: list[Event] = []
         # Set when something persistent changed (epochs, slots, nodes, roles).
         self.config_dirty = True
-        self._rng = random or _random.Random()
+        self.rng = random or _random.Random()
         self._state_dirty = True
         self._next_random_ping = now + config.probe_interval_ms
         # Peers ordered by when they next need attention; entries are re-checked
@@ -115,6 +130,13 @@ class Membership:
         self._due: list[tuple[int, bytes]] = []
         self._ids: list[bytes] = []
         self._ids_dirty = True
+        self._meet_queue: list[bytes] = []
+        self.started_at = now
+        # Set when the view was restored from disk after a restart.
+        self.restored = False
+        self.elections = Elections(self)
+        # Where this node's data stands; the runtime plugs in its replication offset.
+        self.replication_offset: Callable[[], int] = lambda: self.myself.repl_offset
         myself.pong_received = now
         self._update_state(now)
 
@@ -129,11 +151,16 @@ class Membership:
         """Every known node except this one."""
         return (p for p in self.nodes.values() if p is not self.myself)
 
+    def my_primary(self) -> Peer | None:
+        """The primary this node replicates, if it is a replica."""
+        primary = self.myself.primary
+        return self.nodes.get(primary) if primary else None
+
     # ---- inputs: operator commands ------------------------------------------
 
     def meet_message(self, now: int) -> bus_pb2.BusMessage:
         """The MEET to send to a node an operator introduced."""
-        return self._message(MEET, now, None)
+        return self.message(MEET, now, None)
 
     def complete_meet(self, reply: bus_pb2.BusMessage, now: int) -> Peer:
         """Add the node that answered our MEET, then process its PONG normally."""
@@ -195,9 +222,37 @@ class Membership:
         self.current_epoch = max(self.current_epoch, epoch)
         self._changed()
 
+    def replicate(self, primary_id: bytes, now: int) -> None:
+        """Become a replica of ``primary_id`` (Redis's CLUSTER REPLICATE)."""
+        primary = self.nodes.get(primary_id)
+        if primary is None:
+            raise ClusterError(f"unknown node {primary_id.hex()}")
+        if primary is self.myself:
+            raise ClusterError("a node cannot replicate itself")
+        if not primary.is_primary:
+            raise ClusterError(f"{primary_id.hex()} is a replica, not a primary")
+        if self.slots.count(self.id):
+            raise ClusterError("this node owns slots; move them away before it becomes a replica")
+        self._follow(primary)
+
+    def manual_failover(self, mode: FailoverMode, now: int) -> list[Envelope]:
+        """Start a manual failover on this replica (see :mod:`cluster.membership.failover`)."""
+        out: list[Envelope] = []
+        try:
+            self.elections.start_manual(mode, now, out)
+        except ValueError as exc:
+            raise ClusterError(str(exc)) from None
+        if self._state_dirty:
+            self._update_state(now)
+        return out
+
+    def writes_paused(self, now: int) -> bool:
+        """Writes wait: a replica is catching up for a manual failover."""
+        return self.elections.writes_paused(now)
+
     def announce(self, now: int) -> list[Envelope]:
         """Ping every known node, as a restarted node does to rejoin quickly."""
-        return [self._ping(peer, now) for peer in list(self.peers())]
+        return [self.ping(peer, now) for peer in list(self.peers())]
 
     # ---- inputs: clock -----------------------------------------------------
 
@@ -209,7 +264,17 @@ class Membership:
             self._next_random_ping = now + cfg.probe_interval_ms
             target = self._stalest_of_random(cfg.random_ping_candidates)
             if target is not None:
-                out.append(self._ping(target, now))
+                out.append(self.ping(target, now))
+        if self._meet_queue:
+            batch, self._meet_queue = (
+                self._meet_queue[:MEETS_PER_TICK],
+                self._meet_queue[MEETS_PER_TICK:],
+            )
+            for node_id in batch:
+                peer = self.nodes.get(node_id)
+                if peer is not None and not peer.pong_received:
+                    out.append(self.ping(peer, now, MEET))
+        self.elections.tick(now, out)
         while self._due and self._due[0][0] <= now:
             due, node_id = heapq.heappop(self._due)
             peer = self.nodes.get(node_id)
@@ -227,24 +292,36 @@ class Membership:
             if not peer.flags & FAILING and now - peer.ping_sent >= self._pfail_after(peer):
                 self._set_pfail(peer, now, out)
             if now - peer.ping_attempt >= cfg.resend_ms:
-                out.append(self._ping(peer, now))
-        elif peer.flags & FAIL:
-            # Keep knocking on failed nodes so their FAIL can be lifted when they return.
-            out.append(self._ping(peer, now))
+                out.append(self.ping(peer, now))
+        elif peer.flags & FAIL or now - peer.pong_received >= self._refresh_ms():
+            # Keep knocking on failed nodes so their FAIL can be lifted when they
+            # return, and keep direct contact with healthy ones (see _refresh_ms).
+            out.append(self.ping(peer, now))
         self._schedule(peer, now)
+
+    def _refresh_ms(self) -> int:
+        """How stale a peer's last PONG may get before we ping it directly.
+
+        node_timeout/2 as in Redis while the cluster is small, so detection
+        starts from a recent ping; in large clusters the interval grows with
+        N squared (10 ms x N^2), which keeps these pings to about N/(10 N^2)
+        per millisecond and leaves failure detection to the random probes.
+        """
+        n = len(self.nodes)
+        return max(self.config.node_timeout_ms // 2, 10 * n * n)
 
     def _set_pfail(self, peer: Peer, now: int, out: list[Envelope]) -> None:
         peer.flags |= PFAIL
         self._state_dirty = True
-        if self._is_voter(self.myself):
-            report = self._message(REPORT, now, None)
+        if self.is_voter(self.myself):
+            report = self.message(REPORT, now, None)
             report.failing = peer.id
             out.extend(
                 Envelope(p.address, report) for p in self.peers() if p is not peer and p.is_primary
             )
         self._mark_failing_if_needed(peer, now, out)
 
-    def _is_voter(self, node: Peer) -> bool:
+    def is_voter(self, node: Peer) -> bool:
         """Only slot-owning primaries count towards failure majorities."""
         return node.is_primary and self.slots.count(node.id) > 0
 
@@ -266,7 +343,7 @@ class Membership:
         elif peer.flags & FAIL:
             due = peer.ping_attempt + cfg.resend_ms
         else:
-            return  # healthy: the random probes will get to it
+            due = max(peer.pong_received, peer.ping_attempt) + self._refresh_ms()
         peer.due = max(due, now + 1)
         heapq.heappush(self._due, (peer.due, peer.id))
 
@@ -287,12 +364,14 @@ class Membership:
         if header.current_epoch > self.current_epoch:
             self.current_epoch = header.current_epoch
             self.config_dirty = True
-        reply = self._message(PONG, now, sender) if msg.type in (PING, MEET) else None
+        reply = self.message(PONG, now, sender) if msg.type in (PING, MEET) else None
         if sender is None:
             # Unknown nodes may not join by PING; only an operator's MEET adds them.
             return reply, out
         self._note_alive(sender, header, msg.type, now)
         self._apply_header(sender, header, now, out)
+        if sender.id == self.myself.primary:
+            self.elections.on_primary_header(header)
         if msg.type in (PING, PONG, MEET):
             self._apply_gossip(sender, msg.gossip, now, out)
         elif msg.type == FAIL_MSG:
@@ -305,6 +384,12 @@ class Membership:
             suspect = self.nodes.get(bytes(msg.failing))
             if suspect is not None and suspect is not self.myself:
                 self._suspicion(sender, suspect, now, out)
+        elif msg.type == AUTH_REQUEST:
+            self.elections.on_auth_request(sender, header, now, out)
+        elif msg.type == AUTH_ACK:
+            self.elections.on_auth_ack(sender, header, now, out)
+        elif msg.type == MFSTART:
+            self.elections.on_mfstart(sender, now, out)
         if self._state_dirty:
             self._update_state(now)
         return reply, out
@@ -386,6 +471,7 @@ class Membership:
         """Apply an ownership claim: a higher config epoch wins each slot."""
         lost: list[int] = []
         stale_against: Peer | None = None
+        my_primary_lost = False
         for slot in slots:
             current_id = self.slots.owner(slot)
             if current_id == owner.id:
@@ -395,14 +481,22 @@ class Membership:
                 self.slots.assign(slot, owner.id)
                 if current is self.myself:
                     lost.append(slot)
+                elif current_id is not None and current_id == self.myself.primary:
+                    my_primary_lost = True
                 self.config_dirty = self._state_dirty = True
             elif current.config_epoch > epoch:
                 stale_against = current
         if lost:
             self.events.append(SlotsLost(tuple(lost), owner.id))
+        # A primary that lost its last slot, or a replica whose primary did,
+        # follows the node that took them (the winner of a failover, usually).
+        i_lost_all = lost and self.myself.is_primary and not self.slots.count(self.id)
+        primary_lost_all = my_primary_lost and not self.slots.count(self.myself.primary)
+        if owner is not self.myself and owner.is_primary and (i_lost_all or primary_lost_all):
+            self._follow(owner)
         if stale_against is not None and out is not None:
             # Tell the sender who owns its stale slots now, as Redis's UPDATE does.
-            update = self._message(UPDATE, now, owner)
+            update = self.message(UPDATE, now, owner)
             update.update.CopyFrom(
                 bus_pb2.NodeConfig(
                     node=stale_against.id,
@@ -448,9 +542,9 @@ class Membership:
             if node is None:
                 if not entry.flags & FAILING and entry.address.host:
                     node = self._add_node(node_id, Address.from_proto(entry.address), now)
-                    # No handshake: the node learns of us the same way, through gossip.
                     node.flags = entry.flags & (PRIMARY | REPLICA) or PRIMARY
                     self._apply_gossiped_claim(node, entry, now)
+                    self._meet_queue.append(node_id)
                 continue
             self._apply_gossiped_claim(node, entry, now)
             if entry.flags & FAILING:
@@ -488,11 +582,11 @@ class Membership:
     def _suspicion(self, reporter: Peer, suspect: Peer, now: int, out: list[Envelope]) -> None:
         """``reporter`` sees ``suspect`` failing: record it and check it ourselves."""
         first_report = not suspect.fail_reports
-        if self._is_voter(reporter):
+        if self.is_voter(reporter):
             suspect.fail_reports[reporter.id] = now
         if not suspect.ping_sent and not suspect.flags & FAIL:
             # Check the suspicion ourselves rather than take it on trust.
-            out.append(self._ping(suspect, now))
+            out.append(self.ping(suspect, now))
         elif first_report and suspect.fail_reports and not suspect.flags & FAILING:
             # A ping was already outstanding: with a report in hand, PFAIL is now
             # due node_timeout/2 after it was sent, not node_timeout.
@@ -507,11 +601,11 @@ class Membership:
         for reporter, at in list(node.fail_reports.items()):
             if at < horizon or self.slots.count(reporter) == 0:
                 del node.fail_reports[reporter]
-        votes = len(node.fail_reports) + self._is_voter(self.myself)
+        votes = len(node.fail_reports) + self.is_voter(self.myself)
         if votes < self.size // 2 + 1:
             return
         self._set_fail(node, now)
-        message = self._message(FAIL_MSG, now, None)
+        message = self.message(FAIL_MSG, now, None)
         message.failing = node.id
         out.extend(Envelope(p.address, message) for p in self.peers() if p is not node)
 
@@ -545,22 +639,40 @@ class Membership:
             ok = self.slots.unassigned() == 0 and all(
                 not self.nodes[node_id].flags & FAIL for node_id in owners if node_id in self.nodes
             )
+        if (
+            ok
+            and not self.ok
+            and self.restored
+            and now - self.started_at < min(WRITABLE_DELAY_MS, self.config.node_timeout_ms)
+        ):
+            ok = False
+            self._state_dirty = True  # look again on the next tick
         if ok != self.ok:
             self.ok = ok
             self.events.append(StateChanged(ok))
 
     # ---- outputs -------------------------------------------------------------
 
-    def _ping(self, peer: Peer, now: int) -> Envelope:
+    def ping(self, peer: Peer, now: int, kind: bus_pb2.MessageType.ValueType = PING) -> Envelope:
+        """A PING (or MEET) to ``peer``, starting its ping clock if none is outstanding."""
         if not peer.ping_sent:
             peer.ping_sent = now
         peer.ping_attempt = now
         self._schedule(peer, now)
-        return Envelope(peer.address, self._message(PING, now, peer))
+        return Envelope(peer.address, self.message(kind, now, peer))
 
-    def _message(
+    def envelope(self, peer: Peer, kind: bus_pb2.MessageType.ValueType, now: int) -> Envelope:
+        """A message of ``kind`` for ``peer``."""
+        return Envelope(peer.address, self.message(kind, now, peer))
+
+    def envelope_of(self, peer: Peer, message: bus_pb2.BusMessage) -> Envelope:
+        """``message`` addressed to ``peer``."""
+        return Envelope(peer.address, message)
+
+    def message(
         self, kind: bus_pb2.MessageType.ValueType, now: int, receiver: Peer | None
     ) -> bus_pb2.BusMessage:
+        """A message of ``kind`` with our header (and gossip, for PING/PONG/MEET)."""
         me = self.myself
         msg = bus_pb2.BusMessage(type=kind)
         header = msg.header
@@ -570,7 +682,8 @@ class Membership:
         header.flags = me.flags
         header.slots.extend(self.slots.flat_ranges(me.id))
         header.primary = me.primary
-        header.repl_offset = me.repl_offset
+        header.repl_offset = self.replication_offset()
+        header.mflags = self.elections.message_flags(now)
         header.cluster_ok = self.ok
         header.address.CopyFrom(me.address.to_proto())
         if kind in (PING, PONG, MEET):
@@ -592,7 +705,7 @@ class Membership:
         attempts = wanted * 3
         while len(chosen) < wanted and attempts:
             attempts -= 1
-            node_id = ids[int(self._rng.random() * len(ids))]
+            node_id = ids[int(self.rng.random() * len(ids))]
             if receiver is None or node_id != receiver.id:
                 chosen[node_id] = None
         chosen.update((p.id, None) for p in self.peers() if p.flags & FAILING)
@@ -616,7 +729,7 @@ class Membership:
         ids = self._known_ids()
         best: Peer | None = None
         for _ in range(min(candidates, len(ids))):
-            peer = self.nodes[ids[int(self._rng.random() * len(ids))]]
+            peer = self.nodes[ids[int(self.rng.random() * len(ids))]]
             if peer.ping_sent:
                 continue
             if best is None or peer.pong_received < best.pong_received:
@@ -635,6 +748,24 @@ class Membership:
         self._changed()
         self._schedule(peer, now)
         return peer
+
+    def _follow(self, primary: Peer) -> None:
+        """Become (or stay) a replica of ``primary``."""
+        me = self.myself
+        if me.flags & REPLICA and me.primary == primary.id:
+            return
+        me.flags = (me.flags & ~PRIMARY) | REPLICA
+        me.primary = primary.id
+        self.elections.reset_election()
+        self.elections.reset_manual()
+        self.events.append(RoleChanged(primary.id))
+        self._changed()
+
+    def promoted(self, old_primary: Peer, now: int, out: list[Envelope]) -> None:
+        """This replica took over ``old_primary``'s slots: tell everyone at once."""
+        self.events.append(RoleChanged(b""))
+        self._changed()
+        out.extend(self.envelope(p, PONG, now) for p in self.peers())
 
     def _changed(self) -> None:
         self.config_dirty = True
@@ -671,6 +802,7 @@ __all__ = [
     "Event",
     "Membership",
     "NodeFailed",
+    "RoleChanged",
     "SlotsLost",
     "StateChanged",
     "flatten",

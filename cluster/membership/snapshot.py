@@ -79,5 +79,6 @@ def restore(
     # The slots went into the table directly: make the next tick recompute the
     # cluster state (adopt() only does so when there is another node to adopt).
     m._state_dirty = True
+    m.restored = bool(peers)
     m.config_dirty = False
     return m

@@ -22,7 +22,7 @@ import random
 
 import pytest
 
-from cluster.membership.machine import NodeFailed
+from cluster.membership.machine import WRITABLE_DELAY_MS, NodeFailed
 from cluster.membership.model import FAIL, MembershipConfig
 from cluster.membership.snapshot import restore, snapshot
 from tests.sim.simhelpers import all_see, formed, none_see_failing
@@ -77,8 +77,14 @@ def test_a_quick_restart_rejoins_before_anyone_marks_fail():
     net.run_for(NT // 2)
     restored = restore(node_file, CONFIG, victim.address, net.now, random=random.Random(3))
     net.restart(victim.index, restored)
-    at = net.wait_for(net.converged, CONFIG.resend_ms + 2 * CONFIG.tick_ms, step_ms=10)
+    restarted_at = net.now
+    # A restored node keeps its state at fail for the writable delay, so it can
+    # hear of configuration changes it missed before it serves again.
+    writable_delay = min(WRITABLE_DELAY_MS, NT)
+    bound = CONFIG.resend_ms + 2 * CONFIG.tick_ms + writable_delay
+    at = net.wait_for(net.converged, bound, step_ms=10)
     assert at is not None
+    assert at - restarted_at >= writable_delay - CONFIG.tick_ms
     net.run_for(3 * NT)
     assert net.converged()
     assert not [e for e in net.events if isinstance(e.event, NodeFailed) and e.time >= killed_at], (

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.membership.machine import PING, UPDATE, NodeFailed, SlotsLost
+from cluster.membership.machine import PING, UPDATE, NodeFailed, RoleChanged, SlotsLost
 from cluster.membership.model import FAIL, PRIMARY, MembershipConfig
 from cluster.membership.slot_table import flatten, to_ranges
 from cluster.simnet import SimNetwork, SimNode, split_slots
@@ -141,8 +141,10 @@ def test_update_tells_a_stale_node_that_it_lost_its_slots():
 
     a.drain_events()
     a.receive(updates[0].message, now + 1)
-    assert a.drain_events() == [SlotsLost(tuple(a_slots), b.id)]
+    # Having lost its last slot, A follows the node that took them, as in Redis 7.
+    assert a.drain_events() == [SlotsLost(tuple(a_slots), b.id), RoleChanged(b.id)]
     assert a.slots.count(a.id) == 0
+    assert a.myself.primary == b.id
     assert all(a.slots.owner(slot) == b.id for slot in a_slots)
     assert a.nodes[b.id].config_epoch == b.myself.config_epoch
 
@@ -243,11 +245,11 @@ def test_a_newer_epoch_does_not_carry_slots_its_owner_gave_up():
         _, out = dst.receive(message, now)
         return out
 
-    k = y.slots.slots_of(y.id)
+    k = y.slots.slots_of(y.id)[:-1]  # Y keeps one slot, so it stays a primary
     z.claim_slots(k, now)
     deliver(z, y)
     deliver(z, r)
-    assert y.slots.count(y.id) == 0
+    assert y.slots.count(y.id) == 1
     assert r.slots.owner(k[0]) == z.id
     y.claim_slots(w.slots.slots_of(w.id)[:5], now)
     assert y.myself.config_epoch > z.myself.config_epoch
@@ -279,7 +281,7 @@ def test_an_older_header_overtaken_by_a_newer_one_claims_nothing():
     y, z, s = (node.membership for node in net.nodes)
     now = net.now
     old_header = next(e.message for e in y.announce(now) if e.dest == s.myself.address)
-    k = y.slots.slots_of(y.id)
+    k = y.slots.slots_of(y.id)[:-1]  # Y keeps one slot, so it stays a primary
     z.claim_slots(k, now)
     y.receive(next(e.message for e in z.announce(now) if e.dest == y.myself.address), now)
     y.claim_slots(s.slots.slots_of(s.id)[:5], now)  # Y moves on to a newer epoch

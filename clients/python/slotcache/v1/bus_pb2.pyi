@@ -46,6 +46,12 @@ class _MessageTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageTy
     failure report, sent once to every primary so that a majority of
     reports can meet without all-to-all pinging.
     """
+    MESSAGE_TYPE_FAILOVER_AUTH_REQUEST: _MessageType.ValueType  # 7
+    """A replica asks the primaries for their vote to replace its primary."""
+    MESSAGE_TYPE_FAILOVER_AUTH_ACK: _MessageType.ValueType  # 8
+    """A primary grants its vote for the epoch in the header."""
+    MESSAGE_TYPE_MFSTART: _MessageType.ValueType  # 9
+    """A replica asks its primary to pause writes for a manual failover."""
 
 class MessageType(_MessageType, metaclass=_MessageTypeEnumTypeWrapper): ...
 
@@ -63,7 +69,39 @@ MESSAGE_TYPE_REPORT: MessageType.ValueType  # 6
 failure report, sent once to every primary so that a majority of
 reports can meet without all-to-all pinging.
 """
+MESSAGE_TYPE_FAILOVER_AUTH_REQUEST: MessageType.ValueType  # 7
+"""A replica asks the primaries for their vote to replace its primary."""
+MESSAGE_TYPE_FAILOVER_AUTH_ACK: MessageType.ValueType  # 8
+"""A primary grants its vote for the epoch in the header."""
+MESSAGE_TYPE_MFSTART: MessageType.ValueType  # 9
+"""A replica asks its primary to pause writes for a manual failover."""
 Global___MessageType: _TypeAlias = MessageType  # noqa: Y015
+
+class _MessageFlag:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MessageFlagEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageFlag.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MESSAGE_FLAG_NONE: _MessageFlag.ValueType  # 0
+    MESSAGE_FLAG_PAUSED: _MessageFlag.ValueType  # 1
+    """The sender (a primary) paused writes for a manual failover; repl_offset
+    is final until the pause ends.
+    """
+    MESSAGE_FLAG_FORCEACK: _MessageFlag.ValueType  # 2
+    """A manual failover: vote even though the primary is not failing."""
+
+class MessageFlag(_MessageFlag, metaclass=_MessageFlagEnumTypeWrapper):
+    """Message flags, as a bit set in Header.mflags."""
+
+MESSAGE_FLAG_NONE: MessageFlag.ValueType  # 0
+MESSAGE_FLAG_PAUSED: MessageFlag.ValueType  # 1
+"""The sender (a primary) paused writes for a manual failover; repl_offset
+is final until the pause ends.
+"""
+MESSAGE_FLAG_FORCEACK: MessageFlag.ValueType  # 2
+"""A manual failover: vote even though the primary is not failing."""
+Global___MessageFlag: _TypeAlias = MessageFlag  # noqa: Y015
 
 class _NodeFlag:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -131,6 +169,7 @@ class Header(_message.Message):
     REPL_OFFSET_FIELD_NUMBER: _builtins.int
     CLUSTER_OK_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
+    MFLAGS_FIELD_NUMBER: _builtins.int
     sender: _builtins.bytes
     """20 random bytes, fixed for the node's life (shown as 40 hex digits)."""
     current_epoch: _builtins.int
@@ -141,6 +180,7 @@ class Header(_message.Message):
     repl_offset: _builtins.int
     cluster_ok: _builtins.bool
     """The sender's view of the cluster state."""
+    mflags: _builtins.int
     @_builtins.property
     def slots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Claimed slots as inclusive [start, end] pairs: s0, e0, s1, e1, ..."""
@@ -159,10 +199,11 @@ class Header(_message.Message):
         repl_offset: _builtins.int = ...,
         cluster_ok: _builtins.bool = ...,
         address: Global___NodeAddress | None = ...,
+        mflags: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "cluster_ok", b"cluster_ok", "config_epoch", b"config_epoch", "current_epoch", b"current_epoch", "flags", b"flags", "primary", b"primary", "repl_offset", b"repl_offset", "sender", b"sender", "slots", b"slots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "cluster_ok", b"cluster_ok", "config_epoch", b"config_epoch", "current_epoch", b"current_epoch", "flags", b"flags", "mflags", b"mflags", "primary", b"primary", "repl_offset", b"repl_offset", "sender", b"sender", "slots", b"slots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
