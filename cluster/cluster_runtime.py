@@ -17,11 +17,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from cluster import node_file
 from cluster.bus import BusService, BusTransport
 from cluster.config import ServerConfig
+from cluster.membership.failover import FailoverMode
 from cluster.membership.machine import (
     ClusterError,
     Envelope,
     Membership,
     NodeFailed,
+    RoleChanged,
     SlotsLost,
     StateChanged,
 )
@@ -63,22 +65,33 @@ class ClusterRuntime:
         self,
         config: ServerConfig,
         on_slots_lost: Callable[[Iterable[int]], None],
+        on_role_changed: Callable[[bytes], None],
         clock: Callable[[], int] = monotonic_ms,
     ) -> None:
         self.config = config
         self.clock = clock
         self.membership = load_membership(config, clock())
         self._on_slots_lost = on_slots_lost
+        self._on_role_changed = on_role_changed
+        self._link_age_ms: Callable[[], int] = lambda: 0
         self._path = node_file.node_file(config.data_dir)
         timeout_s = self.membership.config.resend_ms / 1000
         self.transport = BusTransport(self._receive_reply, timeout_s)
         self._server: grpc.aio.Server | None = None
 
-    async def start(self) -> int:
-        """Listen on the bus port and say hello to every node we remember; return the port."""
+    async def start(self, add_services: Callable[[grpc.aio.Server], None] | None = None) -> int:
+        """Listen on the bus port and say hello to every node we remember; return the port.
+
+        ``add_services`` registers other node-to-node services (replication)
+        on the bus port, which is the one peers are allowed to reach.
+        """
         self.persist(force=True)
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 0), ("grpc.max_send_message_length", -1)]
+        )
         bus_pb2_grpc.add_BusServicer_to_server(BusService(self._handle, self.transport), server)
+        if add_services is not None:
+            add_services(server)
         # Lets operators and clusterctl check that peers can reach this port.
         bus_health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(bus_health, server)
@@ -102,8 +115,14 @@ class ClusterRuntime:
 
     # ---- driving the state machine --------------------------------------------
 
+    def attach_replication(self, offset: Callable[[], int], link_age_ms: Callable[[], int]) -> None:
+        """Let elections see where this node's data stands and how fresh it is."""
+        self.membership.replication_offset = offset
+        self._link_age_ms = link_age_ms
+
     def tick(self) -> None:
         """Advance the state machine; called by the node's cron every 100 ms."""
+        self.membership.elections.primary_link_age_ms = self._link_age_ms()
         self.transport.send_all(self.membership.tick(self.clock()))
         self._after_change()
 
@@ -131,6 +150,12 @@ class ClusterRuntime:
                 log.warning("node %s marked FAIL", event.node.hex())
             elif isinstance(event, StateChanged):
                 log.warning("cluster state is now %s", "ok" if event.ok else "fail")
+            elif isinstance(event, RoleChanged):
+                if event.primary:
+                    log.warning("now a replica of %s", event.primary.hex())
+                else:
+                    log.warning("now a primary")
+                self._on_role_changed(event.primary)
         self.persist()
 
     def persist(self, force: bool = False) -> None:
@@ -170,6 +195,17 @@ class ClusterRuntime:
         """Set a fresh node's config epoch."""
         self.membership.set_config_epoch(epoch)
         self._after_change()
+
+    def replicate(self, primary_id: bytes) -> None:
+        """Become a replica of a known primary."""
+        self.membership.replicate(primary_id, self.clock())
+        self._after_change()
+
+    def failover(self, mode: FailoverMode) -> None:
+        """Start a manual failover on this replica."""
+        out = self.membership.manual_failover(mode, self.clock())
+        self._after_change()
+        self.transport.send_all(out)
 
 
 __all__ = ["ClusterError", "ClusterRuntime", "load_membership"]

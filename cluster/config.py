@@ -120,6 +120,9 @@ class ServerConfig:
     node_timeout_ms: int = 15_000
     require_full_coverage: bool = True
     allow_reads_when_down: bool = False
+    repl_backlog_bytes: int = 16 * MIB
+    min_replicas: int = 0
+    min_replicas_timeout_ms: int = 1000
 
     def __post_init__(self) -> None:
         if self.cluster_enabled and self.bus_port == 0 and self.port + 10000 > 65535:
@@ -130,6 +133,12 @@ class ServerConfig:
             raise ValueError("max value size must be >= 0 bytes")
         if self.maxmemory_samples < 1:
             raise ValueError("maxmemory samples must be >= 1")
+        if self.repl_backlog_bytes < 1024:
+            raise ValueError("replication backlog must be at least 1kb")
+        if self.min_replicas < 0:
+            raise ValueError("min replicas must be >= 0")
+        if self.min_replicas_timeout_ms < 1:
+            raise ValueError("min replicas timeout must be >= 1 ms")
 
     @property
     def address(self) -> str:
@@ -213,6 +222,27 @@ _OPTIONS: tuple[_Option, ...] = (
         parse_bool,
         "serve reads for owned slots while the cluster is down",
         "YES|NO",
+    ),
+    _Option(
+        "--repl-backlog-size",
+        "repl_backlog_bytes",
+        parse_size,
+        "recent writes kept for replicas that reconnect",
+        "SIZE",
+    ),
+    _Option(
+        "--min-replicas",
+        "min_replicas",
+        _int,
+        "replicas that must hold a write before it is acknowledged, unless the write says",
+        "N",
+    ),
+    _Option(
+        "--min-replicas-timeout",
+        "min_replicas_timeout_ms",
+        _int,
+        "how long a write waits for its replicas",
+        "MS",
     ),
 )
 

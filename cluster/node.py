@@ -26,10 +26,19 @@ from cluster.forwarding import Forwarder
 from cluster.keyspace import Keyspace
 from cluster.membership.snapshot import snapshot
 from cluster.ownership import Ownership
+from cluster.replication.manager import NodeReplication
+from cluster.replication.service import ReplicationService
 from cluster.services.admin import AdminService
 from cluster.services.cache import CacheService
+from cluster.services.durability import Durability
 from cluster.stats import OpCounters
-from slotcache.v1 import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
+from slotcache.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    cache_pb2,
+    cache_pb2_grpc,
+    replication_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,7 @@ SERVICE_NAMES = (
 
 
 SHUTDOWN_SETTLE_S = 0.2
+LOOP_WATCH_PERIOD_S = 0.01
 
 
 class StartupError(RuntimeError):
@@ -63,9 +73,17 @@ class Node:
         )
         self.health = health.aio.HealthServicer()
         self.runtime: ClusterRuntime | None = None
+        self.replication: NodeReplication | None = None
         if config.cluster_enabled:
-            self.runtime = ClusterRuntime(config, self.drop_slots)
+            self.runtime = ClusterRuntime(config, self.drop_slots, self._role_changed)
             membership = self.runtime.membership
+            self.replication = NodeReplication(
+                self.keyspace, config.repl_backlog_bytes, membership.id, self._primary_bus
+            )
+            self.runtime.attach_replication(
+                lambda: self.replication.offset if self.replication else 0,
+                lambda: self.replication.link_age_ms() if self.replication else 0,
+            )
         else:
             membership = load_membership(config, monotonic_ms())
         self.ownership = Ownership(membership, config.cluster_enabled)
@@ -74,6 +92,7 @@ class Node:
         self.bus_port = 0
         self.sampler_cycles = 0
         self.sampler_overruns = 0
+        self.loop_lag_max_ms = 0
         self._started_at = time.monotonic()
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -95,7 +114,18 @@ class Node:
             ]
         )
         cache_pb2_grpc.add_CacheServicer_to_server(
-            CacheService(self.executor, self.counters, self.ownership, self.forwarder), server
+            CacheService(
+                self.executor,
+                self.counters,
+                self.ownership,
+                self.forwarder,
+                Durability(
+                    self.replication,
+                    self.config.min_replicas,
+                    self.config.min_replicas_timeout_ms / 1000,
+                ),
+            ),
+            server,
         )
         admin_pb2_grpc.add_AdminServicer_to_server(
             AdminService(self.server_info, self.stats, self.ownership, self.runtime), server
@@ -111,16 +141,25 @@ class Node:
         if self.port == 0:
             raise StartupError(f"cannot listen on {self.config.address}")
         if self.runtime is not None:
+            replication_service = ReplicationService(
+                lambda: self.replication.primary if self.replication else None
+            )
             try:
-                self.bus_port = await self.runtime.start()
+                self.bus_port = await self.runtime.start(
+                    lambda bus: replication_pb2_grpc.add_ReplicationServicer_to_server(
+                        replication_service, bus
+                    )
+                )
             except OSError as exc:
                 raise StartupError(str(exc)) from exc
+            await self._apply_role()
             self._tasks.append(asyncio.create_task(self._run_cluster_cron(), name="cluster-cron"))
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._run_cron(), name="slotcache-cron"))
+        self._tasks.append(asyncio.create_task(self._watch_loop(), name="loop-watch"))
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop gracefully: report NOT_SERVING, refuse new calls, drain in-flight ones."""
@@ -135,6 +174,8 @@ class Node:
                 await task
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
+        if self.replication is not None:
+            await self.replication.stop()
         if self.runtime is not None:
             await self.runtime.stop()
         await self.forwarder.close()
@@ -145,15 +186,31 @@ class Node:
         loop = asyncio.get_running_loop()
         next_run = loop.time()
         while True:
-            cycle = self.keyspace.run_expiry_cycle()
-            self.sampler_cycles += 1
-            self.sampler_overruns += cycle.out_of_time
+            # Replicas never expire keys themselves: their primary sends the deletes.
+            if self.keyspace.expire_keys:
+                cycle = self.keyspace.run_expiry_cycle()
+                self.sampler_cycles += 1
+                self.sampler_overruns += cycle.out_of_time
             next_run += period
             delay = next_run - loop.time()
             if delay < 0:
                 next_run = loop.time()
                 delay = 0
             await asyncio.sleep(delay)
+
+    async def _watch_loop(self) -> None:
+        """Measure how late the event loop wakes up: the stall every request suffers.
+
+        Long synchronous steps (a huge slot snapshot, a big batch) show here
+        first; the Info RPC reports the worst since start.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            expected = loop.time() + LOOP_WATCH_PERIOD_S
+            await asyncio.sleep(LOOP_WATCH_PERIOD_S)
+            lag_ms = int((loop.time() - expected) * 1000)
+            if lag_ms > self.loop_lag_max_ms:
+                self.loop_lag_max_ms = lag_ms
 
     async def _run_cluster_cron(self) -> None:
         """Drive the membership state machine at its tick rate."""
@@ -163,14 +220,33 @@ class Node:
             await asyncio.sleep(period)
             try:
                 self.runtime.tick()
+                if self.replication is not None:
+                    self.replication.heartbeat(time.time_ns() // 1_000_000)
             except Exception:
                 log.exception("cluster tick failed")
 
     def drop_slots(self, slots: Iterable[int]) -> None:
         """Delete the keys of slots this node no longer owns, as Redis does."""
         for slot in slots:
-            for key in self.keyspace.slot_keys(slot):
-                self.keyspace.delete(key)
+            self.keyspace.clear_slot(slot)
+
+    def _primary_bus(self) -> str | None:
+        primary = self.ownership.membership.my_primary()
+        return primary.address.bus if primary is not None else None
+
+    def _role_changed(self, primary: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(self._apply_role())
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def _apply_role(self) -> None:
+        """Make replication match the role the membership gives this node."""
+        if self.replication is None:
+            return
+        if self.ownership.membership.myself.primary:
+            await self.replication.become_replica()
+        else:
+            await self.replication.become_primary()
 
     def server_info(self) -> dict[str, str]:
         """Descriptive fields for the Info RPC."""
@@ -183,6 +259,7 @@ class Node:
             "data_dir": str(self.config.data_dir),
             "node_id": self.ownership.membership.myself.hex_id,
             "cluster_enabled": "yes" if self.runtime is not None else "no",
+            "role": "replica" if self.ownership.membership.myself.primary else "primary",
         }
 
     def stats(self) -> dict[str, int]:
@@ -202,6 +279,22 @@ class Node:
                 "memory.max": ks.maxmemory,
                 "sampler.cycles": self.sampler_cycles,
                 "sampler.overruns": self.sampler_overruns,
+                "loop.lag_max_ms": self.loop_lag_max_ms,
             }
         )
+        replication = self.replication
+        if replication is not None:
+            out["repl.offset"] = replication.offset
+            primary, replica = replication.primary, replication.replica
+            if primary is not None:
+                out["repl.replicas"] = len(primary.links)
+                out["repl.replicas_in_sync"] = primary.in_sync_replicas()
+                out["repl.full_syncs_served"] = primary.full_syncs
+                out["repl.partial_syncs_served"] = primary.partial_syncs
+                out["repl.backlog_bytes"] = replication.backlog.size_bytes
+            if replica is not None:
+                out["repl.lag_ops"] = replica.lag_ops
+                out["repl.lag_ms"] = replica.lag_ms()
+                out["repl.syncing"] = int(replica.syncing)
+                out["repl.full_syncs"] = replica.full_syncs
         return out

@@ -20,6 +20,7 @@ from slotcache.v1 import cache_pb2 as pb
 
 # Request metadata understood by every node.
 REDIRECT_KEY = "slotcache-redirect"
+REPLICA_READ_KEY = "slotcache-replica-read"
 HOPS_KEY = "slotcache-hops"
 # Forwarding hops allowed before a request is refused: views that disagree
 # for a moment must not bounce a request around forever.
@@ -36,20 +37,23 @@ class CallOptions:
 
     redirect: bool = False
     hops: int = 0
+    replica_read: bool = False
 
 
 def call_options(metadata: Iterable[tuple[str, Any]] | None) -> CallOptions:
     """Parse the routing metadata of a call."""
-    redirect, hops = False, 0
+    redirect, hops, replica_read = False, 0, False
     for key, value in metadata or ():
         if key == REDIRECT_KEY:
             redirect = value not in ("", "0", "false")
+        elif key == REPLICA_READ_KEY:
+            replica_read = value not in ("", "0", "false")
         elif key == HOPS_KEY:
             try:
                 hops = int(value)
             except ValueError:
                 hops = MAX_HOPS
-    return CallOptions(redirect, hops)
+    return CallOptions(redirect, max(hops, 0), replica_read)
 
 
 def moved(slot: int, owner: Owner) -> CommandError:
@@ -109,6 +113,13 @@ def _merge_mdelete(reply: pb.MDeleteReply, indices: list[int], part: pb.MDeleteR
     reply.deleted += part.deleted
 
 
+def _keep_min_replicas(original: Any, part: Any) -> Any:
+    """A part of a split write asks for the same replicas as the whole."""
+    if original.HasField("min_replicas"):
+        part.min_replicas = original.min_replicas
+    return part
+
+
 def _new_mget(n: int) -> pb.MGetReply:
     reply = pb.MGetReply()
     for _ in range(n):
@@ -127,14 +138,14 @@ MULTI_OPS: dict[str, MultiOp] = {
     "mset": MultiOp(
         "MSet",
         lambda r: [e.key for e in r.entries],
-        lambda r, idx: pb.MSetRequest(entries=[r.entries[i] for i in idx]),
+        lambda r, idx: _keep_min_replicas(r, pb.MSetRequest(entries=[r.entries[i] for i in idx])),
         lambda n: pb.MSetReply(applied=[False] * n),
         _merge_mset,
     ),
     "mdelete": MultiOp(
         "MDelete",
         lambda r: list(r.keys),
-        lambda r, idx: pb.MDeleteRequest(keys=[r.keys[i] for i in idx]),
+        lambda r, idx: _keep_min_replicas(r, pb.MDeleteRequest(keys=[r.keys[i] for i in idx])),
         lambda n: pb.MDeleteReply(),
         _merge_mdelete,
     ),

@@ -70,9 +70,9 @@ class _Waiter:
 class PrimaryReplication:
     """Feeds every replica of this node and tracks what each has applied."""
 
-    def __init__(self, keyspace: Keyspace, backlog_bytes: int) -> None:
+    def __init__(self, keyspace: Keyspace, backlog: Backlog) -> None:
         self.keyspace = keyspace
-        self.backlog = Backlog(backlog_bytes)
+        self.backlog = backlog
         self.links: dict[bytes, ReplicaLink] = {}
         self._waiters: list[_Waiter] = []
         self._flush_scheduled = False

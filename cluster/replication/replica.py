@@ -46,8 +46,11 @@ class ReplicaSync:
         self.backlog = backlog
         self.my_id = my_id
         self._primary_bus = primary_bus
-        # True once this node's data follows the primary's history (partial sync possible).
-        self.synced = False
+        # Whether this node's data matches its backlog's history, so that it may
+        # ask for a partial sync. True at first (an empty node's history is
+        # empty, and a demoted primary's data is its own history); false while
+        # a full sync has replaced part of the data.
+        self.synced = True
         self.syncing = False
         self.applied = backlog.offset
         self.primary_offset = backlog.offset
@@ -75,6 +78,10 @@ class ReplicaSync:
     def lag_ops(self) -> int:
         """Operations the primary has that this replica has not applied."""
         return max(0, self.primary_offset - self.applied)
+
+    def link_age_ms(self) -> int:
+        """Milliseconds since the primary was last heard from."""
+        return int((time.monotonic() - self.last_contact) * 1000) if self.last_contact else 0
 
     def lag_ms(self) -> int:
         """Milliseconds since this replica was last known to be caught up with its primary."""
@@ -107,6 +114,7 @@ class ReplicaSync:
             hello = pb.ReplicaHello(replica=self.my_id)
             if self.synced:
                 hello.replid, hello.offset = self.backlog.replid, self.backlog.offset
+            self.syncing = False
             await call.write(pb.ReplicaMessage(hello=hello))
             snapshotted: bytearray | None = None
             async for message in call:

@@ -9,15 +9,22 @@ import grpc
 
 from cluster.cluster_runtime import ClusterRuntime, monotonic_ms
 from cluster.executor import CommandError, invalid
+from cluster.membership.failover import FailoverMode
 from cluster.membership.machine import ClusterError
 from cluster.membership.slot_table import expand, flatten
 from cluster.ownership import Ownership
+from cluster.services.durability import wait_until
 from cluster.services.status import abort
 from slotcache.v1 import admin_pb2 as pb
 from slotcache.v1 import admin_pb2_grpc as pb_grpc
 from slotcache.v1.cache_pb2 import SlotRange
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+_FAILOVER_MODES = {
+    pb.FAILOVER_MODE_GRACEFUL: FailoverMode.GRACEFUL,
+    pb.FAILOVER_MODE_FORCE: FailoverMode.FORCE,
+    pb.FAILOVER_MODE_TAKEOVER: FailoverMode.TAKEOVER,
+}
 
 
 class AdminService(pb_grpc.AdminServicer):
@@ -97,6 +104,38 @@ class AdminService(pb_grpc.AdminServicer):
         except ClusterError as exc:
             await abort(context, CommandError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)))
         return pb.SetConfigEpochReply()
+
+    async def Replicate(self, request: pb.ReplicateRequest, context: Context) -> pb.ReplicateReply:
+        runtime = await self._cluster(context)
+        try:
+            try:
+                primary = bytes.fromhex(request.primary_id)
+            except ValueError:
+                raise invalid(f"{request.primary_id!r} is not a node id") from None
+            try:
+                runtime.replicate(primary)
+            except ClusterError as exc:
+                raise CommandError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+        except CommandError as exc:
+            await abort(context, exc)
+        return pb.ReplicateReply()
+
+    async def Failover(self, request: pb.FailoverRequest, context: Context) -> pb.FailoverReply:
+        runtime = await self._cluster(context)
+        mode = _FAILOVER_MODES.get(request.mode)
+        try:
+            if mode is None:
+                raise invalid(f"unknown failover mode {request.mode}")
+            try:
+                runtime.failover(mode)
+            except ClusterError as exc:
+                raise CommandError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+        except CommandError as exc:
+            await abort(context, exc)
+        membership = runtime.membership
+        if request.wait_ms:
+            await wait_until(lambda: membership.myself.is_primary, request.wait_ms / 1000)
+        return pb.FailoverReply(promoted=membership.myself.is_primary)
 
     async def _cluster(self, context: Context) -> ClusterRuntime:
         if self._runtime is None:

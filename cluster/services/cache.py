@@ -14,8 +14,10 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
+from cluster.cluster_runtime import monotonic_ms
 from cluster.executor import CommandError, Executor
 from cluster.forwarding import Forwarder, ForwardError
+from cluster.membership.failover import MANUAL_FAILOVER_TIMEOUT_MS
 from cluster.ownership import Ownership
 from cluster.routing import (
     MAX_HOPS,
@@ -29,6 +31,7 @@ from cluster.routing import (
     moved,
     op_keys,
 )
+from cluster.services.durability import WRITE_OPS, Durability, wait_until
 from cluster.services.status import abort
 from cluster.slots import key_slot
 from cluster.stats import OpCounters
@@ -36,6 +39,9 @@ from slotcache.v1 import cache_pb2 as pb
 from slotcache.v1 import cache_pb2_grpc as pb_grpc
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+# A write waits at most this long for a manual failover's pause to end; then it
+# is routed again (usually to the new primary).
+MANUAL_FAILOVER_WAIT_S = MANUAL_FAILOVER_TIMEOUT_MS / 1000
 _Req = TypeVar("_Req")
 _Rep = TypeVar("_Rep")
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -50,11 +56,13 @@ class CacheService(pb_grpc.CacheServicer):
         counters: OpCounters,
         ownership: Ownership,
         forwarder: Forwarder,
+        durability: Durability,
     ) -> None:
         self._executor = executor
         self._counters = counters
         self._ownership = ownership
         self._forwarder = forwarder
+        self._durability = durability
 
     async def Get(self, request: pb.GetRequest, context: Context) -> pb.GetReply:
         return await self._serve("get", self._executor.get, request, context)
@@ -95,8 +103,15 @@ class CacheService(pb_grpc.CacheServicer):
         """Answer each batch with one reply batch; a failed operation never ends the stream."""
         options: CallOptions | None = None
         async for batch in request_iterator:
+            await self._wait_if_paused(batch)
             if self._all_local(batch):
-                yield self._run_local(batch)
+                pending: list[tuple[int, int]] = []
+                reply = self._run_local(batch, pending)
+                if pending:
+                    await self._settle(reply.results, pending, context)
+                for op, result in zip(batch.ops, reply.results, strict=True):
+                    self._count(op.WhichOneof("op") or "unknown", result)
+                yield reply
                 continue
             if options is None:
                 options = call_options(context.invocation_metadata())
@@ -126,19 +141,57 @@ class CacheService(pb_grpc.CacheServicer):
     ) -> Any:
         """Run one request wherever its keys live; raise CommandError on refusal."""
         ownership = self._ownership
+        needed = self._durability.required(op, request)
         if not ownership.cluster_enabled:
-            return handler(request)
+            if not needed:
+                return handler(request)
+            return await self._local(handler, request, needed, context)
+        if op in WRITE_OPS and self._paused():
+            await wait_until(lambda: not self._paused(), MANUAL_FAILOVER_WAIT_S)
         keys = op_keys(op, request)
         slots = [key_slot(k) for k in keys]
         local = all(ownership.is_local(s) for s in slots)
         if local and (ownership.ok or (op in READ_OPS and ownership.allow_reads_when_down)):
-            return handler(request)  # the handler validates the request itself
+            # The handler validates the request itself.
+            return (
+                handler(request)
+                if not needed
+                else await self._local(handler, request, needed, context)
+            )
         self._check_request(op, request, keys)
-        if not ownership.ok:
-            raise cluster_down("the cluster is down")
         if options is None:
             options = call_options(context.invocation_metadata())
+        if op in READ_OPS and options.replica_read and self._replica_serves(slots):
+            context.set_trailing_metadata(self._durability.lag_metadata())
+            return handler(request)
+        if not ownership.ok:
+            raise cluster_down("the cluster is down")
         return await self._remote(op, handler, request, slots, options, context)
+
+    async def _local(
+        self, handler: Callable[[Any], Any], request: Any, needed: int, context: Context
+    ) -> Any:
+        """Apply a write here and hold the answer until ``needed`` replicas have it."""
+        durability = self._durability
+        durability.check_available(needed)
+        reply = handler(request)
+        await durability.wait(needed, context.time_remaining())
+        return reply
+
+    def _paused(self) -> bool:
+        """Writes wait while a replica catches up for a manual failover of this node."""
+        membership = self._ownership.membership
+        return membership.writes_paused(monotonic_ms())
+
+    def _replica_serves(self, slots: list[int]) -> bool:
+        """This node replicates the owner of every slot and holds a complete copy."""
+        membership = self._ownership.membership
+        primary = membership.myself.primary
+        return (
+            bool(primary)
+            and all(membership.slots.owner(s) == primary for s in slots)
+            and self._durability.serves_replica_reads()
+        )
 
     def _check_request(self, op: str, request: Any, keys: list[bytes]) -> None:
         """Validate before routing, so bad input fails the same way on every node.
@@ -192,7 +245,10 @@ class CacheService(pb_grpc.CacheServicer):
         async def part(address: str | None, indices: list[int]) -> None:
             sub = multi.subset(request, indices)
             if address is None:
-                result = handler(sub)
+                needed = self._durability.required(op, sub)
+                result = (
+                    await self._local(handler, sub, needed, context) if needed else handler(sub)
+                )
             else:
                 result = await self._forward(address, multi.rpc, sub, options, timeout)
             multi.merge(reply, indices, result)
@@ -225,14 +281,58 @@ class CacheService(pb_grpc.CacheServicer):
                     return False
         return True
 
-    def _run_local(self, batch: pb.PipelineRequest) -> pb.PipelineReply:
+    def _run_local(
+        self, batch: pb.PipelineRequest, pending: list[tuple[int, int]]
+    ) -> pb.PipelineReply:
         reply = pb.PipelineReply()
         results = reply.results
-        for op in batch.ops:
-            result = self._executor.run(op)
-            self._count(op.WhichOneof("op") or "unknown", result)
-            results.append(result)
+        for i, op in enumerate(batch.ops):
+            results.append(self._run_op(i, op, pending))
         return reply
+
+    def _run_op(
+        self, index: int, op: pb.Operation, pending: list[tuple[int, int]]
+    ) -> pb.OperationResult:
+        """Run one operation here; a write that needs replicas is noted in ``pending``."""
+        kind = op.WhichOneof("op")
+        needed = self._durability.required(kind, getattr(op, kind)) if kind else 0
+        if needed:
+            try:
+                self._durability.check_available(needed)
+            except CommandError as exc:
+                return pb.OperationResult(id=op.id, error=exc.to_proto())
+        result = self._executor.run(op)
+        if needed and not result.HasField("error"):
+            pending.append((index, needed))
+        return result
+
+    async def _settle(
+        self,
+        results: Any,
+        pending: list[tuple[int, int]],
+        context: Context,
+    ) -> None:
+        """Wait for the replicas a batch's writes need; failed waits become those ops' errors."""
+        needed = max(n for _, n in pending)
+        try:
+            await self._durability.wait(needed, context.time_remaining())
+            return
+        except CommandError:
+            pass
+        # Fewer acknowledged the batch's last write than its strictest op needed:
+        # report each write against its own requirement.
+        for index, n in pending:
+            try:
+                await self._durability.wait(n, 0.001)
+            except CommandError as exc:
+                op_id = results[index].id
+                results[index].CopyFrom(pb.OperationResult(id=op_id, error=exc.to_proto()))
+
+    async def _wait_if_paused(self, batch: pb.PipelineRequest) -> None:
+        if not self._ownership.cluster_enabled or not self._paused():
+            return
+        if any(op.WhichOneof("op") in WRITE_OPS for op in batch.ops):
+            await wait_until(lambda: not self._paused(), MANUAL_FAILOVER_WAIT_S)
 
     async def _route_batch(
         self, batch: pb.PipelineRequest, options: CallOptions, context: Context
@@ -248,6 +348,7 @@ class CacheService(pb_grpc.CacheServicer):
         """
         ops = list(batch.ops)
         results: list[pb.OperationResult | None] = [None] * len(ops)
+        pending: list[tuple[int, int]] = []
         forward: dict[str, list[int]] = {}
         spread: list[int] = []
         # Keys touched in the current segment (True when written), by any
@@ -280,12 +381,14 @@ class CacheService(pb_grpc.CacheServicer):
                 if multi:
                     touched_multi[key] = writes or touched_multi.get(key, False)
             if target is None:
-                results[i] = self._executor.run(op)
+                results[i] = self._run_op(i, op, pending)
             elif target == "*":
                 spread.append(i)
             else:
                 forward.setdefault(target, []).append(i)
         await self._run_segment(ops, results, forward, spread, options, context)
+        if pending:
+            await self._settle(results, pending, context)
         out = pb.PipelineReply()
         for op, result in zip(ops, results, strict=True):
             assert result is not None

@@ -43,7 +43,7 @@ async def eventually(predicate, timeout: float = 10.0) -> bool:
 class Pair:
     def __init__(self, primary_ks: Keyspace, backlog_bytes: int = 1 << 20) -> None:
         self.primary_ks = primary_ks
-        self.primary = PrimaryReplication(primary_ks, backlog_bytes)
+        self.primary = PrimaryReplication(primary_ks, Backlog(backlog_bytes))
         self.replica_ks = Keyspace()
         self.replica = ReplicaSync(
             self.replica_ks, Backlog(1 << 20), b"r" * 20, lambda: self.address

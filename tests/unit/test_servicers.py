@@ -27,6 +27,7 @@ from cluster.node import Node
 from cluster.ownership import Ownership
 from cluster.services.admin import AdminService
 from cluster.services.cache import CacheService
+from cluster.services.durability import Durability
 from cluster.stats import OpCounters
 from slotcache.v1 import admin_pb2, cache_pb2
 from slotcache.v1 import cache_pb2 as pb
@@ -152,7 +153,10 @@ def build(runner, keyspace: Keyspace, limits: Limits | None = None) -> Served:
     counters = OpCounters()
     ownership = standalone_ownership()
     executor = Executor(keyspace, limits or Limits(64, 1024))
-    cache = Blocking(CacheService(executor, counters, ownership, Forwarder(1 << 26)), runner)
+    durability = Durability(None, 0, 1.0)
+    cache = Blocking(
+        CacheService(executor, counters, ownership, Forwarder(1 << 26), durability), runner
+    )
     admin = Blocking(
         AdminService(lambda: {"version": "test"}, counters.snapshot, ownership, None), runner
     )
@@ -388,7 +392,9 @@ def test_resource_exhausted_under_noeviction(runner):
 
 def test_info_reports_node_counters(runner, tmp_path):
     node = Node(ServerConfig(maxmemory=1 << 20, data_dir=tmp_path))
-    cache = CacheService(node.executor, node.counters, node.ownership, node.forwarder)
+    cache = CacheService(
+        node.executor, node.counters, node.ownership, node.forwarder, Durability(None, 0, 1.0)
+    )
     admin = AdminService(node.server_info, node.stats, node.ownership, None)
     server = grpc_testing.server_from_dictionary(
         {CACHE: Blocking(cache, runner), ADMIN: Blocking(admin, runner)},

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from slotcache.v1 import cache_pb2 as _cache_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +19,27 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _FailoverMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FailoverModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailoverMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FAILOVER_MODE_GRACEFUL: _FailoverMode.ValueType  # 0
+    FAILOVER_MODE_FORCE: _FailoverMode.ValueType  # 1
+    """Do not wait for the primary (it may be unreachable); still needs votes."""
+    FAILOVER_MODE_TAKEOVER: _FailoverMode.ValueType  # 2
+    """Take the slots without votes, under a new epoch."""
+
+class FailoverMode(_FailoverMode, metaclass=_FailoverModeEnumTypeWrapper): ...
+
+FAILOVER_MODE_GRACEFUL: FailoverMode.ValueType  # 0
+FAILOVER_MODE_FORCE: FailoverMode.ValueType  # 1
+"""Do not wait for the primary (it may be unreachable); still needs votes."""
+FAILOVER_MODE_TAKEOVER: FailoverMode.ValueType  # 2
+"""Take the slots without votes, under a new epoch."""
+Global___FailoverMode: _TypeAlias = FailoverMode  # noqa: Y015
 
 @_typing.final
 class InfoRequest(_message.Message):
@@ -356,3 +378,81 @@ class ClaimSlotsReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClaimSlotsReply: _TypeAlias = ClaimSlotsReply  # noqa: Y015
+
+@_typing.final
+class ReplicateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIMARY_ID_FIELD_NUMBER: _builtins.int
+    primary_id: _builtins.str
+    """40 hex digits."""
+    def __init__(
+        self,
+        *,
+        primary_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["primary_id", b"primary_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicateRequest: _TypeAlias = ReplicateRequest  # noqa: Y015
+
+@_typing.final
+class ReplicateReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicateReply: _TypeAlias = ReplicateReply  # noqa: Y015
+
+@_typing.final
+class FailoverRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    WAIT_MS_FIELD_NUMBER: _builtins.int
+    mode: Global___FailoverMode.ValueType
+    wait_ms: _builtins.int
+    """Return only once this node is a primary, or fail after this long (0: do not wait)."""
+    def __init__(
+        self,
+        *,
+        mode: Global___FailoverMode.ValueType = ...,
+        wait_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "wait_ms", b"wait_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FailoverRequest: _TypeAlias = FailoverRequest  # noqa: Y015
+
+@_typing.final
+class FailoverReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROMOTED_FIELD_NUMBER: _builtins.int
+    promoted: _builtins.bool
+    """True when this node is a primary by the time the call returns."""
+    def __init__(
+        self,
+        *,
+        promoted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["promoted", b"promoted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FailoverReply: _TypeAlias = FailoverReply  # noqa: Y015

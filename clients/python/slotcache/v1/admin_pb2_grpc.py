@@ -64,6 +64,16 @@ class AdminStub:
                 request_serializer=slotcache_dot_v1_dot_admin__pb2.ClaimSlotsRequest.SerializeToString,
                 response_deserializer=slotcache_dot_v1_dot_admin__pb2.ClaimSlotsReply.FromString,
                 _registered_method=True)
+        self.Replicate = channel.unary_unary(
+                '/slotcache.v1.Admin/Replicate',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.ReplicateRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.ReplicateReply.FromString,
+                _registered_method=True)
+        self.Failover = channel.unary_unary(
+                '/slotcache.v1.Admin/Failover',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.FailoverRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.FailoverReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -115,6 +125,22 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Replicate(self, request, context):
+        """Make this node a replica of a known primary (Redis's CLUSTER REPLICATE).
+        The node must own no slots; its data is replaced by a sync.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Failover(self, request, context):
+        """Manual failover on a replica (Redis's CLUSTER FAILOVER). GRACEFUL pauses
+        the primary until this replica has every write, so nothing is lost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +173,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ClaimSlots,
                     request_deserializer=slotcache_dot_v1_dot_admin__pb2.ClaimSlotsRequest.FromString,
                     response_serializer=slotcache_dot_v1_dot_admin__pb2.ClaimSlotsReply.SerializeToString,
+            ),
+            'Replicate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Replicate,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.ReplicateRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.ReplicateReply.SerializeToString,
+            ),
+            'Failover': grpc.unary_unary_rpc_method_handler(
+                    servicer.Failover,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.FailoverRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.FailoverReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +347,60 @@ class Admin:
             '/slotcache.v1.Admin/ClaimSlots',
             slotcache_dot_v1_dot_admin__pb2.ClaimSlotsRequest.SerializeToString,
             slotcache_dot_v1_dot_admin__pb2.ClaimSlotsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Replicate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/Replicate',
+            slotcache_dot_v1_dot_admin__pb2.ReplicateRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.ReplicateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Failover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/Failover',
+            slotcache_dot_v1_dot_admin__pb2.FailoverRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.FailoverReply.FromString,
             options,
             channel_credentials,
             insecure,

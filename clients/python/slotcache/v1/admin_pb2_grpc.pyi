@@ -50,6 +50,14 @@ class AdminStub:
     (Redis's CLUSTER SETSLOT <slot> NODE <myself>). Keys are not moved: the
     previous owner drops the keys of the slots it loses.
     """
+    Replicate: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReplicateRequest, _admin_pb2.ReplicateReply]
+    """Make this node a replica of a known primary (Redis's CLUSTER REPLICATE).
+    The node must own no slots; its data is replaced by a sync.
+    """
+    Failover: _grpc.UnaryUnaryMultiCallable[_admin_pb2.FailoverRequest, _admin_pb2.FailoverReply]
+    """Manual failover on a replica (Redis's CLUSTER FAILOVER). GRACEFUL pauses
+    the primary until this replica has every write, so nothing is lost.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -72,6 +80,14 @@ class AdminAsyncStub(AdminStub):
     """Take ownership of slots now, whoever owns them, under a new config epoch
     (Redis's CLUSTER SETSLOT <slot> NODE <myself>). Keys are not moved: the
     previous owner drops the keys of the slots it loses.
+    """
+    Replicate: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReplicateRequest, _admin_pb2.ReplicateReply]  # type: ignore[assignment]
+    """Make this node a replica of a known primary (Redis's CLUSTER REPLICATE).
+    The node must own no slots; its data is replaced by a sync.
+    """
+    Failover: _aio.UnaryUnaryMultiCallable[_admin_pb2.FailoverRequest, _admin_pb2.FailoverReply]  # type: ignore[assignment]
+    """Manual failover on a replica (Redis's CLUSTER FAILOVER). GRACEFUL pauses
+    the primary until this replica has every write, so nothing is lost.
     """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
@@ -128,6 +144,26 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         """Take ownership of slots now, whoever owns them, under a new config epoch
         (Redis's CLUSTER SETSLOT <slot> NODE <myself>). Keys are not moved: the
         previous owner drops the keys of the slots it loses.
+        """
+
+    @_abc_1.abstractmethod
+    def Replicate(
+        self,
+        request: _admin_pb2.ReplicateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReplicateReply, _abc.Awaitable[_admin_pb2.ReplicateReply]]:
+        """Make this node a replica of a known primary (Redis's CLUSTER REPLICATE).
+        The node must own no slots; its data is replaced by a sync.
+        """
+
+    @_abc_1.abstractmethod
+    def Failover(
+        self,
+        request: _admin_pb2.FailoverRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.FailoverReply, _abc.Awaitable[_admin_pb2.FailoverReply]]:
+        """Manual failover on a replica (Redis's CLUSTER FAILOVER). GRACEFUL pauses
+        the primary until this replica has every write, so nothing is lost.
         """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

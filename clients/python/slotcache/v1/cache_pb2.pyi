@@ -11,6 +11,17 @@ Every node serves every RPC. A node that does not own a key's slot either
 forwards the call to the owner or, when the caller sends the request
 metadata `slotcache-redirect: 1`, fails it with FAILED_PRECONDITION and a
 google.rpc.ErrorInfo{reason: "MOVED"} detail.
+
+Reads may be served by a replica of the owner when the caller sends
+`slotcache-replica-read: 1`; the reply's trailing metadata then carries
+`slotcache-replica-lag-ms` and `slotcache-replica-lag-ops`.
+
+Writes take `min_replicas`: the write returns once that many replicas hold
+it. When fewer replicas are connected the write is refused before it is
+applied (FAILED_PRECONDITION, reason NOT_ENOUGH_REPLICAS); when they do not
+acknowledge in time it fails with DEADLINE_EXCEEDED, reason
+REPLICATION_TIMEOUT: the write was applied on the primary and may or may
+not survive a failover. Unset, the server's --min-replicas applies.
 """
 
 from collections import abc as _abc
@@ -120,6 +131,7 @@ class SetRequest(_message.Message):
     TTL_MS_FIELD_NUMBER: _builtins.int
     CONDITION_FIELD_NUMBER: _builtins.int
     KEEP_TTL_FIELD_NUMBER: _builtins.int
+    MIN_REPLICAS_FIELD_NUMBER: _builtins.int
     key: _builtins.bytes
     value: _builtins.bytes
     ttl_ms: _builtins.int
@@ -127,6 +139,8 @@ class SetRequest(_message.Message):
     condition: Global___SetCondition.ValueType
     keep_ttl: _builtins.bool
     """Keep the TTL the key already has (Redis SET KEEPTTL)."""
+    min_replicas: _builtins.int
+    """Replicas that must hold the write before it is acknowledged (see above)."""
     def __init__(
         self,
         *,
@@ -135,12 +149,15 @@ class SetRequest(_message.Message):
         ttl_ms: _builtins.int = ...,
         condition: Global___SetCondition.ValueType = ...,
         keep_ttl: _builtins.bool = ...,
+        min_replicas: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas", "min_replicas", b"min_replicas"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "keep_ttl", b"keep_ttl", "key", b"key", "ttl_ms", b"ttl_ms", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas", "condition", b"condition", "keep_ttl", b"keep_ttl", "key", b"key", "min_replicas", b"min_replicas", "ttl_ms", b"ttl_ms", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__min_replicas: _TypeAlias = _typing.Literal["min_replicas"]  # noqa: Y015
+    _WhichOneofArgType__min_replicas: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_replicas) -> _WhichOneofReturnType__min_replicas | None: ...
 
 Global___SetRequest: _TypeAlias = SetRequest  # noqa: Y015
 
@@ -169,17 +186,23 @@ class DeleteRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
+    MIN_REPLICAS_FIELD_NUMBER: _builtins.int
     key: _builtins.bytes
+    min_replicas: _builtins.int
+    """Replicas that must hold the write before it is acknowledged (see above)."""
     def __init__(
         self,
         *,
         key: _builtins.bytes = ...,
+        min_replicas: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas", "min_replicas", b"min_replicas"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas", "key", b"key", "min_replicas", b"min_replicas"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__min_replicas: _TypeAlias = _typing.Literal["min_replicas"]  # noqa: Y015
+    _WhichOneofArgType__min_replicas: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_replicas) -> _WhichOneofReturnType__min_replicas | None: ...
 
 Global___DeleteRequest: _TypeAlias = DeleteRequest  # noqa: Y015
 
@@ -247,23 +270,29 @@ class ExpireRequest(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     TTL_MS_FIELD_NUMBER: _builtins.int
     CLEAR_FIELD_NUMBER: _builtins.int
+    MIN_REPLICAS_FIELD_NUMBER: _builtins.int
     key: _builtins.bytes
     ttl_ms: _builtins.int
     """New TTL; must be > 0 unless `clear` is set."""
     clear: _builtins.bool
     """Remove the key's TTL instead (Redis PERSIST). ttl_ms must then be 0."""
+    min_replicas: _builtins.int
+    """Replicas that must hold the write before it is acknowledged (see above)."""
     def __init__(
         self,
         *,
         key: _builtins.bytes = ...,
         ttl_ms: _builtins.int = ...,
         clear: _builtins.bool = ...,
+        min_replicas: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas", "min_replicas", b"min_replicas"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clear", b"clear", "key", b"key", "ttl_ms", b"ttl_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas", "clear", b"clear", "key", b"key", "min_replicas", b"min_replicas", "ttl_ms", b"ttl_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__min_replicas: _TypeAlias = _typing.Literal["min_replicas"]  # noqa: Y015
+    _WhichOneofArgType__min_replicas: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_replicas) -> _WhichOneofReturnType__min_replicas | None: ...
 
 Global___ExpireRequest: _TypeAlias = ExpireRequest  # noqa: Y015
 
@@ -338,19 +367,25 @@ class IncrRequest(_message.Message):
 
     KEY_FIELD_NUMBER: _builtins.int
     DELTA_FIELD_NUMBER: _builtins.int
+    MIN_REPLICAS_FIELD_NUMBER: _builtins.int
     key: _builtins.bytes
     delta: _builtins.int
+    min_replicas: _builtins.int
+    """Replicas that must hold the write before it is acknowledged (see above)."""
     def __init__(
         self,
         *,
         key: _builtins.bytes = ...,
         delta: _builtins.int = ...,
+        min_replicas: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas", "min_replicas", b"min_replicas"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "key", b"key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas", "delta", b"delta", "key", b"key", "min_replicas", b"min_replicas"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__min_replicas: _TypeAlias = _typing.Literal["min_replicas"]  # noqa: Y015
+    _WhichOneofArgType__min_replicas: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_replicas) -> _WhichOneofReturnType__min_replicas | None: ...
 
 Global___IncrRequest: _TypeAlias = IncrRequest  # noqa: Y015
 
@@ -420,18 +455,24 @@ class MSetRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRIES_FIELD_NUMBER: _builtins.int
+    MIN_REPLICAS_FIELD_NUMBER: _builtins.int
+    min_replicas: _builtins.int
+    """Replicas that must hold the write before it is acknowledged (see above)."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___SetRequest]: ...
     def __init__(
         self,
         *,
         entries: _abc.Iterable[Global___SetRequest] | None = ...,
+        min_replicas: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas", "min_replicas", b"min_replicas"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas", "entries", b"entries", "min_replicas", b"min_replicas"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__min_replicas: _TypeAlias = _typing.Literal["min_replicas"]  # noqa: Y015
+    _WhichOneofArgType__min_replicas: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_replicas) -> _WhichOneofReturnType__min_replicas | None: ...
 
 Global___MSetRequest: _TypeAlias = MSetRequest  # noqa: Y015
 
@@ -462,18 +503,24 @@ class MDeleteRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     KEYS_FIELD_NUMBER: _builtins.int
+    MIN_REPLICAS_FIELD_NUMBER: _builtins.int
+    min_replicas: _builtins.int
+    """Replicas that must hold the write before it is acknowledged (see above)."""
     @_builtins.property
     def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
         self,
         *,
         keys: _abc.Iterable[_builtins.bytes] | None = ...,
+        min_replicas: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas", "min_replicas", b"min_replicas"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas", "keys", b"keys", "min_replicas", b"min_replicas"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__min_replicas: _TypeAlias = _typing.Literal["min_replicas"]  # noqa: Y015
+    _WhichOneofArgType__min_replicas: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_replicas) -> _WhichOneofReturnType__min_replicas | None: ...
 
 Global___MDeleteRequest: _TypeAlias = MDeleteRequest  # noqa: Y015
 

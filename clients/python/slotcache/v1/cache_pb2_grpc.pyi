@@ -11,6 +11,17 @@ Every node serves every RPC. A node that does not own a key's slot either
 forwards the call to the owner or, when the caller sends the request
 metadata `slotcache-redirect: 1`, fails it with FAILED_PRECONDITION and a
 google.rpc.ErrorInfo{reason: "MOVED"} detail.
+
+Reads may be served by a replica of the owner when the caller sends
+`slotcache-replica-read: 1`; the reply's trailing metadata then carries
+`slotcache-replica-lag-ms` and `slotcache-replica-lag-ops`.
+
+Writes take `min_replicas`: the write returns once that many replicas hold
+it. When fewer replicas are connected the write is refused before it is
+applied (FAILED_PRECONDITION, reason NOT_ENOUGH_REPLICAS); when they do not
+acknowledge in time it fails with DEADLINE_EXCEEDED, reason
+REPLICATION_TIMEOUT: the write was applied on the primary and may or may
+not survive a failover. Unset, the server's --min-replicas applies.
 """
 
 from collections import abc as _abc

@@ -1,0 +1,95 @@
+"""This node's place in replication: feeding replicas as a primary, or following as a replica.
+
+The membership state machine decides the role; this switches the keyspace
+and the streams to match. One backlog lives across roles, so a promoted
+replica keeps the history it followed (and other replicas can continue from
+it) and a demoted primary can be served from where it stood.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from cluster.keyspace import Keyspace
+from cluster.replication.backlog import Backlog
+from cluster.replication.primary import PrimaryReplication
+from cluster.replication.replica import ReplicaSync
+
+log = logging.getLogger(__name__)
+
+
+class NodeReplication:
+    """Owns the backlog and whichever side of replication this node plays now."""
+
+    def __init__(
+        self,
+        keyspace: Keyspace,
+        backlog_bytes: int,
+        my_id: bytes,
+        primary_bus: Callable[[], str | None],
+    ) -> None:
+        self.keyspace = keyspace
+        self.backlog = Backlog(backlog_bytes)
+        self.my_id = my_id
+        self._primary_bus = primary_bus
+        self._maxmemory = keyspace.maxmemory
+        self.primary: PrimaryReplication | None = None
+        self.replica: ReplicaSync | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def offset(self) -> int:
+        """Where this node's data stands in its replication history."""
+        if self.replica is not None:
+            return self.replica.applied
+        return self.backlog.offset
+
+    def link_age_ms(self) -> int:
+        """For a replica: how long since it last heard from its primary (0 for a primary)."""
+        if self.replica is None or not self.replica.last_contact:
+            return 0
+        return self.replica.link_age_ms()
+
+    async def become_primary(self) -> None:
+        """Serve replicas; a promoted replica starts a new history that keeps the old one."""
+        async with self._lock:
+            if self.replica is not None:
+                await self.replica.stop()
+                self.replica = None
+                self.backlog.fork()
+                log.info("promoted: new replication id %s", self.backlog.replid)
+            if self.primary is None:
+                self.keyspace.expire_keys = True
+                self.keyspace.maxmemory = self._maxmemory
+                self.primary = PrimaryReplication(self.keyspace, self.backlog)
+                self.primary.attach()
+
+    async def become_replica(self) -> None:
+        """Follow the primary the membership names; replicas never evict or expire on their own."""
+        async with self._lock:
+            if self.primary is not None:
+                self.primary.detach()
+                self.primary = None
+            if self.replica is None:
+                self.keyspace.maxmemory = 0
+                self.replica = ReplicaSync(
+                    self.keyspace, self.backlog, self.my_id, self._primary_bus
+                )
+                self.replica.start()
+
+    def heartbeat(self, now_ms: int) -> None:
+        """Keep idle replicas informed (called by the node's cron)."""
+        if self.primary is not None:
+            self.primary.heartbeat(now_ms)
+
+    async def stop(self) -> None:
+        """Stop streaming in either direction."""
+        async with self._lock:
+            if self.replica is not None:
+                await self.replica.stop()
+                self.replica = None
+            if self.primary is not None:
+                self.primary.detach()
+                self.primary = None

@@ -1,0 +1,99 @@
+"""Write durability (min_replicas) and replica reads, as the Cache service applies them.
+
+A write that asks for ``min_replicas`` is refused before it is applied when
+fewer replicas are connected (so the caller knows it did not happen), and
+otherwise applied and then held until that many replicas acknowledge it. If
+they do not in time, the caller learns the write may or may not survive:
+it is on the primary but perhaps on no replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+
+from cluster.executor import CommandError
+from cluster.replication.manager import NodeReplication
+from cluster.replication.primary import ReplicationTimeout
+
+REASON_NOT_ENOUGH_REPLICAS = "NOT_ENOUGH_REPLICAS"
+REASON_REPLICATION_TIMEOUT = "REPLICATION_TIMEOUT"
+LAG_MS_KEY = "slotcache-replica-lag-ms"
+LAG_OPS_KEY = "slotcache-replica-lag-ops"
+
+WRITE_OPS = frozenset({"set", "delete", "expire", "incr", "mset", "mdelete"})
+
+
+class Durability:
+    """The node's replication as the request path needs it."""
+
+    def __init__(
+        self, replication: NodeReplication | None, default_min: int, timeout_s: float
+    ) -> None:
+        self.replication = replication
+        self.default_min = default_min
+        self.timeout_s = timeout_s
+
+    def required(self, op: str, request: Any) -> int:
+        """How many replicas must hold this write (0 for reads)."""
+        if op not in WRITE_OPS:
+            return 0
+        if request.HasField("min_replicas"):
+            return int(request.min_replicas)
+        return self.default_min
+
+    def check_available(self, needed: int) -> None:
+        """Refuse, before applying anything, a write that cannot get enough replicas."""
+        primary = self.replication.primary if self.replication is not None else None
+        available = primary.in_sync_replicas() if primary is not None else 0
+        if available < needed:
+            raise CommandError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the write needs {needed} replicas but {available} are in sync; "
+                "it was not applied",
+                REASON_NOT_ENOUGH_REPLICAS,
+                {"required": str(needed), "available": str(available)},
+            )
+
+    async def wait(self, needed: int, timeout: float | None) -> None:
+        """Hold an applied write until ``needed`` replicas have it, or fail saying so."""
+        primary = self.replication.primary if self.replication is not None else None
+        if primary is None:
+            raise CommandError(
+                grpc.StatusCode.UNAVAILABLE, "this node stopped being a primary during the write"
+            )
+        limit = self.timeout_s if timeout is None else min(timeout, self.timeout_s)
+        try:
+            await primary.wait_for(primary.offset, needed, max(limit, 0.001))
+        except ReplicationTimeout as exc:
+            raise CommandError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{exc}; the write is applied on the primary and may or may not survive a failover",
+                REASON_REPLICATION_TIMEOUT,
+                {"required": str(exc.required), "acknowledged": str(exc.acked)},
+            ) from None
+
+    def serves_replica_reads(self) -> bool:
+        """This node is a replica holding a complete copy of its primary."""
+        replica = self.replication.replica if self.replication is not None else None
+        return replica is not None and replica.synced and not replica.syncing
+
+    def lag_metadata(self) -> tuple[tuple[str, str], ...]:
+        """Trailing metadata that tells a replica reader how stale its answer may be."""
+        replica = self.replication.replica if self.replication is not None else None
+        if replica is None:
+            return ()
+        return ((LAG_MS_KEY, str(replica.lag_ms())), (LAG_OPS_KEY, str(replica.lag_ops)))
+
+
+async def wait_until(predicate: Any, limit_s: float, step_s: float = 0.005) -> bool:
+    """Poll ``predicate`` until it is false-to-true or ``limit_s`` passes (for short pauses)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while not predicate():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(step_s)
+    return True
