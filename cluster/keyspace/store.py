@@ -141,8 +141,8 @@ class Keyspace:
         self._lfu_decayed_at = array("q", [clock_ms()]) * SLOT_COUNT
         self._stamp = -1
         self._per_key_extra = 0
-        # Told of every change (replication, invalidation); None costs nothing.
-        self.listener: KeyspaceListener | None = None
+        # Told of every change (replication, invalidation); none costs nothing.
+        self._listeners: tuple[KeyspaceListener, ...] = ()
         # A primary deletes keys whose deadline passed. A replica only hides
         # them: its primary sends the delete, so both stay identical.
         self.expire_keys = True
@@ -152,6 +152,15 @@ class Keyspace:
         elif policy.lfu:
             self._lfu = [{} for _ in range(SLOT_COUNT)]
             self._per_key_extra = memory.DICT_SLOT
+
+    def add_listener(self, listener: KeyspaceListener) -> None:
+        """Tell ``listener`` of every change from now on (adding it twice is a no-op)."""
+        if listener not in self._listeners:
+            self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: KeyspaceListener) -> None:
+        """Stop telling ``listener`` (a no-op when it is not registered)."""
+        self._listeners = tuple(x for x in self._listeners if x is not listener)
 
     # ---- reads -------------------------------------------------------------
 
@@ -310,8 +319,8 @@ class Keyspace:
             self._ttl.set(key, deadline)
         elif self._ttl.discard(key):
             self.used_memory -= memory.TTL_ENTRY
-        if self.listener is not None:
-            self.listener.deadline_set(slot, key, deadline)
+        for listener in self._listeners:
+            listener.deadline_set(slot, key, deadline)
 
     def incr(self, key: bytes, delta: int) -> int:
         """Add ``delta`` to an integer value (missing counts as 0), keeping its TTL."""
@@ -468,8 +477,8 @@ class Keyspace:
             else:
                 self._decay_slot(slot)
                 counts[key] = lfu_increment(counts[key], self._lfu_log_factor, self._random)
-        if self.listener is not None:
-            self.listener.key_set(slot, key, value, deadline)
+        for listener in self._listeners:
+            listener.key_set(slot, key, value, deadline)
 
     def _remove(self, slot: int, key: bytes, cause: RemovalCause) -> None:
         data = self._data[slot]
@@ -484,8 +493,8 @@ class Keyspace:
             del self._lru[slot][key]
         elif self._lfu is not None:
             del self._lfu[slot][key]
-        if self.listener is not None:
-            self.listener.key_removed(slot, key, cause)
+        for listener in self._listeners:
+            listener.key_removed(slot, key, cause)
 
     def _make_room(self, growth: int, protected: Iterable[bytes]) -> None:
         """Evict until ``growth`` more bytes fit under maxmemory, or raise OutOfMemory.

@@ -78,14 +78,15 @@ class PrimaryReplication:
         self._flush_scheduled = False
         self.full_syncs = 0
         self.partial_syncs = 0
+        self._recorder = OpRecorder(self._record)
 
     def attach(self) -> None:
         """Start recording every keyspace change."""
-        self.keyspace.listener = OpRecorder(self._record)
+        self.keyspace.add_listener(self._recorder)
 
     def detach(self) -> None:
         """Stop recording (this node became a replica) and drop every replica."""
-        self.keyspace.listener = None
+        self.keyspace.remove_listener(self._recorder)
         for link in self.links.values():
             link.queue.put_nowait(pb.PrimaryMessage())  # an empty message ends the stream
         self.links.clear()

@@ -57,6 +57,7 @@ class ReplicaSync:
         self.last_contact = 0.0
         self.full_syncs = 0
         self._pending_replid = ""
+        self._recorder = OpRecorder(self._record)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -72,7 +73,7 @@ class ReplicaSync:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self.keyspace.listener = None
+        self.keyspace.remove_listener(self._recorder)
 
     @property
     def lag_ops(self) -> int:
@@ -144,14 +145,14 @@ class ReplicaSync:
         self.backlog.replid = partial.replid
         self.backlog.previous = None
         self.applied = partial.offset
-        self.keyspace.listener = OpRecorder(self._record)
+        self.keyspace.add_listener(self._recorder)
         log.info("partial sync from offset %d", partial.offset)
 
     async def _begin_full_sync(self, start: pb.FullSyncStart) -> bytearray:
         self.full_syncs += 1
         self.syncing = True
         self.synced = False
-        self.keyspace.listener = None
+        self.keyspace.remove_listener(self._recorder)
         self.applied = start.offset
         self.primary_offset = start.offset
         self._pending_replid = start.replid
@@ -182,7 +183,7 @@ class ReplicaSync:
         self.applied = done.offset
         self.syncing = False
         self.synced = True
-        self.keyspace.listener = OpRecorder(self._record)
+        self.keyspace.add_listener(self._recorder)
         log.info("full sync done at offset %d (%d keys)", done.offset, self.keyspace.key_count)
 
     def _apply_ops(self, ops: pb.ReplOps, snapshotted: bytearray | None) -> None:

@@ -79,14 +79,24 @@ class Cluster:
 
     @classmethod
     def start(
-        cls, factory: ServerFactory, primaries: int = 3, node_timeout_ms: int = 1000, *flags: str
+        cls,
+        factory: ServerFactory,
+        primaries: int = 3,
+        node_timeout_ms: int = 1000,
+        *flags: str,
+        replicas: int = 0,
     ) -> Cluster:
-        """Start ``primaries`` nodes and form a cluster of them."""
+        """Start ``primaries`` nodes (and ``replicas`` per primary) and form a cluster.
+
+        Nodes ``0..primaries-1`` are the primaries; replica ``j`` of primary
+        ``i`` is node ``primaries + j * primaries + i``.
+        """
         args = ("--node-timeout", str(node_timeout_ms), *flags)
-        nodes = [factory.create(*args, cluster=True) for _ in range(primaries)]
+        count = primaries * (replicas + 1)
+        nodes = [factory.create(*args, cluster=True) for _ in range(count)]
         for node in nodes:
             node.start()
-        create_cluster([n.address for n in nodes])
+        create_cluster([n.address for n in nodes], replicas=replicas)
         return cls(factory, nodes)
 
     @property

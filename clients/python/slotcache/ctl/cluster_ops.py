@@ -148,17 +148,42 @@ def check_bus(bus_address: str, timeout: float) -> None:
             ) from None
 
 
+def plan_roles(count: int, replicas: int) -> tuple[int, list[int]]:
+    """How many of ``count`` nodes are primaries, and which primary each replica follows.
+
+    As ``redis-cli --cluster create``: the first ``count / (replicas + 1)``
+    nodes are primaries; the rest are spread over them round-robin.
+    """
+    if replicas < 0:
+        raise OperationError("--replicas must be >= 0")
+    primaries = count // (replicas + 1)
+    if primaries < 1 or count != primaries * (replicas + 1):
+        raise OperationError(
+            f"{count} nodes cannot form primaries with {replicas} replicas each; "
+            f"give a multiple of {replicas + 1} nodes"
+        )
+    return primaries, [i % primaries for i in range(count - primaries)]
+
+
 def create_cluster(
-    addresses: Sequence[str], *, timeout: float = 5.0, wait_s: float = 30.0
+    addresses: Sequence[str],
+    *,
+    replicas: int = 0,
+    timeout: float = 5.0,
+    wait_s: float = 30.0,
 ) -> list[tuple[str, str, tuple[int, int]]]:
     """Form a cluster of empty nodes: split the slots evenly and have every node meet.
 
-    Returns ``(address, node id, slot range)`` per node, in the given order.
+    With ``replicas``, the first ``len / (replicas + 1)`` nodes are primaries
+    and the others replicate them round-robin. Returns ``(address, node id,
+    slot range)`` per node, in the given order; replicas have the range
+    ``(-1, -1)``.
     """
     if len(set(addresses)) != len(addresses):
         raise OperationError("the same address is listed twice")
     if not addresses:
         raise OperationError("no nodes given")
+    primary_count, followed = plan_roles(len(addresses), replicas)
     nodes = [NodeHandle.open(a, timeout) for a in addresses]
     try:
         states = [n.state() for n in nodes]
@@ -167,8 +192,8 @@ def create_cluster(
         me = [myself(s) for s in states]
         for peer in me:
             check_bus(peer.bus_address, timeout)
-        plan = split_slots(len(nodes))
-        for i, (node, (start, end)) in enumerate(zip(nodes, plan, strict=True)):
+        plan = split_slots(primary_count)
+        for i, (node, (start, end)) in enumerate(zip(nodes, plan, strict=False)):
             node.call("SetConfigEpoch", admin_pb2.SetConfigEpochRequest(config_epoch=i + 1))
             node.call(
                 "AddSlots",
@@ -177,8 +202,16 @@ def create_cluster(
         for peer in me[1:]:
             host, _, port = peer.bus_address.rpartition(":")
             nodes[0].call("Meet", admin_pb2.MeetRequest(host=host, bus_port=int(port)))
+        for replica, primary in zip(nodes[primary_count:], followed, strict=True):
+            # The replica must know its primary before it can follow it.
+            host, _, port = me[primary].bus_address.rpartition(":")
+            replica.call("Meet", admin_pb2.MeetRequest(host=host, bus_port=int(port)))
+            replica.call("Replicate", admin_pb2.ReplicateRequest(primary_id=states[primary].myself))
         wait_until_agreed(nodes, len(nodes), wait_s)
-        return [(n.address, s.myself, r) for n, s, r in zip(nodes, states, plan, strict=True)]
+        if replicas:
+            wait_until_replicated(nodes[:primary_count], replicas, wait_s)
+        ranges = [*plan, *[(-1, -1)] * len(followed)]
+        return [(n.address, s.myself, r) for n, s, r in zip(nodes, states, ranges, strict=True)]
     finally:
         for node in nodes:
             node.close()
@@ -201,6 +234,20 @@ def _check_fresh(node: NodeHandle, state: admin_pb2.ClusterStateReply) -> None:
     keys = node.info().stats.get("keys", 0)
     if keys:
         raise OperationError(f"{node.address} holds {keys} keys; nothing was changed")
+
+
+def wait_until_replicated(primaries: Sequence[NodeHandle], replicas: int, wait_s: float) -> None:
+    """Poll until every primary has ``replicas`` replicas past their first sync."""
+    deadline = time.monotonic() + wait_s
+    counts: list[int] = []
+    while time.monotonic() < deadline:
+        counts = [p.info().stats.get("repl.replicas_in_sync", 0) for p in primaries]
+        if all(c >= replicas for c in counts):
+            return
+        time.sleep(0.05)
+    raise OperationError(
+        f"replicas did not finish syncing within {wait_s:.0f}s (in sync per primary: {counts})"
+    )
 
 
 def views_agree(states: Sequence[admin_pb2.ClusterStateReply], expected_nodes: int) -> bool:
