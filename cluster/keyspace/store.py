@@ -141,6 +141,8 @@ class Keyspace:
         self._lfu_decayed_at = array("q", [clock_ms()]) * SLOT_COUNT
         self._stamp = -1
         self._per_key_extra = 0
+        # The memory estimate per slot, for rebalancing by memory.
+        self._slot_bytes = array("q", [0]) * SLOT_COUNT
         # Told of every change (replication, invalidation); none costs nothing.
         self._listeners: tuple[KeyspaceListener, ...] = ()
         # A primary deletes keys whose deadline passed. A replica only hides
@@ -315,10 +317,10 @@ class Keyspace:
     def _apply_deadline(self, slot: int, key: bytes, deadline: int) -> None:
         if deadline:
             if key not in self._ttl:
-                self.used_memory += memory.TTL_ENTRY
+                self._account(slot, memory.TTL_ENTRY)
             self._ttl.set(key, deadline)
         elif self._ttl.discard(key):
-            self.used_memory -= memory.TTL_ENTRY
+            self._account(slot, -memory.TTL_ENTRY)
         for listener in self._listeners:
             listener.deadline_set(slot, key, deadline)
 
@@ -367,6 +369,10 @@ class Keyspace:
     def nonempty_slots(self) -> Iterator[int]:
         """Slots that hold at least one key, ascending."""
         return iter(self._nonempty)
+
+    def slot_memory(self, slot: int) -> int:
+        """The memory estimate of ``slot``'s entries, kept as they change."""
+        return self._slot_bytes[slot]
 
     def slot_items(self, slot: int) -> list[tuple[bytes, bytes, int]]:
         """Every live ``(key, value, deadline)`` of ``slot``: an atomic snapshot for syncing.
@@ -456,18 +462,18 @@ class Keyspace:
             if not data:
                 self._nonempty.add(slot)
             self.key_count += 1
-            self.used_memory += memory.entry(len(key), len(value), self._per_key_extra)
+            self._account(slot, memory.entry(len(key), len(value), self._per_key_extra))
         else:
-            self.used_memory += memory.bytes_object(len(value)) - memory.bytes_object(len(old))
+            self._account(slot, memory.bytes_object(len(value)) - memory.bytes_object(len(old)))
             if self._lru is not None:
                 del data[key]
         data[key] = value
         if deadline:
             if key not in self._ttl:
-                self.used_memory += memory.TTL_ENTRY
+                self._account(slot, memory.TTL_ENTRY)
             self._ttl.set(key, deadline)
         elif self._ttl.discard(key):
-            self.used_memory -= memory.TTL_ENTRY
+            self._account(slot, -memory.TTL_ENTRY)
         if self._lru is not None:
             self._lru[slot][key] = self._lru_stamp()
         elif self._lfu is not None:
@@ -480,15 +486,19 @@ class Keyspace:
         for listener in self._listeners:
             listener.key_set(slot, key, value, deadline)
 
+    def _account(self, slot: int, delta: int) -> None:
+        self.used_memory += delta
+        self._slot_bytes[slot] += delta
+
     def _remove(self, slot: int, key: bytes, cause: RemovalCause) -> None:
         data = self._data[slot]
         value = data.pop(key)
         if not data:
             self._nonempty.discard(slot)
         self.key_count -= 1
-        self.used_memory -= memory.entry(len(key), len(value), self._per_key_extra)
+        self._account(slot, -memory.entry(len(key), len(value), self._per_key_extra))
         if self._ttl.discard(key):
-            self.used_memory -= memory.TTL_ENTRY
+            self._account(slot, -memory.TTL_ENTRY)
         if self._lru is not None:
             del self._lru[slot][key]
         elif self._lfu is not None:

@@ -12,6 +12,7 @@ import tracemalloc
 import pytest
 
 from cluster.keyspace import EvictionPolicy, Keyspace
+from cluster.slots import SLOT_COUNT
 
 START_MS = 1_700_000_000_000
 TOLERANCE = 0.20
@@ -117,3 +118,18 @@ def test_estimate_follows_overwrites_and_ttl_changes():
     assert ks.used_memory == direct.used_memory
     assert ks.ttl_key_count() == direct.ttl_key_count()
     delete_all(ks, n)
+
+
+def test_per_slot_memory_adds_up_to_the_total():
+    ks = Keyspace(policy=EvictionPolicy.ALLKEYS_LRU, random=random.Random(5).random)
+    for i in range(5000):
+        ks.set(b"k%d" % i, b"v" * (i % 300), ttl_ms=1000 if i % 3 else 0)
+    for i in range(0, 5000, 7):
+        ks.delete(b"k%d" % i)
+    for i in range(0, 5000, 11):
+        ks.persist(b"k%d" % i)
+    assert sum(ks.slot_memory(s) for s in range(SLOT_COUNT)) == ks.used_memory
+    for slot in list(ks.nonempty_slots()):
+        ks.clear_slot(slot)
+    assert ks.used_memory == 0
+    assert all(ks.slot_memory(s) == 0 for s in range(SLOT_COUNT))
