@@ -128,7 +128,8 @@ class Node:
             server,
         )
         admin_pb2_grpc.add_AdminServicer_to_server(
-            AdminService(self.server_info, self.stats, self.ownership, self.runtime), server
+            AdminService(self.server_info, self.stats, self.ownership, self.runtime, self.keyspace),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

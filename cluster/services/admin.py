@@ -9,6 +9,7 @@ import grpc
 
 from cluster.cluster_runtime import ClusterRuntime, monotonic_ms
 from cluster.executor import CommandError, invalid
+from cluster.keyspace import Keyspace
 from cluster.membership.failover import FailoverMode
 from cluster.membership.machine import ClusterError
 from cluster.membership.slot_table import expand, flatten
@@ -40,11 +41,13 @@ class AdminService(pb_grpc.AdminServicer):
         stats: Callable[[], Mapping[str, int]],
         ownership: Ownership,
         runtime: ClusterRuntime | None,
+        keyspace: Keyspace,
     ) -> None:
         self._server_info = server_info
         self._stats = stats
         self._ownership = ownership
         self._runtime = runtime
+        self._keyspace = keyspace
 
     async def Info(self, request: pb.InfoRequest, context: Context) -> pb.InfoReply:
         return pb.InfoReply(server=self._server_info(), stats=self._stats())
@@ -136,6 +139,45 @@ class AdminService(pb_grpc.AdminServicer):
         if request.wait_ms:
             await wait_until(lambda: membership.myself.is_primary, request.wait_ms / 1000)
         return pb.FailoverReply(promoted=membership.myself.is_primary)
+
+    async def SlotStats(self, request: pb.SlotStatsRequest, context: Context) -> pb.SlotStatsReply:
+        keyspace = self._keyspace
+        if request.ranges:
+            try:
+                slots: Iterable[int] = _slots(request.ranges)
+            except CommandError as exc:
+                await abort(context, exc)
+                raise
+        else:
+            slots = keyspace.nonempty_slots()
+        reply = pb.SlotStatsReply()
+        for slot in slots:
+            reply.slots.add(
+                slot=slot, keys=keyspace.slot_key_count(slot), bytes=keyspace.slot_memory(slot)
+            )
+        return reply
+
+    async def ImportSlots(
+        self, request: pb.ImportSlotsRequest, context: Context
+    ) -> pb.ImportSlotsReply:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "slot migration is not available yet")
+        raise AssertionError("unreachable")
+
+    async def MigrationStatus(
+        self, request: pb.MigrationStatusRequest, context: Context
+    ) -> pb.MigrationStatusReply:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "slot migration is not available yet")
+        raise AssertionError("unreachable")
+
+    async def CancelMigration(
+        self, request: pb.CancelMigrationRequest, context: Context
+    ) -> pb.CancelMigrationReply:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "slot migration is not available yet")
+        raise AssertionError("unreachable")
+
+    async def Forget(self, request: pb.ForgetRequest, context: Context) -> pb.ForgetReply:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "forget is not available yet")
+        raise AssertionError("unreachable")
 
     async def _cluster(self, context: Context) -> ClusterRuntime:
         if self._runtime is None:

@@ -18,7 +18,7 @@ def test_committed_generated_code_matches_the_protos():
 def test_every_proto_has_generated_modules():
     protos = sorted(p.stem for p in (ROOT / "protos" / "slotcache" / "v1").glob("*.proto"))
     generated = ROOT / "clients" / "python" / "slotcache" / "v1"
-    assert protos == ["admin", "bus", "cache", "replication"]
+    assert protos == ["admin", "bus", "cache", "migration", "replication"]
     for name in protos:
         assert (generated / f"{name}_pb2.py").is_file()
         assert (generated / f"{name}_pb2_grpc.py").is_file()

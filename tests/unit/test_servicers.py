@@ -158,7 +158,8 @@ def build(runner, keyspace: Keyspace, limits: Limits | None = None) -> Served:
         CacheService(executor, counters, ownership, Forwarder(1 << 26), durability), runner
     )
     admin = Blocking(
-        AdminService(lambda: {"version": "test"}, counters.snapshot, ownership, None), runner
+        AdminService(lambda: {"version": "test"}, counters.snapshot, ownership, None, keyspace),
+        runner,
     )
     server = grpc_testing.server_from_dictionary(
         {CACHE: cache, ADMIN: admin}, grpc_testing.strict_real_time()
@@ -395,7 +396,7 @@ def test_info_reports_node_counters(runner, tmp_path):
     cache = CacheService(
         node.executor, node.counters, node.ownership, node.forwarder, Durability(None, 0, 1.0)
     )
-    admin = AdminService(node.server_info, node.stats, node.ownership, None)
+    admin = AdminService(node.server_info, node.stats, node.ownership, None, node.keyspace)
     server = grpc_testing.server_from_dictionary(
         {CACHE: Blocking(cache, runner), ADMIN: Blocking(admin, runner)},
         grpc_testing.strict_real_time(),

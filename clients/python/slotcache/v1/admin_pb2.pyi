@@ -41,6 +41,37 @@ FAILOVER_MODE_TAKEOVER: FailoverMode.ValueType  # 2
 """Take the slots without votes, under a new epoch."""
 Global___FailoverMode: _TypeAlias = FailoverMode  # noqa: Y015
 
+class _MigrationState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MigrationStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MigrationState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MIGRATION_STATE_UNSPECIFIED: _MigrationState.ValueType  # 0
+    MIGRATION_STATE_SNAPSHOT: _MigrationState.ValueType  # 1
+    """Snapshots of the slots are arriving."""
+    MIGRATION_STATE_STREAMING: _MigrationState.ValueType  # 2
+    """Every snapshot arrived; following the writes until caught up."""
+    MIGRATION_STATE_HANDOFF: _MigrationState.ValueType  # 3
+    """The source holds writes; the target applies the tail and takes the slots."""
+    MIGRATION_STATE_DONE: _MigrationState.ValueType  # 4
+    MIGRATION_STATE_FAILED: _MigrationState.ValueType  # 5
+    """Failed or cancelled: the source kept the slots and the target dropped its copy."""
+
+class MigrationState(_MigrationState, metaclass=_MigrationStateEnumTypeWrapper): ...
+
+MIGRATION_STATE_UNSPECIFIED: MigrationState.ValueType  # 0
+MIGRATION_STATE_SNAPSHOT: MigrationState.ValueType  # 1
+"""Snapshots of the slots are arriving."""
+MIGRATION_STATE_STREAMING: MigrationState.ValueType  # 2
+"""Every snapshot arrived; following the writes until caught up."""
+MIGRATION_STATE_HANDOFF: MigrationState.ValueType  # 3
+"""The source holds writes; the target applies the tail and takes the slots."""
+MIGRATION_STATE_DONE: MigrationState.ValueType  # 4
+MIGRATION_STATE_FAILED: MigrationState.ValueType  # 5
+"""Failed or cancelled: the source kept the slots and the target dropped its copy."""
+Global___MigrationState: _TypeAlias = MigrationState  # noqa: Y015
+
 @_typing.final
 class InfoRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -456,3 +487,277 @@ class FailoverReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FailoverReply: _TypeAlias = FailoverReply  # noqa: Y015
+
+@_typing.final
+class ImportSlotsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    RANGES_FIELD_NUMBER: _builtins.int
+    source_id: _builtins.str
+    """The current owner of the slots (40 hex digits)."""
+    @_builtins.property
+    def ranges(self) -> _containers.RepeatedCompositeFieldContainer[_cache_pb2.SlotRange]: ...
+    def __init__(
+        self,
+        *,
+        source_id: _builtins.str = ...,
+        ranges: _abc.Iterable[_cache_pb2.SlotRange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ranges", b"ranges", "source_id", b"source_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportSlotsRequest: _TypeAlias = ImportSlotsRequest  # noqa: Y015
+
+@_typing.final
+class ImportSlotsReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIGRATION_ID_FIELD_NUMBER: _builtins.int
+    migration_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        migration_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["migration_id", b"migration_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportSlotsReply: _TypeAlias = ImportSlotsReply  # noqa: Y015
+
+@_typing.final
+class MigrationProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIGRATION_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    TARGET_ID_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SLOTS_DONE_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    ELAPSED_S_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    migration_id: _builtins.str
+    source_id: _builtins.str
+    target_id: _builtins.str
+    state: Global___MigrationState.ValueType
+    slots_done: _builtins.int
+    """Slots whose snapshot has been received (target) or sent (source)."""
+    keys: _builtins.int
+    bytes: _builtins.int
+    elapsed_s: _builtins.float
+    error: _builtins.str
+    side: _builtins.str
+    """"target" or "source": which side this node plays."""
+    @_builtins.property
+    def slots(self) -> _containers.RepeatedCompositeFieldContainer[_cache_pb2.SlotRange]: ...
+    def __init__(
+        self,
+        *,
+        migration_id: _builtins.str = ...,
+        source_id: _builtins.str = ...,
+        target_id: _builtins.str = ...,
+        slots: _abc.Iterable[_cache_pb2.SlotRange] | None = ...,
+        state: Global___MigrationState.ValueType = ...,
+        slots_done: _builtins.int = ...,
+        keys: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+        elapsed_s: _builtins.float = ...,
+        error: _builtins.str = ...,
+        side: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "elapsed_s", b"elapsed_s", "error", b"error", "keys", b"keys", "migration_id", b"migration_id", "side", b"side", "slots", b"slots", "slots_done", b"slots_done", "source_id", b"source_id", "state", b"state", "target_id", b"target_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationProgress: _TypeAlias = MigrationProgress  # noqa: Y015
+
+@_typing.final
+class MigrationStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIGRATION_ID_FIELD_NUMBER: _builtins.int
+    migration_id: _builtins.str
+    """Empty: every migration this node knows."""
+    def __init__(
+        self,
+        *,
+        migration_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["migration_id", b"migration_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationStatusRequest: _TypeAlias = MigrationStatusRequest  # noqa: Y015
+
+@_typing.final
+class MigrationStatusReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIGRATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def migrations(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationProgress]: ...
+    def __init__(
+        self,
+        *,
+        migrations: _abc.Iterable[Global___MigrationProgress] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["migrations", b"migrations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationStatusReply: _TypeAlias = MigrationStatusReply  # noqa: Y015
+
+@_typing.final
+class CancelMigrationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIGRATION_ID_FIELD_NUMBER: _builtins.int
+    migration_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        migration_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["migration_id", b"migration_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelMigrationRequest: _TypeAlias = CancelMigrationRequest  # noqa: Y015
+
+@_typing.final
+class CancelMigrationReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    cancelled: _builtins.bool
+    def __init__(
+        self,
+        *,
+        cancelled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelMigrationReply: _TypeAlias = CancelMigrationReply  # noqa: Y015
+
+@_typing.final
+class SlotStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ranges(self) -> _containers.RepeatedCompositeFieldContainer[_cache_pb2.SlotRange]:
+        """Empty: every slot that holds keys."""
+
+    def __init__(
+        self,
+        *,
+        ranges: _abc.Iterable[_cache_pb2.SlotRange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ranges", b"ranges"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SlotStatsRequest: _TypeAlias = SlotStatsRequest  # noqa: Y015
+
+@_typing.final
+class SlotStat(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOT_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    slot: _builtins.int
+    keys: _builtins.int
+    bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        slot: _builtins.int = ...,
+        keys: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "keys", b"keys", "slot", b"slot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SlotStat: _TypeAlias = SlotStat  # noqa: Y015
+
+@_typing.final
+class SlotStatsReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___SlotStat]: ...
+    def __init__(
+        self,
+        *,
+        slots: _abc.Iterable[Global___SlotStat] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["slots", b"slots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SlotStatsReply: _TypeAlias = SlotStatsReply  # noqa: Y015
+
+@_typing.final
+class ForgetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetRequest: _TypeAlias = ForgetRequest  # noqa: Y015
+
+@_typing.final
+class ForgetReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetReply: _TypeAlias = ForgetReply  # noqa: Y015

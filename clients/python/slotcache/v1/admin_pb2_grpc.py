@@ -74,6 +74,31 @@ class AdminStub:
                 request_serializer=slotcache_dot_v1_dot_admin__pb2.FailoverRequest.SerializeToString,
                 response_deserializer=slotcache_dot_v1_dot_admin__pb2.FailoverReply.FromString,
                 _registered_method=True)
+        self.ImportSlots = channel.unary_unary(
+                '/slotcache.v1.Admin/ImportSlots',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.ImportSlotsRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.ImportSlotsReply.FromString,
+                _registered_method=True)
+        self.MigrationStatus = channel.unary_unary(
+                '/slotcache.v1.Admin/MigrationStatus',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.MigrationStatusRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.MigrationStatusReply.FromString,
+                _registered_method=True)
+        self.CancelMigration = channel.unary_unary(
+                '/slotcache.v1.Admin/CancelMigration',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.CancelMigrationRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.CancelMigrationReply.FromString,
+                _registered_method=True)
+        self.SlotStats = channel.unary_unary(
+                '/slotcache.v1.Admin/SlotStats',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.SlotStatsRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.SlotStatsReply.FromString,
+                _registered_method=True)
+        self.Forget = channel.unary_unary(
+                '/slotcache.v1.Admin/Forget',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.ForgetRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.ForgetReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -141,6 +166,43 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportSlots(self, request, context):
+        """On the target: start moving slots from their owner to this node. Returns
+        at once; follow it with MigrationStatus.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MigrationStatus(self, request, context):
+        """Migrations this node runs or ran (as target or source), with progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelMigration(self, request, context):
+        """Stop a migration; the source keeps the slots and the target drops what it got.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SlotStats(self, request, context):
+        """Key counts and memory estimates per slot, for planning rebalances.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Forget(self, request, context):
+        """Forget a node (Redis's CLUSTER FORGET): it is removed from this node's view
+        and ignored in gossip for a minute, so every node can forget it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -183,6 +245,31 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Failover,
                     request_deserializer=slotcache_dot_v1_dot_admin__pb2.FailoverRequest.FromString,
                     response_serializer=slotcache_dot_v1_dot_admin__pb2.FailoverReply.SerializeToString,
+            ),
+            'ImportSlots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportSlots,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.ImportSlotsRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.ImportSlotsReply.SerializeToString,
+            ),
+            'MigrationStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrationStatus,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.MigrationStatusRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.MigrationStatusReply.SerializeToString,
+            ),
+            'CancelMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelMigration,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.CancelMigrationRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.CancelMigrationReply.SerializeToString,
+            ),
+            'SlotStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.SlotStats,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.SlotStatsRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.SlotStatsReply.SerializeToString,
+            ),
+            'Forget': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forget,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.ForgetRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.ForgetReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -401,6 +488,141 @@ class Admin:
             '/slotcache.v1.Admin/Failover',
             slotcache_dot_v1_dot_admin__pb2.FailoverRequest.SerializeToString,
             slotcache_dot_v1_dot_admin__pb2.FailoverReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportSlots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/ImportSlots',
+            slotcache_dot_v1_dot_admin__pb2.ImportSlotsRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.ImportSlotsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrationStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/MigrationStatus',
+            slotcache_dot_v1_dot_admin__pb2.MigrationStatusRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.MigrationStatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/CancelMigration',
+            slotcache_dot_v1_dot_admin__pb2.CancelMigrationRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.CancelMigrationReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SlotStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/SlotStats',
+            slotcache_dot_v1_dot_admin__pb2.SlotStatsRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.SlotStatsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Forget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/Forget',
+            slotcache_dot_v1_dot_admin__pb2.ForgetRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.ForgetReply.FromString,
             options,
             channel_credentials,
             insecure,

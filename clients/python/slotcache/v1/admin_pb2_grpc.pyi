@@ -58,6 +58,20 @@ class AdminStub:
     """Manual failover on a replica (Redis's CLUSTER FAILOVER). GRACEFUL pauses
     the primary until this replica has every write, so nothing is lost.
     """
+    ImportSlots: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ImportSlotsRequest, _admin_pb2.ImportSlotsReply]
+    """On the target: start moving slots from their owner to this node. Returns
+    at once; follow it with MigrationStatus.
+    """
+    MigrationStatus: _grpc.UnaryUnaryMultiCallable[_admin_pb2.MigrationStatusRequest, _admin_pb2.MigrationStatusReply]
+    """Migrations this node runs or ran (as target or source), with progress."""
+    CancelMigration: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CancelMigrationRequest, _admin_pb2.CancelMigrationReply]
+    """Stop a migration; the source keeps the slots and the target drops what it got."""
+    SlotStats: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SlotStatsRequest, _admin_pb2.SlotStatsReply]
+    """Key counts and memory estimates per slot, for planning rebalances."""
+    Forget: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ForgetRequest, _admin_pb2.ForgetReply]
+    """Forget a node (Redis's CLUSTER FORGET): it is removed from this node's view
+    and ignored in gossip for a minute, so every node can forget it.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -88,6 +102,20 @@ class AdminAsyncStub(AdminStub):
     Failover: _aio.UnaryUnaryMultiCallable[_admin_pb2.FailoverRequest, _admin_pb2.FailoverReply]  # type: ignore[assignment]
     """Manual failover on a replica (Redis's CLUSTER FAILOVER). GRACEFUL pauses
     the primary until this replica has every write, so nothing is lost.
+    """
+    ImportSlots: _aio.UnaryUnaryMultiCallable[_admin_pb2.ImportSlotsRequest, _admin_pb2.ImportSlotsReply]  # type: ignore[assignment]
+    """On the target: start moving slots from their owner to this node. Returns
+    at once; follow it with MigrationStatus.
+    """
+    MigrationStatus: _aio.UnaryUnaryMultiCallable[_admin_pb2.MigrationStatusRequest, _admin_pb2.MigrationStatusReply]  # type: ignore[assignment]
+    """Migrations this node runs or ran (as target or source), with progress."""
+    CancelMigration: _aio.UnaryUnaryMultiCallable[_admin_pb2.CancelMigrationRequest, _admin_pb2.CancelMigrationReply]  # type: ignore[assignment]
+    """Stop a migration; the source keeps the slots and the target drops what it got."""
+    SlotStats: _aio.UnaryUnaryMultiCallable[_admin_pb2.SlotStatsRequest, _admin_pb2.SlotStatsReply]  # type: ignore[assignment]
+    """Key counts and memory estimates per slot, for planning rebalances."""
+    Forget: _aio.UnaryUnaryMultiCallable[_admin_pb2.ForgetRequest, _admin_pb2.ForgetReply]  # type: ignore[assignment]
+    """Forget a node (Redis's CLUSTER FORGET): it is removed from this node's view
+    and ignored in gossip for a minute, so every node can forget it.
     """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
@@ -164,6 +192,50 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.FailoverReply, _abc.Awaitable[_admin_pb2.FailoverReply]]:
         """Manual failover on a replica (Redis's CLUSTER FAILOVER). GRACEFUL pauses
         the primary until this replica has every write, so nothing is lost.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportSlots(
+        self,
+        request: _admin_pb2.ImportSlotsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ImportSlotsReply, _abc.Awaitable[_admin_pb2.ImportSlotsReply]]:
+        """On the target: start moving slots from their owner to this node. Returns
+        at once; follow it with MigrationStatus.
+        """
+
+    @_abc_1.abstractmethod
+    def MigrationStatus(
+        self,
+        request: _admin_pb2.MigrationStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.MigrationStatusReply, _abc.Awaitable[_admin_pb2.MigrationStatusReply]]:
+        """Migrations this node runs or ran (as target or source), with progress."""
+
+    @_abc_1.abstractmethod
+    def CancelMigration(
+        self,
+        request: _admin_pb2.CancelMigrationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.CancelMigrationReply, _abc.Awaitable[_admin_pb2.CancelMigrationReply]]:
+        """Stop a migration; the source keeps the slots and the target drops what it got."""
+
+    @_abc_1.abstractmethod
+    def SlotStats(
+        self,
+        request: _admin_pb2.SlotStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SlotStatsReply, _abc.Awaitable[_admin_pb2.SlotStatsReply]]:
+        """Key counts and memory estimates per slot, for planning rebalances."""
+
+    @_abc_1.abstractmethod
+    def Forget(
+        self,
+        request: _admin_pb2.ForgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ForgetReply, _abc.Awaitable[_admin_pb2.ForgetReply]]:
+        """Forget a node (Redis's CLUSTER FORGET): it is removed from this node's view
+        and ignored in gossip for a minute, so every node can forget it.
         """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
