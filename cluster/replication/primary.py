@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from cluster.keyspace import Keyspace
 from cluster.replication.backlog import Backlog
 from cluster.replication.ops import OpRecorder
+from cluster.replication.snapshots import send_snapshots
 from cluster.slots import SLOT_COUNT
 from slotcache.v1 import replication_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-# A snapshot message carries whole slots until it holds about this many bytes.
-SNAPSHOT_CHUNK_BYTES = 256 * 1024
 # The snapshot producer waits while a replica has this many messages queued.
 MAX_QUEUED_MESSAGES = 64
 
@@ -216,24 +215,18 @@ class PrimaryReplication:
 
     async def _send_snapshots(self, link: ReplicaLink) -> None:
         """Every slot, each copied atomically, queued in order with the live operations."""
-        keyspace = self.keyspace
-        chunk = pb.SlotSnapshots()
-        size = 0
-        for slot in range(SLOT_COUNT):
-            entries = keyspace.slot_items(slot)
-            snapshot = chunk.slots.add(slot=slot)
-            for key, value, deadline in entries:
-                snapshot.entries.add(key=key, value=value, deadline_ms=deadline)
-                size += len(key) + len(value) + 16
-            if size >= SNAPSHOT_CHUNK_BYTES or slot == SLOT_COUNT - 1:
-                # Operations gathered before these snapshots were taken go first,
-                # in this same step, so the order on the wire matches the keyspace.
-                link.flush()
-                link.queue.put_nowait(pb.PrimaryMessage(snapshots=chunk))
-                chunk, size = pb.SlotSnapshots(), 0
-                while link.queue.qsize() > MAX_QUEUED_MESSAGES:
-                    await asyncio.sleep(0.001)
-                await asyncio.sleep(0)
+
+        def emit(chunk: pb.SlotSnapshots) -> None:
+            # Operations gathered before these copies go first, in this same step.
+            link.flush()
+            link.queue.put_nowait(pb.PrimaryMessage(snapshots=chunk))
+
+        await send_snapshots(
+            self.keyspace,
+            range(SLOT_COUNT),
+            emit,
+            lambda: link.queue.qsize() > MAX_QUEUED_MESSAGES,
+        )
         link.flush()
         link.queue.put_nowait(pb.PrimaryMessage(done=pb.FullSyncDone(offset=self.backlog.offset)))
         # Its acknowledgements count from now on; they will be at least the done offset.

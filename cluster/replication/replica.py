@@ -19,8 +19,9 @@ import grpc
 
 from cluster.keyspace import Keyspace
 from cluster.replication.backlog import Backlog
-from cluster.replication.ops import OpRecorder, apply_op, op_key
-from cluster.slots import SLOT_COUNT, key_slot
+from cluster.replication.ops import OpRecorder
+from cluster.replication.snapshots import APPLY_SLICE_S, apply_ops, load_snapshots
+from cluster.slots import SLOT_COUNT
 from slotcache.v1 import replication_pb2 as pb
 from slotcache.v1 import replication_pb2_grpc as pb_grpc
 
@@ -28,8 +29,6 @@ log = logging.getLogger(__name__)
 
 RETRY_MIN_S = 0.05
 RETRY_MAX_S = 1.0
-# Work done between two yields to the event loop while loading a full sync.
-APPLY_SLICE_S = 0.005
 
 
 class ReplicaSync:
@@ -167,16 +166,7 @@ class ReplicaSync:
         return bytearray(SLOT_COUNT)
 
     async def _load(self, chunk: pb.SlotSnapshots, snapshotted: bytearray) -> None:
-        keyspace = self.keyspace
-        deadline = time.monotonic() + APPLY_SLICE_S
-        for snapshot in chunk.slots:
-            keyspace.clear_slot(snapshot.slot)
-            for entry in snapshot.entries:
-                keyspace.set_with_deadline(entry.key, entry.value, entry.deadline_ms)
-            snapshotted[snapshot.slot] = 1
-            if time.monotonic() >= deadline:
-                await asyncio.sleep(0)
-                deadline = time.monotonic() + APPLY_SLICE_S
+        await load_snapshots(self.keyspace, chunk, snapshotted)
 
     def _finish_full_sync(self, done: pb.FullSyncDone) -> None:
         self.backlog.reset(self._pending_replid, done.offset)
@@ -187,12 +177,7 @@ class ReplicaSync:
         log.info("full sync done at offset %d (%d keys)", done.offset, self.keyspace.key_count)
 
     def _apply_ops(self, ops: pb.ReplOps, snapshotted: bytearray | None) -> None:
-        keyspace = self.keyspace
-        offset = ops.offset
-        for op in ops.ops:
-            if snapshotted is None or snapshotted[key_slot(op_key(op))]:
-                apply_op(keyspace, op)
-            offset += 1
+        offset = apply_ops(self.keyspace, ops, snapshotted)
         if snapshotted is None and self.backlog.offset != offset:
             log.warning("replication offsets diverged (%d != %d)", self.backlog.offset, offset)
         self.applied = offset

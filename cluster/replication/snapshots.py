@@ -1,0 +1,84 @@
+"""Per-slot snapshots and operation streams: what full syncs and slot migrations share.
+
+A sender copies one slot at a time (one step of the event loop, so the copy
+is consistent) and queues it in order with the live operations; a receiver
+loads snapshots in short slices and skips operations for slots whose
+snapshot has not arrived yet, because that snapshot already includes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+
+from cluster.keyspace import Keyspace
+from cluster.replication.ops import apply_op, op_key
+from cluster.slots import key_slot
+from slotcache.v1 import replication_pb2 as pb
+
+# A snapshot message carries whole slots until it holds about this many bytes.
+SNAPSHOT_CHUNK_BYTES = 256 * 1024
+# Work done between two yields to the event loop while loading snapshots.
+APPLY_SLICE_S = 0.005
+
+
+async def send_snapshots(
+    keyspace: Keyspace,
+    slots: Sequence[int],
+    emit: Callable[[pb.SlotSnapshots], None],
+    backlogged: Callable[[], bool],
+) -> None:
+    """Copy ``slots`` one at a time and hand them to ``emit`` in chunks.
+
+    ``emit`` is called in the same loop step as the copies it carries, so it
+    can first flush the operations gathered before them: the order on the
+    wire then matches the order of changes in the keyspace.
+    """
+    chunk = pb.SlotSnapshots()
+    size = 0
+    last = len(slots) - 1
+    for i, slot in enumerate(slots):
+        snapshot = chunk.slots.add(slot=slot)
+        for key, value, deadline in keyspace.slot_items(slot):
+            snapshot.entries.add(key=key, value=value, deadline_ms=deadline)
+            size += len(key) + len(value) + 16
+        if size >= SNAPSHOT_CHUNK_BYTES or i == last:
+            emit(chunk)
+            chunk, size = pb.SlotSnapshots(), 0
+            while backlogged():
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0)
+
+
+async def load_snapshots(
+    keyspace: Keyspace, chunk: pb.SlotSnapshots, loaded: bytearray
+) -> tuple[int, int]:
+    """Replace each slot of ``chunk`` with its snapshot; return (keys, bytes) loaded."""
+    deadline = time.monotonic() + APPLY_SLICE_S
+    keys = size = 0
+    for snapshot in chunk.slots:
+        keyspace.clear_slot(snapshot.slot)
+        for entry in snapshot.entries:
+            keyspace.set_with_deadline(entry.key, entry.value, entry.deadline_ms)
+            keys += 1
+            size += len(entry.key) + len(entry.value)
+        loaded[snapshot.slot] = 1
+        if time.monotonic() >= deadline:
+            await asyncio.sleep(0)
+            deadline = time.monotonic() + APPLY_SLICE_S
+    return keys, size
+
+
+def apply_ops(keyspace: Keyspace, ops: pb.ReplOps, loaded: bytearray | None) -> int:
+    """Apply a batch of operations; return the offset after the last one.
+
+    With ``loaded``, an operation for a slot whose snapshot has not arrived is
+    skipped (the snapshot will contain its effect).
+    """
+    offset = ops.offset
+    for op in ops.ops:
+        if loaded is None or loaded[key_slot(op_key(op))]:
+            apply_op(keyspace, op)
+        offset += 1
+    return offset
