@@ -186,10 +186,16 @@ class ClusterRuntime:
         self._after_change()
 
     def claim_slots(self, slots: Iterable[int]) -> int:
-        """Take slots under a new config epoch; return that epoch."""
+        """Take slots under a new config epoch and tell every node at once; return the epoch."""
         self.membership.claim_slots(slots, self.clock())
         self._after_change()
+        self.transport.send_all(self.membership.announce(self.clock()))
         return self.membership.myself.config_epoch
+
+    def apply_claim(self, node_id: bytes, epoch: int, slots: Iterable[int]) -> None:
+        """Adopt another node's claim now (the source of a finished migration does)."""
+        self.membership.apply_claim(node_id, epoch, slots, self.clock())
+        self._after_change()
 
     def set_config_epoch(self, epoch: int) -> None:
         """Set a fresh node's config epoch."""
@@ -199,6 +205,11 @@ class ClusterRuntime:
     def replicate(self, primary_id: bytes) -> None:
         """Become a replica of a known primary."""
         self.membership.replicate(primary_id, self.clock())
+        self._after_change()
+
+    def forget(self, node_id: bytes) -> None:
+        """Remove a node from this node's view."""
+        self.membership.forget(node_id, self.clock())
         self._after_change()
 
     def failover(self, mode: FailoverMode) -> None:

@@ -89,11 +89,15 @@ class RoleChanged:
 Event = SlotsLost | NodeFailed | StateChanged | RoleChanged
 
 # Gossip-discovered nodes are introduced with a MEET, a few per tick, so that
-# small clusters converge in a round or two without a burst in large ones.
+# small clusters converge in a round or two. Every node meeting every other is
+# N^2 messages, so above MEET_MAX_NODES known nodes discovery is left to gossip.
 MEETS_PER_TICK = 10
+MEET_MAX_NODES = 64
 # After a restart, the cluster state stays fail this long (at most) so the
 # node hears about configuration changes it missed before it serves again.
 WRITABLE_DELAY_MS = 2_000
+# How long a forgotten node is ignored in gossip (Redis's CLUSTER FORGET ban).
+FORGET_BAN_MS = 60_000
 
 
 class ClusterError(ValueError):
@@ -131,6 +135,8 @@ class Membership:
         self._ids: list[bytes] = []
         self._ids_dirty = True
         self._meet_queue: list[bytes] = []
+        # Forgotten nodes, ignored in gossip until the given time (Redis's ban list).
+        self._banned: dict[bytes, int] = {}
         self.started_at = now
         # Set when the view was restored from disk after a restart.
         self.restored = False
@@ -209,6 +215,46 @@ class Membership:
         for slot in wanted:
             self.slots.assign(slot, self.id)
         self._changed()
+
+    def forget(self, node_id: bytes, now: int) -> None:
+        """Remove a node from the view and ignore it in gossip for a while (CLUSTER FORGET).
+
+        Every node must forget it within the ban period, or gossip from one
+        that has not would bring it back.
+        """
+        node = self.nodes.get(node_id)
+        if node is None:
+            raise ClusterError(f"unknown node {node_id.hex()}")
+        if node is self.myself:
+            raise ClusterError("a node cannot forget itself")
+        if node_id == self.myself.primary:
+            raise ClusterError("a replica cannot forget its primary")
+        if self.slots.count(node_id):
+            raise ClusterError(
+                f"{node_id.hex()} owns {self.slots.count(node_id)} slots; move them away first"
+            )
+        del self.nodes[node_id]
+        self._banned[node_id] = now + FORGET_BAN_MS
+        for peer in self.nodes.values():
+            peer.fail_reports.pop(node_id, None)
+        self._ids_dirty = True
+        self._changed()
+
+    def apply_claim(self, node_id: bytes, epoch: int, slots: Iterable[int], now: int) -> None:
+        """Adopt ``node_id``'s claim on ``slots`` at ``epoch`` now, as if its header had arrived.
+
+        A migration's source does this when the target says it took the
+        slots, so the source stops serving them before gossip would tell it.
+        """
+        node = self.nodes.get(node_id)
+        if node is None or node is self.myself:
+            raise ClusterError(f"unknown node {node_id.hex()}")
+        if epoch > node.config_epoch:
+            node.config_epoch = epoch
+            self.config_dirty = True
+        self._claim(node, list(slots), epoch, now, None)
+        if self._state_dirty:
+            self._update_state(now)
 
     def set_config_epoch(self, epoch: int) -> None:
         """Set the first config epoch of a node in a new cluster (as Redis's SET-CONFIG-EPOCH)."""
@@ -540,11 +586,14 @@ class Membership:
                 continue
             node = self.nodes.get(node_id)
             if node is None:
+                if self._banned.get(node_id, 0) > now:
+                    continue
                 if not entry.flags & FAILING and entry.address.host:
                     node = self._add_node(node_id, Address.from_proto(entry.address), now)
                     node.flags = entry.flags & (PRIMARY | REPLICA) or PRIMARY
                     self._apply_gossiped_claim(node, entry, now)
-                    self._meet_queue.append(node_id)
+                    if len(self.nodes) <= MEET_MAX_NODES:
+                        self._meet_queue.append(node_id)
                 continue
             self._apply_gossiped_claim(node, entry, now)
             if entry.flags & FAILING:

@@ -13,6 +13,7 @@ from cluster.keyspace import Keyspace
 from cluster.membership.failover import FailoverMode
 from cluster.membership.machine import ClusterError
 from cluster.membership.slot_table import expand, flatten
+from cluster.migration.manager import Migrations
 from cluster.ownership import Ownership
 from cluster.services.durability import wait_until
 from cluster.services.status import abort
@@ -42,12 +43,14 @@ class AdminService(pb_grpc.AdminServicer):
         ownership: Ownership,
         runtime: ClusterRuntime | None,
         keyspace: Keyspace,
+        migrations: Migrations | None = None,
     ) -> None:
         self._server_info = server_info
         self._stats = stats
         self._ownership = ownership
         self._runtime = runtime
         self._keyspace = keyspace
+        self._migrations = migrations
 
     async def Info(self, request: pb.InfoRequest, context: Context) -> pb.InfoReply:
         return pb.InfoReply(server=self._server_info(), stats=self._stats())
@@ -111,10 +114,7 @@ class AdminService(pb_grpc.AdminServicer):
     async def Replicate(self, request: pb.ReplicateRequest, context: Context) -> pb.ReplicateReply:
         runtime = await self._cluster(context)
         try:
-            try:
-                primary = bytes.fromhex(request.primary_id)
-            except ValueError:
-                raise invalid(f"{request.primary_id!r} is not a node id") from None
+            primary = _node_id(request.primary_id)
             try:
                 runtime.replicate(primary)
             except ClusterError as exc:
@@ -160,24 +160,51 @@ class AdminService(pb_grpc.AdminServicer):
     async def ImportSlots(
         self, request: pb.ImportSlotsRequest, context: Context
     ) -> pb.ImportSlotsReply:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "slot migration is not available yet")
-        raise AssertionError("unreachable")
+        migrations = await self._migration_manager(context)
+        try:
+            slots = _slots(request.ranges)
+            source = _node_id(request.source_id)
+            try:
+                migration_id = migrations.start_import(source, slots)
+            except ClusterError as exc:
+                raise CommandError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+        except CommandError as exc:
+            await abort(context, exc)
+        return pb.ImportSlotsReply(migration_id=migration_id)
 
     async def MigrationStatus(
         self, request: pb.MigrationStatusRequest, context: Context
     ) -> pb.MigrationStatusReply:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "slot migration is not available yet")
-        raise AssertionError("unreachable")
+        migrations = await self._migration_manager(context)
+        return pb.MigrationStatusReply(migrations=migrations.status(request.migration_id))
 
     async def CancelMigration(
         self, request: pb.CancelMigrationRequest, context: Context
     ) -> pb.CancelMigrationReply:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "slot migration is not available yet")
-        raise AssertionError("unreachable")
+        migrations = await self._migration_manager(context)
+        return pb.CancelMigrationReply(cancelled=migrations.cancel(request.migration_id))
 
     async def Forget(self, request: pb.ForgetRequest, context: Context) -> pb.ForgetReply:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "forget is not available yet")
-        raise AssertionError("unreachable")
+        runtime = await self._cluster(context)
+        try:
+            node = _node_id(request.node_id)
+            try:
+                runtime.forget(node)
+            except ClusterError as exc:
+                raise CommandError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+        except CommandError as exc:
+            await abort(context, exc)
+        return pb.ForgetReply()
+
+    async def _migration_manager(self, context: Context) -> Migrations:
+        await self._cluster(context)
+        if self._migrations is None:
+            await abort(
+                context,
+                CommandError(grpc.StatusCode.UNIMPLEMENTED, "this node cannot migrate slots"),
+            )
+            raise AssertionError("unreachable")
+        return self._migrations
 
     async def _cluster(self, context: Context) -> ClusterRuntime:
         if self._runtime is None:
@@ -201,3 +228,14 @@ def _slots(ranges: Iterable[SlotRange]) -> list[int]:
     if not slots:
         raise invalid("no slots given")
     return slots
+
+
+def _node_id(text: str) -> bytes:
+    """A node id given as 40 hex digits."""
+    try:
+        node = bytes.fromhex(text)
+    except ValueError:
+        node = b""
+    if len(node) != 20:
+        raise invalid(f"{text!r} is not a node id (40 hex digits)")
+    return node

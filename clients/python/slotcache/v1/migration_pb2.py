@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from slotcache.v1 import replication_pb2 as slotcache_dot_v1_dot_replication__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cslotcache/v1/migration.proto\x12\x0cslotcache.v1\x1a\x1eslotcache/v1/replication.proto\"E\n\x0eMigrationStart\x12\x0e\n\x06target\x18\x01 \x01(\x0c\x12\r\n\x05slots\x18\x02 \x03(\r\x12\x14\n\x0cmigration_id\x18\x03 \x01(\t\"\x1e\n\x0cMigrationAck\x12\x0e\n\x06offset\x18\x01 \x01(\x04\"\x12\n\x10MigrationHandoff\"\xa7\x01\n\x10MigrationRequest\x12-\n\x05start\x18\x01 \x01(\x0b\x32\x1c.slotcache.v1.MigrationStartH\x00\x12)\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x1a.slotcache.v1.MigrationAckH\x00\x12\x31\n\x07handoff\x18\x03 \x01(\x0b\x32\x1e.slotcache.v1.MigrationHandoffH\x00\x42\x06\n\x04kind\"\'\n\x15MigrationSnapshotDone\x12\x0e\n\x06offset\x18\x01 \x01(\x04\"!\n\x0fMigrationPaused\x12\x0e\n\x06offset\x18\x01 \x01(\x04\"\"\n\x10MigrationRefused\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x92\x02\n\x0eMigrationEvent\x12\x30\n\tsnapshots\x18\x01 \x01(\x0b\x32\x1b.slotcache.v1.SlotSnapshotsH\x00\x12<\n\rsnapshot_done\x18\x02 \x01(\x0b\x32#.slotcache.v1.MigrationSnapshotDoneH\x00\x12$\n\x03ops\x18\x03 \x01(\x0b\x32\x15.slotcache.v1.ReplOpsH\x00\x12/\n\x06paused\x18\x04 \x01(\x0b\x32\x1d.slotcache.v1.MigrationPausedH\x00\x12\x31\n\x07refused\x18\x05 \x01(\x0b\x32\x1e.slotcache.v1.MigrationRefusedH\x00\x42\x06\n\x04kind2X\n\tMigration\x12K\n\x07Migrate\x12\x1e.slotcache.v1.MigrationRequest\x1a\x1c.slotcache.v1.MigrationEvent(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cslotcache/v1/migration.proto\x12\x0cslotcache.v1\x1a\x1eslotcache/v1/replication.proto\"E\n\x0eMigrationStart\x12\x0e\n\x06target\x18\x01 \x01(\x0c\x12\r\n\x05slots\x18\x02 \x03(\r\x12\x14\n\x0cmigration_id\x18\x03 \x01(\t\"\x1e\n\x0cMigrationAck\x12\x0e\n\x06offset\x18\x01 \x01(\x04\"\x12\n\x10MigrationHandoff\"8\n\x10MigrationClaimed\x12\x0e\n\x06target\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63onfig_epoch\x18\x02 \x01(\x04\"\xda\x01\n\x10MigrationRequest\x12-\n\x05start\x18\x01 \x01(\x0b\x32\x1c.slotcache.v1.MigrationStartH\x00\x12)\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x1a.slotcache.v1.MigrationAckH\x00\x12\x31\n\x07handoff\x18\x03 \x01(\x0b\x32\x1e.slotcache.v1.MigrationHandoffH\x00\x12\x31\n\x07\x63laimed\x18\x04 \x01(\x0b\x32\x1e.slotcache.v1.MigrationClaimedH\x00\x42\x06\n\x04kind\"\'\n\x15MigrationSnapshotDone\x12\x0e\n\x06offset\x18\x01 \x01(\x04\"!\n\x0fMigrationPaused\x12\x0e\n\x06offset\x18\x01 \x01(\x04\"\"\n\x10MigrationRefused\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x92\x02\n\x0eMigrationEvent\x12\x30\n\tsnapshots\x18\x01 \x01(\x0b\x32\x1b.slotcache.v1.SlotSnapshotsH\x00\x12<\n\rsnapshot_done\x18\x02 \x01(\x0b\x32#.slotcache.v1.MigrationSnapshotDoneH\x00\x12$\n\x03ops\x18\x03 \x01(\x0b\x32\x15.slotcache.v1.ReplOpsH\x00\x12/\n\x06paused\x18\x04 \x01(\x0b\x32\x1d.slotcache.v1.MigrationPausedH\x00\x12\x31\n\x07refused\x18\x05 \x01(\x0b\x32\x1e.slotcache.v1.MigrationRefusedH\x00\x42\x06\n\x04kind2X\n\tMigration\x12K\n\x07Migrate\x12\x1e.slotcache.v1.MigrationRequest\x1a\x1c.slotcache.v1.MigrationEvent(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,16 +38,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MIGRATIONACK']._serialized_end=179
   _globals['_MIGRATIONHANDOFF']._serialized_start=181
   _globals['_MIGRATIONHANDOFF']._serialized_end=199
-  _globals['_MIGRATIONREQUEST']._serialized_start=202
-  _globals['_MIGRATIONREQUEST']._serialized_end=369
-  _globals['_MIGRATIONSNAPSHOTDONE']._serialized_start=371
-  _globals['_MIGRATIONSNAPSHOTDONE']._serialized_end=410
-  _globals['_MIGRATIONPAUSED']._serialized_start=412
-  _globals['_MIGRATIONPAUSED']._serialized_end=445
-  _globals['_MIGRATIONREFUSED']._serialized_start=447
-  _globals['_MIGRATIONREFUSED']._serialized_end=481
-  _globals['_MIGRATIONEVENT']._serialized_start=484
-  _globals['_MIGRATIONEVENT']._serialized_end=758
-  _globals['_MIGRATION']._serialized_start=760
-  _globals['_MIGRATION']._serialized_end=848
+  _globals['_MIGRATIONCLAIMED']._serialized_start=201
+  _globals['_MIGRATIONCLAIMED']._serialized_end=257
+  _globals['_MIGRATIONREQUEST']._serialized_start=260
+  _globals['_MIGRATIONREQUEST']._serialized_end=478
+  _globals['_MIGRATIONSNAPSHOTDONE']._serialized_start=480
+  _globals['_MIGRATIONSNAPSHOTDONE']._serialized_end=519
+  _globals['_MIGRATIONPAUSED']._serialized_start=521
+  _globals['_MIGRATIONPAUSED']._serialized_end=554
+  _globals['_MIGRATIONREFUSED']._serialized_start=556
+  _globals['_MIGRATIONREFUSED']._serialized_end=590
+  _globals['_MIGRATIONEVENT']._serialized_start=593
+  _globals['_MIGRATIONEVENT']._serialized_end=867
+  _globals['_MIGRATION']._serialized_start=869
+  _globals['_MIGRATION']._serialized_end=957
 # @@protoc_insertion_point(module_scope)

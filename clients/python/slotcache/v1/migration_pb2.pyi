@@ -99,30 +99,61 @@ class MigrationHandoff(_message.Message):
 Global___MigrationHandoff: _TypeAlias = MigrationHandoff  # noqa: Y015
 
 @_typing.final
+class MigrationClaimed(_message.Message):
+    """The target applied the tail and took the slots under `config_epoch`. The
+    source adopts that ownership at once (before it would hear of it through
+    gossip), drops its copy and lets the held writes go to the new owner.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    CONFIG_EPOCH_FIELD_NUMBER: _builtins.int
+    target: _builtins.bytes
+    config_epoch: _builtins.int
+    def __init__(
+        self,
+        *,
+        target: _builtins.bytes = ...,
+        config_epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_epoch", b"config_epoch", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationClaimed: _TypeAlias = MigrationClaimed  # noqa: Y015
+
+@_typing.final
 class MigrationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     START_FIELD_NUMBER: _builtins.int
     ACK_FIELD_NUMBER: _builtins.int
     HANDOFF_FIELD_NUMBER: _builtins.int
+    CLAIMED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def start(self) -> Global___MigrationStart: ...
     @_builtins.property
     def ack(self) -> Global___MigrationAck: ...
     @_builtins.property
     def handoff(self) -> Global___MigrationHandoff: ...
+    @_builtins.property
+    def claimed(self) -> Global___MigrationClaimed: ...
     def __init__(
         self,
         *,
         start: Global___MigrationStart | None = ...,
         ack: Global___MigrationAck | None = ...,
         handoff: Global___MigrationHandoff | None = ...,
+        claimed: Global___MigrationClaimed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "handoff", b"handoff", "kind", b"kind", "start", b"start"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "claimed", b"claimed", "handoff", b"handoff", "kind", b"kind", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "handoff", b"handoff", "kind", b"kind", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "claimed", b"claimed", "handoff", b"handoff", "kind", b"kind", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["start", "ack", "handoff"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["start", "ack", "handoff", "claimed"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 

@@ -1,0 +1,1 @@
+"""Atomic slot migration between primaries (ARCHITECTURE section 5)."""

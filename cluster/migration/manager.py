@@ -1,0 +1,135 @@
+"""The migrations one node takes part in, as source or target, and the Migration servicer."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import grpc
+
+from cluster.cluster_runtime import ClusterRuntime
+from cluster.keyspace import Keyspace
+from cluster.membership.machine import ClusterError
+from cluster.migration.progress import MigrationRecord
+from cluster.migration.source import MigrationSources
+from cluster.migration.target import IncomingMigration
+from slotcache.v1 import admin_pb2, migration_pb2, migration_pb2_grpc
+
+# Finished migrations kept for MigrationStatus.
+HISTORY = 256
+
+
+class Migrations:
+    """Starts, follows and cancels this node's migrations."""
+
+    def __init__(self, keyspace: Keyspace, runtime: ClusterRuntime) -> None:
+        self.keyspace = keyspace
+        self.runtime = runtime
+        self.records: dict[str, MigrationRecord] = {}
+        self.sources = MigrationSources(keyspace, self._can_give, runtime.apply_claim, self.records)
+        self._incoming: dict[str, tuple[IncomingMigration, asyncio.Task[None]]] = {}
+
+    # ---- as the target ------------------------------------------------------------
+
+    def start_import(self, source_id: bytes, slots: Iterable[int]) -> str:
+        """Begin moving ``slots`` from ``source_id`` to this node; return the migration id."""
+        m = self.runtime.membership
+        wanted = sorted(set(slots))
+        if not m.myself.is_primary:
+            raise ClusterError("only a primary can take slots")
+        source = m.nodes.get(source_id)
+        if source is None or source is m.myself:
+            raise ClusterError(f"{source_id.hex()} is not another known node")
+        if not source.is_primary:
+            raise ClusterError(f"{source_id.hex()} is a replica; migrate from its primary")
+        not_theirs = [s for s in wanted if m.slots.owner(s) != source_id]
+        if not_theirs:
+            raise ClusterError(
+                f"{len(not_theirs)} of the slots (first: {not_theirs[0]}) are not owned by "
+                f"{source_id.hex()}"
+            )
+        busy = [s for s in wanted if self._importing(s)]
+        if busy:
+            raise ClusterError(f"slot {busy[0]} is already being imported")
+        migration_id = secrets.token_hex(6)
+        record = MigrationRecord(
+            migration_id=migration_id,
+            side="target",
+            source_id=source_id.hex(),
+            target_id=m.myself.hex_id,
+            slots=wanted,
+        )
+        self._remember(record)
+        incoming = IncomingMigration(
+            self.keyspace, record, m.id, source.address.bus, self.runtime.claim_slots
+        )
+        task = asyncio.get_running_loop().create_task(incoming.run())
+        self._incoming[migration_id] = (incoming, task)
+        task.add_done_callback(lambda _t: self._incoming.pop(migration_id, None))
+        return migration_id
+
+    def _importing(self, slot: int) -> bool:
+        return any(slot in inc.record.slots for inc, _ in self._incoming.values())
+
+    # ---- as the source ---------------------------------------------------------------
+
+    def _can_give(self, slots: frozenset[int]) -> str:
+        m = self.runtime.membership
+        if not m.myself.is_primary:
+            return "this node is not a primary"
+        foreign = [s for s in slots if m.slots.owner(s) != m.id]
+        if foreign:
+            return f"this node does not own slot {min(foreign)}"
+        return ""
+
+    def writes_held(self, slot: int) -> bool:
+        """Writes to ``slot`` wait while its handoff is under way."""
+        return self.sources.writes_held(slot)
+
+    # ---- operators ------------------------------------------------------------------
+
+    def cancel(self, migration_id: str) -> bool:
+        """Stop a migration on whichever side this node is; False if it is not running."""
+        incoming = self._incoming.get(migration_id)
+        if incoming is not None:
+            incoming[1].cancel()
+            return True
+        return self.sources.cancel(migration_id)
+
+    def status(self, migration_id: str = "") -> list[admin_pb2.MigrationProgress]:
+        """Progress of one migration, or of all this node remembers."""
+        if migration_id:
+            record = self.records.get(migration_id)
+            return [record.to_proto()] if record is not None else []
+        return [r.to_proto() for r in self.records.values()]
+
+    def _remember(self, record: MigrationRecord) -> None:
+        self.records[record.migration_id] = record
+        if len(self.records) > HISTORY:
+            for old in [r for r in self.records.values() if not r.active][: -HISTORY // 2]:
+                del self.records[old.migration_id]
+
+    async def stop(self) -> None:
+        """Cancel every running import (sources end with their streams)."""
+        tasks = [task for _, task in self._incoming.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class MigrationService(migration_pb2_grpc.MigrationServicer):
+    """The source's end of Migrate streams, on the bus port."""
+
+    def __init__(self, migrations: Migrations) -> None:
+        self._migrations = migrations
+
+    async def Migrate(
+        self,
+        request_iterator: AsyncIterator[migration_pb2.MigrationRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[migration_pb2.MigrationEvent]:
+        """Serve one migration out of this node."""
+        async for event in self._migrations.sources.serve(request_iterator):
+            yield event

@@ -1,0 +1,227 @@
+"""The source side of a slot migration: snapshots, the writes that follow, and the handoff.
+
+While the slots are being copied the source keeps serving them; only during
+the handoff does it hold writes to them (for the few milliseconds the target
+needs to apply the tail and claim the slots). The hold ends when the source
+learns of the claim (the target's last message, applied here as the new
+ownership) or when the migration ends without one (the source then simply
+carries on as the owner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from cluster.keyspace import Keyspace, RemovalCause
+from cluster.membership.slot_table import expand
+from cluster.migration.progress import MigrationRecord
+from cluster.replication.ops import OpRecorder
+from cluster.replication.snapshots import send_snapshots
+from slotcache.v1 import migration_pb2 as pb
+from slotcache.v1 import replication_pb2 as rpb
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED_MESSAGES = 64
+
+
+class SlotRecorder(OpRecorder):
+    """Records only the changes to keys of the migrating slots."""
+
+    def __init__(self, slots: frozenset[int], sink: Callable[[rpb.ReplOp], None]) -> None:
+        super().__init__(sink)
+        self.slots = slots
+
+    def key_set(self, slot: int, key: bytes, value: bytes, deadline: int) -> None:
+        """A value was written."""
+        if slot in self.slots:
+            super().key_set(slot, key, value, deadline)
+
+    def key_removed(self, slot: int, key: bytes, cause: RemovalCause) -> None:
+        """A key was removed."""
+        if slot in self.slots:
+            super().key_removed(slot, key, cause)
+
+    def deadline_set(self, slot: int, key: bytes, deadline: int) -> None:
+        """A key's TTL changed."""
+        if slot in self.slots:
+            super().deadline_set(slot, key, deadline)
+
+
+@dataclass(eq=False)
+class OutgoingMigration:
+    """One migration this node is the source of."""
+
+    record: MigrationRecord
+    slots: frozenset[int]
+    queue: asyncio.Queue[pb.MigrationEvent] = field(default_factory=asyncio.Queue)
+    pending: list[rpb.ReplOp] = field(default_factory=list)
+    pending_offset: int = 0
+    offset: int = 0
+    paused: bool = False
+
+    def record_op(self, op: rpb.ReplOp) -> None:
+        """Number a change to the slots and keep it for the next flush."""
+        if not self.pending:
+            self.pending_offset = self.offset
+        self.pending.append(op)
+        self.offset += 1
+
+    def flush(self) -> None:
+        """Queue the changes gathered since the last flush as one message."""
+        if self.pending:
+            ops = rpb.ReplOps(offset=self.pending_offset, ops=self.pending)
+            self.queue.put_nowait(pb.MigrationEvent(ops=ops))
+            self.pending = []
+
+
+class MigrationSources:
+    """Every migration out of this node, and the slots whose writes are held."""
+
+    def __init__(
+        self,
+        keyspace: Keyspace,
+        owns: Callable[[frozenset[int]], str],
+        apply_claim: Callable[[bytes, int, frozenset[int]], None],
+        records: dict[str, MigrationRecord],
+    ) -> None:
+        self.keyspace = keyspace
+        # Returns "" when this node may give away the slots, else why not.
+        self._owns = owns
+        # Makes the target the owner of the slots at the claim's config epoch.
+        self._apply_claim = apply_claim
+        self._records = records
+        self._active: dict[str, OutgoingMigration] = {}
+        self.held_slots: set[int] = set()
+        self._flush_scheduled = False
+
+    def cancel(self, migration_id: str) -> bool:
+        """End an outgoing migration: the source keeps the slots and resumes writes."""
+        out = self._active.get(migration_id)
+        if out is None:
+            return False
+        out.record.error = "cancelled"
+        out.queue.put_nowait(pb.MigrationEvent())
+        return True
+
+    def writes_held(self, slot: int) -> bool:
+        """Writes to ``slot`` wait: its handoff to another node is under way."""
+        return slot in self.held_slots
+
+    async def serve(
+        self, requests: AsyncIterator[pb.MigrationRequest]
+    ) -> AsyncIterator[pb.MigrationEvent]:
+        """The source's half of one Migrate stream."""
+        first = await anext(requests)
+        start = first.start
+        try:
+            slots = frozenset(expand(start.slots))
+        except ValueError as exc:
+            yield pb.MigrationEvent(refused=pb.MigrationRefused(reason=str(exc)))
+            return
+        refusal = self._refusal(slots)
+        if refusal:
+            yield pb.MigrationEvent(refused=pb.MigrationRefused(reason=refusal))
+            return
+        record = MigrationRecord(
+            migration_id=start.migration_id,
+            side="source",
+            source_id="",
+            target_id=bytes(start.target).hex(),
+            slots=sorted(slots),
+        )
+        self._records[record.migration_id] = record
+        out = OutgoingMigration(record, slots)
+        self._active[record.migration_id] = out
+        recorder = SlotRecorder(slots, lambda op: self._record(out, op))
+        self.keyspace.add_listener(recorder)
+        snapshots = asyncio.create_task(self._send_snapshots(out))
+        control = asyncio.create_task(self._read_control(out, requests))
+        try:
+            while True:
+                event = await out.queue.get()
+                if not event.WhichOneof("kind"):
+                    return
+                yield event
+        finally:
+            snapshots.cancel()
+            control.cancel()
+            self.keyspace.remove_listener(recorder)
+            self._active.pop(record.migration_id, None)
+            self.held_slots.difference_update(slots)
+            if record.state not in ("done",):
+                record.fail(record.error or "the migration stream ended before the handoff")
+            log.info("migration %s (source) ended: %s", record.migration_id, record.state)
+
+    def _refusal(self, slots: frozenset[int]) -> str:
+        if not slots:
+            return "no slots named"
+        busy = {s for m in self._active.values() for s in m.slots} & slots
+        if busy:
+            return f"slots {sorted(busy)[:5]} are already migrating"
+        return self._owns(slots)
+
+    def _record(self, out: OutgoingMigration, op: rpb.ReplOp) -> None:
+        out.record_op(op)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        for out in self._active.values():
+            out.flush()
+
+    async def _send_snapshots(self, out: OutgoingMigration) -> None:
+        record = out.record
+        record.state = "snapshot"
+
+        def emit(chunk: rpb.SlotSnapshots) -> None:
+            out.flush()
+            out.queue.put_nowait(pb.MigrationEvent(snapshots=chunk))
+            record.slots_done += len(chunk.slots)
+            for snapshot in chunk.slots:
+                record.keys += len(snapshot.entries)
+                record.bytes += sum(len(e.key) + len(e.value) for e in snapshot.entries)
+
+        await send_snapshots(
+            self.keyspace,
+            sorted(out.slots),
+            emit,
+            lambda: out.queue.qsize() > MAX_QUEUED_MESSAGES,
+        )
+        out.flush()
+        out.queue.put_nowait(
+            pb.MigrationEvent(snapshot_done=pb.MigrationSnapshotDone(offset=out.offset))
+        )
+        record.state = "streaming"
+
+    async def _read_control(
+        self, out: OutgoingMigration, requests: AsyncIterator[pb.MigrationRequest]
+    ) -> None:
+        record = out.record
+        async for message in requests:
+            kind = message.WhichOneof("kind")
+            if kind == "handoff":
+                # Hold writes to the slots; what was written so far goes out now.
+                self.held_slots.update(out.slots)
+                out.paused = True
+                record.state = "handoff"
+                out.flush()
+                out.queue.put_nowait(
+                    pb.MigrationEvent(paused=pb.MigrationPaused(offset=out.offset))
+                )
+            elif kind == "claimed":
+                claim = message.claimed
+                self._apply_claim(bytes(claim.target), claim.config_epoch, out.slots)
+                record.state = "done"
+                record.finished = time.monotonic()
+                out.queue.put_nowait(pb.MigrationEvent())
+                return
+        out.queue.put_nowait(pb.MigrationEvent())  # the target went away
+
+
