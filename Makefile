@@ -1,5 +1,5 @@
 # The two commands a newcomer needs:
-#   make run    start a local 3-primary cluster on 127.0.0.1:7000-7002 (Ctrl-C stops it)
+#   make run    start 3 primaries + 3 replicas on 127.0.0.1:7000-7005 (Ctrl-C stops it)
 #   make test   lint, type-check, check generated code, and run every test
 # Both create .venv on first use.
 
@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# Client ports 7000-7002, bus ports 17000-17002, files in .cluster/ (see docs/clusterctl.md).
+# Client ports 7000-7005 (primaries 7000-7002, their replicas 7003-7005), bus ports
+# 17000-17005, files in .cluster/ (see docs/clusterctl.md).
 run: $(STAMP)
-	$(BIN)/clusterctl up --foreground --primaries 3 --base-port 7000 --dir .cluster
+	$(BIN)/clusterctl up --foreground --primaries 3 --replicas 1 --base-port 7000 --dir .cluster
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -12,12 +12,14 @@ import random
 import subprocess
 import sys
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from slotcache.ctl import local
+from slotcache.ctl.launcher import ServerProcess
 from slotcache.ctl.main import main
 from tests.support.processes import ServerFactory, log_sections
 
@@ -62,6 +64,14 @@ def servers(tmp_path: Path) -> Iterator[ServerFactory]:
         yield factory
     finally:
         factory.close()
+
+
+def start_nodes(factory: ServerFactory, count: int, *extra_args: str) -> list[ServerProcess]:
+    """``count`` fresh cluster-mode servers, booted in parallel (six take one boot, not six)."""
+    nodes = [factory.create(*extra_args, cluster=True) for _ in range(count)]
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        list(pool.map(lambda node: node.start(), nodes))
+    return nodes
 
 
 def free_port_block(n: int, offset: int = BUS_OFFSET) -> int:

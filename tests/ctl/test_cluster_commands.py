@@ -36,6 +36,8 @@ def test_create_forms_a_cluster_that_check_accepts(ctl: Ctl, servers: ServerFact
     assert [tuple(n["slots"][0]) for n in data["nodes"]] == split_slots(3)
     assert sum(n["slot_count"] for n in data["nodes"]) == 16384
     assert all(len(n["id"]) == 40 for n in data["nodes"])
+    assert {n["role"] for n in data["nodes"]} == {"primary"}
+    assert data["replicas"] == 0
 
     for address in addresses:
         checked = ctl("check", address)
@@ -139,9 +141,12 @@ def test_check_json_when_healthy(ctl: Ctl, cluster3: Cluster) -> None:
     result = ctl("check", cluster3.addresses[0], "--json")
     assert result.code == 0, result.err
     data = json.loads(result.out)
-    assert data == {"ok": True, "problems": [], "nodes": data["nodes"]}
+    assert data == {"ok": True, "problems": [], "warnings": [], "nodes": data["nodes"]}
     assert sorted(n["address"] for n in data["nodes"]) == sorted(cluster3.addresses)
     assert all(n["reachable"] and n["cluster_ok"] for n in data["nodes"])
+    assert {(n["role"], n["primary_id"], n["replication"]) for n in data["nodes"]} == {
+        ("primary", None, "no replicas")
+    }
 
 
 def test_info_still_works(ctl: Ctl, cluster3: Cluster) -> None:

@@ -35,15 +35,19 @@ def pid_alive(pid: int) -> bool:
 
 
 def test_up_then_down_leaves_nothing_running(cluster_dir: Path) -> None:
-    base = free_port_block(3)
+    # The defaults, as `make run` uses them: 3 primaries, each with 1 replica.
+    base = free_port_block(6)
     started = up(cluster_dir, base, "--json")
     assert started.returncode == 0, started.stderr
     data = json.loads(started.stdout)
-    addresses = [f"127.0.0.1:{base + i}" for i in range(3)]
+    addresses = [f"127.0.0.1:{base + i}" for i in range(6)]
     assert [n["address"] for n in data["nodes"]] == addresses
     assert [n["bus_address"] for n in data["nodes"]] == [
-        f"127.0.0.1:{base + i + 10000}" for i in range(3)
+        f"127.0.0.1:{base + i + 10000}" for i in range(6)
     ]
+    assert [n["role"] for n in data["nodes"]] == ["primary"] * 3 + ["replica"] * 3
+    assert [n["primary_address"] for n in data["nodes"][3:]] == addresses[:3]
+    assert [n["slot_count"] for n in data["nodes"]] == [5462, 5461, 5461, 0, 0, 0]
     assert data["node_timeout_ms"] == 1000
     assert data["connect"]["addresses"] == addresses
     pids = [n["pid"] for n in data["nodes"]]
@@ -55,10 +59,12 @@ def test_up_then_down_leaves_nothing_running(cluster_dir: Path) -> None:
         assert (node_dir / "server.pid").read_text().strip() == str(node["pid"])
         assert Path(node["log"]) == (node_dir / "server.log").resolve()
         assert "ready on" in (node_dir / "server.log").read_text()
-    checked = run_cli("check", addresses[0])
+    checked = run_cli("check", addresses[0], "--json")
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert json.loads(checked.stdout)["warnings"] == []
     state = fetch_state(addresses[1], 5.0)
-    assert state.cluster_ok and state.known_nodes == 3 and state.node_timeout_ms == 1000
+    assert state.cluster_ok and state.known_nodes == 6 and state.node_timeout_ms == 1000
+    assert state.size == 3
 
     # The printed Python snippet works as printed.
     snippet = subprocess.run(
@@ -93,11 +99,11 @@ def test_up_then_down_leaves_nothing_running(cluster_dir: Path) -> None:
 
 def test_up_again_after_down_forms_a_new_cluster(cluster_dir: Path) -> None:
     base = free_port_block(2)
-    first = up(cluster_dir, base, "--primaries", "2", "--json")
+    first = up(cluster_dir, base, "--primaries", "2", "--replicas", "0", "--json")
     assert first.returncode == 0, first.stderr
     assert run_cli("down", "--dir", str(cluster_dir)).returncode == 0
 
-    second = up(cluster_dir, base, "--primaries", "2", "--json")
+    second = up(cluster_dir, base, "--primaries", "2", "--replicas", "0", "--json")
     assert second.returncode == 0, second.stderr
     old_ids = {n["id"] for n in json.loads(first.stdout)["nodes"]}
     new = json.loads(second.stdout)["nodes"]
@@ -108,21 +114,22 @@ def test_up_again_after_down_forms_a_new_cluster(cluster_dir: Path) -> None:
 
 
 def test_up_prints_how_to_connect(cluster_dir: Path) -> None:
-    base = free_port_block(1)
+    base = free_port_block(2)
     result = up(cluster_dir, base, "--primaries", "1")
     assert result.returncode == 0, result.stderr
     address = f"127.0.0.1:{base}"
-    assert "cluster is up: 1 primaries" in result.stdout
+    assert "cluster is up: 1 primary with 1 replica each (2 nodes)" in result.stdout
+    assert f"replica of {address}" in result.stdout
     assert f'slotcache.Client("{address}")' in result.stdout
     assert f"{address} slotcache.v1.Cache/Get" in result.stdout
     assert f"clusterctl check {address}" in result.stdout
     assert f"clusterctl down --dir {cluster_dir}" in result.stdout
-    assert "starting 1 nodes" in result.stderr
+    assert "starting 2 nodes" in result.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_foreground_stops_the_cluster_on_a_signal(cluster_dir: Path, sig: signal.Signals) -> None:
-    base = free_port_block(3)
+    base = free_port_block(6)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -163,13 +170,13 @@ def test_foreground_stops_the_cluster_on_a_signal(cluster_dir: Path, sig: signal
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    assert "stopping the cluster" in err and "stopped 3 nodes" in err
+    assert "stopping the cluster" in err and "stopped 6 nodes" in err
     assert not any(pid_alive(pid) for pid in pids)
     assert not local.discover(cluster_dir).running
 
 
 def test_up_refuses_ports_in_use_and_starts_nothing(cluster_dir: Path) -> None:
-    base = free_port_block(3)
+    base = free_port_block(6)
     with socket.socket() as blocker:
         blocker.bind((local.HOST, base + 10001))
         blocker.listen()
@@ -196,11 +203,11 @@ def test_a_failed_up_stops_every_node_it_started(
 
     monkeypatch.setattr(local, "spawn", spawn_and_record)
     monkeypatch.setattr(local_commands, "create_cluster", refuse)
-    base = free_port_block(2)
+    base = free_port_block(4)
     result = ctl("up", "--dir", str(cluster_dir), "--base-port", str(base), "--primaries", "2")
     assert result.code == 1
     assert "simulated failure" in result.err
-    assert len(spawned) == 2
+    assert len(spawned) == 4
     assert not any(pid_alive(pid) for pid in spawned)
     assert not local.discover(cluster_dir).running
 
@@ -234,7 +241,7 @@ def test_down_never_kills_a_process_behind_a_stale_pid_file(ctl: Ctl, tmp_path: 
 
 def test_down_finds_a_server_whose_pid_file_was_lost(cluster_dir: Path) -> None:
     base = free_port_block(1)
-    started = up(cluster_dir, base, "--primaries", "1", "--json")
+    started = up(cluster_dir, base, "--primaries", "1", "--replicas", "0", "--json")
     assert started.returncode == 0, started.stderr
     pid = json.loads(started.stdout)["nodes"][0]["pid"]
     (cluster_dir / f"node-{base}" / "server.pid").unlink()
@@ -247,7 +254,7 @@ def test_down_finds_a_server_whose_pid_file_was_lost(cluster_dir: Path) -> None:
 
 def test_down_kills_a_node_that_ignores_sigterm(cluster_dir: Path) -> None:
     base = free_port_block(1)
-    started = up(cluster_dir, base, "--primaries", "1", "--json")
+    started = up(cluster_dir, base, "--primaries", "1", "--replicas", "0", "--json")
     assert started.returncode == 0, started.stderr
     pid = json.loads(started.stdout)["nodes"][0]["pid"]
     os.kill(pid, signal.SIGSTOP)  # down sends SIGCONT after SIGTERM, so this alone is not enough

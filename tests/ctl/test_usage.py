@@ -27,11 +27,37 @@ Ctl = Callable[..., Result]
         (["slots", "127.0.0.1:7000", "--slot", "x"], "'x' is not an integer"),
         (["nodes", "127.0.0.1:7000", "--timeout", "0"], "must be a positive number of seconds"),
         (["up", "--primaries", "0"], "--primaries must be in 1..64, not 0"),
-        (["up", "--replicas", "1"], "replication is not available yet"),
-        (["up", "--replicas", "-1"], "--replicas must be in 0..64"),
+        (["up", "--replicas", "-1"], "--replicas must be in 0..63"),
+        (["up", "--primaries", "40"], "--primaries 40 with --replicas 1 makes 80 nodes"),
+        (
+            ["create", "--replicas", "1", "127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"],
+            "3 nodes cannot be split into primaries with 1 replica each; "
+            "give a multiple of 2 nodes",
+        ),
+        (
+            ["create", "--replicas", "2", "127.0.0.1:7000", "127.0.0.1:7001"],
+            "give a multiple of 3 nodes",
+        ),
+        (["create", "--replicas", "-1", "127.0.0.1:7000"], "--replicas must be in 0..63"),
+        (["add-node", "127.0.0.1:7000"], "the following arguments are required: EXISTING"),
+        (["add-node", "127.0.0.1:7000", "127.0.0.1:7000"], "NEW and EXISTING are both"),
+        (
+            ["add-node", "127.0.0.1:7000", "127.0.0.1:7001", "--replica-of", "xyz"],
+            "'xyz' is not a node id",
+        ),
+        (
+            ["add-node", "127.0.0.1:7000", "127.0.0.1:7001", "--replica-of", "a" * 41],
+            "is not a node id",
+        ),
+        (["failover"], "the following arguments are required: REPLICA"),
+        (
+            ["failover", "127.0.0.1:7000", "--force", "--takeover"],
+            "argument --takeover: not allowed with argument --force",
+        ),
+        (["failover", "127.0.0.1:7000", "--timeout", "0"], "must be a positive number"),
         (["up", "--base-port", "70000"], "port 70000 is outside 1..65535"),
-        (["up", "--base-port", "60000"], "bus ports would reach 70002"),
-        (["up", "--bus-port-offset", "1"], "collide with client ports; use at least 3"),
+        (["up", "--base-port", "60000"], "bus ports would reach 70005"),
+        (["up", "--bus-port-offset", "1"], "collide with client ports; use at least 6"),
         (["up", "--node-timeout-ms", "10"], "--node-timeout-ms must be in 50..3600000"),
         (["down", "--stop-timeout", "-3"], "must be a positive number of seconds"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
@@ -48,5 +74,15 @@ def test_bad_usage_exits_2(ctl: Ctl, argv: list[str], message: str) -> None:
 def test_help_exits_0(ctl: Ctl) -> None:
     result = ctl("--help")
     assert result.code == 0
-    for command in ("up", "down", "create", "info", "nodes", "slots", "check"):
+    for command in (
+        "up",
+        "down",
+        "create",
+        "add-node",
+        "failover",
+        "info",
+        "nodes",
+        "slots",
+        "check",
+    ):
         assert command in result.out

@@ -7,6 +7,7 @@ argparse turns the ``ArgumentTypeError`` raised here into a usage error
 from __future__ import annotations
 
 import argparse
+import string
 from collections.abc import Callable
 
 from slotcache.ctl.cluster_ops import SLOT_COUNT
@@ -44,6 +45,15 @@ def slot(text: str) -> int:
     if not 0 <= value < SLOT_COUNT:
         raise argparse.ArgumentTypeError(f"slot {value} is outside 0..{SLOT_COUNT - 1}")
     return value
+
+
+def node_id(text: str) -> str:
+    """A node id, or the start of one: 1 to 40 hex digits (``nodes`` shows the first 8)."""
+    if not 0 < len(text) <= 40 or any(c not in string.hexdigits for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a node id (up to 40 hex digits; a unique prefix is enough)"
+        )
+    return text.lower()
 
 
 def int_in(low: int, high: int, what: str) -> Callable[[str], int]:

@@ -1,9 +1,11 @@
 """``clusterctl check``: decide, from every node's own view, whether the cluster is healthy.
 
 The seed node's view is the reference: every node it knows is asked for its
-view, and each difference is reported as one readable problem. The logic is
-pure (views in, problems out) so that disagreements, which a real cluster
-shows only for a moment, can be tested deterministically.
+view, and each difference is reported as one readable problem. Replication
+is judged too (see :mod:`slotcache.ctl.check_replication` for which findings
+are problems and which are warnings). The logic is pure (views in, problems
+out) so that disagreements, which a real cluster shows only for a moment,
+can be tested deterministically.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from slotcache.ctl import check_replication
 from slotcache.ctl.cluster_ops import SLOT_COUNT
-from slotcache.ctl.views import format_ranges, owner_table, runs, short_id
+from slotcache.ctl.replicas import find_node, sync_summary
+from slotcache.ctl.views import format_ranges, owner_table, role_name, runs, short_id
 from slotcache.v1 import admin_pb2
 
 # Listing every differing range of a badly split view would bury the first, most useful one.
@@ -59,6 +63,7 @@ def find_problems(
         problems.extend(_own_view_problems(label, got, names))
         if address != seed:
             problems.extend(_differences(seed, reference, ref_owners, label, got, names))
+    problems.extend(check_replication.role_differences(states, names))
     return problems
 
 
@@ -90,6 +95,7 @@ def _own_view_problems(
         if bad:
             who = names.get(peer.node.id, short_id(peer.node.id))
             problems.append(f"{label} flags {who} as {','.join(bad)}")
+    problems.extend(check_replication.role_problems(label, state, names))
     return problems
 
 
@@ -134,21 +140,39 @@ def _owner(node_id: str | None) -> str:
     return short_id(node_id) if node_id else "unassigned"
 
 
+def labels(expected: Mapping[str, str]) -> dict[str, str]:
+    """Address → ``address (short id)``, as problems and warnings name the nodes to ask."""
+    return {address: f"{address} ({short_id(node_id)})" for address, node_id in expected.items()}
+
+
 def report(
     expected: Mapping[str, str],
     states: Mapping[str, admin_pb2.ClusterStateReply | Exception],
     problems: Sequence[str],
+    infos: Mapping[str, admin_pb2.InfoReply | Exception] | None = None,
+    warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The ``check`` command's data: the verdict, the problems, and each node's answer."""
+    """The ``check`` command's data: the verdict, problems, warnings, and each node's answer.
+
+    Warnings do not change the verdict; ``infos`` (each node's Info, when
+    asked) adds how its replication is doing.
+    """
     nodes = []
     for address, node_id in expected.items():
         got = states[address]
+        info = (infos or {}).get(address)
         if isinstance(got, admin_pb2.ClusterStateReply):
+            me = find_node(got, got.myself)
             nodes.append(
                 {
                     "address": address,
                     "id": got.myself,
                     "reachable": True,
+                    "role": role_name(me.node) if me else None,
+                    "primary_id": (me.node.primary_id or None) if me else None,
+                    "replication": sync_summary(info)
+                    if isinstance(info, admin_pb2.InfoReply)
+                    else None,
                     "cluster_ok": got.cluster_ok,
                     "known_nodes": got.known_nodes,
                     "slots_assigned": got.slots_assigned,
@@ -161,16 +185,41 @@ def report(
                     "address": address,
                     "id": node_id,
                     "reachable": False,
+                    "role": None,
+                    "primary_id": None,
+                    "replication": None,
                     "cluster_ok": None,
                     "known_nodes": None,
                     "slots_assigned": None,
                     "error": str(got),
                 }
             )
-    return {"ok": not problems, "problems": list(problems), "nodes": nodes}
+    return {
+        "ok": not problems,
+        "problems": list(problems),
+        "warnings": list(warnings),
+        "nodes": nodes,
+    }
 
 
-CHECK_COLUMNS = ("address", "id", "answers", "cluster", "known nodes", "slots assigned")
+CHECK_COLUMNS = (
+    "address",
+    "id",
+    "answers",
+    "role",
+    "replication",
+    "cluster",
+    "known nodes",
+    "slots assigned",
+)
+
+
+def _role_cell(node: Mapping[str, Any]) -> str:
+    if node["role"] is None:
+        return "-"
+    if node["primary_id"]:
+        return f"{node['role']} of {short_id(node['primary_id'])}"
+    return str(node["role"])
 
 
 def check_rows(data: Mapping[str, Any]) -> list[list[object]]:
@@ -180,6 +229,8 @@ def check_rows(data: Mapping[str, Any]) -> list[list[object]]:
             n["address"],
             short_id(n["id"]),
             "yes" if n["reachable"] else "NO",
+            _role_cell(n),
+            n["replication"] or "-",
             "-" if n["cluster_ok"] is None else ("ok" if n["cluster_ok"] else "FAIL"),
             "-" if n["known_nodes"] is None else n["known_nodes"],
             "-" if n["slots_assigned"] is None else n["slots_assigned"],

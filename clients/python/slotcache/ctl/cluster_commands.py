@@ -8,15 +8,18 @@ entry point reports with exit status 1.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Sequence
 
-from slotcache.ctl import check, output, views
+from slotcache.ctl import check, check_replication, output, views
 from slotcache.ctl.args import UsageError
 from slotcache.ctl.cluster_ops import (
     NodeHandle,
+    OperationError,
     create_cluster,
+    fetch_infos,
     fetch_state,
     fetch_states,
+    plan_roles,
 )
 from slotcache.ctl.views import format_ranges, short_id
 
@@ -74,65 +77,93 @@ def cmd_slots(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Ask every node the seed knows for its view; exit 1 and list the problems unless all agree."""
+    """Ask every node the seed knows for its view; exit 1 and list the problems unless all agree.
+
+    Replication findings that heal by themselves are warnings and leave the
+    exit status 0 (see :mod:`slotcache.ctl.check_replication`).
+    """
     seed_state = fetch_state(args.address, args.timeout)
     expected = check.targets(args.address, seed_state)
     with output.progress(f"asking {len(expected)} nodes for their view"):
         others = fetch_states([a for a in expected if a != args.address], args.timeout)
-    states = {args.address: seed_state, **others}
+        states = {args.address: seed_state, **others}
+        answered = [a for a, s in states.items() if not isinstance(s, Exception)]
+        infos = fetch_infos(answered, args.timeout)
     problems = check.find_problems(args.address, expected, states)
-    data = check.report(expected, states, problems)
+    warnings = check_replication.sync_warnings(check.labels(expected), states, infos)
+    data = check.report(expected, states, problems, infos, warnings)
     if args.json:
         output.emit_json(data)
-    else:
-        output.console.print(
-            output.rows_table(
-                f"cluster seen from {args.address}", check.CHECK_COLUMNS, check.check_rows(data)
-            )
+        return 0 if not problems else 1
+    output.console.print(
+        output.rows_table(
+            f"cluster seen from {args.address}", check.CHECK_COLUMNS, check.check_rows(data)
         )
-        if problems:
-            output.console.print(f"[red]{len(problems)} problem(s):[/red]")
-            for problem in problems:
-                output.console.print(f"  - {problem}", highlight=False, markup=False)
-        else:
-            output.console.print(
-                f"[green]OK[/green]: all 16384 slots are covered and "
-                f"{len(expected)} nodes agree on the view",
-                highlight=False,
-            )
+    )
+    _print_findings("[red]{} problem(s):[/red]", problems)
+    _print_findings("[yellow]{} warning(s)[/yellow] (these do not fail the check):", warnings)
+    if not problems:
+        output.console.print(
+            f"[green]OK[/green]: all 16384 slots are covered and "
+            f"{len(expected)} nodes agree on the view",
+            highlight=False,
+        )
     return 0 if not problems else 1
 
 
+def _print_findings(heading: str, findings: Sequence[str]) -> None:
+    if findings:
+        output.console.print(heading.format(len(findings)))
+        for finding in findings:
+            output.console.print(f"  - {finding}", highlight=False, markup=False)
+
+
 def cmd_create(args: argparse.Namespace) -> int:
-    """Form a new cluster: split the slots evenly over the nodes and have them all meet."""
+    """Form a new cluster: split the slots over the primaries, attach the replicas, meet."""
     duplicates = sorted({a for a in args.addresses if args.addresses.count(a) > 1})
     if duplicates:
         raise UsageError(f"{', '.join(duplicates)} is listed more than once")
-    with output.progress(f"forming a cluster of {len(args.addresses)} nodes"):
-        created = create_cluster(args.addresses, timeout=args.timeout, wait_s=args.wait)
-    nodes: list[dict[str, Any]] = [
-        {
-            "address": address,
-            "id": node_id,
-            "slots": [list(slot_range)],
-            "slot_count": slot_range[1] - slot_range[0] + 1,
-        }
-        for address, node_id, slot_range in created
-    ]
+    try:
+        primaries, followed = plan_roles(len(args.addresses), args.replicas)
+    except OperationError as exc:
+        raise UsageError(str(exc)) from None
+    if not args.json:
+        _print_plan(args.addresses, primaries, followed)
+    with output.progress(f"forming a cluster of {len(args.addresses)} nodes") as progress:
+        created = create_cluster(
+            args.addresses,
+            replicas=args.replicas,
+            timeout=args.timeout,
+            wait_s=args.wait,
+            progress=progress,
+        )
+    nodes = views.created_entries(created)
     if args.json:
-        output.emit_json({"nodes": nodes})
+        output.emit_json({"replicas": args.replicas, "nodes": nodes})
         return 0
-    rows = [
-        [n["address"], short_id(n["id"]), format_ranges([tuple(n["slots"][0])]), n["slot_count"]]
-        for n in nodes
-    ]
     output.console.print(
-        output.rows_table("cluster created", ("address", "id", "slots", "count"), rows)
+        output.rows_table("cluster created", views.CREATED_COLUMNS, views.created_rows(nodes))
     )
+    synced = " and every replica is in sync" if followed else ""
     output.console.print(
-        f"all {len(nodes)} nodes agree; check it any time with: "
+        f"all {len(nodes)} nodes agree{synced}; check it any time with: "
         f"clusterctl check {args.addresses[0]}",
         highlight=False,
         markup=False,
     )
     return 0
+
+
+def _print_plan(addresses: Sequence[str], primaries: int, followed: Sequence[int]) -> None:
+    """Say which node will replicate which before the (possibly long) wait starts."""
+    if not followed:
+        return
+    each = len(followed) // primaries
+    output.console.print(
+        f"plan: {primaries} primaries with {each} {'replica' if each == 1 else 'replicas'} each",
+        highlight=False,
+    )
+    for replica, primary in zip(addresses[primaries:], followed, strict=True):
+        output.console.print(
+            f"  {replica} will replicate {addresses[primary]}", highlight=False, markup=False
+        )

@@ -26,7 +26,7 @@ from slotcache.ctl.args import UsageError
 from slotcache.ctl.cluster_ops import OperationError, create_cluster
 from slotcache.ctl.connect_info import connect_info, down_command
 from slotcache.ctl.launcher import ServerProcess
-from slotcache.ctl.views import format_ranges, short_id
+from slotcache.ctl.views import created_entries, format_ranges, role_cell, short_id
 
 DEFAULT_DIR = ".cluster"
 DEFAULT_BASE_PORT = 7000
@@ -79,13 +79,14 @@ def _stop_all(root: Path, timeout: float) -> list[local.Stopped]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start a local cluster in the background (or attached), form it, and say how to use it."""
-    if args.replicas:
+    count = args.primaries * (args.replicas + 1)
+    if count > local.MAX_NODES:
         raise UsageError(
-            "replication is not available yet, so a local cluster has primaries only; "
-            "leave out --replicas (or pass --replicas 0)"
+            f"--primaries {args.primaries} with --replicas {args.replicas} makes {count} nodes; "
+            f"a local cluster has at most {local.MAX_NODES}"
         )
     try:
-        specs = local.plan(args.primaries, args.base_port, args.bus_port_offset)
+        specs = local.plan(count, args.base_port, args.bus_port_offset)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     root = Path(args.dir)
@@ -135,21 +136,23 @@ def _start(
     with output.progress(f"starting {len(specs)} nodes in {args.dir}"):
         servers = local.spawn(root, specs, args.node_timeout_ms)
         local.wait_ready(servers, READY_TIMEOUT_S)
-    with output.progress("forming the cluster and waiting until every node agrees"):
+    with output.progress("forming the cluster and waiting until every node agrees") as progress:
         created = create_cluster(
-            [s.address for s in specs], timeout=args.timeout, wait_s=AGREE_TIMEOUT_S
+            [s.address for s in specs],
+            replicas=args.replicas,
+            timeout=args.timeout,
+            wait_s=AGREE_TIMEOUT_S,
+            progress=progress,
         )
     nodes = [
         {
-            "address": spec.address,
+            **entry,
             "bus_address": spec.bus_address,
-            "id": node_id,
-            "slots": [list(slot_range)],
             "pid": server.pid,
             "data_dir": str(server.data_dir),
             "log": str(server.log_path),
         }
-        for spec, server, (_, node_id, slot_range) in zip(specs, servers, created, strict=True)
+        for spec, server, entry in zip(specs, servers, created_entries(created), strict=True)
     ]
     info = connect_info([s.address for s in specs], args.dir, DEFAULT_DIR)
     if args.json:
@@ -172,7 +175,7 @@ def _print_up(
 ) -> None:
     console = output.console
     console.print(
-        f"[green]cluster is up[/green]: {len(nodes)} primaries on {local.HOST}, "
+        f"[green]cluster is up[/green]: {_shape(args.primaries, args.replicas)} on {local.HOST}, "
         f"node timeout {args.node_timeout_ms} ms, files in {args.dir}",
         highlight=False,
     )
@@ -181,13 +184,14 @@ def _print_up(
             n["address"],
             n["bus_address"],
             short_id(n["id"]),
+            role_cell(n),
             format_ranges([tuple(r) for r in n["slots"]]),
             str(n["pid"]),
             os.path.relpath(n["log"]),
         ]
         for n in nodes
     ]
-    columns = ("address", "bus", "id", "slots", "pid", "log")
+    columns = ("address", "bus", "id", "role", "slots", "pid", "log")
     console.print(output.rows_table("nodes", columns, rows))
     console.print("\nConnect from Python (any node serves any key; it forwards to the owner):")
     console.print(Syntax(info["python"], "python", background_color="default"))
@@ -199,6 +203,15 @@ def _print_up(
         console.print(f"  {command}", highlight=False, markup=False)
     stop = "press Ctrl-C" if args.foreground else info["stop"]
     console.print(f"Stop: {stop}", highlight=False, markup=False)
+
+
+def _shape(primaries: int, replicas: int) -> str:
+    """``3 primaries with 1 replica each (6 nodes)``."""
+    shape = f"{primaries} {'primary' if primaries == 1 else 'primaries'}"
+    if replicas:
+        each = "replica" if replicas == 1 else "replicas"
+        shape += f" with {replicas} {each} each ({primaries * (replicas + 1)} nodes)"
+    return shape
 
 
 def _watch(servers: Sequence[ServerProcess]) -> None:

@@ -3,7 +3,8 @@
 This module is only the command line: it parses, dispatches, and turns
 failures into exit statuses (0 success, 1 an operation failed, 2 bad usage,
 128+N interrupted by signal N). The commands live in ``cluster_commands``
-(talking to running nodes) and ``local_commands`` (local processes).
+(talking to running nodes), ``replica_commands`` (add-node and failover) and
+``local_commands`` (local processes).
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ import sys
 from collections.abc import Callable, Sequence
 
 from slotcache.ctl import args as types
-from slotcache.ctl import cluster_commands, local_commands, output
+from slotcache.ctl import cluster_commands, local_commands, output, replica_commands
 from slotcache.ctl.args import UsageError
 from slotcache.ctl.cluster_ops import OperationError
+from slotcache.ctl.failover import Mode
 from slotcache.ctl.local import MAX_NODES
 from slotcache.ctl.local_commands import Interrupted
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_CREATE_WAIT_S = 30.0
+DEFAULT_ADD_WAIT_S = 60.0
+# A graceful failover gives up after 5 s on the server; 10 s leaves room for the votes.
+DEFAULT_FAILOVER_TIMEOUT_S = 10.0
 
 
 def _common(json_help: str = "print JSON for scripts") -> argparse.ArgumentParser:
@@ -64,13 +69,7 @@ def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="number of primaries (default 3)",
     )
-    up.add_argument(
-        "--replicas",
-        type=types.int_in(0, MAX_NODES, "--replicas"),
-        default=0,
-        metavar="R",
-        help="replicas per primary; only 0 until replication is available (default 0)",
-    )
+    _add_replicas(up, default=1)
     up.add_argument(
         "--node-timeout-ms",
         type=types.int_in(50, 3_600_000, "--node-timeout-ms"),
@@ -102,6 +101,16 @@ def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.set_defaults(func=local_commands.cmd_up)
 
 
+def _add_replicas(cmd: argparse.ArgumentParser, default: int) -> None:
+    cmd.add_argument(
+        "--replicas",
+        type=types.int_in(0, MAX_NODES - 1, "--replicas"),
+        default=default,
+        metavar="R",
+        help=f"replicas per primary (default {default})",
+    )
+
+
 def _add_dir(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "--dir",
@@ -117,6 +126,77 @@ def _add_dir(cmd: argparse.ArgumentParser) -> None:
         help="seconds to wait after SIGTERM before SIGKILL (default "
         f"{local_commands.DEFAULT_STOP_TIMEOUT_S:g})",
     )
+
+
+def _add_add_node(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser(
+        "add-node",
+        parents=[_common()],
+        help="add an empty node to a cluster, as a primary without slots or as a replica",
+        description="Introduce the fresh, empty cluster-mode node NEW to the cluster that "
+        "EXISTING belongs to, and wait until every node knows it. Without --replica-of it "
+        "stays a primary without slots; with it, it replicates that primary and the command "
+        "also waits until it is in sync. Refuses, changing nothing, a NEW that is in a "
+        "cluster or holds data, and an id that is unknown, ambiguous or not a primary.",
+    )
+    cmd.add_argument("new", type=types.address, metavar="NEW", help="the new node's HOST:PORT")
+    cmd.add_argument(
+        "existing", type=types.address, metavar="EXISTING", help="HOST:PORT of any cluster node"
+    )
+    cmd.add_argument(
+        "--replica-of",
+        type=types.node_id,
+        metavar="NODE_ID",
+        help="make NEW a replica of this primary (its id, or a unique prefix as nodes shows it)",
+    )
+    cmd.add_argument(
+        "--wait",
+        type=types.positive_seconds,
+        default=DEFAULT_ADD_WAIT_S,
+        metavar="SECS",
+        help="how long to wait for the cluster to know the node, and again for a replica's "
+        f"sync (default {DEFAULT_ADD_WAIT_S:g})",
+    )
+    cmd.set_defaults(func=replica_commands.cmd_add_node)
+
+
+def _add_failover(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser(
+        "failover",
+        help="promote a replica to primary in place of its primary",
+        description="Manual failover. By default graceful: the primary pauses writes until "
+        "the replica has every one, so nothing is lost. The old primary becomes a replica "
+        "of the new one.",
+    )
+    cmd.add_argument(
+        "address", type=types.address, metavar="REPLICA", help="HOST:PORT of the replica"
+    )
+    mode = cmd.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--force",
+        action="store_const",
+        dest="mode",
+        const=Mode.FORCE,
+        default=Mode.GRACEFUL,
+        help="do not wait for the primary (use when it is down); still needs a majority's votes",
+    )
+    mode.add_argument(
+        "--takeover",
+        action="store_const",
+        dest="mode",
+        const=Mode.TAKEOVER,
+        help="take the slots without any vote (use when no majority can be reached); "
+        "writes the primary took that the replica lacks are lost",
+    )
+    cmd.add_argument(
+        "--timeout",
+        type=types.positive_seconds,
+        default=DEFAULT_FAILOVER_TIMEOUT_S,
+        metavar="SECS",
+        help=f"how long to wait for the promotion (default {DEFAULT_FAILOVER_TIMEOUT_S:g})",
+    )
+    cmd.add_argument("--json", action="store_true", help="print JSON for scripts")
+    cmd.set_defaults(func=replica_commands.cmd_failover)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,10 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
         "create",
         parents=[_common()],
         help="form a cluster of empty nodes",
-        description="Split the 16384 slots evenly over the given nodes (in order) and have "
-        "them all meet. Refuses, changing nothing, if a node is down, not in cluster "
-        "mode, or already in a cluster.",
+        description="Split the 16384 slots evenly over the primaries and have every node meet. "
+        "With --replicas R, the first N/(R+1) nodes (in order) are the primaries and the "
+        "others replicate them round-robin. Refuses, changing nothing, if a node is down, "
+        "not in cluster mode, or already in a cluster.",
     )
+    _add_replicas(create, default=0)
     create.add_argument(
         "addresses", nargs="+", type=types.address, metavar="HOST:PORT", help="the nodes"
     )
@@ -154,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"how long to wait for every node to agree (default {DEFAULT_CREATE_WAIT_S:g})",
     )
     create.set_defaults(func=cluster_commands.cmd_create)
+    _add_add_node(sub)
+    _add_failover(sub)
 
     _add_node_command(sub, "info", "show a node's identity and counters", cluster_commands.cmd_info)
     _add_node_command(

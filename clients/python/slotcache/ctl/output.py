@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -37,18 +37,33 @@ def emit_json(data: Any) -> None:
 
 
 @contextlib.contextmanager
-def progress(message: str) -> Iterator[None]:
+def progress(message: str) -> Iterator[Callable[[str], None]]:
     """Tell the operator what a long wait is for, on stderr so JSON on stdout stays clean.
 
     A terminal gets a spinner that disappears when the step is done; a log
-    or a pipe gets the message once, as a line.
+    or a pipe gets the message once, as a line. The yielded function replaces
+    the message as the wait advances (``3/6 nodes know it``); off a terminal
+    each new text is one more line, and repeats are dropped so a poll loop
+    does not flood a log.
     """
     if errors.is_terminal:
-        with errors.status(escape(message)):
-            yield
+        with errors.status(escape(message)) as status:
+            yield _on_change(message, lambda text: status.update(escape(text)))
     else:
         errors.print(f"{escape(message)}...", highlight=False)
-        yield
+        yield _on_change(message, lambda text: errors.print(f"  {escape(text)}", highlight=False))
+
+
+def _on_change(first: str, show: Callable[[str], None]) -> Callable[[str], None]:
+    """``show`` only texts that differ from the last one shown."""
+    last = [first]
+
+    def update(text: str) -> None:
+        if text != last[0]:
+            last[0] = text
+            show(text)
+
+    return update
 
 
 def error(message: str) -> None:

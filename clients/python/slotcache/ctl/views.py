@@ -7,10 +7,10 @@ tests can feed hand-made replies without a server.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from slotcache.ctl.cluster_ops import SLOT_COUNT
+from slotcache.ctl.cluster_ops import SLOT_COUNT, CreatedNode
 from slotcache.v1 import admin_pb2, cache_pb2
 
 SHORT_ID = 8
@@ -51,6 +51,12 @@ def format_ranges(ranges: Sequence[tuple[int, int]], limit: int = RANGES_SHOWN) 
     return ", ".join(parts)
 
 
+def some_of(items: Sequence[str], shown: int = 3) -> str:
+    """``a, b, c and 4 more``: a list that stays one readable line however long it gets."""
+    listed = ", ".join(items[:shown])
+    return listed if len(items) <= shown else f"{listed} and {len(items) - shown} more"
+
+
 def owner_table(state: admin_pb2.ClusterStateReply) -> list[str | None]:
     """The owner's id of every slot in this node's view (None where no node claims it)."""
     owners: list[str | None] = [None] * SLOT_COUNT
@@ -72,8 +78,8 @@ def runs(owners: Sequence[str | None]) -> list[Run]:
     return result
 
 
-def node_entry(peer: admin_pb2.PeerState) -> dict[str, Any]:
-    """Everything known about one node, JSON-ready."""
+def node_entry(peer: admin_pb2.PeerState, addresses: Mapping[str, str]) -> dict[str, Any]:
+    """Everything known about one node, JSON-ready; ``addresses`` maps ids to client addresses."""
     info = peer.node
     ranges = ranges_of(info)
     return {
@@ -82,6 +88,7 @@ def node_entry(peer: admin_pb2.PeerState) -> dict[str, Any]:
         "bus_address": peer.bus_address,
         "role": role_name(info),
         "primary_id": info.primary_id or None,
+        "primary_address": addresses.get(info.primary_id) if info.primary_id else None,
         "flags": list(peer.flags),
         "config_epoch": info.config_epoch,
         "failing": info.failing,
@@ -93,13 +100,29 @@ def node_entry(peer: admin_pb2.PeerState) -> dict[str, Any]:
     }
 
 
-def _order(entry: dict[str, Any]) -> tuple[int, int, str]:
-    first_slot = entry["slots"][0][0] if entry["slots"] else SLOT_COUNT
-    return (entry["role"] != "primary", first_slot, entry["address"])
+def ordered(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Primaries by their first slot, each followed by its replicas; unplaced replicas last.
+
+    Reading down the table then shows each shard as a group, as the slots
+    and their copies belong together.
+    """
+
+    def first_slot(entry: dict[str, Any]) -> tuple[int, str]:
+        return (entry["slots"][0][0] if entry["slots"] else SLOT_COUNT, entry["address"])
+
+    primaries = sorted((e for e in entries if e["role"] == "primary"), key=first_slot)
+    replicas = sorted((e for e in entries if e["role"] != "primary"), key=lambda e: e["address"])
+    result: list[dict[str, Any]] = []
+    for primary in primaries:
+        result.append(primary)
+        result.extend(r for r in replicas if r["primary_id"] == primary["id"])
+    placed = {id(e) for e in result}
+    return result + [r for r in replicas if id(r) not in placed]
 
 
 def nodes_view(address: str, state: admin_pb2.ClusterStateReply) -> dict[str, Any]:
-    """The ``nodes`` command's data: the responder's summary and its nodes, primaries by slot."""
+    """The ``nodes`` command's data: the responder's summary and its nodes, by shard."""
+    addresses = {p.node.id: p.node.address for p in state.peers}
     return {
         "responder": address,
         "myself": state.myself,
@@ -110,7 +133,7 @@ def nodes_view(address: str, state: admin_pb2.ClusterStateReply) -> dict[str, An
         "size": state.size,
         "slots_assigned": state.slots_assigned,
         "node_timeout_ms": state.node_timeout_ms,
-        "nodes": sorted((node_entry(p) for p in state.peers), key=_order),
+        "nodes": ordered([node_entry(p, addresses) for p in state.peers]),
     }
 
 
@@ -214,4 +237,45 @@ def slot_rows(ranges: Sequence[dict[str, Any]]) -> list[list[object]]:
             r["address"] or "-",
         ]
         for r in ranges
+    ]
+
+
+def created_entries(created: Sequence[CreatedNode]) -> list[dict[str, Any]]:
+    """What ``create`` and ``up`` report per node: its id, role, primary and slots, JSON-ready."""
+    addresses = {n.id: n.address for n in created}
+    return [
+        {
+            "address": n.address,
+            "id": n.id,
+            "role": n.role,
+            "primary_id": n.primary_id,
+            "primary_address": addresses.get(n.primary_id) if n.primary_id else None,
+            "slots": [list(n.slots)] if n.slots else [],
+            "slot_count": count([n.slots]) if n.slots else 0,
+        }
+        for n in created
+    ]
+
+
+def role_cell(entry: Mapping[str, Any]) -> str:
+    """``primary``, or ``replica of ADDRESS`` for a node whose primary's address is known."""
+    if entry.get("primary_address"):
+        return f"replica of {entry['primary_address']}"
+    return str(entry["role"])
+
+
+CREATED_COLUMNS = ("address", "id", "role", "slots", "count")
+
+
+def created_rows(entries: Sequence[Mapping[str, Any]]) -> list[list[object]]:
+    """Table rows for ``create``, in :data:`CREATED_COLUMNS` order."""
+    return [
+        [
+            e["address"],
+            short_id(e["id"]),
+            role_cell(e),
+            format_ranges([(s, end) for s, end in e["slots"]]),
+            e["slot_count"],
+        ]
+        for e in entries
     ]
