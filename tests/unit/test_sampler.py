@@ -234,31 +234,25 @@ def test_sampler_reclaims_a_million_keys_within_budget():
     cycles = 0
     removed = 0
     max_elapsed = 0.0
-    descheduled = 0
     share = 0.5
     while share >= 0.10:
         assert cycles < MAX_CYCLES_TO_10_PERCENT, f"stale share still {share:.3f}"
         count_before = ks.key_count
-        cpu_before = time.thread_time()
-        stats = ks.run_expiry_cycle()
-        cpu_s = time.thread_time() - cpu_before
+        # The budget is measured in this thread's CPU time here: the server
+        # measures wall time, but on a test machine with more runnable
+        # processes than cores the OS would eat the wall-clock budget and the
+        # cycle count would measure the machine's load, not the sampler.
+        stats = ks.run_expiry_cycle(timer=time.thread_time)
         cycles += 1
         removed += stats.expired
         max_elapsed = max(max_elapsed, stats.elapsed_s)
-        if stats.elapsed_s > budget_s + BUDGET_SLACK_S:
-            # The budget is wall time (perf_counter), and no budget check can
-            # help if the OS deschedules the process mid-loop, as happens on a
-            # machine with more runnable processes than cores. Accept such a
-            # cycle only if its own CPU time stayed within the bound.
-            descheduled += 1
-            assert cpu_s <= budget_s + BUDGET_SLACK_S, stats
+        assert stats.elapsed_s <= budget_s + BUDGET_SLACK_S, stats
         assert ks.key_count == count_before - stats.expired
         assert ks.stats.expired_active == removed
         share = (due - removed) / ks.ttl_key_count()
     print(
         f"\nsampler: {cycles} cycles to <10% stale, final {share:.4f}, "
-        f"max cycle {max_elapsed * 1000:.2f} ms, "
-        f"{descheduled} cycles over budget + slack in wall time only"
+        f"max cycle {max_elapsed * 1000:.2f} ms of CPU"
     )
     assert max_elapsed >= budget_s  # the early cycles really were limited by the budget
     # Nothing that was not due has gone.
