@@ -123,6 +123,10 @@ class ServerConfig:
     repl_backlog_bytes: int = 16 * MIB
     min_replicas: int = 0
     min_replicas_timeout_ms: int = 1000
+    # Near-cache invalidation bounds (see docs/near-cache-protocol.md).
+    tracking_table_max_keys: int = 1_000_000
+    tracking_max_keys_per_subscriber: int = 100_000
+    tracking_queue_max_keys: int = 100_000
 
     def __post_init__(self) -> None:
         if self.cluster_enabled and self.bus_port == 0 and self.port + 10000 > 65535:
@@ -139,6 +143,15 @@ class ServerConfig:
             raise ValueError("min replicas must be >= 0")
         if self.min_replicas_timeout_ms < 1:
             raise ValueError("min replicas timeout must be >= 1 ms")
+        if (
+            min(
+                self.tracking_table_max_keys,
+                self.tracking_max_keys_per_subscriber,
+                self.tracking_queue_max_keys,
+            )
+            < 1
+        ):
+            raise ValueError("tracking limits must be >= 1")
 
     @property
     def address(self) -> str:
@@ -243,6 +256,27 @@ _OPTIONS: tuple[_Option, ...] = (
         _int,
         "how long a write waits for its replicas",
         "MS",
+    ),
+    _Option(
+        "--tracking-table-max-keys",
+        "tracking_table_max_keys",
+        _int,
+        "near-cache tracking registrations kept for all subscribers together",
+        "N",
+    ),
+    _Option(
+        "--tracking-max-keys-per-subscriber",
+        "tracking_max_keys_per_subscriber",
+        _int,
+        "near-cache tracking registrations kept for one subscriber",
+        "N",
+    ),
+    _Option(
+        "--tracking-queue-max-keys",
+        "tracking_queue_max_keys",
+        _int,
+        "invalidations waiting for a slow subscriber before they become one flush",
+        "N",
     ),
 )
 

@@ -35,6 +35,8 @@ from cluster.services.durability import WRITE_OPS, Durability, wait_until
 from cluster.services.status import abort
 from cluster.slots import key_slot
 from cluster.stats import OpCounters
+from cluster.tracking.hub import TrackingHub
+from cluster.tracking.service import Tracking
 from slotcache.v1 import cache_pb2 as pb
 from slotcache.v1 import cache_pb2_grpc as pb_grpc
 
@@ -57,12 +59,17 @@ class CacheService(pb_grpc.CacheServicer):
         ownership: Ownership,
         forwarder: Forwarder,
         durability: Durability,
+        tracking: Tracking | None = None,
     ) -> None:
         self._executor = executor
         self._counters = counters
         self._ownership = ownership
         self._forwarder = forwarder
         self._durability = durability
+        # Near-cache invalidation (Subscribe, and reads with slotcache-track).
+        self._tracking = tracking or Tracking(
+            TrackingHub(executor.keyspace), ownership, executor.limits
+        )
 
     async def Get(self, request: pb.GetRequest, context: Context) -> pb.GetReply:
         return await self._serve("get", self._executor.get, request, context)
@@ -97,13 +104,34 @@ class CacheService(pb_grpc.CacheServicer):
     async def Topology(self, request: pb.TopologyRequest, context: Context) -> pb.TopologyReply:
         return self._ownership.topology()
 
+    # A coroutine writing with context.write() rather than a generator, so that the
+    # stream's cleanup runs in the handler's own task when the client cancels; the
+    # generated stub only types the generator form that grpc.aio also accepts.
+    async def Subscribe(  # type: ignore[override]
+        self, request: pb.SubscribeRequest, context: Context
+    ) -> None:
+        await self._tracking.subscribe(request, context)
+
     async def Pipeline(
         self, request_iterator: AsyncIterator[pb.PipelineRequest], context: Context
     ) -> AsyncIterator[pb.PipelineReply]:
         """Answer each batch with one reply batch; a failed operation never ends the stream."""
         options: CallOptions | None = None
+        try:
+            tracking = self._tracking.for_pipeline(context)
+        except CommandError as exc:
+            await abort(context, exc)
+            return
+        if tracking is not None:
+            options = tracking.options
         async for batch in request_iterator:
             await self._wait_if_paused(batch)
+            if tracking is not None:
+                try:
+                    tracking.before_batch(batch)
+                except CommandError as exc:
+                    await abort(context, exc)
+                    return
             if self._all_local(batch):
                 pending: list[tuple[int, int]] = []
                 reply = self._run_local(batch, pending)
@@ -122,8 +150,13 @@ class CacheService(pb_grpc.CacheServicer):
     async def _serve(
         self, op: str, handler: Callable[[_Req], _Rep], request: _Req, context: Context
     ) -> _Rep:
+        options: CallOptions | None = None
         try:
-            reply: _Rep = await self._execute(op, handler, request, context, None)
+            if op in READ_OPS:
+                tracked = self._tracking.tracked_read(op, handler, context)
+                if tracked is not None:
+                    handler, options = tracked
+            reply: _Rep = await self._execute(op, handler, request, context, options)
         except CommandError as exc:
             self._counters.failed(op, exc.code)
             await abort(context, exc)

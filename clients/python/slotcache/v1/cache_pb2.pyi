@@ -81,6 +81,99 @@ ROLE_PRIMARY: Role.ValueType  # 1
 ROLE_REPLICA: Role.ValueType  # 2
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
+class _TrackingMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TrackingModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TrackingMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRACKING_MODE_KEYS: _TrackingMode.ValueType  # 0
+    """The keys this subscription read with `slotcache-track`, once each per read."""
+    TRACKING_MODE_BROADCAST: _TrackingMode.ValueType  # 1
+    """Every change to any key of the watched slots; nothing is kept per key."""
+
+class TrackingMode(_TrackingMode, metaclass=_TrackingModeEnumTypeWrapper):
+    """---- near-cache invalidation --------------------------------------------------
+
+    A client keeps a near cache per node and opens one Subscribe stream per
+    node it reads from. The contract, in full:
+
+    1. The first message has seq = 1, `subscription_id` and `node_id`, and
+       nothing to drop. Until it arrives the client caches nothing.
+    2. A read the client wants to cache is sent to the node itself (Get, MGet,
+       Exists, Ttl, or a Pipeline stream) with the request metadata
+       `slotcache-track: <subscription_id>`. Such a read is never forwarded:
+       for a key of a slot this node does not serve it fails with MOVED, as if
+       `slotcache-redirect: 1` had been sent (a replica serves it when
+       `slotcache-replica-read: 1` allows). An id that is not open on this node
+       fails the read (or a Pipeline stream, before its next batch runs) with
+       FAILED_PRECONDITION, ErrorInfo reason NO_SUBSCRIPTION.
+    3. Keys mode: every key of a tracked read is registered, found or not,
+       before the reply is sent. Its next change (write, delete, expiry,
+       eviction, TTL change, the slot leaving this node, or the tracking table
+       evicting the registration) queues one invalidation and removes the
+       registration: one read, at most one invalidation. Read it again to
+       track it again.
+       Broadcast mode: every change to a key of a watched slot is pushed; tracked
+       reads register nothing (the header only keeps the read on this node).
+    4. Changes are batched: what changes while a message is being written
+       leaves in the next one, so messages carry many keys.
+    5. Messages are numbered 1, 2, 3, ... per stream with no gap, and none is
+       ever dropped. A client that sees a gap (a bug, or a proxy that loses
+       messages) must flush. When the client falls behind (more than the
+       node's --tracking-queue-max-keys invalidations waiting), the node
+       replaces what was waiting by one message with `flush` set.
+    6. The stream ends only on error: the client cancelled, the connection
+       broke, or the node is shutting down (UNAVAILABLE). Whenever it ends,
+       the client drops everything it cached through it and subscribes again
+       (a new id; registrations of the old one are gone).
+    7. The read/write race: before sending a tracked read, the client puts a
+       placeholder for each key in its near cache. An invalidation (or flush)
+       that arrives before the reply voids the placeholder, and the reply is
+       then not cached. This suffices because the node registers a read before
+       it sends the reply, so any change the reply does not show is
+       invalidated on the stream afterwards.
+
+    A client must handle `keys`, `slots` and `flush` in any message, whatever
+    the mode. The node may send an invalidation for a key that did not change
+    (for example a key read and lazily expired in one Pipeline batch); the
+    client just drops it.
+
+    What a subscription is told about (Redis CLIENT TRACKING and its BCAST option).
+    """
+
+TRACKING_MODE_KEYS: TrackingMode.ValueType  # 0
+"""The keys this subscription read with `slotcache-track`, once each per read."""
+TRACKING_MODE_BROADCAST: TrackingMode.ValueType  # 1
+"""Every change to any key of the watched slots; nothing is kept per key."""
+Global___TrackingMode: _TypeAlias = TrackingMode  # noqa: Y015
+
+class _FlushReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FlushReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FlushReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FLUSH_REASON_UNSPECIFIED: _FlushReason.ValueType  # 0
+    FLUSH_REASON_OVERFLOW: _FlushReason.ValueType  # 1
+    """The client read the stream too slowly: more invalidations were waiting
+    than the node keeps for one subscriber. They were replaced by this flush,
+    and the subscription's registrations were reset (reads made before this
+    message are no longer tracked; read again to track again).
+    """
+
+class FlushReason(_FlushReason, metaclass=_FlushReasonEnumTypeWrapper):
+    """Why a message asks the client to drop everything."""
+
+FLUSH_REASON_UNSPECIFIED: FlushReason.ValueType  # 0
+FLUSH_REASON_OVERFLOW: FlushReason.ValueType  # 1
+"""The client read the stream too slowly: more invalidations were waiting
+than the node keeps for one subscriber. They were replaced by this flush,
+and the subscription's registrations were reset (reads made before this
+message are no longer tracked; read again to track again).
+"""
+Global___FlushReason: _TypeAlias = FlushReason  # noqa: Y015
+
 @_typing.final
 class GetRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -878,3 +971,84 @@ class TopologyReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TopologyReply: _TypeAlias = TopologyReply  # noqa: Y015
+
+@_typing.final
+class SubscribeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
+    mode: Global___TrackingMode.ValueType
+    @_builtins.property
+    def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___SlotRange]:
+        """Broadcast mode: the slots to watch; empty watches every slot. Must be
+        empty in keys mode (INVALID_ARGUMENT otherwise).
+        """
+
+    def __init__(
+        self,
+        *,
+        mode: Global___TrackingMode.ValueType = ...,
+        slots: _abc.Iterable[Global___SlotRange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "slots", b"slots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeRequest: _TypeAlias = SubscribeRequest  # noqa: Y015
+
+@_typing.final
+class Invalidation(_message.Message):
+    """One message of a Subscribe stream. Apply `flush`, then `slots`, then `keys`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
+    FLUSH_FIELD_NUMBER: _builtins.int
+    FLUSH_REASON_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """1 for the first message of the stream, then one more per message."""
+    subscription_id: _builtins.str
+    """First message only: the id to send as `slotcache-track` on reads."""
+    node_id: _builtins.str
+    """First message only: the answering node's id (40 hex digits), as Topology
+    reports it, so the client knows which node the subscription watches.
+    """
+    flush: _builtins.bool
+    """Drop everything cached through this subscription, placeholders too."""
+    flush_reason: Global___FlushReason.ValueType
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Drop these keys (and void their placeholders)."""
+
+    @_builtins.property
+    def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___SlotRange]:
+        """Drop every key of these slots: this node stopped serving them (the slot
+        moved, or this node's role changed). Sent to broadcast subscribers that
+        watch them; keys-mode subscribers get the registered keys in `keys`.
+        """
+
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        subscription_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        keys: _abc.Iterable[_builtins.bytes] | None = ...,
+        slots: _abc.Iterable[Global___SlotRange] | None = ...,
+        flush: _builtins.bool = ...,
+        flush_reason: Global___FlushReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flush", b"flush", "flush_reason", b"flush_reason", "keys", b"keys", "node_id", b"node_id", "seq", b"seq", "slots", b"slots", "subscription_id", b"subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Invalidation: _TypeAlias = Invalidation  # noqa: Y015

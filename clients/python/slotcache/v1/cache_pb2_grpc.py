@@ -94,6 +94,11 @@ class CacheStub:
                 request_serializer=slotcache_dot_v1_dot_cache__pb2.TopologyRequest.SerializeToString,
                 response_deserializer=slotcache_dot_v1_dot_cache__pb2.TopologyReply.FromString,
                 _registered_method=True)
+        self.Subscribe = channel.unary_stream(
+                '/slotcache.v1.Cache/Subscribe',
+                request_serializer=slotcache_dot_v1_dot_cache__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_cache__pb2.Invalidation.FromString,
+                _registered_method=True)
 
 
 class CacheServicer:
@@ -188,6 +193,17 @@ class CacheServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Subscribe(self, request, context):
+        """Near-cache invalidation (Redis 6 client-side caching): a long-lived
+        stream on which this node tells the client which cached keys to drop.
+        The first message names the subscription; reads that the client wants
+        to cache carry that name in the request metadata `slotcache-track`.
+        See SubscribeRequest, Invalidation and docs/near-cache-protocol.md.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -250,6 +266,11 @@ def add_CacheServicer_to_server(servicer, server):
                     servicer.Topology,
                     request_deserializer=slotcache_dot_v1_dot_cache__pb2.TopologyRequest.FromString,
                     response_serializer=slotcache_dot_v1_dot_cache__pb2.TopologyReply.SerializeToString,
+            ),
+            'Subscribe': grpc.unary_stream_rpc_method_handler(
+                    servicer.Subscribe,
+                    request_deserializer=slotcache_dot_v1_dot_cache__pb2.SubscribeRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_cache__pb2.Invalidation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -576,6 +597,33 @@ class Cache:
             '/slotcache.v1.Cache/Topology',
             slotcache_dot_v1_dot_cache__pb2.TopologyRequest.SerializeToString,
             slotcache_dot_v1_dot_cache__pb2.TopologyReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Subscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/slotcache.v1.Cache/Subscribe',
+            slotcache_dot_v1_dot_cache__pb2.SubscribeRequest.SerializeToString,
+            slotcache_dot_v1_dot_cache__pb2.Invalidation.FromString,
             options,
             channel_credentials,
             insecure,

@@ -84,6 +84,13 @@ class CacheStub:
     """The cluster as this node sees it: nodes, roles, addresses and slot
     ranges, so smart clients in any language can send each key to its owner.
     """
+    Subscribe: _grpc.UnaryStreamMultiCallable[_cache_pb2.SubscribeRequest, _cache_pb2.Invalidation]
+    """Near-cache invalidation (Redis 6 client-side caching): a long-lived
+    stream on which this node tells the client which cached keys to drop.
+    The first message names the subscription; reads that the client wants
+    to cache carry that name in the request metadata `slotcache-track`.
+    See SubscribeRequest, Invalidation and docs/near-cache-protocol.md.
+    """
 
 @_typing.type_check_only
 class CacheAsyncStub(CacheStub):
@@ -119,6 +126,13 @@ class CacheAsyncStub(CacheStub):
     Topology: _aio.UnaryUnaryMultiCallable[_cache_pb2.TopologyRequest, _cache_pb2.TopologyReply]  # type: ignore[assignment]
     """The cluster as this node sees it: nodes, roles, addresses and slot
     ranges, so smart clients in any language can send each key to its owner.
+    """
+    Subscribe: _aio.UnaryStreamMultiCallable[_cache_pb2.SubscribeRequest, _cache_pb2.Invalidation]  # type: ignore[assignment]
+    """Near-cache invalidation (Redis 6 client-side caching): a long-lived
+    stream on which this node tells the client which cached keys to drop.
+    The first message names the subscription; reads that the client wants
+    to cache carry that name in the request metadata `slotcache-track`.
+    See SubscribeRequest, Invalidation and docs/near-cache-protocol.md.
     """
 
 class CacheServicer(metaclass=_abc_1.ABCMeta):
@@ -224,6 +238,19 @@ class CacheServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_cache_pb2.TopologyReply, _abc.Awaitable[_cache_pb2.TopologyReply]]:
         """The cluster as this node sees it: nodes, roles, addresses and slot
         ranges, so smart clients in any language can send each key to its owner.
+        """
+
+    @_abc_1.abstractmethod
+    def Subscribe(
+        self,
+        request: _cache_pb2.SubscribeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_cache_pb2.Invalidation], _abc.AsyncIterator[_cache_pb2.Invalidation]]:
+        """Near-cache invalidation (Redis 6 client-side caching): a long-lived
+        stream on which this node tells the client which cached keys to drop.
+        The first message names the subscription; reads that the client wants
+        to cache carry that name in the request metadata `slotcache-track`.
+        See SubscribeRequest, Invalidation and docs/near-cache-protocol.md.
         """
 
 def add_CacheServicer_to_server(servicer: CacheServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
