@@ -32,6 +32,8 @@ from cluster.services.admin import AdminService
 from cluster.services.cache import CacheService
 from cluster.services.durability import Durability
 from cluster.stats import OpCounters
+from cluster.tracking.hub import TrackingHub, TrackingLimits
+from cluster.tracking.service import Tracking
 from slotcache.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -88,11 +90,24 @@ class Node:
             membership = load_membership(config, monotonic_ms())
         self.ownership = Ownership(membership, config.cluster_enabled)
         self.forwarder = Forwarder(config.max_message_bytes)
+        self.tracking = Tracking(
+            TrackingHub(
+                self.keyspace,
+                TrackingLimits(
+                    config.tracking_table_max_keys,
+                    config.tracking_max_keys_per_subscriber,
+                    config.tracking_queue_max_keys,
+                ),
+            ),
+            self.ownership,
+            self.executor.limits,
+        )
         self.port = config.port
         self.bus_port = 0
         self.sampler_cycles = 0
         self.sampler_overruns = 0
         self.loop_lag_max_ms = 0
+        self.loop_lag_cpu_max_ms = 0
         self._started_at = time.monotonic()
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -124,6 +139,7 @@ class Node:
                     self.config.min_replicas,
                     self.config.min_replicas_timeout_ms / 1000,
                 ),
+                tracking=self.tracking,
             ),
             server,
         )
@@ -153,8 +169,9 @@ class Node:
                 )
             except OSError as exc:
                 raise StartupError(str(exc)) from exc
-            await self._apply_role()
+            self._apply_role()
             self._tasks.append(asyncio.create_task(self._run_cluster_cron(), name="cluster-cron"))
+        self.tracking.start()
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
@@ -173,6 +190,8 @@ class Node:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Subscribe streams never end on their own; end them so they do not hold the grace.
+        await self.tracking.stop()
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
         if self.replication is not None:
@@ -203,15 +222,22 @@ class Node:
         """Measure how late the event loop wakes up: the stall every request suffers.
 
         Long synchronous steps (a huge slot snapshot, a big batch) show here
-        first; the Info RPC reports the worst since start.
+        first; the Info RPC reports the worst since start. On a busy host the
+        lag also counts time the OS did not run the process at all, so the
+        part of it this thread spent working (its CPU time in the period) is
+        kept apart: that is the stall the node's own code caused.
         """
         loop = asyncio.get_running_loop()
         while True:
             expected = loop.time() + LOOP_WATCH_PERIOD_S
+            cpu = time.thread_time()
             await asyncio.sleep(LOOP_WATCH_PERIOD_S)
             lag_ms = int((loop.time() - expected) * 1000)
             if lag_ms > self.loop_lag_max_ms:
                 self.loop_lag_max_ms = lag_ms
+            lag_cpu_ms = min(lag_ms, int((time.thread_time() - cpu) * 1000))
+            if lag_cpu_ms > self.loop_lag_cpu_max_ms:
+                self.loop_lag_cpu_max_ms = lag_cpu_ms
 
     async def _run_cluster_cron(self) -> None:
         """Drive the membership state machine at its tick rate."""
@@ -227,27 +253,38 @@ class Node:
                 log.exception("cluster tick failed")
 
     def drop_slots(self, slots: Iterable[int]) -> None:
-        """Delete the keys of slots this node no longer owns, as Redis does."""
-        for slot in slots:
-            self.keyspace.clear_slot(slot)
+        """Delete the keys of slots this node no longer owns, as Redis does.
+
+        A primary failed over keeps them: it now replicates the node that took
+        the slots, whose history its keys are a prefix of, so replication
+        continues from its offset (partial sync) or replaces them (full sync).
+        Deleting them would force a full sync, and would stream the deletes to
+        the new owner, which may still be applying this node's stream.
+        """
+        slots = tuple(slots)
+        if not self.ownership.membership.myself.primary:
+            for slot in slots:
+                self.keyspace.clear_slot(slot)
+        # Near caches may also hold keys of these slots that were absent here.
+        self.tracking.slots_lost(slots)
 
     def _primary_bus(self) -> str | None:
         primary = self.ownership.membership.my_primary()
         return primary.address.bus if primary is not None else None
 
     def _role_changed(self, primary: bytes) -> None:
-        task = asyncio.get_running_loop().create_task(self._apply_role())
-        self._tasks.append(task)
-        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+        # In the same loop step as the membership change, before any request
+        # can see the new role (see NodeReplication.become_primary).
+        self._apply_role()
 
-    async def _apply_role(self) -> None:
+    def _apply_role(self) -> None:
         """Make replication match the role the membership gives this node."""
         if self.replication is None:
             return
         if self.ownership.membership.myself.primary:
-            await self.replication.become_replica()
+            self.replication.become_replica()
         else:
-            await self.replication.become_primary()
+            self.replication.become_primary()
 
     def server_info(self) -> dict[str, str]:
         """Descriptive fields for the Info RPC."""
@@ -281,8 +318,10 @@ class Node:
                 "sampler.cycles": self.sampler_cycles,
                 "sampler.overruns": self.sampler_overruns,
                 "loop.lag_max_ms": self.loop_lag_max_ms,
+                "loop.lag_cpu_max_ms": self.loop_lag_cpu_max_ms,
             }
         )
+        out.update(self.tracking.counters())
         replication = self.replication
         if replication is not None:
             out["repl.offset"] = replication.offset

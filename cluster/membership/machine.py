@@ -138,6 +138,8 @@ class Membership:
         # Forgotten nodes, ignored in gossip until the given time (Redis's ban list).
         self._banned: dict[bytes, int] = {}
         self.started_at = now
+        # When tick() last ran: a long gap means this node stood still (see _resumed).
+        self._last_tick = now
         # Set when the view was restored from disk after a restart.
         self.restored = False
         self.elections = Elections(self)
@@ -306,6 +308,9 @@ class Membership:
         """Advance time: send due pings, detect timeouts, expire reports, update state."""
         out: list[Envelope] = []
         cfg = self.config
+        if now - self._last_tick > cfg.tick_ms + cfg.node_timeout_ms:
+            self._resumed(now)
+        self._last_tick = now
         if now >= self._next_random_ping:
             self._next_random_ping = now + cfg.probe_interval_ms
             target = self._stalest_of_random(cfg.random_ping_candidates)
@@ -330,6 +335,20 @@ class Membership:
         if self._state_dirty:
             self._update_state(now)
         return out
+
+    def _resumed(self, now: int) -> None:
+        """This node stood still for longer than node_timeout (a stopped process, a huge stall).
+
+        Its peers may have failed it over meanwhile, and until it hears from
+        them it would serve slots it no longer owns. As after a restart, its
+        state stays fail for the writable delay, so that it hears first.
+        """
+        self.restored = True
+        self.started_at = now
+        self._state_dirty = True
+        if self.ok:
+            self.ok = False
+            self.events.append(StateChanged(False))
 
     def _attend(self, peer: Peer, now: int, out: list[Envelope]) -> None:
         """Do whatever ``peer`` needs now, then schedule its next check."""
@@ -563,6 +582,13 @@ class Membership:
         if update.config_epoch > node.config_epoch:
             node.config_epoch = update.config_epoch
             self._release_unclaimed(node, slots)
+        if slots and not node.is_primary:
+            # Only primaries own slots: we knew the node as a replica, from before
+            # it was promoted. Seen as a primary, it is the one to follow if its
+            # claim takes our last slots (as when a failover happened while we slept).
+            node.flags = (node.flags & ~REPLICA) | PRIMARY
+            node.primary = b""
+            self.config_dirty = self._state_dirty = True
         self._claim(node, slots, node.config_epoch, now, None)
 
     def _resolve_epoch_collision(self, sender: Peer) -> None:

@@ -8,7 +8,6 @@ it) and a demoted primary can be served from where it stood.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
@@ -37,7 +36,6 @@ class NodeReplication:
         self._maxmemory = keyspace.maxmemory
         self.primary: PrimaryReplication | None = None
         self.replica: ReplicaSync | None = None
-        self._lock = asyncio.Lock()
 
     @property
     def offset(self) -> int:
@@ -52,32 +50,39 @@ class NodeReplication:
             return 0
         return self.replica.link_age_ms()
 
-    async def become_primary(self) -> None:
-        """Serve replicas; a promoted replica starts a new history that keeps the old one."""
-        async with self._lock:
-            if self.replica is not None:
-                await self.replica.stop()
-                self.replica = None
-                self.backlog.fork()
-                log.info("promoted: new replication id %s", self.backlog.replid)
-            if self.primary is None:
-                self.keyspace.expire_keys = True
-                self.keyspace.maxmemory = self._maxmemory
-                self.primary = PrimaryReplication(self.keyspace, self.backlog)
-                self.primary.attach()
+    def become_primary(self) -> None:
+        """Serve replicas; a promoted replica starts a new history that keeps the old one.
 
-    async def become_replica(self) -> None:
-        """Follow the primary the membership names; replicas never evict or expire on their own."""
-        async with self._lock:
-            if self.primary is not None:
-                self.primary.detach()
-                self.primary = None
-            if self.replica is None:
-                self.keyspace.maxmemory = 0
-                self.replica = ReplicaSync(
-                    self.keyspace, self.backlog, self.my_id, self._primary_bus
-                )
-                self.replica.start()
+        Synchronous, so the switch happens in the loop step that promoted this
+        node: a write served in between would be recorded under the old
+        history, and the old primary's stream could still be applied.
+        """
+        if self.replica is not None:
+            self.replica.halt()
+            self.replica = None
+            self.backlog.fork()
+            log.info("promoted: new replication id %s", self.backlog.replid)
+        if self.primary is None:
+            self.keyspace.expire_keys = True
+            self.keyspace.maxmemory = self._maxmemory
+            self.primary = PrimaryReplication(self.keyspace, self.backlog)
+            self.primary.attach()
+
+    def become_replica(self) -> None:
+        """Follow the primary the membership names; replicas never evict or expire on their own.
+
+        Synchronous like :meth:`become_primary`. A replica whose primary
+        changed (it follows the winner of a failover) reconnects at once.
+        """
+        if self.primary is not None:
+            self.primary.detach()
+            self.primary = None
+        if self.replica is None:
+            self.keyspace.maxmemory = 0
+            self.replica = ReplicaSync(self.keyspace, self.backlog, self.my_id, self._primary_bus)
+            self.replica.start()
+        else:
+            self.replica.retarget()
 
     def heartbeat(self, now_ms: int) -> None:
         """Keep idle replicas informed (called by the node's cron)."""
@@ -86,10 +91,9 @@ class NodeReplication:
 
     async def stop(self) -> None:
         """Stop streaming in either direction."""
-        async with self._lock:
-            if self.replica is not None:
-                await self.replica.stop()
-                self.replica = None
-            if self.primary is not None:
-                self.primary.detach()
-                self.primary = None
+        if self.primary is not None:
+            self.primary.detach()
+            self.primary = None
+        if self.replica is not None:
+            replica, self.replica = self.replica, None
+            await replica.stop()

@@ -86,10 +86,10 @@ class PrimaryReplication:
     def detach(self) -> None:
         """Stop recording (this node became a replica) and drop every replica."""
         self.keyspace.remove_listener(self._recorder)
+        self._fail_waiters()  # with what each replica acknowledged so far
         for link in self.links.values():
             link.queue.put_nowait(pb.PrimaryMessage())  # an empty message ends the stream
         self.links.clear()
-        self._fail_waiters()
 
     # ---- the write path -------------------------------------------------------
 
@@ -130,12 +130,16 @@ class PrimaryReplication:
         waiter = _Waiter(offset, needed, future)
         self._waiters.append(waiter)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            acked = await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             raise ReplicationTimeout(self.acked_count(offset), needed) from None
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
+        if acked < needed:
+            # This node stopped being a primary first: the write may not survive.
+            raise ReplicationTimeout(acked, needed)
+        return acked
 
     def _ack(self, link: ReplicaLink, offset: int) -> None:
         link.acked = max(link.acked, offset)

@@ -54,6 +54,8 @@ class ReplicaSync:
         self.applied = backlog.offset
         self.primary_offset = backlog.offset
         self.last_contact = 0.0
+        # When this replica last knew it held everything its primary had.
+        self.caught_up_at = 0.0
         self.full_syncs = 0
         self._pending_replid = ""
         self._recorder = OpRecorder(self._record)
@@ -65,14 +67,33 @@ class ReplicaSync:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="replica-sync")
 
-    async def stop(self) -> None:
-        """Stop following (this node is being promoted or shut down)."""
+    def halt(self) -> None:
+        """Stop following at once: from now on nothing is applied or recorded.
+
+        The task is cancelled before it can process another message; ``stop``
+        waits for it to finish.
+        """
         if self._task is not None:
             self._task.cancel()
+        self.keyspace.remove_listener(self._recorder)
+
+    async def stop(self) -> None:
+        """Stop following (this node is being promoted or shut down)."""
+        self.halt()
+        if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self.keyspace.remove_listener(self._recorder)
+
+    def retarget(self) -> None:
+        """Follow the primary the membership names now, at once.
+
+        Drops the stream from the old primary (which may hang: a stopped or
+        cut-off node) and skips any reconnection delay.
+        """
+        if self._task is not None:
+            self._task.cancel()
+            self._task = asyncio.create_task(self._run(), name="replica-sync")
 
     @property
     def lag_ops(self) -> int:
@@ -84,10 +105,20 @@ class ReplicaSync:
         return int((time.monotonic() - self.last_contact) * 1000) if self.last_contact else 0
 
     def lag_ms(self) -> int:
-        """Milliseconds since this replica was last known to be caught up with its primary."""
+        """Milliseconds since this replica was last known to be caught up with its primary.
+
+        A replica caught up as of its primary's last message is behind by at
+        most the time since then, so a silent link (a primary that is stopped
+        or cut off) shows as growing lag, not as a fresh copy.
+        """
         if not self.last_contact:
             return -1
-        return int((time.monotonic() - self.last_contact) * 1000) if self.lag_ops else 0
+        since = self.caught_up_at or self.last_contact
+        return int((time.monotonic() - since) * 1000)
+
+    def _note_caught_up(self) -> None:
+        if self.applied >= self.primary_offset and not self.syncing:
+            self.caught_up_at = self.last_contact
 
     async def _run(self) -> None:
         delay = RETRY_MIN_S
@@ -122,9 +153,11 @@ class ReplicaSync:
                 kind = message.WhichOneof("kind")
                 if kind == "ops":
                     self._apply_ops(message.ops, snapshotted)
+                    self._note_caught_up()
                     await call.write(pb.ReplicaMessage(ack=pb.ReplicaAck(offset=self.applied)))
                 elif kind == "heartbeat":
                     self.primary_offset = max(self.primary_offset, message.heartbeat.offset)
+                    self._note_caught_up()
                     if not self.syncing:
                         await call.write(pb.ReplicaMessage(ack=pb.ReplicaAck(offset=self.applied)))
                 elif kind == "snapshots":
@@ -137,6 +170,7 @@ class ReplicaSync:
                 elif kind == "done":
                     self._finish_full_sync(message.done)
                     snapshotted = None
+                    self._note_caught_up()
                     await call.write(pb.ReplicaMessage(ack=pb.ReplicaAck(offset=self.applied)))
 
     def _continue(self, partial: pb.PartialSync) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from cluster.membership.failover import FailoverMode
-from cluster.membership.machine import RoleChanged
+from cluster.membership.machine import RoleChanged, SlotsLost, StateChanged
 from cluster.membership.model import FAIL, PRIMARY, REPLICA, MembershipConfig
-from cluster.simnet import SimNetwork, create_cluster
+from cluster.simnet import SimNetwork, SimNode, create_cluster
 
 NT = 1000
 CONFIG = MembershipConfig(node_timeout_ms=NT)
@@ -118,3 +118,39 @@ def test_takeover_needs_no_votes():
     net.heal()
     assert net.wait_for(lambda: one_primary_per_slot(net) and net.converged(), 10 * NT, 50)
     assert primary.membership.myself.primary == replica.id
+
+
+def stood_still(seed: int) -> tuple[SimNetwork, SimNode, SimNode]:
+    """Stop primary 0 like a stopped process until its replica took over; return them."""
+    net = formed_with_replicas(seed=seed)
+    old, replica = net.nodes[0], net.nodes[3]
+    net.kill(old.index)  # it neither runs nor hears anything
+    assert net.wait_for(lambda: replica.membership.myself.is_primary, 10 * NT, 10)
+    net.run_for(NT)
+    return net, old, replica
+
+
+def test_a_primary_that_stood_still_follows_the_winner_when_it_resumes():
+    net, old, replica = stood_still(seed=25)
+    # The same state, later. Here the first thing it hears is a peer's UPDATE
+    # about the winner, which it still knew as a replica.
+    net.restart(old.index, old.membership, announce=False)
+    assert net.wait_for(lambda: old.membership.myself.primary == replica.id, 5 * NT, 10)
+    assert net.wait_for(lambda: one_primary_per_slot(net) and net.converged(), 5 * NT, 50)
+
+
+def test_a_primary_that_stood_still_is_down_from_its_first_step():
+    """Until it heard of the failover, its stale view must not let it serve the slots."""
+    net, old, replica = stood_still(seed=26)
+    resumed_at = net.now
+    net.partition([old.index])  # so that its first step is its own tick
+    net.restart(old.index, old.membership, announce=False)
+    net.run_for(CONFIG.tick_ms + 1)
+    assert not old.membership.ok
+    net.heal()
+    assert net.wait_for(lambda: old.membership.myself.primary == replica.id, 5 * NT, 10)
+    since = [r.event for r in net.events if r.node == old.index and r.time >= resumed_at]
+    assert since[0] == StateChanged(False), since
+    lost = next(i for i, e in enumerate(since) if isinstance(e, SlotsLost))
+    assert StateChanged(True) not in since[:lost]
+    assert net.wait_for(lambda: one_primary_per_slot(net) and net.converged(), 5 * NT, 50)
