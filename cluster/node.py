@@ -25,6 +25,7 @@ from cluster.executor import Executor, Limits
 from cluster.forwarding import Forwarder
 from cluster.keyspace import Keyspace
 from cluster.membership.snapshot import snapshot
+from cluster.migration.manager import Migrations, MigrationService
 from cluster.ownership import Ownership
 from cluster.replication.manager import NodeReplication
 from cluster.replication.service import ReplicationService
@@ -39,6 +40,7 @@ from slotcache.v1 import (
     admin_pb2_grpc,
     cache_pb2,
     cache_pb2_grpc,
+    migration_pb2_grpc,
     replication_pb2_grpc,
 )
 
@@ -76,12 +78,14 @@ class Node:
         self.health = health.aio.HealthServicer()
         self.runtime: ClusterRuntime | None = None
         self.replication: NodeReplication | None = None
+        self.migrations: Migrations | None = None
         if config.cluster_enabled:
             self.runtime = ClusterRuntime(config, self.drop_slots, self._role_changed)
             membership = self.runtime.membership
             self.replication = NodeReplication(
                 self.keyspace, config.repl_backlog_bytes, membership.id, self._primary_bus
             )
+            self.migrations = Migrations(self.keyspace, self.runtime)
             self.runtime.attach_replication(
                 lambda: self.replication.offset if self.replication else 0,
                 lambda: self.replication.link_age_ms() if self.replication else 0,
@@ -140,11 +144,19 @@ class Node:
                     self.config.min_replicas_timeout_ms / 1000,
                 ),
                 tracking=self.tracking,
+                slot_held=self.migrations.writes_held if self.migrations is not None else None,
             ),
             server,
         )
         admin_pb2_grpc.add_AdminServicer_to_server(
-            AdminService(self.server_info, self.stats, self.ownership, self.runtime, self.keyspace),
+            AdminService(
+                self.server_info,
+                self.stats,
+                self.ownership,
+                self.runtime,
+                self.keyspace,
+                self.migrations,
+            ),
             server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -161,12 +173,15 @@ class Node:
             replication_service = ReplicationService(
                 lambda: self.replication.primary if self.replication else None
             )
+            assert self.migrations is not None
+            migration_service = MigrationService(self.migrations)
+
+            def add_bus_services(bus: grpc.aio.Server) -> None:
+                replication_pb2_grpc.add_ReplicationServicer_to_server(replication_service, bus)
+                migration_pb2_grpc.add_MigrationServicer_to_server(migration_service, bus)
+
             try:
-                self.bus_port = await self.runtime.start(
-                    lambda bus: replication_pb2_grpc.add_ReplicationServicer_to_server(
-                        replication_service, bus
-                    )
-                )
+                self.bus_port = await self.runtime.start(add_bus_services)
             except OSError as exc:
                 raise StartupError(str(exc)) from exc
             self._apply_role()
@@ -194,6 +209,8 @@ class Node:
         await self.tracking.stop()
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
+        if self.migrations is not None:
+            await self.migrations.stop()
         if self.replication is not None:
             await self.replication.stop()
         if self.runtime is not None:

@@ -98,6 +98,12 @@ MEET_MAX_NODES = 64
 WRITABLE_DELAY_MS = 2_000
 # How long a forgotten node is ignored in gossip (Redis's CLUSTER FORGET ban).
 FORGET_BAN_MS = 60_000
+# About how many primaries broadcast a FAIL verdict they reached themselves.
+FAIL_BROADCASTERS = 8
+# A primary back from a minority partition waits this long (Redis: node_timeout
+# clamped to 0.5-5 s) before serving, to hear of a failover it missed first.
+REJOIN_DELAY_MIN_MS = 500
+REJOIN_DELAY_MAX_MS = 5_000
 
 
 class ClusterError(ValueError):
@@ -140,6 +146,8 @@ class Membership:
         self.started_at = now
         # When tick() last ran: a long gap means this node stood still (see _resumed).
         self._last_tick = now
+        # When this primary last could not reach a majority of primaries.
+        self._minority_at = 0
         # Set when the view was restored from disk after a restart.
         self.restored = False
         self.elections = Elections(self)
@@ -680,9 +688,14 @@ class Membership:
         if votes < self.size // 2 + 1:
             return
         self._set_fail(node, now)
-        message = self.message(FAIL_MSG, now, None)
-        message.failing = node.id
-        out.extend(Envelope(p.address, message) for p in self.peers() if p is not node)
+        # Every primary receives the failure reports and reaches this verdict
+        # on its own, at about the same moment; if each broadcast it, a
+        # failure would cost N^2 messages. A few random broadcasters (about
+        # FAIL_BROADCASTERS) tell the replicas and any primary that missed a report.
+        if self.rng.random() < FAIL_BROADCASTERS / max(self.size, 1):
+            message = self.message(FAIL_MSG, now, None)
+            message.failing = node.id
+            out.extend(Envelope(p.address, message) for p in self.peers() if p is not node)
 
     def _set_fail(self, node: Peer, now: int) -> None:
         node.flags = (node.flags & ~PFAIL) | FAIL
@@ -709,7 +722,10 @@ class Membership:
             for node_id in owners
             if node_id in self.nodes and not self.nodes[node_id].flags & FAILING
         )
-        ok = self.size > 0 and reachable >= self.size // 2 + 1
+        majority = reachable >= self.size // 2 + 1
+        if not majority and self.myself.is_primary:
+            self._minority_at = now
+        ok = self.size > 0 and majority
         if ok and self.config.require_full_coverage:
             ok = self.slots.unassigned() == 0 and all(
                 not self.nodes[node_id].flags & FAIL for node_id in owners if node_id in self.nodes
@@ -722,6 +738,12 @@ class Membership:
         ):
             ok = False
             self._state_dirty = True  # look again on the next tick
+        rejoin_delay = min(
+            max(self.config.node_timeout_ms, REJOIN_DELAY_MIN_MS), REJOIN_DELAY_MAX_MS
+        )
+        if ok and not self.ok and self._minority_at and now - self._minority_at < rejoin_delay:
+            ok = False
+            self._state_dirty = True
         if ok != self.ok:
             self.ok = ok
             self.events.append(StateChanged(ok))

@@ -9,7 +9,7 @@ local, cluster ok) costs a slot computation and one table lookup per key.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
@@ -41,9 +41,9 @@ from slotcache.v1 import cache_pb2 as pb
 from slotcache.v1 import cache_pb2_grpc as pb_grpc
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-# A write waits at most this long for a manual failover's pause to end; then it
-# is routed again (usually to the new primary).
-MANUAL_FAILOVER_WAIT_S = MANUAL_FAILOVER_TIMEOUT_MS / 1000
+# A write waits at most this long for a manual failover's pause or a migration's
+# handoff to end; then it is routed again (usually to the new owner).
+WRITE_HOLD_MAX_S = MANUAL_FAILOVER_TIMEOUT_MS / 1000
 _Req = TypeVar("_Req")
 _Rep = TypeVar("_Rep")
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -60,8 +60,11 @@ class CacheService(pb_grpc.CacheServicer):
         forwarder: Forwarder,
         durability: Durability,
         tracking: Tracking | None = None,
+        slot_held: Callable[[int], bool] | None = None,
     ) -> None:
         self._executor = executor
+        # Whether writes to a slot wait (its migration handoff is under way).
+        self._slot_held = slot_held
         self._counters = counters
         self._ownership = ownership
         self._forwarder = forwarder
@@ -179,10 +182,10 @@ class CacheService(pb_grpc.CacheServicer):
             if not needed:
                 return handler(request)
             return await self._local(handler, request, needed, context)
-        if op in WRITE_OPS and self._paused():
-            await wait_until(lambda: not self._paused(), MANUAL_FAILOVER_WAIT_S)
         keys = op_keys(op, request)
         slots = [key_slot(k) for k in keys]
+        if op in WRITE_OPS and self._held(slots):
+            await wait_until(lambda: not self._held(slots), WRITE_HOLD_MAX_S)
         local = all(ownership.is_local(s) for s in slots)
         if local and (ownership.ok or (op in READ_OPS and ownership.allow_reads_when_down)):
             # The handler validates the request itself.
@@ -211,10 +214,17 @@ class CacheService(pb_grpc.CacheServicer):
         await durability.wait(needed, context.time_remaining())
         return reply
 
-    def _paused(self) -> bool:
-        """Writes wait while a replica catches up for a manual failover of this node."""
-        membership = self._ownership.membership
-        return membership.writes_paused(monotonic_ms())
+    def _held(self, slots: Iterable[int]) -> bool:
+        """Writes to ``slots`` must wait for now.
+
+        A manual failover pauses this node's writes while its replica catches
+        up, and a migration's handoff holds its slots' writes. Once released,
+        a write is routed again (usually to the new owner).
+        """
+        if self._ownership.membership.writes_paused(monotonic_ms()):
+            return True
+        held = self._slot_held
+        return held is not None and any(held(s) for s in slots)
 
     def _replica_serves(self, slots: list[int]) -> bool:
         """This node replicates the owner of every slot and holds a complete copy."""
@@ -362,10 +372,16 @@ class CacheService(pb_grpc.CacheServicer):
                 results[index].CopyFrom(pb.OperationResult(id=op_id, error=exc.to_proto()))
 
     async def _wait_if_paused(self, batch: pb.PipelineRequest) -> None:
-        if not self._ownership.cluster_enabled or not self._paused():
+        if not self._ownership.cluster_enabled:
             return
-        if any(op.WhichOneof("op") in WRITE_OPS for op in batch.ops):
-            await wait_until(lambda: not self._paused(), MANUAL_FAILOVER_WAIT_S)
+        slots = [
+            key_slot(key)
+            for op in batch.ops
+            if (kind := op.WhichOneof("op")) in WRITE_OPS
+            for key in op_keys(kind, getattr(op, kind))
+        ]
+        if slots and self._held(slots):
+            await wait_until(lambda: not self._held(slots), WRITE_HOLD_MAX_S)
 
     async def _route_batch(
         self, batch: pb.PipelineRequest, options: CallOptions, context: Context
@@ -479,6 +495,8 @@ class CacheService(pb_grpc.CacheServicer):
         slots = [key_slot(k) for k in keys]
         local = all(ownership.is_local(s) for s in slots)
         if local and (ownership.ok or (kind in READ_OPS and ownership.allow_reads_when_down)):
+            return None
+        if kind in READ_OPS and options.replica_read and self._replica_serves(slots):
             return None
         if not ownership.ok:
             raise cluster_down("the cluster is down")

@@ -181,11 +181,6 @@ def test_replica_reads_report_lag_and_hide_expired_keys(factory, report_figure):
         nodes.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Cache.Pipeline ignores slotcache-replica-read (cluster/services/cache.py "
-    "_pipeline_target): a replica forwards every pipelined read to its primary",
-)
 def test_pipelined_replica_reads_are_served_by_the_replica(factory):
     cluster = start_cluster(factory, 1, 1)
     nodes = Nodes(cluster.addresses)
