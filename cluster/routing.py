@@ -76,6 +76,19 @@ def cluster_down(why: str) -> CommandError:
     return CommandError(grpc.StatusCode.UNAVAILABLE, f"CLUSTERDOWN {why}", REASON_CLUSTER_DOWN)
 
 
+def handoff_pending(slot: int) -> CommandError:
+    """UNAVAILABLE: a write waited as long as it may for a migration's handoff; retry it.
+
+    It is not applied here: the target may take the slot at any moment, and a
+    write applied by the old owner after that would be lost.
+    """
+    return CommandError(
+        grpc.StatusCode.UNAVAILABLE,
+        f"slot {slot} is being handed over to another node; try again",
+        REASON_CLUSTER_DOWN,
+    )
+
+
 def hop_limit(slot: int) -> CommandError:
     """The request was forwarded too often: nodes disagree about the owner right now."""
     return CommandError(

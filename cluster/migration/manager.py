@@ -91,7 +91,10 @@ class Migrations:
     # ---- operators ------------------------------------------------------------------
 
     def cancel(self, migration_id: str) -> bool:
-        """Stop a migration on whichever side this node is; False if it is not running."""
+        """Stop a migration on whichever side this node is; False if it is not running.
+
+        The source refuses once the handoff has begun (see MigrationSources.cancel).
+        """
         incoming = self._incoming.get(migration_id)
         if incoming is not None:
             incoming[1].cancel()

@@ -15,10 +15,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cluster.keyspace import Keyspace, RemovalCause
 from cluster.membership.slot_table import expand
 from cluster.migration.progress import MigrationRecord
+from cluster.migration.target import HANDOFF_TIMEOUT_S
 from cluster.replication.ops import OpRecorder
 from cluster.replication.snapshots import send_snapshots
 from slotcache.v1 import migration_pb2 as pb
@@ -27,6 +29,14 @@ from slotcache.v1 import replication_pb2 as rpb
 log = logging.getLogger(__name__)
 
 MAX_QUEUED_MESSAGES = 64
+# Writes are held from the handoff until the target's claim arrives. A target that
+# sends nothing for this long (it hung, or its claim is lost) gets no more: the
+# migration ends and the source serves the writes again. The target gives up on a
+# handoff after HANDOFF_TIMEOUT_S, counted from before the hold began, so by then it
+# will not claim the slots.
+HOLD_TIMEOUT_S = 2 * HANDOFF_TIMEOUT_S
+# How long a cancelled migration's stream may take to deliver its end.
+CANCEL_GRACE_S = 0.5
 
 
 class SlotRecorder(OpRecorder):
@@ -63,6 +73,8 @@ class OutgoingMigration:
     pending_offset: int = 0
     offset: int = 0
     paused: bool = False
+    # The task serving the stream, to end it when the target stops reading.
+    task: asyncio.Task[Any] | None = None
 
     def record_op(self, op: rpb.ReplOp) -> None:
         """Number a change to the slots and keep it for the next flush."""
@@ -100,13 +112,31 @@ class MigrationSources:
         self._flush_scheduled = False
 
     def cancel(self, migration_id: str) -> bool:
-        """End an outgoing migration: the source keeps the slots and resumes writes."""
+        """End an outgoing migration: the source keeps the slots and resumes writes.
+
+        Refused (False) once the handoff has begun: the target has, or is about
+        to have, everything, and may claim the slots at any moment; resuming
+        writes here could lose them. Only the target can cancel then (or the
+        hold times out).
+        """
         out = self._active.get(migration_id)
-        if out is None:
+        if out is None or out.paused:
             return False
         out.record.error = "cancelled"
         out.queue.put_nowait(pb.MigrationEvent())
+        # The end event waits behind what is queued; a target that stopped reading
+        # (hung, or cut off without a reset) would never let it through.
+        asyncio.get_running_loop().call_later(CANCEL_GRACE_S, self._force_end, out)
         return True
+
+    def _force_end(self, out: OutgoingMigration) -> None:
+        """End a cancelled migration whose stream is stuck (its cleanup runs as usual)."""
+        if self._active.get(out.record.migration_id) is out and out.task is not None:
+            log.warning(
+                "migration %s: the target stopped reading; ending the stream",
+                out.record.migration_id,
+            )
+            out.task.cancel()
 
     def writes_held(self, slot: int) -> bool:
         """Writes to ``slot`` wait: its handoff to another node is under way."""
@@ -135,7 +165,7 @@ class MigrationSources:
             slots=sorted(slots),
         )
         self._records[record.migration_id] = record
-        out = OutgoingMigration(record, slots)
+        out = OutgoingMigration(record, slots, task=asyncio.current_task())
         self._active[record.migration_id] = out
         recorder = SlotRecorder(slots, lambda op: self._record(out, op))
         self.keyspace.add_listener(recorder)
@@ -204,7 +234,17 @@ class MigrationSources:
         self, out: OutgoingMigration, requests: AsyncIterator[pb.MigrationRequest]
     ) -> None:
         record = out.record
-        async for message in requests:
+        while True:
+            try:
+                if out.paused:
+                    message = await asyncio.wait_for(anext(requests), HOLD_TIMEOUT_S)
+                else:
+                    message = await anext(requests)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                record.error = f"the target did not take the slots within {HOLD_TIMEOUT_S:g}s"
+                break
             kind = message.WhichOneof("kind")
             if kind == "handoff":
                 # Hold writes to the slots; what was written so far goes out now.
@@ -223,5 +263,3 @@ class MigrationSources:
                 out.queue.put_nowait(pb.MigrationEvent())
                 return
         out.queue.put_nowait(pb.MigrationEvent())  # the target went away
-
-

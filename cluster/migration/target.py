@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 # The source holds writes during the handoff; if the tail does not arrive in
 # this long, the target gives up so the source can carry on.
 HANDOFF_TIMEOUT_S = 5.0
+# The source streams without pause until the handoff (it waits only for this node to
+# read). A source that sends nothing for this long is hung or gone without closing
+# the stream (a source that abandons a stalled stream cannot close it: grpc/grpc#29248).
+SOURCE_SILENCE_S = 10.0
 
 
 class MigrationFailed(Exception):
@@ -74,9 +78,13 @@ class IncomingMigration:
 
     def _clean(self, reason: str) -> None:
         """Drop what was brought in (unless the slots are ours now) and record why."""
-        if not self._claimed:
-            for slot in self.record.slots:
-                self.keyspace.clear_slot(slot)
+        if self._claimed:
+            # The slots are ours and the source has been told: the migration is done,
+            # however the stream ended afterwards.
+            log.warning("migration %s: after the claim: %s", self.record.migration_id, reason)
+            return
+        for slot in self.record.slots:
+            self.keyspace.clear_slot(slot)
         self.record.fail(reason)
         log.warning("migration %s failed: %s", self.record.migration_id, reason)
 
@@ -101,7 +109,16 @@ class IncomingMigration:
         ) as channel:
             call = pb_grpc.MigrationStub(channel).Migrate(self._requests())
             loaded = bytearray(SLOT_COUNT)
-            async for event in call:
+            while True:
+                try:
+                    event = await asyncio.wait_for(call.read(), SOURCE_SILENCE_S)
+                except TimeoutError:
+                    raise MigrationFailed(
+                        f"the source sent nothing for {SOURCE_SILENCE_S:g}s"
+                    ) from None
+                if event is grpc.aio.EOF:
+                    break
+                assert isinstance(event, pb.MigrationEvent)
                 kind = event.WhichOneof("kind")
                 if kind == "refused":
                     raise MigrationFailed(f"the source refused: {event.refused.reason}")
@@ -112,9 +129,7 @@ class IncomingMigration:
                     record.bytes += size
                 elif kind == "ops":
                     offset = apply_ops(self.keyspace, event.ops, loaded)
-                    self._outbox.put_nowait(
-                        pb.MigrationRequest(ack=pb.MigrationAck(offset=offset))
-                    )
+                    self._outbox.put_nowait(pb.MigrationRequest(ack=pb.MigrationAck(offset=offset)))
                 elif kind == "snapshot_done":
                     record.state = "handoff"
                     self._outbox.put_nowait(pb.MigrationRequest(handoff=pb.MigrationHandoff()))

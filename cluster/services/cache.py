@@ -27,6 +27,7 @@ from cluster.routing import (
     CallOptions,
     call_options,
     cluster_down,
+    handoff_pending,
     hop_limit,
     moved,
     op_keys,
@@ -128,14 +129,14 @@ class CacheService(pb_grpc.CacheServicer):
         if tracking is not None:
             options = tracking.options
         async for batch in request_iterator:
-            await self._wait_if_paused(batch)
+            still_held = await self._wait_if_paused(batch)
             if tracking is not None:
                 try:
                     tracking.before_batch(batch)
                 except CommandError as exc:
                     await abort(context, exc)
                     return
-            if self._all_local(batch):
+            if not still_held and self._all_local(batch):
                 pending: list[tuple[int, int]] = []
                 reply = self._run_local(batch, pending)
                 if pending:
@@ -146,7 +147,7 @@ class CacheService(pb_grpc.CacheServicer):
                 continue
             if options is None:
                 options = call_options(context.invocation_metadata())
-            yield await self._route_batch(batch, options, context)
+            yield await self._route_batch(batch, options, context, still_held)
 
     # ---- unary ---------------------------------------------------------------------
 
@@ -186,6 +187,7 @@ class CacheService(pb_grpc.CacheServicer):
         slots = [key_slot(k) for k in keys]
         if op in WRITE_OPS and self._held(slots):
             await wait_until(lambda: not self._held(slots), WRITE_HOLD_MAX_S)
+            self._refuse_if_handing_off(slots)
         local = all(ownership.is_local(s) for s in slots)
         if local and (ownership.ok or (op in READ_OPS and ownership.allow_reads_when_down)):
             # The handler validates the request itself.
@@ -225,6 +227,14 @@ class CacheService(pb_grpc.CacheServicer):
             return True
         held = self._slot_held
         return held is not None and any(held(s) for s in slots)
+
+    def _refuse_if_handing_off(self, slots: Iterable[int]) -> None:
+        """A write that waited its longest for a handoff still under way fails (retryably)."""
+        held = self._slot_held
+        if held is not None:
+            for slot in slots:
+                if held(slot):
+                    raise handoff_pending(slot)
 
     def _replica_serves(self, slots: list[int]) -> bool:
         """This node replicates the owner of every slot and holds a complete copy."""
@@ -371,9 +381,10 @@ class CacheService(pb_grpc.CacheServicer):
                 op_id = results[index].id
                 results[index].CopyFrom(pb.OperationResult(id=op_id, error=exc.to_proto()))
 
-    async def _wait_if_paused(self, batch: pb.PipelineRequest) -> None:
+    async def _wait_if_paused(self, batch: pb.PipelineRequest) -> bool:
+        """Wait while the batch's writes are held; True if a handoff still holds some after."""
         if not self._ownership.cluster_enabled:
-            return
+            return False
         slots = [
             key_slot(key)
             for op in batch.ops
@@ -382,9 +393,16 @@ class CacheService(pb_grpc.CacheServicer):
         ]
         if slots and self._held(slots):
             await wait_until(lambda: not self._held(slots), WRITE_HOLD_MAX_S)
+            held = self._slot_held
+            return held is not None and any(held(s) for s in slots)
+        return False
 
     async def _route_batch(
-        self, batch: pb.PipelineRequest, options: CallOptions, context: Context
+        self,
+        batch: pb.PipelineRequest,
+        options: CallOptions,
+        context: Context,
+        refuse_held: bool = False,
     ) -> pb.PipelineReply:
         """Run local operations here, forward the rest grouped by owner, keep the order.
 
@@ -420,6 +438,8 @@ class CacheService(pb_grpc.CacheServicer):
                 forward, spread = {}, []
                 touched, touched_multi = {}, {}
             try:
+                if refuse_held and kind in WRITE_OPS:
+                    self._refuse_if_handing_off(key_slot(k) for k in keys)
                 self._check_request(kind, request, keys)
                 target = self._pipeline_target(kind, request, options)
             except CommandError as exc:

@@ -1,0 +1,173 @@
+"""The write hold of a migration's handoff, on the source.
+
+Writes to the slots wait while the target takes them. A write that waited as
+long as it may is refused (UNAVAILABLE, retryable), never applied: the target
+may claim the slots at any moment and a write the old owner applied after
+that would be lost. The source cannot cancel once it has paused (only the
+target can), and it ends a handoff whose claim never comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+import cluster.migration.source as source_module
+import cluster.services.cache as cache_module
+from cluster.executor import Executor, Limits
+from cluster.forwarding import Forwarder
+from cluster.keyspace import Keyspace
+from cluster.membership.machine import Membership
+from cluster.membership.model import Address, MembershipConfig, Peer
+from cluster.migration.progress import MigrationRecord
+from cluster.migration.source import MigrationSources, OutgoingMigration
+from cluster.ownership import Ownership
+from cluster.services.cache import CacheService
+from cluster.services.durability import Durability
+from cluster.slots import SLOT_COUNT, key_slot
+from cluster.stats import OpCounters
+from slotcache.v1 import cache_pb2 as pb
+from slotcache.v1 import migration_pb2 as mpb
+
+
+class Aborted(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+
+
+class Context:
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+    def time_remaining(self) -> None:
+        return None
+
+    def set_trailing_metadata(self, metadata: Any) -> None:
+        pass
+
+    async def abort_with_status(self, status: Any) -> None:
+        raise Aborted(status.code, status.details)
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Aborted(code, details)
+
+
+def service(keyspace: Keyspace, held: set[int]) -> CacheService:
+    """A cluster node owning every slot, whose writes to ``held`` slots are held."""
+    me = Peer(id=b"\x01" * 20, address=Address("127.0.0.1", 7000, 17000))
+    membership = Membership(MembershipConfig(), me, 0)
+    membership.add_slots(range(SLOT_COUNT))
+    membership._update_state(0)
+    ownership = Ownership(membership, cluster_enabled=True)
+    assert ownership.ok
+    return CacheService(
+        Executor(keyspace, Limits(64, 1024)),
+        OpCounters(),
+        ownership,
+        Forwarder(1 << 20),
+        Durability(None, 0, 1.0),
+        slot_held=held.__contains__,
+    )
+
+
+@pytest.fixture(autouse=True)
+def short_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache_module, "WRITE_HOLD_MAX_S", 0.05)
+
+
+async def test_a_write_held_too_long_is_refused_not_applied() -> None:
+    keyspace = Keyspace()
+    held = {key_slot(b"a")}
+    cache = service(keyspace, held)
+    with pytest.raises(Aborted) as caught:
+        await cache.Set(pb.SetRequest(key=b"a", value=b"1"), Context())  # type: ignore[arg-type]
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    assert "being handed over" in str(caught.value)
+    assert keyspace.get(b"a") is None
+    # Reads are never held, and writes to other slots go through.
+    assert (await cache.Get(pb.GetRequest(key=b"a"), Context())).value == b""  # type: ignore[arg-type]
+    await cache.Set(pb.SetRequest(key=b"b", value=b"2"), Context())  # type: ignore[arg-type]
+    assert keyspace.get(b"b") == b"2"
+
+
+async def test_a_write_released_in_time_is_applied() -> None:
+    keyspace = Keyspace()
+    held = {key_slot(b"a")}
+    cache = service(keyspace, held)
+    asyncio.get_running_loop().call_later(0.01, held.clear)
+    await cache.Set(pb.SetRequest(key=b"a", value=b"1"), Context())  # type: ignore[arg-type]
+    assert keyspace.get(b"a") == b"1"
+
+
+async def test_pipeline_refuses_only_the_held_writes() -> None:
+    keyspace = Keyspace()
+    keyspace.set_with_deadline(b"a", b"old", 0)
+    cache = service(keyspace, {key_slot(b"a")})
+    batch = pb.PipelineRequest(
+        ops=[
+            pb.Operation(id=1, set=pb.SetRequest(key=b"a", value=b"new")),
+            pb.Operation(id=2, get=pb.GetRequest(key=b"a")),
+            pb.Operation(id=3, set=pb.SetRequest(key=b"b", value=b"2")),
+        ]
+    )
+
+    async def requests() -> AsyncIterator[pb.PipelineRequest]:
+        yield batch
+
+    replies = [r async for r in cache.Pipeline(requests(), Context())]  # type: ignore[arg-type]
+    (reply,) = replies
+    first, second, third = reply.results
+    assert first.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert second.get.value == b"old"
+    assert not third.HasField("error")
+    assert keyspace.get(b"a") == b"old" and keyspace.get(b"b") == b"2"
+
+
+async def test_the_source_cannot_cancel_once_it_has_paused() -> None:
+    sources = MigrationSources(Keyspace(), lambda slots: "", lambda *a: None, {})
+    record = MigrationRecord("m1", "source", "", "ab" * 20, [1])
+    out = OutgoingMigration(record, frozenset({1}))
+    sources._active["m1"] = out
+    out.paused = True
+    assert sources.cancel("m1") is False
+    out.paused = False
+    assert sources.cancel("m1") is True
+    assert sources.cancel("unknown") is False
+
+
+async def test_the_source_ends_a_handoff_whose_claim_never_comes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(source_module, "HOLD_TIMEOUT_S", 0.1)
+    keyspace = Keyspace()
+    keyspace.set_with_deadline(b"a", b"1", 0)
+    slot = key_slot(b"a")
+    records: dict[str, MigrationRecord] = {}
+    sources = MigrationSources(keyspace, lambda slots: "", lambda *a: None, records)
+    done = asyncio.Event()
+
+    async def requests() -> AsyncIterator[mpb.MigrationRequest]:
+        yield mpb.MigrationRequest(
+            start=mpb.MigrationStart(target=b"\x02" * 20, slots=[slot, slot], migration_id="m")
+        )
+        await done.wait()
+        yield mpb.MigrationRequest(handoff=mpb.MigrationHandoff())
+        await asyncio.Event().wait()  # a target that hangs after asking for the handoff
+
+    kinds = []
+    async with asyncio.timeout(5):
+        async for event in sources.serve(requests()):
+            kind = event.WhichOneof("kind")
+            kinds.append(kind)
+            if kind == "snapshot_done":
+                done.set()
+            if kind == "paused":
+                assert sources.writes_held(slot)
+    assert kinds[-2:] == ["snapshot_done", "paused"]
+    assert not sources.writes_held(slot)
+    assert records["m"].state == "failed" and "did not take the slots" in records["m"].error
