@@ -22,14 +22,14 @@ async def serve(config: ServerConfig) -> int:
     except StartupError as exc:
         log.error("%s", exc)
         return 1
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, node.request_shutdown)
     log.info(
         "slotcache-server ready on %s:%d (data in %s)", config.host, node.port, config.data_dir
     )
-    await stop.wait()
+    # A signal, or the Admin Shutdown RPC.
+    await node.shutdown_requested.wait()
     log.info("shutting down: draining calls for up to %.1fs", config.shutdown_grace_s)
     await node.stop()
     log.info("stopped")

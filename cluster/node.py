@@ -115,6 +115,10 @@ class Node:
         self._started_at = time.monotonic()
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Set by SIGTERM/SIGINT (see cluster.main) or by the Admin Shutdown RPC.
+        self.shutdown_requested = asyncio.Event()
+        # Shutdown(reset=true): delete the node file once stopped.
+        self.reset_requested = False
 
     async def start(self) -> None:
         """Bind the port, start serving and start the cron."""
@@ -156,6 +160,7 @@ class Node:
                 self.runtime,
                 self.keyspace,
                 self.migrations,
+                self.request_shutdown,
             ),
             server,
         )
@@ -194,6 +199,11 @@ class Node:
         self._tasks.append(asyncio.create_task(self._run_cron(), name="slotcache-cron"))
         self._tasks.append(asyncio.create_task(self._watch_loop(), name="loop-watch"))
 
+    def request_shutdown(self, reset: bool = False) -> None:
+        """Ask whoever runs the node (cluster.main) to stop it as on SIGTERM."""
+        self.reset_requested = self.reset_requested or reset
+        self.shutdown_requested.set()
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop gracefully: report NOT_SERVING, refuse new calls, drain in-flight ones."""
         await self.health.enter_graceful_shutdown()
@@ -216,6 +226,9 @@ class Node:
         if self.runtime is not None:
             await self.runtime.stop()
         await self.forwarder.close()
+        if self.reset_requested:
+            # After the runtime's last save: started again, the node is new and alone.
+            node_file.node_file(self.config.data_dir).unlink(missing_ok=True)
 
     async def _run_cron(self) -> None:
         """Run background duties at the sampler's frequency, keeping a steady period."""

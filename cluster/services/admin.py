@@ -44,6 +44,7 @@ class AdminService(pb_grpc.AdminServicer):
         runtime: ClusterRuntime | None,
         keyspace: Keyspace,
         migrations: Migrations | None = None,
+        shutdown: Callable[[bool], None] | None = None,
     ) -> None:
         self._server_info = server_info
         self._stats = stats
@@ -51,6 +52,8 @@ class AdminService(pb_grpc.AdminServicer):
         self._runtime = runtime
         self._keyspace = keyspace
         self._migrations = migrations
+        # Starts the node's graceful stop (the argument: also forget the cluster).
+        self._shutdown = shutdown
 
     async def Info(self, request: pb.InfoRequest, context: Context) -> pb.InfoReply:
         return pb.InfoReply(server=self._server_info(), stats=self._stats())
@@ -195,6 +198,17 @@ class AdminService(pb_grpc.AdminServicer):
         except CommandError as exc:
             await abort(context, exc)
         return pb.ForgetReply()
+
+    async def Shutdown(self, request: pb.ShutdownRequest, context: Context) -> pb.ShutdownReply:
+        if self._shutdown is None:
+            await abort(
+                context,
+                CommandError(grpc.StatusCode.UNIMPLEMENTED, "this node cannot be stopped remotely"),
+            )
+            raise AssertionError("unreachable")
+        # The stop begins with a settle pause, so this reply goes out before the drain.
+        self._shutdown(request.reset)
+        return pb.ShutdownReply()
 
     async def _migration_manager(self, context: Context) -> Migrations:
         await self._cluster(context)

@@ -99,6 +99,11 @@ class AdminStub:
                 request_serializer=slotcache_dot_v1_dot_admin__pb2.ForgetRequest.SerializeToString,
                 response_deserializer=slotcache_dot_v1_dot_admin__pb2.ForgetReply.FromString,
                 _registered_method=True)
+        self.Shutdown = channel.unary_unary(
+                '/slotcache.v1.Admin/Shutdown',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.ShutdownRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.ShutdownReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -183,6 +188,9 @@ class AdminServicer:
 
     def CancelMigration(self, request, context):
         """Stop a migration; the source keeps the slots and the target drops what it got.
+        On the source, refused (cancelled false) once the handoff has begun: the
+        target may take the slots at any moment then, so only the target can
+        cancel (the source also gives up holding writes if no claim comes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -198,6 +206,15 @@ class AdminServicer:
     def Forget(self, request, context):
         """Forget a node (Redis's CLUSTER FORGET): it is removed from this node's view
         and ignored in gossip for a minute, so every node can forget it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Shutdown(self, request, context):
+        """Stop this node gracefully, exactly as SIGTERM does: health reports
+        NOT_SERVING, in-flight calls drain, the process exits with status 0. The
+        reply is sent before the drain starts. Used by `clusterctl del-node`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -270,6 +287,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Forget,
                     request_deserializer=slotcache_dot_v1_dot_admin__pb2.ForgetRequest.FromString,
                     response_serializer=slotcache_dot_v1_dot_admin__pb2.ForgetReply.SerializeToString,
+            ),
+            'Shutdown': grpc.unary_unary_rpc_method_handler(
+                    servicer.Shutdown,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.ShutdownRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.ShutdownReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -623,6 +645,33 @@ class Admin:
             '/slotcache.v1.Admin/Forget',
             slotcache_dot_v1_dot_admin__pb2.ForgetRequest.SerializeToString,
             slotcache_dot_v1_dot_admin__pb2.ForgetReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Shutdown(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/Shutdown',
+            slotcache_dot_v1_dot_admin__pb2.ShutdownRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.ShutdownReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,12 +65,21 @@ class AdminStub:
     MigrationStatus: _grpc.UnaryUnaryMultiCallable[_admin_pb2.MigrationStatusRequest, _admin_pb2.MigrationStatusReply]
     """Migrations this node runs or ran (as target or source), with progress."""
     CancelMigration: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CancelMigrationRequest, _admin_pb2.CancelMigrationReply]
-    """Stop a migration; the source keeps the slots and the target drops what it got."""
+    """Stop a migration; the source keeps the slots and the target drops what it got.
+    On the source, refused (cancelled false) once the handoff has begun: the
+    target may take the slots at any moment then, so only the target can
+    cancel (the source also gives up holding writes if no claim comes).
+    """
     SlotStats: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SlotStatsRequest, _admin_pb2.SlotStatsReply]
     """Key counts and memory estimates per slot, for planning rebalances."""
     Forget: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ForgetRequest, _admin_pb2.ForgetReply]
     """Forget a node (Redis's CLUSTER FORGET): it is removed from this node's view
     and ignored in gossip for a minute, so every node can forget it.
+    """
+    Shutdown: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ShutdownRequest, _admin_pb2.ShutdownReply]
+    """Stop this node gracefully, exactly as SIGTERM does: health reports
+    NOT_SERVING, in-flight calls drain, the process exits with status 0. The
+    reply is sent before the drain starts. Used by `clusterctl del-node`.
     """
 
 @_typing.type_check_only
@@ -110,12 +119,21 @@ class AdminAsyncStub(AdminStub):
     MigrationStatus: _aio.UnaryUnaryMultiCallable[_admin_pb2.MigrationStatusRequest, _admin_pb2.MigrationStatusReply]  # type: ignore[assignment]
     """Migrations this node runs or ran (as target or source), with progress."""
     CancelMigration: _aio.UnaryUnaryMultiCallable[_admin_pb2.CancelMigrationRequest, _admin_pb2.CancelMigrationReply]  # type: ignore[assignment]
-    """Stop a migration; the source keeps the slots and the target drops what it got."""
+    """Stop a migration; the source keeps the slots and the target drops what it got.
+    On the source, refused (cancelled false) once the handoff has begun: the
+    target may take the slots at any moment then, so only the target can
+    cancel (the source also gives up holding writes if no claim comes).
+    """
     SlotStats: _aio.UnaryUnaryMultiCallable[_admin_pb2.SlotStatsRequest, _admin_pb2.SlotStatsReply]  # type: ignore[assignment]
     """Key counts and memory estimates per slot, for planning rebalances."""
     Forget: _aio.UnaryUnaryMultiCallable[_admin_pb2.ForgetRequest, _admin_pb2.ForgetReply]  # type: ignore[assignment]
     """Forget a node (Redis's CLUSTER FORGET): it is removed from this node's view
     and ignored in gossip for a minute, so every node can forget it.
+    """
+    Shutdown: _aio.UnaryUnaryMultiCallable[_admin_pb2.ShutdownRequest, _admin_pb2.ShutdownReply]  # type: ignore[assignment]
+    """Stop this node gracefully, exactly as SIGTERM does: health reports
+    NOT_SERVING, in-flight calls drain, the process exits with status 0. The
+    reply is sent before the drain starts. Used by `clusterctl del-node`.
     """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
@@ -218,7 +236,11 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.CancelMigrationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.CancelMigrationReply, _abc.Awaitable[_admin_pb2.CancelMigrationReply]]:
-        """Stop a migration; the source keeps the slots and the target drops what it got."""
+        """Stop a migration; the source keeps the slots and the target drops what it got.
+        On the source, refused (cancelled false) once the handoff has begun: the
+        target may take the slots at any moment then, so only the target can
+        cancel (the source also gives up holding writes if no claim comes).
+        """
 
     @_abc_1.abstractmethod
     def SlotStats(
@@ -236,6 +258,17 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.ForgetReply, _abc.Awaitable[_admin_pb2.ForgetReply]]:
         """Forget a node (Redis's CLUSTER FORGET): it is removed from this node's view
         and ignored in gossip for a minute, so every node can forget it.
+        """
+
+    @_abc_1.abstractmethod
+    def Shutdown(
+        self,
+        request: _admin_pb2.ShutdownRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ShutdownReply, _abc.Awaitable[_admin_pb2.ShutdownReply]]:
+        """Stop this node gracefully, exactly as SIGTERM does: health reports
+        NOT_SERVING, in-flight calls drain, the process exits with status 0. The
+        reply is sent before the drain starts. Used by `clusterctl del-node`.
         """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
