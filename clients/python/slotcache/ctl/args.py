@@ -56,6 +56,46 @@ def node_id(text: str) -> str:
     return text.lower()
 
 
+def node_ids_or_all(text: str) -> list[str]:
+    """``all``, or comma-separated node ids (or unique prefixes)."""
+    if text.lower() == "all":
+        return ["all"]
+    parts = text.split(",")
+    ids = [node_id(p) for p in parts]
+    if len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"{text!r} names a node twice")
+    return ids
+
+
+def weight(text: str) -> tuple[str, float]:
+    """``NODE_ID=W``: a node id (or unique prefix) and a finite weight >= 0."""
+    node, sep, value = text.partition("=")
+    try:
+        number = float(value) if sep else -1.0
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not NODE_ID=WEIGHT with a weight >= 0 (for example 1b4a2918=2)"
+        )
+    return node_id(node), number
+
+
+def non_negative_float(what: str) -> Callable[[str], float]:
+    """A finite number >= 0; the message names ``what`` it is."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} {text!r} is not a number") from None
+        if not 0 <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{what} must be a number >= 0, not {text}")
+        return value
+
+    return parse
+
+
 def int_in(low: int, high: int, what: str) -> Callable[[str], int]:
     """An integer within ``low..high``; the message names ``what`` it counts."""
 

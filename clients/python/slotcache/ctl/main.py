@@ -14,18 +14,30 @@ import sys
 from collections.abc import Callable, Sequence
 
 from slotcache.ctl import args as types
-from slotcache.ctl import cluster_commands, local_commands, output, replica_commands
+from slotcache.ctl import (
+    cluster_commands,
+    local_commands,
+    output,
+    replica_commands,
+    reshard_commands,
+)
 from slotcache.ctl.args import UsageError
 from slotcache.ctl.cluster_ops import OperationError
 from slotcache.ctl.failover import Mode
 from slotcache.ctl.local import MAX_NODES
 from slotcache.ctl.local_commands import Interrupted
+from slotcache.ctl.rebalance_plan import DEFAULT_THRESHOLD_PCT, SLOT_COUNT, UNITS
+from slotcache.ctl.resharding import DEFAULT_BATCH_KEYS, DEFAULT_BATCH_SLOTS, DEFAULT_PARALLEL
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_CREATE_WAIT_S = 30.0
 DEFAULT_ADD_WAIT_S = 60.0
 # A graceful failover gives up after 5 s on the server; 10 s leaves room for the votes.
 DEFAULT_FAILOVER_TIMEOUT_S = 10.0
+# How long reshard and rebalance wait for every node to agree after the last batch.
+DEFAULT_CONVERGE_WAIT_S = 30.0
+DEFAULT_DEL_WAIT_S = 30.0
+DEFAULT_FIX_WAIT_S = 30.0
 
 
 def _common(json_help: str = "print JSON for scripts") -> argparse.ArgumentParser:
@@ -199,6 +211,175 @@ def _add_failover(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cmd.set_defaults(func=replica_commands.cmd_failover)
 
 
+def _add_moving_options(cmd: argparse.ArgumentParser) -> None:
+    """Options shared by reshard and rebalance."""
+    cmd.add_argument(
+        "--yes", action="store_true", help="do not ask for confirmation before moving slots"
+    )
+    cmd.add_argument(
+        "--batch-slots",
+        type=types.int_in(1, SLOT_COUNT, "--batch-slots"),
+        default=DEFAULT_BATCH_SLOTS,
+        metavar="N",
+        help=f"at most N slots per migration (default {DEFAULT_BATCH_SLOTS}); each migration "
+        "is atomic, and Ctrl-C stops between migrations",
+    )
+    cmd.add_argument(
+        "--batch-keys",
+        type=types.int_in(1, 10**9, "--batch-keys"),
+        default=DEFAULT_BATCH_KEYS,
+        metavar="K",
+        help="and at most about K keys per migration, as SlotStats counts them "
+        f"(default {DEFAULT_BATCH_KEYS:,}; a slot with more keys goes alone)",
+    )
+    cmd.add_argument(
+        "--parallel",
+        type=types.int_in(1, 16, "--parallel"),
+        default=DEFAULT_PARALLEL,
+        metavar="N",
+        help=f"migrations in flight at once (default {DEFAULT_PARALLEL})",
+    )
+    cmd.add_argument(
+        "--wait",
+        type=types.positive_seconds,
+        default=DEFAULT_CONVERGE_WAIT_S,
+        metavar="SECS",
+        help="how long to wait, at the start and the end, for every node to agree "
+        f"(default {DEFAULT_CONVERGE_WAIT_S:g})",
+    )
+
+
+def _add_reshard(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser(
+        "reshard",
+        parents=[_common()],
+        help="move N slots to a primary, from one primary or from all the others",
+        description="Move --slots N slots to the primary --to, taken from the primary --from "
+        "(or several, comma-separated), or with --from all from every other primary in "
+        "proportion to the slots it owns. The slots move in atomic migrations of "
+        "--batch-slots slots each, with a progress bar; Ctrl-C stops after the migration in "
+        "flight (a second Ctrl-C cancels it), leaving every slot with exactly one owner.",
+    )
+    cmd.add_argument("address", type=types.address, metavar="HOST:PORT", help="any node's address")
+    cmd.add_argument(
+        "--from",
+        dest="sources",
+        required=True,
+        type=types.node_ids_or_all,
+        metavar="ID[,ID...]|all",
+        help="the primary (or primaries) to take the slots from, or all",
+    )
+    cmd.add_argument(
+        "--to", required=True, type=types.node_id, metavar="ID", help="the primary to give them to"
+    )
+    cmd.add_argument(
+        "--slots",
+        required=True,
+        type=types.int_in(1, SLOT_COUNT, "--slots"),
+        metavar="N",
+        help="how many slots to move",
+    )
+    _add_moving_options(cmd)
+    cmd.set_defaults(func=reshard_commands.cmd_reshard)
+
+
+def _add_rebalance(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser(
+        "rebalance",
+        parents=[_common()],
+        help="even out slots, keys or memory over the primaries (as redis-cli does)",
+        description="Give each primary its share of the slots (or, with --by, of the keys or "
+        "memory) in proportion to its weight, moving as few slots as possible. Primaries "
+        "within --threshold percent of their share are left alone. Primaries without slots "
+        "take part only with --use-empty-primaries. --dry-run prints the plan and changes "
+        "nothing.",
+    )
+    cmd.add_argument("address", type=types.address, metavar="HOST:PORT", help="any node's address")
+    cmd.add_argument(
+        "--weight",
+        action="append",
+        type=types.weight,
+        metavar="ID=W",
+        help="weight of a primary (default 1; 0 empties it); may be repeated",
+    )
+    cmd.add_argument(
+        "--threshold",
+        type=types.non_negative_float("--threshold"),
+        default=DEFAULT_THRESHOLD_PCT,
+        metavar="PCT",
+        help="leave primaries within PCT percent of their share alone "
+        f"(default {DEFAULT_THRESHOLD_PCT:g})",
+    )
+    cmd.add_argument(
+        "--use-empty-primaries",
+        action="store_true",
+        help="give slots to primaries that have none (otherwise they are left out)",
+    )
+    cmd.add_argument(
+        "--by",
+        choices=UNITS,
+        default="slots",
+        help="what to even out: slot counts (default), keys, or estimated memory (SlotStats)",
+    )
+    cmd.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    _add_moving_options(cmd)
+    cmd.set_defaults(func=reshard_commands.cmd_rebalance)
+
+
+def _add_del_node(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser(
+        "del-node",
+        parents=[_common()],
+        help="remove a node that owns no slots from the cluster and stop it",
+        description="Remove NODE_ID from the cluster of HOST:PORT: refused while it owns "
+        "slots. Its replicas (if it is a primary) are moved to the primary with the fewest "
+        "replicas; every other node forgets it; then it is stopped gracefully and its node "
+        "file deleted, so if started again it is a new, lone node.",
+    )
+    cmd.add_argument("address", type=types.address, metavar="HOST:PORT", help="any node's address")
+    cmd.add_argument(
+        "node_id", type=types.node_id, metavar="NODE_ID", help="the node to remove (or a prefix)"
+    )
+    cmd.add_argument(
+        "--wait",
+        type=types.positive_seconds,
+        default=DEFAULT_DEL_WAIT_S,
+        metavar="SECS",
+        help=f"how long to wait for the node to stop (default {DEFAULT_DEL_WAIT_S:g})",
+    )
+    cmd.set_defaults(func=reshard_commands.cmd_del_node)
+
+
+def _add_fix(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser(
+        "fix",
+        parents=[_common()],
+        help="repair an interrupted state: stuck migrations, slots without an owner",
+        description="Cancel migrations that are orphaned (the other side is down or gone) or "
+        "stuck, give every slot without an owner to the primary that holds its keys (else "
+        "to the primary with the fewest slots), settle slots the views disagree on, wait "
+        "until every node agrees, and report what was done. Exit 1 if something is left "
+        "that fix cannot repair.",
+    )
+    cmd.add_argument("address", type=types.address, metavar="HOST:PORT", help="any node's address")
+    cmd.add_argument(
+        "--wait",
+        type=types.positive_seconds,
+        default=DEFAULT_FIX_WAIT_S,
+        metavar="SECS",
+        help="how long running migrations may take to finish, and the nodes to agree "
+        f"(default {DEFAULT_FIX_WAIT_S:g})",
+    )
+    cmd.add_argument(
+        "--stuck-after",
+        type=types.positive_seconds,
+        default=5.0,
+        metavar="SECS",
+        help="cancel a migration that makes no progress for this long (default 5)",
+    )
+    cmd.set_defaults(func=reshard_commands.cmd_fix)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The clusterctl command line."""
     parser = argparse.ArgumentParser(
@@ -237,7 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.set_defaults(func=cluster_commands.cmd_create)
     _add_add_node(sub)
+    _add_del_node(sub)
     _add_failover(sub)
+    _add_reshard(sub)
+    _add_rebalance(sub)
+    _add_fix(sub)
 
     _add_node_command(sub, "info", "show a node's identity and counters", cluster_commands.cmd_info)
     _add_node_command(

@@ -5,12 +5,24 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from slotcache.ctl.resharding import BatchResult
 
 # Beyond a terminal (a pipe, a file, CI logs) nothing limits the line length, and cut-off
 # addresses would be worse than long lines.
@@ -101,3 +113,104 @@ def _fmt(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
+
+
+class MigrationProgress:
+    """Progress of slot migrations on stderr: a rich bar on a terminal, lines in a log.
+
+    The bar shows slots moved out of the total, keys moved and the rate; off
+    a terminal each finished batch is one line, so a log tells what moved.
+    Use it through :func:`migration_progress`.
+    """
+
+    def __init__(self, title: str, total_slots: int) -> None:
+        self._title = title
+        self._total = total_slots
+        self._started = time.monotonic()
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        if errors.is_terminal:
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("slots"),
+                TextColumn("{task.fields[keys]} keys, {task.fields[rate]} keys/s"),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[note]}"),
+                console=errors,
+            )
+            self._task = self._bar.add_task(
+                escape(title), total=total_slots, keys="0", rate="0", note=""
+            )
+        else:
+            errors.print(f"{escape(title)}: {total_slots:,} slots", highlight=False)
+
+    def _rate(self, keys: int) -> str:
+        elapsed = time.monotonic() - self._started
+        return f"{keys / elapsed:,.0f}" if elapsed > 0 else "0"
+
+    def update(self, slots_done: int, keys: int, note: str) -> None:
+        """Totals so far, the batch in flight included."""
+        if self._bar is not None and self._task is not None:
+            self._bar.update(
+                self._task,
+                completed=slots_done,
+                keys=f"{keys:,}",
+                rate=self._rate(keys),
+                note=escape(note),
+            )
+
+    def batch_done(self, index: int, count: int, result: BatchResult) -> None:
+        """One line per batch off a terminal; the bar moves on a terminal."""
+        if self._bar is not None:
+            if result.outcome != "done":
+                self.note(f"batch {index}/{count} {result.outcome}: {result.error}")
+            return
+        line = (
+            f"  batch {index}/{count}: {len(result.slots)} slots {result.source[:8]} -> "
+            f"{result.target[:8]}: {result.outcome}, {result.keys:,} keys in "
+            f"{result.seconds:.2f}s"
+        )
+        if result.error:
+            line += f" ({result.error})"
+        errors.print(escape(line), highlight=False)
+
+    def note(self, text: str) -> None:
+        """A message above the bar (or a line)."""
+        if self._bar is not None:
+            self._bar.console.print(escape(text), highlight=False)
+        else:
+            errors.print(f"  {escape(text)}", highlight=False)
+
+    def start(self) -> None:
+        """Show the bar."""
+        if self._bar is not None:
+            self._bar.start()
+
+    def stop(self) -> None:
+        """Leave the final bar on screen."""
+        if self._bar is not None:
+            self._bar.stop()
+
+
+@contextlib.contextmanager
+def migration_progress(title: str, total_slots: int) -> Iterator[MigrationProgress]:
+    """A :class:`MigrationProgress` shown for the duration of the block."""
+    shown = MigrationProgress(title, total_slots)
+    shown.start()
+    try:
+        yield shown
+    finally:
+        shown.stop()
+
+
+def confirm(question: str) -> bool:
+    """Ask on stderr and read the answer from stdin; only ``y``/``yes`` means yes."""
+    errors.print(f"{escape(question)} [y/N] ", end="", highlight=False)
+    try:
+        answer = input()
+    except EOFError:
+        errors.print()
+        return False
+    return answer.strip().lower() in ("y", "yes")
