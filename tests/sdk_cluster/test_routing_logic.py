@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import slotcache
 from cluster.slots import key_slot as server_key_slot
 from slotcache import _commands as cmd
-from slotcache._core import Action, Call, ClientCore, Plan, Refresh, Sleep
+from slotcache._core import Action, Call, ClientCore, Plan, Refresh, Sleep, Trailed
 from slotcache._retry import RetryPolicy, never_sent, retryable
 from slotcache._routing import (
     MULTI_KEY,
@@ -85,6 +85,9 @@ class FakeCluster:
         self.down: set[str] = set()
         # address -> what it believes about slots (None: the truth)
         self.stale_views: dict[str, dict[int, str]] = {}
+        # replica address -> its primary's address; replicas not in ``synced`` refuse reads
+        self.replicas: dict[str, str] = {}
+        self.synced: set[str] = set()
 
     def move(self, slot: int, address: str) -> None:
         self.owner[slot] = address
@@ -98,6 +101,8 @@ class FakeCluster:
 
     def answer(self, call: Call) -> object:
         self.calls.append(call)
+        if call.address in self.replicas and call.address not in self.down:
+            return self.answer_as_replica(call)
         if call.address not in self.addresses or call.address in self.down:
             return unavailable()
         if call.rpc == "Topology":
@@ -120,6 +125,22 @@ class FakeCluster:
                 )
         return self.execute(call.rpc, call.request)
 
+    def answer_as_replica(self, call: Call) -> object:
+        """A replica serves reads of its primary's slots when asked and synced; else MOVED."""
+        primary = self.replicas[call.address]
+        if call.rpc == "Topology":
+            return self.topology(call.address)
+        slot = key_slot(command_keys(call.rpc, call.request)[0])
+        if not call.replica or call.address not in self.synced or call.rpc not in ("Get", "MGet"):
+            return error_for(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"MOVED {slot} {primary}",
+                "MOVED",
+                {"slot": str(slot), "address": primary, "epoch": str(self.epoch)},
+            )
+        reply = self.execute(call.rpc, call.request)
+        return Trailed(reply, {"slotcache-replica-lag-ms": "3", "slotcache-replica-lag-ops": "1"})
+
     def topology(self, responder: str) -> pb.TopologyReply:
         reply = pb.TopologyReply(epoch=self.epoch, cluster_ok=True, responder_id=responder)
         for address in self.addresses:
@@ -127,6 +148,8 @@ class FakeCluster:
             node = reply.nodes.add(id=address, address=address, role=pb.ROLE_PRIMARY)
             for start, end in _ranges(slots):
                 node.slots.add(start=start, end=end)
+        for replica, primary in self.replicas.items():
+            reply.nodes.add(id=replica, address=replica, role=pb.ROLE_REPLICA, primary_id=primary)
         return reply
 
     def execute(self, rpc: str, request: object) -> object:
@@ -177,6 +200,7 @@ class Driver:
         self.steps: list[list[Action]] = []
         self.sleeps: list[float] = []
         self.background_refreshes = 0
+        self.refresh_delays: list[float] = []
         self.run_background = True
 
     def run(self, plan: Plan[T]) -> T:
@@ -207,9 +231,12 @@ class Driver:
         return None
 
     def maybe_refresh(self) -> None:
-        if self.core.take_refresh_request():
+        delay = self.core.take_refresh_request()
+        if delay is not None:
             self.background_refreshes += 1
+            self.refresh_delays.append(delay)
             if self.run_background:
+                self.clock.now += delay
                 with contextlib.suppress(SlotcacheError):
                     self.run(self.core.refresh_plan(False, None))
 
@@ -476,12 +503,14 @@ def test_core_loads_the_map_once_then_sends_each_key_to_its_owner() -> None:
     assert [c.address for c in topology_calls] == [A]
     assert all(c.redirect for c in driver.command_calls())
     assert [c.address for c in driver.command_calls()] == [a for a in (A, B, C) * 2 for _ in (1, 2)]
-    assert core.stats.as_dict() == {
+    stats = core.stats.as_dict()
+    assert {k: stats[k] for k in ("redirects", "refreshes", "refresh_failures", "retries")} == {
         "redirects": 0,
         "refreshes": 1,
         "refresh_failures": 0,
         "retries": 0,
     }
+    assert core.stats.operations == {"set": 6, "get": 6}
 
 
 def test_core_follows_moved_patches_the_map_and_asks_for_a_refresh() -> None:
@@ -796,3 +825,185 @@ def test_addresses_and_options_are_checked() -> None:
         ClientCore("a:1", routing="clever")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_redirects"):
         ClientCore("a:1", max_redirects=-1)
+
+
+# ---- the core: stream or unary ---------------------------------------------------------------
+
+
+def test_core_sends_commands_on_the_stream_and_the_rest_unary() -> None:
+    core, _cluster, driver = make()
+    key = key_for(A, "s")
+    run(driver, cmd.set_(key, b"v"))
+    run(driver, cmd.get(key))
+    run(driver, cmd.mget([key, key_for(B, "t")]))
+    assert all(c.stream for c in driver.command_calls())
+    topology = [c for c in driver.cluster.calls if c.rpc == "Topology"]
+    assert topology and not any(c.stream for c in topology)
+    assert core.stats.unary_calls == len(topology)
+
+    # A write that waits for replicas would hold up its whole stream: unary.
+    run(driver, cmd.set_(key, b"v", min_replicas=1))
+    run(driver, cmd.mset([(key, b"v")], min_replicas=1))
+    # So would a request large enough to gain nothing from batching.
+    run(driver, cmd.set_(key, b"x" * (2 * 1024 * 1024)))
+    assert [c.stream for c in driver.command_calls()[-3:]] == [False, False, False]
+    assert core.stats.unary_calls == len(topology) + 3
+
+
+def test_core_without_pipelining_makes_every_call_unary() -> None:
+    _core, _cluster, driver = make(pipelining=False)
+    run(driver, cmd.get(key_for(A, "u")))
+    assert [c.stream for c in driver.command_calls()] == [False]
+
+
+def test_split_writes_keep_min_replicas_in_every_part() -> None:
+    _core, _cluster, driver = make()
+    keys = [key_for(a, "d") for a in (A, B, C)]
+    run(driver, cmd.mset([(k, b"v") for k in keys], min_replicas=2))
+    run(driver, cmd.mdelete(keys, min_replicas=1))
+    parts = driver.command_calls()
+    assert [c.request.min_replicas for c in parts] == [2, 2, 2, 1, 1, 1]
+
+
+def test_core_resends_incr_that_never_left_a_broken_stream() -> None:
+    core, cluster, driver = make()
+    key = key_for(C, "n")
+    run(driver, cmd.get(b"warm"))
+    cluster.fail(C, slotcache.NotSent("the Pipeline stream to C failed before the op was sent"))
+    assert run(driver, cmd.incr(key, 2)) == 2
+    assert core.stats.retries == 1
+
+
+def test_core_counts_calls_latency_and_faults() -> None:
+    core, cluster, driver = make()
+    key = key_for(A, "m")
+    run(driver, cmd.get(key))
+    cluster.fail(A, error_for(grpc.StatusCode.FAILED_PRECONDITION, "no", "NOT_INTEGER"))
+    with pytest.raises(slotcache.FailedPrecondition):
+        run(driver, cmd.incr(key))
+    assert core.stats.operations == {"get": 1, "incr": 1}
+    assert core.stats.faults == {("incr", "FailedPrecondition"): 1}
+    assert core.stats.latency["get"].count == 1
+
+
+def test_core_maps_replication_errors_to_typed_exceptions_and_never_retries_them() -> None:
+    core, cluster, driver = make()
+    key = key_for(B, "w")
+    run(driver, cmd.get(b"warm"))
+    cluster.fail(
+        B,
+        error_for(grpc.StatusCode.FAILED_PRECONDITION, "needs 1", "NOT_ENOUGH_REPLICAS"),
+        error_for(grpc.StatusCode.DEADLINE_EXCEEDED, "late acks", "REPLICATION_TIMEOUT"),
+    )
+    with pytest.raises(slotcache.NotEnoughReplicas) as refused:
+        run(driver, cmd.set_(key, b"v", min_replicas=1))
+    assert isinstance(refused.value, slotcache.FailedPrecondition)
+    with pytest.raises(slotcache.ReplicationTimeout) as late:
+        run(driver, cmd.set_(key, b"v", min_replicas=1))
+    assert isinstance(late.value, slotcache.Timeout)
+    assert "may or may not survive" in (slotcache.ReplicationTimeout.__doc__ or "")
+    assert core.stats.retries == 0
+    assert len(driver.command_calls()) == 3
+
+
+# ---- the core: replica reads ---------------------------------------------------------------
+
+
+def with_replicas() -> tuple[ClientCore, FakeCluster, Driver]:
+    cluster = FakeCluster()
+    cluster.replicas = {"10.0.1.1:7000": A, "10.0.1.2:7000": A, "10.0.2.1:7000": B}
+    cluster.synced = set(cluster.replicas)
+    return make(cluster=cluster)
+
+
+def test_replica_reads_go_unary_to_a_replica_of_the_owner_and_record_the_lag() -> None:
+    core, cluster, driver = with_replicas()
+    key = key_for(A, "r")
+    run(driver, cmd.set_(key, b"v"))
+    assert core.stats.replica_lag_ms is None
+    seen = set()
+    for _ in range(20):
+        assert run(driver, cmd.get(key, replica_ok=True)) == b"v"
+        call = driver.command_calls()[-1]
+        assert call.replica and not call.stream
+        seen.add(call.address)
+    assert seen == {"10.0.1.1:7000", "10.0.1.2:7000"}  # spread over A's replicas
+    assert core.stats.replica_reads == 20
+    assert (core.stats.replica_lag_ms, core.stats.replica_lag_ops) == (3, 1)
+
+    # A key whose owner has no replica is read from the owner, on the stream.
+    other = key_for(C, "r")
+    run(driver, cmd.get(other, replica_ok=True))
+    assert driver.command_calls()[-1].address == C and driver.command_calls()[-1].stream
+
+    # A replica-read mget goes to one replica per owner.
+    run(driver, cmd.mget([key, key_for(B, "r")], replica_ok=True))
+    last = driver.command_calls()[-2:]
+    assert sorted(cluster.replicas[c.address] for c in last) == [A, B]
+
+
+def test_a_replica_that_cannot_serve_yet_sends_the_read_to_the_primary() -> None:
+    core, cluster, driver = with_replicas()
+    cluster.synced.clear()  # still syncing
+    key = key_for(B, "s")
+    run(driver, cmd.set_(key, b"v"))
+    assert run(driver, cmd.get(key, replica_ok=True)) == b"v"
+    assert [c.address for c in driver.command_calls()[-2:]] == ["10.0.2.1:7000", B]
+    assert core.stats.redirects == 0  # not a stale map: nothing to learn
+    assert core.stats.replica_reads == 0
+
+
+def test_the_slot_map_knows_each_primarys_healthy_replicas() -> None:
+    cluster = FakeCluster()
+    cluster.replicas = {"r1": A, "r2": A}
+    reply = cluster.topology(A)
+    reply.nodes[-1].failing = True
+    slot_map = SlotMap.from_topology(reply, A)
+    assert slot_map.replicas_of(A) == ("r1",)
+    assert slot_map.replicas_of(B) == ()
+
+
+# ---- the core: the near-cache seam and refresh scheduling -------------------------------------
+
+
+class DictNearCache:
+    def __init__(self) -> None:
+        self.held: dict[bytes, pb.GetReply] = {}
+        self.invalidated: list[bytes] = []
+
+    def lookup(self, key: bytes) -> pb.GetReply | None:
+        return self.held.get(key)
+
+    def fill(self, key: bytes, reply: pb.GetReply) -> None:
+        self.held[key] = reply
+
+    def invalidate(self, keys: list[bytes]) -> None:
+        self.invalidated.extend(keys)
+        for key in keys:
+            self.held.pop(key, None)
+
+
+def test_a_near_cache_plugs_into_the_read_path() -> None:
+    core, _cluster, driver = make()
+    near = DictNearCache()
+    core.near_cache = near
+    key = key_for(A, "near")
+    run(driver, cmd.set_(key, b"v"))
+    assert run(driver, cmd.get(key)) == b"v"  # miss: asks the node, fills
+    calls = len(driver.command_calls())
+    assert run(driver, cmd.get(key)) == b"v"  # hit: no call
+    assert len(driver.command_calls()) == calls
+    assert (core.stats.near_cache_hits, core.stats.near_cache_misses) == (1, 1)
+    run(driver, cmd.set_(key, b"w"))  # a write drops the entry
+    assert near.invalidated[-1] == key
+    assert run(driver, cmd.get(key)) == b"w"
+
+
+def test_a_refresh_asked_for_too_soon_is_delayed_not_dropped() -> None:
+    core, cluster, driver = make()
+    key = key_for(A, "soon")
+    run(driver, cmd.get(key))  # loads the map now
+    cluster.move(key_slot(key), B)
+    assert run(driver, cmd.get(key)) is None  # MOVED right after the load
+    assert driver.refresh_delays == [pytest.approx(0.1)]  # waits out the rate limit
+    assert core.stats.refreshes == 2

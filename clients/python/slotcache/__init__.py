@@ -1,23 +1,32 @@
 """slotcache: the Python SDK.
 
-``Client`` blocks; ``AsyncClient`` is for asyncio. Both take and return bytes
-and raise the typed exceptions in :mod:`slotcache.errors`. By default they
-route each key straight to the node that owns its slot (``routing="smart"``);
-``routing="proxy"`` sends everything to one node. See docs/client.md.
+``Client`` blocks; ``AsyncClient`` is for asyncio. Both route each key
+straight to the node that owns its slot (``routing="smart"``) over one
+auto-pipelined stream per node, encode values that are not bytes with
+msgpack (pluggable: :mod:`slotcache.codecs`), can encrypt every value
+(:class:`slotcache.crypto.Keyring`), and raise the typed exceptions in
+:mod:`slotcache.errors`. See docs/client.md.
 """
 
-from slotcache._async import AsyncClient
+from slotcache._async import AsyncClient, AsyncPipeline
 from slotcache._retry import RetryPolicy
 from slotcache._slots import key_slot
-from slotcache._stats import ClientStats
-from slotcache._sync import Client
+from slotcache._stats import ClientStats, Histogram
+from slotcache._sync import Client, Pipeline
+from slotcache.codecs import Codec, JsonCodec, MsgpackCodec, PickleCodec
+from slotcache.crypto import Keyring
 from slotcache.errors import (
     Cancelled,
     ClusterDown,
+    DecodeError,
+    DecryptionError,
     FailedPrecondition,
     InvalidArgument,
     Moved,
+    NotEnoughReplicas,
+    NotSent,
     OutOfMemory,
+    ReplicationTimeout,
     ResourceExhausted,
     SlotcacheError,
     Timeout,
@@ -26,14 +35,27 @@ from slotcache.errors import (
 
 __all__ = [
     "AsyncClient",
+    "AsyncPipeline",
     "Cancelled",
     "Client",
     "ClientStats",
     "ClusterDown",
+    "Codec",
+    "DecodeError",
+    "DecryptionError",
     "FailedPrecondition",
+    "Histogram",
     "InvalidArgument",
+    "JsonCodec",
+    "Keyring",
     "Moved",
+    "MsgpackCodec",
+    "NotEnoughReplicas",
+    "NotSent",
     "OutOfMemory",
+    "PickleCodec",
+    "Pipeline",
+    "ReplicationTimeout",
     "ResourceExhausted",
     "RetryPolicy",
     "SlotcacheError",

@@ -1,43 +1,48 @@
 """The asyncio client: performs the core's actions on ``grpc.aio`` channels, concurrently.
 
-This module is the I/O shell only. Routing, retries and refresh decisions
-live in :mod:`slotcache._core`; here the calls of one step run concurrently,
-sleeps are awaited, and a refresh is one shared task that any number of
-callers can wait on.
+This module is the I/O shell only. Routing, retries, refresh decisions and
+metrics live in :mod:`slotcache._core`, batching in
+:mod:`slotcache._pipeline`, the stream itself in :mod:`slotcache._aio_pipe`.
+Here the actions of one step run concurrently, sleeps are awaited, and a
+refresh is one shared task that any number of callers can wait on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+import inspect
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
-from slotcache import _commands as cmd
+from slotcache._aio_pipe import AioPipe, Holds
+from slotcache._base import ClientBase, now_ms
+from slotcache._batch import Batch, finish
 from slotcache._channels import CHANNEL_OPTIONS, ChannelPool
-from slotcache._commands import BytesLike, Command
+from slotcache._commands import Command, Key
 from slotcache._core import (
-    DEFAULT_ADDRESS,
-    DEFAULT_MAX_REDIRECTS,
-    DEFAULT_TIMEOUT_S,
     REDIRECT_METADATA,
+    REPLICA_METADATA,
     Action,
     Call,
-    ClientCore,
     Outcome,
     Plan,
     Refresh,
-    Routing,
     Sleep,
+    Trailed,
 )
-from slotcache._retry import RetryPolicy
-from slotcache._stats import ClientStats
+from slotcache._getorset import Verdict
+from slotcache._pipeline import ASYNC_MAX_IN_FLIGHT, EARLY_BYTES, EARLY_OPS, NodeBatcher
+from slotcache._singleflight import AsyncFlights
 from slotcache.errors import Cancelled, SlotcacheError, Timeout, from_rpc_error
 
 T = TypeVar("T")
+
+_CLOSED = "the call was cancelled: the client was closed"
 
 
 def _connect(address: str) -> grpc.aio.Channel:
@@ -50,28 +55,21 @@ def _consume(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """An asyncio slotcache client. Use it with ``async with``, or await :meth:`close`.
 
     Takes the same arguments as :class:`slotcache.Client`; see docs/client.md.
-    Create and use it on one event loop.
+    Create and use it on one event loop. Calls made by tasks in the same
+    turn of the loop travel to each node in one Pipeline message.
     """
 
-    def __init__(
-        self,
-        addresses: str | Sequence[str] = DEFAULT_ADDRESS,
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT_S,
-        routing: Routing = "smart",
-        max_redirects: int = DEFAULT_MAX_REDIRECTS,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        self._core = ClientCore(
-            addresses, timeout=timeout, routing=routing, max_redirects=max_redirects, retry=retry
-        )
-        self._closed = False
+    def _setup_io(self) -> None:
         self._pool: ChannelPool[grpc.aio.Channel] = ChannelPool(_connect)
+        self._pipes: dict[tuple[str, bool], AioPipe] = {}
+        self._holds = Holds()
         self._refresh_task: asyncio.Task[None] | None = None
+        self._flights = AsyncFlights(self._core.stats)
+        self._random = random.Random()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -84,28 +82,17 @@ class AsyncClient:
     ) -> None:
         await self.close()
 
-    @property
-    def stats(self) -> ClientStats:
-        """Counters: redirects followed, map refreshes, retries."""
-        return self._core.stats
-
-    @property
-    def routing(self) -> Routing:
-        """``"smart"`` or ``"proxy"``."""
-        return self._core.routing
-
-    def owner_of(self, key: BytesLike) -> str | None:
-        """The address a call for ``key`` would go to now (None before the map is loaded)."""
-        return self._core.owner_of(cmd.as_bytes(key, "key"))
-
     async def close(self) -> None:
-        """Close every channel; in-flight calls fail with Cancelled."""
+        """Fail outstanding operations with Cancelled, end every stream, close every channel."""
         self._closed = True
         task = self._refresh_task
         if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, SlotcacheError):
                 await task
+        pipes = list(self._pipes.values())
+        self._pipes.clear()
+        await asyncio.gather(*(pipe.close() for pipe in pipes))
         await asyncio.gather(*(c.close() for c in self._pool.take_all()))
 
     # ---- performing the core's actions ---------------------------------------
@@ -130,26 +117,52 @@ class AsyncClient:
             result: T = done.value
             return result
 
-    async def _perform(self, action: Action) -> Outcome:
+    def _perform(self, action: Action) -> Awaitable[Outcome]:
         if isinstance(action, Call):
-            return await self._call(action)
+            if action.stream:
+                return self._pipe(action.address, action.redirect).call(
+                    action.rpc, action.request, action.timeout
+                )
+            return self._unary(action)
         if isinstance(action, Sleep):
-            await asyncio.sleep(action.seconds)
-            return None
-        return await self._refresh_now(action)
+            return asyncio.sleep(action.seconds)
+        return self._refresh_now(action)
 
-    async def _call(self, call: Call) -> Outcome:
+    def _pipe(self, address: str, redirect: bool) -> AioPipe:
+        key = (address, redirect)
+        pipe = self._pipes.get(key)
+        if pipe is None:
+            batcher = NodeBatcher(
+                address,
+                self._core.stats,
+                max_in_flight=self._max_in_flight or ASYNC_MAX_IN_FLIGHT,
+                early_ops=EARLY_OPS,
+                early_bytes=EARLY_BYTES,
+            )
+            metadata = REDIRECT_METADATA if redirect else None
+            pool = self._pool
+
+            def open_stream() -> Any:
+                return pool.pipeline(address)(metadata=metadata)
+
+            pipe = self._pipes[key] = AioPipe(batcher, open_stream, self._holds)
+        return pipe
+
+    async def _unary(self, call: Call) -> Outcome:
+        metadata = REDIRECT_METADATA if call.redirect else ()
+        if call.replica:
+            metadata = (*metadata, *REPLICA_METADATA)
         try:
             method = self._pool.method(call.address, call.rpc)
-            return await method(
-                call.request,
-                timeout=call.timeout,
-                metadata=REDIRECT_METADATA if call.redirect else None,
-            )
+            rpc = method(call.request, timeout=call.timeout, metadata=metadata or None)
+            reply = await rpc
+            if call.replica:
+                return Trailed(reply, dict(await rpc.trailing_metadata() or ()))
+            return reply
         except grpc.RpcError as exc:
             return from_rpc_error(exc)
         except (ValueError, grpc.aio.UsageError):  # the pool or the channel was closed
-            return Cancelled("the call was cancelled: the client was closed")
+            return Cancelled(_CLOSED)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -157,16 +170,23 @@ class AsyncClient:
             # grpc.aio raises CancelledError when the call itself was cancelled (the
             # channel closed under it); that is a failed call, as in Client, and must
             # not look like a cancellation of the caller's task.
-            return Cancelled("the call was cancelled: the client was closed")
+            return Cancelled(_CLOSED)
 
-    def _start_refresh(self, initial: bool, timeout: float | None) -> asyncio.Task[None]:
+    def _start_refresh(
+        self, initial: bool, timeout: float | None, delay: float = 0.0
+    ) -> asyncio.Task[None]:
         """The running refresh, or a new one: concurrent callers share one Topology round."""
         task = self._refresh_task
         if task is None or task.done():
-            task = asyncio.create_task(self._drive(self._core.refresh_plan(initial, timeout)))
+            task = asyncio.create_task(self._refresh(initial, timeout, delay))
             task.add_done_callback(_consume)
             self._refresh_task = task
         return task
+
+    async def _refresh(self, initial: bool, timeout: float | None, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await self._drive(self._core.refresh_plan(initial, timeout))
 
     async def _refresh_now(self, action: Refresh) -> SlotcacheError | None:
         """Wait for the map refresh (starting one if none runs), within the action's timeout."""
@@ -186,69 +206,190 @@ class AsyncClient:
         return None
 
     def _maybe_refresh_in_background(self) -> None:
-        if not self._closed and self._core.take_refresh_request():
-            self._start_refresh(False, None)
+        if self._closed:
+            return
+        delay = self._core.take_refresh_request()
+        if delay is not None:
+            self._start_refresh(False, None, delay)
+
+    # ---- explicit pipelines and get_or_set -------------------------------------
+
+    def pipeline(self, *, timeout: float | None = None) -> AsyncPipeline:
+        """A batch of operations sent together: ``async with client.pipeline() as p: p.get(k)``.
+
+        Same semantics as :meth:`slotcache.Client.pipeline`; ``execute`` is a coroutine.
+        """
+        self._check_open()
+        return AsyncPipeline(self, timeout)
+
+    async def _execute(self, commands: list[Command[Any]], timeout: float | None) -> list[Any]:
+        self._check_open()
+        plans = [self._core.plan(c, timeout) for c in commands]
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(self._drive(p)) for p in plans]
+        # The tasks queue their first operations in the next turn; cut no message early
+        # until they all have, so the batch leaves whole (one message per node).
+        self._holds.count += 1
+        loop.call_soon(self._release_hold)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, SlotcacheError):
+                raise result
+        return list(results)
+
+    def _release_hold(self) -> None:
+        self._holds.count -= 1
+
+    async def get_or_set(
+        self,
+        key: Key,
+        loader: Callable[[], Any],
+        ttl_ms: int | None = None,
+        *,
+        beta: float = 0.0,
+        ttl_jitter: float = 0.0,
+        timeout: float | None = None,
+    ) -> Any:
+        """The cached value of ``key``; on a miss, ``loader()``'s result, cached for ``ttl_ms``.
+
+        ``loader`` may be a plain function or return an awaitable. At most
+        one task of this client runs it for a key at a time. See
+        :meth:`slotcache.Client.get_or_set` for ``beta`` and ``ttl_jitter``.
+        """
+        flow = self._get_or_set(key, ttl_ms, beta, ttl_jitter)
+        stored = await self._run(flow.read(self._commands), timeout)
+        verdict, value = flow.judge(self._values, stored, now_ms(), self._random.random)
+        if verdict is Verdict.FRESH:
+            return value
+
+        async def load() -> Any:
+            flow.count_load(verdict, self._core.stats)
+            started = now_ms()
+            fresh = loader()
+            if inspect.isawaitable(fresh):
+                fresh = await fresh
+            now = now_ms()
+            write = flow.write(self._commands, fresh, now - started, now, self._random.random)
+            await self._run(write, timeout)
+            return fresh
+
+        return await self._flights.run(flow.key, load, flow.stale(verdict, value))
 
     # ---- commands: see slotcache._commands for their semantics -------------
 
-    async def get(self, key: BytesLike, *, timeout: float | None = None) -> bytes | None:
-        """Return the value of ``key``, or None if it is missing."""
-        return await self._run(cmd.get(key), timeout)
+    async def get(
+        self, key: Key, *, replica_ok: bool | None = None, timeout: float | None = None
+    ) -> Any:
+        """The value of ``key``, or None if it is missing (see :meth:`slotcache.Client.get`)."""
+        return await self._run(self._commands.get(key, replica_ok), timeout)
 
     async def set(
         self,
-        key: BytesLike,
-        value: BytesLike,
+        key: Key,
+        value: Any,
         *,
         ttl_ms: int | None = None,
         if_absent: bool = False,
         if_present: bool = False,
         keep_ttl: bool = False,
+        min_replicas: int | None = None,
         timeout: float | None = None,
     ) -> bool:
-        """Write ``key``; False when a condition left it unwritten."""
-        return await self._run(
-            cmd.set_(key, value, ttl_ms, if_absent, if_present, keep_ttl), timeout
+        """Write ``key``; False when a condition left it unwritten (see :meth:`Client.set`)."""
+        command = self._commands.set(
+            key, value, ttl_ms, if_absent, if_present, keep_ttl, min_replicas
         )
+        return await self._run(command, timeout)
 
-    async def delete(self, key: BytesLike, *, timeout: float | None = None) -> bool:
+    async def delete(
+        self, key: Key, *, min_replicas: int | None = None, timeout: float | None = None
+    ) -> bool:
         """Remove ``key``; True if it existed."""
-        return await self._run(cmd.delete(key), timeout)
+        return await self._run(self._commands.delete(key, min_replicas), timeout)
 
-    async def exists(self, key: BytesLike, *, timeout: float | None = None) -> bool:
+    async def exists(
+        self, key: Key, *, replica_ok: bool | None = None, timeout: float | None = None
+    ) -> bool:
         """Whether ``key`` is held."""
-        return await self._run(cmd.exists(key), timeout)
+        return await self._run(self._commands.exists(key, replica_ok), timeout)
 
     async def expire(
-        self, key: BytesLike, ttl_ms: int | None, *, timeout: float | None = None
+        self,
+        key: Key,
+        ttl_ms: int | None,
+        *,
+        min_replicas: int | None = None,
+        timeout: float | None = None,
     ) -> bool:
         """Set the TTL of ``key`` (None clears it); False if the key is missing."""
-        return await self._run(cmd.expire(key, ttl_ms), timeout)
+        return await self._run(self._commands.expire(key, ttl_ms, min_replicas), timeout)
 
-    async def ttl(self, key: BytesLike, *, timeout: float | None = None) -> int:
+    async def ttl(
+        self, key: Key, *, replica_ok: bool | None = None, timeout: float | None = None
+    ) -> int:
         """Remaining TTL in ms; -1 without a TTL, -2 when missing."""
-        return await self._run(cmd.ttl(key), timeout)
+        return await self._run(self._commands.ttl(key, replica_ok), timeout)
 
-    async def incr(self, key: BytesLike, delta: int = 1, *, timeout: float | None = None) -> int:
-        """Add ``delta`` to an integer value and return the result."""
-        return await self._run(cmd.incr(key, delta), timeout)
+    async def incr(
+        self,
+        key: Key,
+        delta: int = 1,
+        *,
+        min_replicas: int | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Add ``delta`` to an integer value and return the result (never retried once sent)."""
+        return await self._run(self._commands.incr(key, delta, min_replicas), timeout)
 
     async def mget(
-        self, keys: Iterable[BytesLike], *, timeout: float | None = None
-    ) -> list[bytes | None]:
+        self,
+        keys: Iterable[Key],
+        *,
+        replica_ok: bool | None = None,
+        timeout: float | None = None,
+    ) -> list[Any]:
         """Values (or None) for ``keys``, in order."""
-        return await self._run(cmd.mget(keys), timeout)
+        return await self._run(self._commands.mget(keys, replica_ok), timeout)
 
     async def mset(
         self,
-        items: Mapping[bytes, BytesLike] | Iterable[tuple[BytesLike, BytesLike]],
+        items: Mapping[Any, Any] | Iterable[tuple[Any, Any]],
         *,
         ttl_ms: int | None = None,
+        min_replicas: int | None = None,
         timeout: float | None = None,
     ) -> None:
         """Write many keys with one TTL."""
-        return await self._run(cmd.mset(items, ttl_ms), timeout)
+        return await self._run(self._commands.mset(items, ttl_ms, min_replicas), timeout)
 
-    async def mdelete(self, keys: Iterable[BytesLike], *, timeout: float | None = None) -> int:
+    async def mdelete(
+        self, keys: Iterable[Key], *, min_replicas: int | None = None, timeout: float | None = None
+    ) -> int:
         """Remove ``keys``; how many existed."""
-        return await self._run(cmd.mdelete(keys), timeout)
+        return await self._run(self._commands.mdelete(keys, min_replicas), timeout)
+
+
+class AsyncPipeline(Batch):
+    """Operations collected for one round trip per node (see :meth:`AsyncClient.pipeline`)."""
+
+    def __init__(self, client: AsyncClient, timeout: float | None) -> None:
+        super().__init__(client._commands)
+        self._client = client
+        self._timeout = timeout
+
+    async def execute(self, *, raise_on_error: bool = True) -> list[Any]:
+        """Send every operation added so far; their results, in order (see Pipeline.execute)."""
+        self.results = await self._client._execute(self._take(), self._timeout)
+        return finish(self.results, raise_on_error)
+
+    async def __aenter__(self) -> AsyncPipeline:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None and self.results is None:
+            await self.execute()

@@ -3,7 +3,8 @@
 Both clients use this pool; they differ only in the channel factory they
 pass (blocking ``grpc.insecure_channel`` or ``grpc.aio.insecure_channel``)
 and in how they close what it holds. A gRPC channel multiplexes any number
-of concurrent calls over one HTTP/2 connection, so one per node is enough.
+of concurrent calls over one HTTP/2 connection, so one per node is enough:
+the node's Pipeline stream and any unary calls share it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def unary_methods() -> dict[str, tuple[str, Any, Any]]:
 
 
 _METHODS = unary_methods()
+PIPELINE_PATH = f"/{_SERVICE.full_name}/Pipeline"
 
 
 class ChannelPool(Generic[C]):
@@ -57,24 +59,46 @@ class ChannelPool(Generic[C]):
         self._closed = False
 
     def method(self, address: str, rpc: str) -> Any:
-        """The callable for ``rpc`` on the node at ``address``; ValueError once closed."""
+        """The callable for unary ``rpc`` on the node at ``address``; ValueError once closed."""
         found = self._callables.get((address, rpc))
         if found is not None:
             return found
+        path, request_cls, reply_cls = _METHODS[rpc]
+        return self._make(
+            address,
+            rpc,
+            lambda channel: channel.unary_unary(
+                path,
+                request_serializer=request_cls.SerializeToString,
+                response_deserializer=reply_cls.FromString,
+            ),
+        )
+
+    def pipeline(self, address: str) -> Any:
+        """The stream-stream callable of ``Pipeline`` on ``address``; ValueError once closed."""
+        found = self._callables.get((address, "Pipeline"))
+        if found is not None:
+            return found
+        return self._make(
+            address,
+            "Pipeline",
+            lambda channel: channel.stream_stream(
+                PIPELINE_PATH,
+                request_serializer=cache_pb2.PipelineRequest.SerializeToString,
+                response_deserializer=cache_pb2.PipelineReply.FromString,
+            ),
+        )
+
+    def _make(self, address: str, name: str, make: Callable[[Any], Any]) -> Any:
         with self._lock:
             if self._closed:
                 raise ValueError("the client is closed")
-            found = self._callables.get((address, rpc))
+            found = self._callables.get((address, name))
             if found is None:
                 channel = self._channels.get(address)
                 if channel is None:
                     channel = self._channels[address] = self._connect(address)
-                path, request_cls, reply_cls = _METHODS[rpc]
-                found = self._callables[(address, rpc)] = channel.unary_unary(  # type: ignore[attr-defined]
-                    path,
-                    request_serializer=request_cls.SerializeToString,
-                    response_deserializer=reply_cls.FromString,
-                )
+                found = self._callables[(address, name)] = make(channel)
             return found
 
     def addresses(self) -> list[str]:

@@ -3,16 +3,19 @@
 A command runs as a *plan*: a generator that yields lists of actions and
 receives one outcome per action, then returns the result. The actions are
 
-- :class:`Call`: one unary RPC to one node; its outcome is the reply or the
-  :class:`SlotcacheError` it failed with;
+- :class:`Call`: one operation for one node, sent on that node's Pipeline
+  stream (``stream=True``, batched with whatever else is queued) or as a
+  unary RPC; its outcome is the reply (a :class:`Trailed` reply for a
+  replica read) or the :class:`SlotcacheError` it failed with;
 - :class:`Sleep`: wait (backoff before a retry); outcome None;
 - :class:`Refresh`: bring the slot map up to date before going on, joining a
   refresh already under way; outcome None or the error it failed with.
 
 Actions in one list are independent: the asyncio client runs them
 concurrently, the blocking client one after the other. The clients only
-perform actions. Everything else — deadlines, routing by slot, splitting and
-merging multi-key calls, following MOVED, retrying UNAVAILABLE, and deciding
+perform actions. Everything else — deadlines, routing by slot, choosing the
+stream or a unary call, replica reads, splitting and merging multi-key
+calls, following MOVED, retrying UNAVAILABLE, counting metrics, and deciding
 when the map needs a refresh — lives here once. After every step a client
 asks :meth:`ClientCore.take_refresh_request` whether to start a background
 refresh, and runs :meth:`ClientCore.refresh_plan` for it the same way.
@@ -27,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, TypeVar
 
 from slotcache._commands import Command
+from slotcache._nearcache import NearCache
+from slotcache._pipeline import MAX_STREAMED_BYTES
 from slotcache._retry import RetryPolicy, never_sent, retryable
 from slotcache._routing import (
     MULTI_KEY,
@@ -36,7 +41,7 @@ from slotcache._routing import (
     parse_moved,
 )
 from slotcache._slotmap import SlotMap
-from slotcache._slots import key_slot
+from slotcache._slots import key_slot, key_slots
 from slotcache._stats import ClientStats
 from slotcache.errors import SlotcacheError, Timeout, Unavailable
 from slotcache.v1 import cache_pb2
@@ -46,6 +51,7 @@ __all__ = [
     "DEFAULT_MAX_REDIRECTS",
     "DEFAULT_TIMEOUT_S",
     "REDIRECT_METADATA",
+    "REPLICA_METADATA",
     "Action",
     "Call",
     "ClientCore",
@@ -54,6 +60,7 @@ __all__ = [
     "Refresh",
     "Routing",
     "Sleep",
+    "Trailed",
     "check_timeout",
 ]
 
@@ -64,6 +71,24 @@ DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_REDIRECTS = 5
 # Request metadata that makes a node answer MOVED instead of forwarding.
 REDIRECT_METADATA = (("slotcache-redirect", "1"),)
+# Request metadata that lets a replica of the owner serve a read.
+REPLICA_METADATA = (("slotcache-replica-read", "1"),)
+LAG_MS_KEY = "slotcache-replica-lag-ms"
+LAG_OPS_KEY = "slotcache-replica-lag-ops"
+WRITE_RPCS = frozenset({"Set", "Delete", "Expire", "Incr", "MSet", "MDelete"})
+# Metric names of the operations.
+OP_NAMES = {
+    "Get": "get",
+    "Set": "set",
+    "Delete": "delete",
+    "Exists": "exists",
+    "Expire": "expire",
+    "Ttl": "ttl",
+    "Incr": "incr",
+    "MGet": "mget",
+    "MSet": "mset",
+    "MDelete": "mdelete",
+}
 # One Topology call may take this long; a node that is stopped must not hold
 # a refresh for the caller's whole deadline.
 TOPOLOGY_TIMEOUT_S = 2.0
@@ -82,13 +107,30 @@ Routing = Literal["smart", "proxy"]
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One unary call to perform at ``address``; ``redirect`` asks the node for MOVED."""
+    """One operation to perform at ``address``.
+
+    ``redirect`` asks the node for MOVED rather than forwarding. ``stream``
+    sends it on the node's Pipeline stream; otherwise it is a unary RPC.
+    ``replica`` adds the replica-read metadata (always unary, since replicas
+    serve reads on unary calls only) and asks for the trailing metadata: the
+    outcome is then a :class:`Trailed`.
+    """
 
     address: str
     rpc: str
     request: Any
     timeout: float | None
     redirect: bool = False
+    stream: bool = False
+    replica: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Trailed:
+    """A unary reply with the call's trailing metadata (replica reads report their lag there)."""
+
+    reply: Any
+    metadata: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +195,7 @@ class ClientCore:
         routing: Routing = "smart",
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         retry: RetryPolicy | None = None,
+        pipelining: bool = True,
         clock: Callable[[], float] = time.monotonic,
         random: _random.Random | None = None,
     ) -> None:
@@ -166,8 +209,12 @@ class ClientCore:
         self.smart = routing == "smart"
         self.max_redirects = max_redirects
         self.retry = retry if retry is not None else RetryPolicy()
+        #: Send operations on per-node Pipeline streams (False: every call is unary).
+        self.pipelining = pipelining
         self.stats = ClientStats()
         self.slot_map: SlotMap | None = None
+        #: The read-path seam for a near cache (see :mod:`slotcache._nearcache`).
+        self.near_cache: NearCache | None = None
         self._clock = clock
         self._random = random or _random.Random()
         self._proxy = 0  # index of the seed proxy mode sends to
@@ -188,45 +235,75 @@ class ClientCore:
     # ---- commands ----------------------------------------------------------------
 
     def plan(self, command: Command[T], timeout: float | None = None) -> Plan[T]:
-        """Run ``command`` wherever its keys live; return its parsed result or raise."""
+        """Run ``command`` wherever its keys live; return its parsed result or raise.
+
+        The call is counted in ``stats``: once in ``operations`` and its
+        latency histogram, and in ``faults`` if it raises.
+        """
+        clock = self._clock
+        started = clock()
+        op = OP_NAMES[command.rpc]
+        stats = self.stats
+        try:
+            result = yield from self._run(command, timeout, started)
+        except SlotcacheError as exc:
+            stats.fault(op, exc)
+            stats.record(op, clock() - started)
+            raise
+        stats.record(op, clock() - started)
+        return result
+
+    def _run(self, command: Command[T], timeout: float | None, started: float) -> Plan[T]:
         budget = self.timeout if timeout is None else check_timeout(timeout)
-        deadline = None if budget is None else self._clock() + budget
-        multi = MULTI_KEY.get(command.rpc)
-        keys = multi.keys(command.request) if multi is not None else [command.request.key]
+        deadline = None if budget is None else started + budget
+        rpc = command.rpc
+        request = command.request
+        multi = MULTI_KEY.get(rpc)
+        keys = command.keys
+        if keys is None:
+            keys = multi.keys(request) if multi is not None else [request.key]
         if multi is not None and not keys:
             return command.parse(multi.new_reply(0))
+        near = self.near_cache
+        if near is not None:
+            hit = self._near_lookup(near, rpc, keys)
+            if hit is not None:
+                return command.parse(hit)
         if self.smart and self.slot_map is None:
             (error,) = yield [Refresh(True, budget)]
             if error is not None:
                 raise error
             if self.slot_map is None:
                 raise Timeout("timed out waiting for the slot map")
-        slots = [key_slot(k) for k in keys] if self.smart else []
+        slots: list[int] = []  # filled when routing needs them
+        stream = self.pipelining and not command.unary and request.ByteSize() <= MAX_STREAMED_BYTES
         pending = list(range(len(keys)))
         merged: Any = None
-        redirects = retries = 0
+        redirects = retries = attempt = 0
         while True:
-            groups = self._route(slots, pending)
+            groups = self._route(keys, slots, pending)
             if multi is not None and len(groups) > 1 and merged is None:
-                check_before_split(command.rpc, command.request)
-            calls: list[Action] = []
-            for address, indices in groups.items():
-                request = command.request
-                if len(indices) != len(keys):
-                    assert multi is not None
-                    request = multi.subset(request, indices)
-                timeout_now = self._remaining(deadline)
-                calls.append(Call(address, command.rpc, request, timeout_now, self.smart))
-            outcomes = yield calls
+                check_before_split(rpc, request)
+            calls = [
+                self._call(command, address, indices, len(keys), deadline, stream, attempt)
+                for address, indices in groups.items()
+            ]
+            actions: list[Action] = [*calls]
+            outcomes = yield actions
+            attempt += 1
 
             pending = []
             moved: SlotcacheError | None = None
             unavailable: SlotcacheError | None = None
             failure: SlotcacheError | None = None
-            for indices, outcome in zip(groups.values(), outcomes, strict=True):
+            for call, indices, outcome in zip(calls, groups.values(), outcomes, strict=True):
                 if not isinstance(outcome, SlotcacheError):
                     self._reached = True
+                    if type(outcome) is Trailed:
+                        outcome = self._replica_answered(outcome)
                     if len(indices) == len(keys):
+                        if near is not None:
+                            self._near_fill(near, rpc, keys, outcome)
                         return command.parse(outcome)
                     assert multi is not None
                     if merged is None:
@@ -234,7 +311,15 @@ class ClientCore:
                     multi.merge(merged, indices, outcome)
                     continue
                 redirect = parse_moved(outcome) if self.smart else None
-                if redirect is not None:
+                if (
+                    redirect is not None
+                    and call.replica
+                    and redirect.address == self._owner(redirect.slot)
+                ):
+                    # A replica that cannot serve yet (still syncing) points at the
+                    # primary we already know: not a stale map, just read from the primary.
+                    pending.extend(indices)
+                elif redirect is not None:
                     self._follow(redirect)
                     moved = outcome
                     pending.extend(indices)
@@ -263,16 +348,99 @@ class ClientCore:
                 retries += 1
                 yield from self._backoff(unavailable, retries, deadline)
 
-    def _route(self, slots: list[int], pending: list[int]) -> dict[str, list[int]]:
-        """Pending key indices grouped by the address to send them to."""
+    def _call(
+        self,
+        command: Command[Any],
+        address: str,
+        indices: list[int],
+        key_count: int,
+        deadline: float | None,
+        stream: bool,
+        attempt: int,
+    ) -> Call:
+        """The call that sends the keys at ``indices`` of ``command`` to ``address``."""
+        request = command.request
+        if len(indices) != key_count:
+            request = MULTI_KEY[command.rpc].subset(request, indices)
+        timeout = self._remaining(deadline)
+        if command.replica:
+            # A replica on the first attempt; the owner after a refusal or a failure.
+            target = self._replica_of(address) if attempt == 0 else address
+            if target != address or not self.smart:
+                # Replicas serve reads on unary calls only.
+                self.stats.unary_calls += 1
+                return Call(target, command.rpc, request, timeout, self.smart, False, True)
+        if not stream:
+            self.stats.unary_calls += 1
+        return Call(address, command.rpc, request, timeout, self.smart, stream)
+
+    def _owner(self, slot: int) -> str | None:
+        return self.slot_map.owner(slot) if self.slot_map is not None else None
+
+    def _replica_of(self, primary: str) -> str:
+        """A replica of ``primary`` to read from (random, to spread the load), or the primary."""
+        if not self.smart or self.slot_map is None:
+            return primary
+        replicas = self.slot_map.replicas_of(primary)
+        if not replicas:
+            return primary
+        return replicas[self._random.randrange(len(replicas))]
+
+    def _replica_answered(self, outcome: Trailed) -> Any:
+        """Note the lag a replica reported (a primary reports none) and unwrap its reply."""
+        metadata = outcome.metadata
+        lag_ms = metadata.get(LAG_MS_KEY)
+        if lag_ms is not None:
+            stats = self.stats
+            stats.replica_reads += 1
+            try:
+                stats.replica_lag_ms = int(lag_ms)
+                stats.replica_lag_ops = int(metadata.get(LAG_OPS_KEY, "0"))
+            except ValueError:
+                pass
+        return outcome.reply
+
+    def _near_lookup(self, near: NearCache, rpc: str, keys: list[bytes]) -> Any:
+        if rpc == "Get":
+            hit = near.lookup(keys[0])
+            if hit is not None:
+                self.stats.near_cache_hits += 1
+                return hit
+            self.stats.near_cache_misses += 1
+        elif rpc in WRITE_RPCS:
+            near.invalidate(keys)
+        return None
+
+    @staticmethod
+    def _near_fill(near: NearCache, rpc: str, keys: list[bytes], reply: Any) -> None:
+        if rpc == "Get":
+            near.fill(keys[0], reply)
+
+    def _route(
+        self, keys: list[bytes], slots: list[int], pending: list[int]
+    ) -> dict[str, list[int]]:
+        """Pending key indices grouped by the address to send them to.
+
+        ``slots`` caches the keys' slots; it is filled on first need (a map
+        with one owner for every slot routes without hashing anything).
+        """
         if not self.smart:
             return {self.seeds[self._proxy]: pending}
         slot_map = self.slot_map
         assert slot_map is not None
-        owner = slot_map.owner
+        sole = slot_map.sole_owner
+        if sole is not None:
+            return {sole: pending}
+        if not slots:
+            slots.extend(key_slots(keys))
         if len(pending) == 1:  # every single-key command: skip the grouping machinery
-            return {owner(slots[pending[0]]) or self._fallback(): pending}
-        return group_by_owner(pending, lambda i: owner(slots[i]) or self._fallback())
+            return {slot_map.owner(slots[pending[0]]) or self._fallback(): pending}
+        owners = slot_map.owners_of([slots[i] for i in pending])
+        first = owners[0]
+        if first is not None and owners.count(first) == len(owners):
+            return {first: pending}  # one node serves every key: no grouping
+        fallback = self._fallback()
+        return group_by_owner(range(len(pending)), lambda j: owners[j] or fallback, pending)
 
     def _fallback(self) -> str:
         """Where to send a key whose slot has no known owner: any node that may know better.
@@ -338,12 +506,17 @@ class ClientCore:
 
     # ---- the slot map ------------------------------------------------------------
 
-    def take_refresh_request(self) -> bool:
-        """Whether the caller should start a background refresh now (true once per request)."""
-        if not self._refresh_wanted or not self._refresh_due():
-            return False
+    def take_refresh_request(self) -> float | None:
+        """Whether to start a background refresh: None for no, else the seconds to wait first.
+
+        True once per request. Refreshes start at most every
+        ``MIN_REFRESH_INTERVAL_S``; a request made sooner is not dropped but
+        delayed, so a MOVED right after a refresh still gets the map refreshed.
+        """
+        if not self._refresh_wanted:
+            return None
         self._refresh_wanted = False
-        return True
+        return max(0.0, self._last_refresh + MIN_REFRESH_INTERVAL_S - self._clock())
 
     def _refresh_due(self) -> bool:
         return self._clock() - self._last_refresh >= MIN_REFRESH_INTERVAL_S
@@ -375,6 +548,7 @@ class ClientCore:
             batch = candidates[start : start + REFRESH_FANOUT]
             request = cache_pb2.TopologyRequest()
             per_call = min(remaining, TOPOLOGY_TIMEOUT_S)
+            self.stats.unary_calls += len(batch)
             outcomes = yield [Call(a, "Topology", request, per_call) for a in batch]
             answers = []
             for address, outcome in zip(batch, outcomes, strict=True):

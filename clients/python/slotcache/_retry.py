@@ -2,7 +2,8 @@
 
 Retrying is only safe when running the command twice cannot differ from
 running it once (``Command.idempotent``), or when the request certainly never
-ran: the connection was never made, or the cluster refused it up front
+ran: the connection was never made, the operation was still queued for a
+Pipeline stream that broke (``NotSent``), or the cluster refused it up front
 (CLUSTERDOWN). Anything else — an ``Incr`` whose connection broke after it
 was written — is raised to the caller, who knows whether a double apply is
 acceptable.
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from slotcache.errors import SlotcacheError, Unavailable
+from slotcache.errors import NotSent, SlotcacheError, Unavailable
 
 REASON_CLUSTER_DOWN = "CLUSTERDOWN"
 
@@ -66,7 +67,7 @@ def never_sent(error: SlotcacheError) -> bool:
     """The request certainly did not run, so even a non-idempotent command may be resent."""
     if not isinstance(error, Unavailable):
         return False
-    if error.reason == REASON_CLUSTER_DOWN:
+    if isinstance(error, NotSent) or error.reason == REASON_CLUSTER_DOWN:
         return True
     message = error.message.lower()
     return any(marker in message for marker in _NEVER_SENT_MARKERS)

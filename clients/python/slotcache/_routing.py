@@ -57,6 +57,13 @@ def _short_reply(rpc: str, sent: int, got: int) -> SlotcacheError:
     return SlotcacheError(f"{rpc} part with {sent} keys came back with {got} results")
 
 
+def _durable(part: Any, whole: Any) -> Any:
+    """Every part of a split write asks for the ``min_replicas`` the whole did."""
+    if whole.HasField("min_replicas"):
+        part.min_replicas = whole.min_replicas
+    return part
+
+
 MULTI_KEY: dict[str, MultiKey] = {
     "MGet": MultiKey(
         lambda r: list(r.keys),
@@ -66,13 +73,13 @@ MULTI_KEY: dict[str, MultiKey] = {
     ),
     "MSet": MultiKey(
         lambda r: [e.key for e in r.entries],
-        lambda r, idx: pb.MSetRequest(entries=[r.entries[i] for i in idx]),
+        lambda r, idx: _durable(pb.MSetRequest(entries=[r.entries[i] for i in idx]), r),
         lambda n: pb.MSetReply(applied=[False] * n),
         _merge_mset,
     ),
     "MDelete": MultiKey(
         lambda r: list(r.keys),
-        lambda r, idx: pb.MDeleteRequest(keys=[r.keys[i] for i in idx]),
+        lambda r, idx: _durable(pb.MDeleteRequest(keys=[r.keys[i] for i in idx]), r),
         lambda n: pb.MDeleteReply(),
         _merge_mdelete,
     ),
@@ -85,16 +92,23 @@ def command_keys(rpc: str, request: Any) -> list[bytes]:
     return multi.keys(request) if multi is not None else [request.key]
 
 
-def group_by_owner(indices: Iterable[int], owner: Callable[[int], str]) -> dict[str, list[int]]:
-    """Key indices grouped by the address that serves them, each group in request order."""
+def group_by_owner(
+    indices: Iterable[int], owner: Callable[[int], str], labels: Sequence[int] | None = None
+) -> dict[str, list[int]]:
+    """Key indices grouped by the address that serves them, each group in request order.
+
+    With ``labels``, ``owner`` is asked about each index but the groups hold
+    ``labels[index]`` instead.
+    """
     groups: dict[str, list[int]] = {}
     for i in indices:
         address = owner(i)
+        label = i if labels is None else labels[i]
         group = groups.get(address)
         if group is None:
-            groups[address] = [i]
+            groups[address] = [label]
         else:
-            group.append(i)
+            group.append(label)
     return groups
 
 

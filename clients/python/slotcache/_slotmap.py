@@ -22,12 +22,13 @@ class Node:
     address: str
     primary: bool
     failing: bool
+    primary_id: str = ""
 
 
 class SlotMap:
     """Slot → address of the primary that serves it, and the epoch the map reflects."""
 
-    __slots__ = ("_owners", "cluster_ok", "epoch", "nodes")
+    __slots__ = ("_owners", "cluster_ok", "epoch", "nodes", "replicas", "sole_owner")
 
     def __init__(
         self,
@@ -39,9 +40,21 @@ class SlotMap:
         if len(owners) != SLOT_COUNT:
             raise ValueError(f"a slot map needs {SLOT_COUNT} entries, not {len(owners)}")
         self._owners = owners
+        first = owners[0]
+        #: The address serving every slot (a standalone server, a cluster of one), else None:
+        #: then no key needs hashing to be routed.
+        self.sole_owner = first if first is not None and owners.count(first) == SLOT_COUNT else None
         self.epoch = epoch
         self.cluster_ok = cluster_ok
         self.nodes = tuple(nodes)
+        # Primary address -> addresses of its healthy replicas (for replica reads).
+        by_id = {n.id: n.address for n in self.nodes if n.primary}
+        replicas: dict[str, list[str]] = {}
+        for node in self.nodes:
+            primary = by_id.get(node.primary_id)
+            if not node.primary and not node.failing and primary is not None:
+                replicas.setdefault(primary, []).append(node.address)
+        self.replicas: dict[str, tuple[str, ...]] = {p: tuple(r) for p, r in replicas.items()}
 
     @classmethod
     def single(cls, address: str) -> SlotMap:
@@ -73,6 +86,7 @@ class SlotMap:
                 dialed if single else n.address,
                 n.role != pb.ROLE_REPLICA,
                 n.failing,
+                n.primary_id,
             )
             for n in nodes
         ]
@@ -82,6 +96,15 @@ class SlotMap:
         """The address serving ``slot``, or None when no node owns it."""
         return self._owners[slot]
 
+    def owners_of(self, slots: list[int]) -> list[str | None]:
+        """The address serving each of ``slots``."""
+        owners = self._owners
+        return [owners[s] for s in slots]
+
+    def replicas_of(self, address: str) -> tuple[str, ...]:
+        """Healthy replicas of the primary at ``address`` (empty when it has none)."""
+        return self.replicas.get(address, ())
+
     def apply_moved(self, slot: int, address: str, epoch: int) -> None:
         """Record what a MOVED said: ``slot`` now lives at ``address``.
 
@@ -89,6 +112,8 @@ class SlotMap:
         not yet heard of the change (a lower epoch) cannot undo it.
         """
         self._owners[slot] = address
+        if address != self.sole_owner:
+            self.sole_owner = None
         self.epoch = max(self.epoch, epoch)
 
     def addresses(self) -> list[str]:

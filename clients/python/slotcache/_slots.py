@@ -34,3 +34,8 @@ def hash_tag(key: bytes) -> bytes:
 def key_slot(key: bytes) -> int:
     """The slot of ``key``, in ``0..16383``."""
     return crc_hqx(hash_tag(key), 0) & _SLOT_MASK
+
+
+def key_slots(keys: list[bytes]) -> list[int]:
+    """The slot of each key; keys without a ``{`` skip the hash-tag search (the common case)."""
+    return [crc_hqx(k, 0) & _SLOT_MASK if b"{" not in k else key_slot(k) for k in keys]

@@ -41,6 +41,16 @@ class FailedPrecondition(SlotcacheError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class NotEnoughReplicas(FailedPrecondition):
+    """A write asked for ``min_replicas`` but fewer replicas are in sync: it was NOT applied.
+
+    The node refuses before applying anything, so the key is exactly as it
+    was. Never retried by the client: whether to wait, write with a lower
+    ``min_replicas`` or give up is the caller's decision. ``metadata`` carries
+    ``required`` and ``available``.
+    """
+
+
 class Moved(FailedPrecondition):
     """The node does not serve the key's slot; ``address`` does (a smart client follows this).
 
@@ -103,10 +113,48 @@ class Timeout(SlotcacheError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class ReplicationTimeout(Timeout):
+    """A write asked for ``min_replicas`` and they did not acknowledge it in time.
+
+    The write WAS applied on the primary: readers of the primary see it now.
+    It may or may not survive a failover, since fewer replicas than asked
+    hold it. The client never retries it (a retry would not make it more
+    durable, and a non-idempotent one would apply twice). ``metadata``
+    carries ``required`` and ``acknowledged``.
+    """
+
+
+class NotSent(Unavailable):
+    """The operation never left this client: its stream broke or closed before it was written.
+
+    The node cannot have run it, so even a non-idempotent operation is resent
+    automatically; callers see this only when retries are exhausted.
+    """
+
+
 class Cancelled(SlotcacheError):
     """The call was cancelled before it completed."""
 
     code = grpc.StatusCode.CANCELLED
+
+
+class DecodeError(SlotcacheError):
+    """A stored value could not be turned back into an object (corrupt, or an unknown format).
+
+    Raised by the client, not by a node: the read itself succeeded.
+    """
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
+class DecryptionError(DecodeError):
+    """An encrypted value failed authentication, or cannot be decrypted with this keyring.
+
+    The causes are indistinguishable by design: the ciphertext (or its key id)
+    was tampered with, it was copied from another key (the key name is bound
+    as associated data), it was encrypted under a key id this keyring does
+    not hold, or the value is not encrypted while the keyring requires it.
+    """
 
 
 _BY_CODE: dict[grpc.StatusCode, type[SlotcacheError]] = {
@@ -124,6 +172,8 @@ _BY_REASON: dict[str, type[SlotcacheError]] = {
     "OOM": OutOfMemory,
     "MOVED": Moved,
     "CLUSTERDOWN": ClusterDown,
+    "NOT_ENOUGH_REPLICAS": NotEnoughReplicas,
+    "REPLICATION_TIMEOUT": ReplicationTimeout,
 }
 
 
@@ -142,6 +192,17 @@ def error_for(
     if cls is SlotcacheError:
         err.code = code
     return err
+
+
+_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def from_status_number(
+    number: int, message: str, reason: str = "", metadata: Mapping[str, str] | None = None
+) -> SlotcacheError:
+    """Build the typed exception for a ``google.rpc.Code`` number (a Pipeline ``Error``)."""
+    code = _STATUS_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
+    return error_for(code, message or code.name, reason, metadata)
 
 
 def from_rpc_error(exc: grpc.RpcError) -> SlotcacheError:

@@ -1,0 +1,102 @@
+"""What the blocking and the asyncio client share besides the core: options and inspection.
+
+Both clients take the same constructor arguments and build the same
+sans-I/O pieces from them (the routing core, the value layer, the command
+builders); only their I/O shells differ.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from slotcache._commands import Commands, Key, as_key
+from slotcache._core import (
+    DEFAULT_ADDRESS,
+    DEFAULT_MAX_REDIRECTS,
+    DEFAULT_TIMEOUT_S,
+    ClientCore,
+    Routing,
+)
+from slotcache._getorset import GetOrSet
+from slotcache._retry import RetryPolicy
+from slotcache._stats import ClientStats
+from slotcache._values import Values
+from slotcache.codecs import Codec, MsgpackCodec
+from slotcache.crypto import Keyring
+
+#: The default codec: msgpack for everything that is not bytes.
+DEFAULT_CODEC = MsgpackCodec()
+
+
+class ClientBase:
+    """Options, the core, the value layer and read-only inspection, for both clients.
+
+    See :class:`slotcache.Client` for the arguments.
+    """
+
+    def __init__(
+        self,
+        addresses: str | Sequence[str] = DEFAULT_ADDRESS,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        routing: Routing = "smart",
+        max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        retry: RetryPolicy | None = None,
+        codec: Codec | None = DEFAULT_CODEC,
+        keyring: Keyring | None = None,
+        accept_plaintext: bool = False,
+        read_from_replicas: bool = False,
+        pipelining: bool = True,
+        max_in_flight: int | None = None,
+    ) -> None:
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+        self._core = ClientCore(
+            addresses,
+            timeout=timeout,
+            routing=routing,
+            max_redirects=max_redirects,
+            retry=retry,
+            pipelining=pipelining,
+        )
+        self._values = Values(codec, keyring, accept_plaintext=accept_plaintext)
+        self._commands = Commands(self._values, read_from_replicas)
+        #: Messages outstanding per node stream (None: the shell's default).
+        self._max_in_flight = max_in_flight
+        self._closed = False
+        self._setup_io()
+
+    def _setup_io(self) -> None:
+        """Create the shell's I/O state (channels, streams, locks); no I/O happens yet."""
+
+    @property
+    def stats(self) -> ClientStats:
+        """Plain-number metrics: operations, latency, faults, redirects, retries, pipelining."""
+        return self._core.stats
+
+    @property
+    def routing(self) -> Routing:
+        """``"smart"`` or ``"proxy"``."""
+        return self._core.routing
+
+    @property
+    def keyring(self) -> Keyring | None:
+        """The keyring values are encrypted with, if any."""
+        return self._values.keyring
+
+    def owner_of(self, key: Key) -> str | None:
+        """The address a call for ``key`` would go to now (None before the map is loaded)."""
+        return self._core.owner_of(as_key(key))
+
+    def _get_or_set(self, key: Key, ttl_ms: int | None, beta: float, ttl_jitter: float) -> GetOrSet:
+        return GetOrSet(as_key(key), ttl_ms, beta, ttl_jitter)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("the client is closed")
+
+
+def now_ms() -> float:
+    """Wall-clock milliseconds: get_or_set expiries are shared between processes."""
+    return time.time() * 1000.0
