@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from cluster.membership.machine import Membership
+from cluster.membership.machine import WRITABLE_DELAY_MS, Membership
 from cluster.membership.model import FAIL, PFAIL, REPLICA, Address, MembershipConfig, Peer
 from cluster.membership.snapshot import FORMAT_VERSION, restore, snapshot
 
@@ -96,7 +96,8 @@ def test_restore_takes_the_address_we_listen_on_now():
     assert restored.nodes[peer_id(2)].address == Address("10.0.0.2", 7001, 17001)
 
 
-def test_a_restored_single_node_cluster_is_ok_after_its_first_tick():
+def test_a_restored_single_node_cluster_is_ok_once_the_writable_delay_passed():
+    """A restarted node waits min(WRITABLE_DELAY_MS, node timeout) to hear of changes it missed."""
     m = Membership(CONFIG, Peer(id=peer_id(1), address=ME), 0)
     m.set_config_epoch(1)
     m.add_slots(range(16384))
@@ -104,6 +105,8 @@ def test_a_restored_single_node_cluster_is_ok_after_its_first_tick():
     assert m.ok
     restored = restore(snapshot(m), CONFIG, ME, 200)
     restored.tick(300)
+    assert not restored.ok
+    restored.tick(200 + min(WRITABLE_DELAY_MS, CONFIG.node_timeout_ms))
     assert restored.ok
 
 
