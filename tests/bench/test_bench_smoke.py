@@ -27,6 +27,7 @@ WORKLOADS = {
         "w3_p50_us_forwarded_vs_direct",
         "w3_p99_us_forwarded_vs_direct",
     ),
+    "near": ("p50_us", "p99_us"),
 }
 HAVE_REDIS = shutil.which("redis-server") is not None
 HAVE_H2LOAD = shutil.which("h2load") is not None

@@ -20,6 +20,7 @@ import slotcache
 from cluster.slots import key_slot as server_key_slot
 from slotcache import _commands as cmd
 from slotcache._core import Action, Call, ClientCore, Plan, Refresh, Sleep, Trailed
+from slotcache._nearcache import NearCache, NearCacheConfig
 from slotcache._retry import RetryPolicy, never_sent, retryable
 from slotcache._routing import (
     MULTI_KEY,
@@ -160,6 +161,8 @@ class FakeCluster:
         if rpc == "Set":
             data[request.key] = request.value  # type: ignore[attr-defined]
             return pb.SetReply(applied=True)
+        if rpc == "Ttl":
+            return pb.TtlReply(found=request.key in data)  # type: ignore[attr-defined]
         if rpc == "Incr":
             value = int(data.get(request.key, b"0")) + request.delta  # type: ignore[attr-defined]
             data[request.key] = str(value).encode()  # type: ignore[attr-defined]
@@ -966,26 +969,10 @@ def test_the_slot_map_knows_each_primarys_healthy_replicas() -> None:
 # ---- the core: the near-cache seam and refresh scheduling -------------------------------------
 
 
-class DictNearCache:
-    def __init__(self) -> None:
-        self.held: dict[bytes, pb.GetReply] = {}
-        self.invalidated: list[bytes] = []
-
-    def lookup(self, key: bytes) -> pb.GetReply | None:
-        return self.held.get(key)
-
-    def fill(self, key: bytes, reply: pb.GetReply) -> None:
-        self.held[key] = reply
-
-    def invalidate(self, keys: list[bytes]) -> None:
-        self.invalidated.extend(keys)
-        for key in keys:
-            self.held.pop(key, None)
-
-
 def test_a_near_cache_plugs_into_the_read_path() -> None:
     core, _cluster, driver = make()
-    near = DictNearCache()
+    near = NearCache(NearCacheConfig(), core.stats)
+    near.on_message(A, pb.Invalidation(seq=1, subscription_id="sub", node_id="n"))
     core.near_cache = near
     key = key_for(A, "near")
     run(driver, cmd.set_(key, b"v"))
@@ -994,8 +981,9 @@ def test_a_near_cache_plugs_into_the_read_path() -> None:
     assert run(driver, cmd.get(key)) == b"v"  # hit: no call
     assert len(driver.command_calls()) == calls
     assert (core.stats.near_cache_hits, core.stats.near_cache_misses) == (1, 1)
+    assert [c.track for c in driver.command_calls()[-2:]] == ["sub", "sub"]  # Get + Ttl, tracked
     run(driver, cmd.set_(key, b"w"))  # a write drops the entry
-    assert near.invalidated[-1] == key
+    assert len(near) == 0
     assert run(driver, cmd.get(key)) == b"w"
 
 

@@ -4,11 +4,13 @@
 straight to the node that owns its slot (``routing="smart"``) over one
 auto-pipelined stream per node, encode values that are not bytes with
 msgpack (pluggable: :mod:`slotcache.codecs`), can encrypt every value
-(:class:`slotcache.crypto.Keyring`), and raise the typed exceptions in
-:mod:`slotcache.errors`. See docs/client.md.
+(:class:`slotcache.crypto.Keyring`), can keep hot values in-process with a
+server-invalidated near cache (:class:`NearCacheConfig`), and raise the typed
+exceptions in :mod:`slotcache.errors`. See docs/client.md.
 """
 
 from slotcache._async import AsyncClient, AsyncPipeline
+from slotcache._nearcache import NearCacheConfig
 from slotcache._retry import RetryPolicy
 from slotcache._slots import key_slot
 from slotcache._stats import ClientStats, Histogram
@@ -50,6 +52,7 @@ __all__ = [
     "Keyring",
     "Moved",
     "MsgpackCodec",
+    "NearCacheConfig",
     "NotEnoughReplicas",
     "NotSent",
     "OutOfMemory",

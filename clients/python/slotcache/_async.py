@@ -25,8 +25,6 @@ from slotcache._batch import Batch, finish
 from slotcache._channels import CHANNEL_OPTIONS, ChannelPool
 from slotcache._commands import Command, Key
 from slotcache._core import (
-    REDIRECT_METADATA,
-    REPLICA_METADATA,
     Action,
     Call,
     Outcome,
@@ -34,8 +32,11 @@ from slotcache._core import (
     Refresh,
     Sleep,
     Trailed,
+    call_metadata,
 )
 from slotcache._getorset import Verdict
+from slotcache._invalidations import AioSubscriber
+from slotcache._nearcache import NOT_CACHED
 from slotcache._pipeline import ASYNC_MAX_IN_FLIGHT, EARLY_BYTES, EARLY_OPS, NodeBatcher
 from slotcache._singleflight import AsyncFlights
 from slotcache.errors import Cancelled, SlotcacheError, Timeout, from_rpc_error
@@ -65,11 +66,33 @@ class AsyncClient(ClientBase):
 
     def _setup_io(self) -> None:
         self._pool: ChannelPool[grpc.aio.Channel] = ChannelPool(_connect)
-        self._pipes: dict[tuple[str, bool], AioPipe] = {}
+        # By (address, redirect, near-cache subscription id): see Client._pipes.
+        self._pipes: dict[tuple[str, bool, str | None], AioPipe] = {}
+        self._subscribers: dict[str, AioSubscriber] = {}
         self._holds = Holds()
         self._refresh_task: asyncio.Task[None] | None = None
         self._flights = AsyncFlights(self._core.stats)
         self._random = random.Random()
+        near = self._near
+        if near is not None:
+            near.on_new_node = self._subscribe
+            near.on_forget = self._resubscribe
+
+    def _subscribe(self, address: str) -> None:
+        """Open the Subscribe stream of a node the client now reads from (once per node)."""
+        near = self._near
+        assert near is not None
+        if self._closed or address in self._subscribers:
+            return
+        pool = self._pool
+        self._subscribers[address] = AioSubscriber(
+            address, near, lambda request: pool.subscribe(address)(request), self._random
+        )
+
+    def _resubscribe(self, address: str) -> None:
+        subscriber = self._subscribers.get(address)
+        if subscriber is not None:
+            subscriber.restart()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -90,6 +113,11 @@ class AsyncClient(ClientBase):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, SlotcacheError):
                 await task
+        subscribers = list(self._subscribers.values())
+        self._subscribers.clear()
+        await asyncio.gather(*(s.close() for s in subscribers))
+        if self._near is not None:
+            self._near.clear()
         pipes = list(self._pipes.values())
         self._pipes.clear()
         await asyncio.gather(*(pipe.close() for pipe in pipes))
@@ -120,7 +148,7 @@ class AsyncClient(ClientBase):
     def _perform(self, action: Action) -> Awaitable[Outcome]:
         if isinstance(action, Call):
             if action.stream:
-                return self._pipe(action.address, action.redirect).call(
+                return self._pipe(action.address, action.redirect, action.track).call(
                     action.rpc, action.request, action.timeout
                 )
             return self._unary(action)
@@ -128,8 +156,8 @@ class AsyncClient(ClientBase):
             return asyncio.sleep(action.seconds)
         return self._refresh_now(action)
 
-    def _pipe(self, address: str, redirect: bool) -> AioPipe:
-        key = (address, redirect)
+    def _pipe(self, address: str, redirect: bool, track: str | None) -> AioPipe:
+        key = (address, redirect, track)
         pipe = self._pipes.get(key)
         if pipe is None:
             batcher = NodeBatcher(
@@ -139,7 +167,7 @@ class AsyncClient(ClientBase):
                 early_ops=EARLY_OPS,
                 early_bytes=EARLY_BYTES,
             )
-            metadata = REDIRECT_METADATA if redirect else None
+            metadata = call_metadata(redirect, False, track)
             pool = self._pool
 
             def open_stream() -> Any:
@@ -149,12 +177,10 @@ class AsyncClient(ClientBase):
         return pipe
 
     async def _unary(self, call: Call) -> Outcome:
-        metadata = REDIRECT_METADATA if call.redirect else ()
-        if call.replica:
-            metadata = (*metadata, *REPLICA_METADATA)
+        metadata = call_metadata(call.redirect, call.replica, call.track)
         try:
             method = self._pool.method(call.address, call.rpc)
-            rpc = method(call.request, timeout=call.timeout, metadata=metadata or None)
+            rpc = method(call.request, timeout=call.timeout, metadata=metadata)
             reply = await rpc
             if call.replica:
                 return Trailed(reply, dict(await rpc.trailing_metadata() or ()))
@@ -281,6 +307,11 @@ class AsyncClient(ClientBase):
         self, key: Key, *, replica_ok: bool | None = None, timeout: float | None = None
     ) -> Any:
         """The value of ``key``, or None if it is missing (see :meth:`slotcache.Client.get`)."""
+        near = self._near
+        if near is not None:
+            value = self._near_get(near, key)
+            if value is not NOT_CACHED:
+                return value
         return await self._run(self._commands.get(key, replica_ok), timeout)
 
     async def set(

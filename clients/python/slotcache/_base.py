@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from slotcache._commands import Commands, Key, as_key
 from slotcache._core import (
@@ -19,6 +20,7 @@ from slotcache._core import (
     Routing,
 )
 from slotcache._getorset import GetOrSet
+from slotcache._nearcache import NOT_CACHED, NearCache, NearCacheConfig
 from slotcache._retry import RetryPolicy
 from slotcache._stats import ClientStats
 from slotcache._values import Values
@@ -49,6 +51,7 @@ class ClientBase:
         read_from_replicas: bool = False,
         pipelining: bool = True,
         max_in_flight: int | None = None,
+        near_cache: NearCacheConfig | None = None,
     ) -> None:
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
@@ -65,6 +68,12 @@ class ClientBase:
         #: Messages outstanding per node stream (None: the shell's default).
         self._max_in_flight = max_in_flight
         self._closed = False
+        self._near: NearCache | None = None
+        if near_cache is not None:
+            if not isinstance(near_cache, NearCacheConfig):
+                raise TypeError("near_cache must be a slotcache.NearCacheConfig")
+            self._near = NearCache(near_cache, self._core.stats)
+            self._core.near_cache = self._near
         self._setup_io()
 
     def _setup_io(self) -> None:
@@ -74,6 +83,11 @@ class ClientBase:
     def stats(self) -> ClientStats:
         """Plain-number metrics: operations, latency, faults, redirects, retries, pipelining."""
         return self._core.stats
+
+    @property
+    def near_cache(self) -> NearCache | None:
+        """The near cache if enabled (``len()``, ``size_bytes``, ``subscriptions()``)."""
+        return self._near
 
     @property
     def routing(self) -> Routing:
@@ -91,6 +105,18 @@ class ClientBase:
 
     def _get_or_set(self, key: Key, ttl_ms: int | None, beta: float, ttl_jitter: float) -> GetOrSet:
         return GetOrSet(as_key(key), ttl_ms, beta, ttl_jitter)
+
+    def _near_get(self, near: NearCache, key: Key) -> Any:
+        """``get``'s answer from the near cache, or NOT_CACHED: before any command is built.
+
+        Decodes the stored bytes on every hit rather than caching the decoded
+        object, which a caller could mutate (raw bytes pass through untouched).
+        """
+        name = key if type(key) is bytes else as_key(key)
+        stored = self._core.near_hit(near, name)
+        if stored is None or stored is NOT_CACHED:
+            return stored
+        return self._values.load(name, stored)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -45,6 +45,7 @@ def unary_methods() -> dict[str, tuple[str, Any, Any]]:
 
 _METHODS = unary_methods()
 PIPELINE_PATH = f"/{_SERVICE.full_name}/Pipeline"
+SUBSCRIBE_PATH = f"/{_SERVICE.full_name}/Subscribe"
 
 
 class ChannelPool(Generic[C]):
@@ -86,6 +87,21 @@ class ChannelPool(Generic[C]):
                 PIPELINE_PATH,
                 request_serializer=cache_pb2.PipelineRequest.SerializeToString,
                 response_deserializer=cache_pb2.PipelineReply.FromString,
+            ),
+        )
+
+    def subscribe(self, address: str) -> Any:
+        """The server-streaming callable of ``Subscribe`` on ``address``; ValueError once closed."""
+        found = self._callables.get((address, "Subscribe"))
+        if found is not None:
+            return found
+        return self._make(
+            address,
+            "Subscribe",
+            lambda channel: channel.unary_stream(
+                SUBSCRIBE_PATH,
+                request_serializer=cache_pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=cache_pb2.Invalidation.FromString,
             ),
         )
 

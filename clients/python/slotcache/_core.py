@@ -26,11 +26,11 @@ from __future__ import annotations
 import random as _random
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias, TypeVar
 
 from slotcache._commands import Command
-from slotcache._nearcache import NearCache
+from slotcache._nearcache import NOT_CACHED, NearCache, NearCacheSeam, Ticket
 from slotcache._pipeline import MAX_STREAMED_BYTES
 from slotcache._retry import RetryPolicy, never_sent, retryable
 from slotcache._routing import (
@@ -43,7 +43,7 @@ from slotcache._routing import (
 from slotcache._slotmap import SlotMap
 from slotcache._slots import key_slot, key_slots
 from slotcache._stats import ClientStats
-from slotcache.errors import SlotcacheError, Timeout, Unavailable
+from slotcache.errors import Moved, SlotcacheError, Timeout, Unavailable
 from slotcache.v1 import cache_pb2
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "REDIRECT_METADATA",
     "REPLICA_METADATA",
+    "TRACK_METADATA_KEY",
     "Action",
     "Call",
     "ClientCore",
@@ -61,6 +62,7 @@ __all__ = [
     "Routing",
     "Sleep",
     "Trailed",
+    "call_metadata",
     "check_timeout",
 ]
 
@@ -73,6 +75,12 @@ DEFAULT_MAX_REDIRECTS = 5
 REDIRECT_METADATA = (("slotcache-redirect", "1"),)
 # Request metadata that lets a replica of the owner serve a read.
 REPLICA_METADATA = (("slotcache-replica-read", "1"),)
+# Request metadata naming the near-cache subscription a read is tracked for.
+TRACK_METADATA_KEY = "slotcache-track"
+# The reason of the error a node answers a read tracked for an id it does not know.
+NO_SUBSCRIPTION = "NO_SUBSCRIPTION"
+# Tracked attempts of one read refused NO_SUBSCRIPTION before it goes untracked.
+MAX_UNTRACKED_RETRIES = 2
 LAG_MS_KEY = "slotcache-replica-lag-ms"
 LAG_OPS_KEY = "slotcache-replica-lag-ops"
 WRITE_RPCS = frozenset({"Set", "Delete", "Expire", "Incr", "MSet", "MDelete"})
@@ -113,7 +121,9 @@ class Call:
     sends it on the node's Pipeline stream; otherwise it is a unary RPC.
     ``replica`` adds the replica-read metadata (always unary, since replicas
     serve reads on unary calls only) and asks for the trailing metadata: the
-    outcome is then a :class:`Trailed`.
+    outcome is then a :class:`Trailed`. ``track`` is a near-cache
+    subscription id, sent as ``slotcache-track`` (on a stream: a stream of
+    its own, opened with that metadata).
     """
 
     address: str
@@ -123,6 +133,7 @@ class Call:
     redirect: bool = False
     stream: bool = False
     replica: bool = False
+    track: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +162,18 @@ class Refresh:
 Action: TypeAlias = Call | Sleep | Refresh
 Outcome = Any  # a reply message, None, or the SlotcacheError an action failed with
 Plan = Generator[list[Action], list[Outcome], T]
+
+
+def call_metadata(
+    redirect: bool, replica: bool, track: str | None
+) -> tuple[tuple[str, str], ...] | None:
+    """The request metadata of a call (or of the stream it travels on); None for none."""
+    metadata: tuple[tuple[str, str], ...] = REDIRECT_METADATA if redirect else ()
+    if replica:
+        metadata = (*metadata, *REPLICA_METADATA)
+    if track is not None:
+        metadata = (*metadata, (TRACK_METADATA_KEY, track))
+    return metadata or None
 
 
 def check_timeout(timeout: float | None) -> float | None:
@@ -213,8 +236,8 @@ class ClientCore:
         self.pipelining = pipelining
         self.stats = ClientStats()
         self.slot_map: SlotMap | None = None
-        #: The read-path seam for a near cache (see :mod:`slotcache._nearcache`).
-        self.near_cache: NearCache | None = None
+        #: The near cache the read path consults and fills (see :mod:`slotcache._nearcache`).
+        self.near_cache: NearCacheSeam | None = None
         self._clock = clock
         self._random = random or _random.Random()
         self._proxy = 0  # index of the seed proxy mode sends to
@@ -265,10 +288,44 @@ class ClientCore:
         if multi is not None and not keys:
             return command.parse(multi.new_reply(0))
         near = self.near_cache
+        tracking: NearCacheSeam | None = None
         if near is not None:
-            hit = self._near_lookup(near, rpc, keys)
-            if hit is not None:
-                return command.parse(hit)
+            if rpc == "Get":
+                hit = near.lookup(keys[0])
+                if hit is not None:
+                    self.stats.near_cache_hits += 1
+                    return command.parse(hit)
+                self.stats.near_cache_misses += 1
+                # Replica reads are not tracked: the subscription is the owner's.
+                tracking = None if command.replica else near
+            elif rpc in WRITE_RPCS:
+                # Dropped before and after: a read racing the write cannot leave the
+                # old value behind for this client's next read.
+                near.invalidate(keys)
+                try:
+                    return (yield from self._send(command, keys, budget, deadline, None))
+                finally:
+                    near.invalidate(keys)
+        return (yield from self._send(command, keys, budget, deadline, tracking))
+
+    def _send(
+        self,
+        command: Command[T],
+        keys: list[bytes],
+        budget: float | None,
+        deadline: float | None,
+        tracking: NearCacheSeam | None,
+    ) -> Plan[T]:
+        """Send ``command`` until it succeeds, fails for good, or runs out of time.
+
+        With ``tracking`` (a single-key Get and a near cache), each attempt
+        puts a placeholder in the near cache, sends the read tracked under
+        the node's subscription with a Ttl beside it (same message: the
+        entry must not outlive the key), and fills the near cache from both.
+        """
+        rpc = command.rpc
+        request = command.request
+        multi = MULTI_KEY.get(rpc)
         if self.smart and self.slot_map is None:
             (error,) = yield [Refresh(True, budget)]
             if error is not None:
@@ -279,7 +336,7 @@ class ClientCore:
         stream = self.pipelining and not command.unary and request.ByteSize() <= MAX_STREAMED_BYTES
         pending = list(range(len(keys)))
         merged: Any = None
-        redirects = retries = attempt = 0
+        redirects = retries = attempt = refused = 0
         while True:
             groups = self._route(keys, slots, pending)
             if multi is not None and len(groups) > 1 and merged is None:
@@ -288,8 +345,12 @@ class ClientCore:
                 self._call(command, address, indices, len(keys), deadline, stream, attempt)
                 for address, indices in groups.items()
             ]
-            actions: list[Action] = [*calls]
-            outcomes = yield actions
+            if tracking is not None and (ticket := tracking.track(keys[0], calls[0].address)):
+                calls[0] = replace(calls[0], track=ticket.track)
+                outcomes = yield [calls[0], self._ttl_call(calls[0], keys[0])]
+                outcomes = [self._near_fill(tracking, ticket, outcomes, calls[0].address)]
+            else:
+                outcomes = yield [*calls]
             attempt += 1
 
             pending = []
@@ -302,13 +363,22 @@ class ClientCore:
                     if type(outcome) is Trailed:
                         outcome = self._replica_answered(outcome)
                     if len(indices) == len(keys):
-                        if near is not None:
-                            self._near_fill(near, rpc, keys, outcome)
                         return command.parse(outcome)
                     assert multi is not None
                     if merged is None:
                         merged = multi.new_reply(len(keys))
                     multi.merge(merged, indices, outcome)
+                    continue
+                if call.track is not None and (
+                    outcome.reason == NO_SUBSCRIPTION or (not self.smart and type(outcome) is Moved)
+                ):
+                    # The subscription is gone (the node restarted, the stream ended),
+                    # or a proxy cannot serve a tracked read of a key it does not own:
+                    # send the read again now, tracked under a new id or not at all.
+                    refused += 1
+                    if refused > MAX_UNTRACKED_RETRIES or not self.smart:
+                        tracking = None
+                    pending.extend(indices)
                     continue
                 redirect = parse_moved(outcome) if self.smart else None
                 if (
@@ -400,21 +470,45 @@ class ClientCore:
                 pass
         return outcome.reply
 
-    def _near_lookup(self, near: NearCache, rpc: str, keys: list[bytes]) -> Any:
-        if rpc == "Get":
-            hit = near.lookup(keys[0])
-            if hit is not None:
-                self.stats.near_cache_hits += 1
-                return hit
-            self.stats.near_cache_misses += 1
-        elif rpc in WRITE_RPCS:
-            near.invalidate(keys)
-        return None
+    def near_hit(self, near: NearCache, key: bytes) -> Any:
+        """The bytes ``near`` holds for ``key`` (None: known missing), or NOT_CACHED.
+
+        The blocking and asyncio ``get`` call this before building any
+        command, so a hit costs a dict lookup and the bookkeeping below. A
+        hit counts as a ``get`` like any other (operations, latency); a miss
+        is counted by the read path it falls through to.
+        """
+        clock = self._clock
+        started = clock()
+        value = near.cached(key)
+        if value is not NOT_CACHED:
+            stats = self.stats
+            stats.near_cache_hits += 1
+            stats.record("get", clock() - started)
+        return value
+
+    def _ttl_call(self, get: Call, key: bytes) -> Call:
+        """The Ttl sent beside a tracked Get, the same way (same stream, same message)."""
+        if not get.stream:
+            self.stats.unary_calls += 1
+        request = cache_pb2.TtlRequest(key=key)
+        return Call(
+            get.address, "Ttl", request, get.timeout, get.redirect, get.stream, False, get.track
+        )
 
     @staticmethod
-    def _near_fill(near: NearCache, rpc: str, keys: list[bytes], reply: Any) -> None:
-        if rpc == "Get":
-            near.fill(keys[0], reply)
+    def _near_fill(
+        near: NearCacheSeam, ticket: Ticket, outcomes: list[Outcome], address: str
+    ) -> Outcome:
+        """Fill the near cache from a tracked Get and its Ttl; the Get's outcome."""
+        reply, ttl = outcomes
+        if isinstance(reply, SlotcacheError) or isinstance(ttl, SlotcacheError):
+            near.release(ticket)
+            if any(getattr(o, "reason", "") == NO_SUBSCRIPTION for o in (reply, ttl)):
+                near.forget(address, ticket.track)
+            return reply  # a Get that worked is still the answer, just not cached
+        near.fill(ticket, reply, ttl)
+        return reply
 
     def _route(
         self, keys: list[bytes], slots: list[int], pending: list[int]

@@ -111,9 +111,14 @@ class ClientStats:
     #: Replication lag (ms, operations) the last replica read reported; None before any.
     replica_lag_ms: int | None = None
     replica_lag_ops: int | None = None
-    #: Reads answered by a near cache, and reads it could not answer (see docs/client.md).
+    #: Reads answered by the near cache, and reads it could not answer (see docs/client.md).
     near_cache_hits: int = 0
     near_cache_misses: int = 0
+    #: Keys the nodes' Subscribe streams said to drop (held or not).
+    near_cache_invalidations: int = 0
+    #: Times a node's part of the near cache was dropped whole: a flush message, a
+    #: sequence gap, or its Subscribe stream lost.
+    near_cache_flushes: int = 0
     #: get_or_set: loader calls, early (XFetch) refreshes, callers that joined a running load.
     loader_calls: int = 0
     early_refreshes: int = 0
@@ -157,6 +162,8 @@ class ClientStats:
             "replica_reads",
             "near_cache_hits",
             "near_cache_misses",
+            "near_cache_invalidations",
+            "near_cache_flushes",
             "loader_calls",
             "early_refreshes",
             "single_flight_waits",

@@ -24,8 +24,6 @@ from slotcache._batch import Batch, finish
 from slotcache._channels import CHANNEL_OPTIONS, ChannelPool
 from slotcache._commands import Command, Key
 from slotcache._core import (
-    REDIRECT_METADATA,
-    REPLICA_METADATA,
     Action,
     Call,
     Outcome,
@@ -33,8 +31,11 @@ from slotcache._core import (
     Refresh,
     Sleep,
     Trailed,
+    call_metadata,
 )
 from slotcache._getorset import Verdict
+from slotcache._invalidations import ThreadSubscriber
+from slotcache._nearcache import NOT_CACHED
 from slotcache._pipeline import MAX_IN_FLIGHT, NodeBatcher
 from slotcache._singleflight import ThreadFlights
 from slotcache._thread_pipe import ThreadPipe
@@ -75,14 +76,39 @@ class Client(ClientBase):
 
     def _setup_io(self) -> None:
         self._pool: ChannelPool[grpc.Channel] = ChannelPool(_connect)
-        self._pipes: dict[tuple[str, bool], ThreadPipe] = {}
+        # By (address, redirect, near-cache subscription id): tracked reads need a
+        # stream opened with their id. A stream of an id that is gone has ended
+        # (its node refused it or the connection broke) and holds no thread.
+        self._pipes: dict[tuple[str, bool, str | None], ThreadPipe] = {}
         self._pipes_lock = threading.Lock()
+        self._subscribers: dict[str, ThreadSubscriber] = {}
         # Held while a refresh runs: callers that need the map wait on it,
         # background refreshes skip when it is taken.
         self._refresh_lock = threading.Lock()
         self._refresher: threading.Thread | None = None
         self._flights = ThreadFlights(self._core.stats)
         self._random = random.Random()
+        near = self._near
+        if near is not None:
+            near.on_new_node = self._subscribe
+            near.on_forget = self._resubscribe
+
+    def _subscribe(self, address: str) -> None:
+        """Open the Subscribe stream of a node the client now reads from (once per node)."""
+        near = self._near
+        assert near is not None
+        pool = self._pool
+        with self._pipes_lock:
+            if self._closed or address in self._subscribers:
+                return
+            self._subscribers[address] = ThreadSubscriber(
+                address, near, lambda request: pool.subscribe(address)(request), self._random
+            )
+
+    def _resubscribe(self, address: str) -> None:
+        subscriber = self._subscribers.get(address)
+        if subscriber is not None:
+            subscriber.restart()
 
     def __enter__(self) -> Client:
         return self
@@ -101,6 +127,12 @@ class Client(ClientBase):
         with self._pipes_lock:
             pipes = list(self._pipes.values())
             self._pipes.clear()
+            subscribers = list(self._subscribers.values())
+            self._subscribers.clear()
+        for subscriber in subscribers:
+            subscriber.close()
+        if self._near is not None:
+            self._near.clear()
         for pipe in pipes:
             pipe.close()
         for channel in self._pool.take_all():
@@ -168,7 +200,7 @@ class Client(ClientBase):
                 elif isinstance(action, Sleep):
                     sleep = max(sleep, action.seconds)
                 elif action.stream:
-                    pipe = self._pipe(action.address, action.redirect)
+                    pipe = self._pipe(action.address, action.redirect, action.track)
                     streamed.setdefault(pipe, []).append((i, j, action))
                 else:
                     unary.append((i, j, action, self._start_unary(action)))
@@ -189,8 +221,8 @@ class Client(ClientBase):
             out[i][j] = self._finish_unary(call, future)
         return out
 
-    def _pipe(self, address: str, redirect: bool) -> ThreadPipe:
-        key = (address, redirect)
+    def _pipe(self, address: str, redirect: bool, track: str | None) -> ThreadPipe:
+        key = (address, redirect, track)
         pipe = self._pipes.get(key)
         if pipe is not None:
             return pipe
@@ -200,7 +232,7 @@ class Client(ClientBase):
                 batcher = NodeBatcher(
                     address, self._core.stats, max_in_flight=self._max_in_flight or MAX_IN_FLIGHT
                 )
-                metadata = REDIRECT_METADATA if redirect else None
+                metadata = call_metadata(redirect, False, track)
                 pool = self._pool
 
                 def open_stream(requests: Iterator[pb.PipelineRequest]) -> Any:
@@ -213,12 +245,10 @@ class Client(ClientBase):
 
     def _start_unary(self, call: Call) -> Any:
         """Start a unary call; its outcome is collected by :meth:`_finish_unary`."""
-        metadata = REDIRECT_METADATA if call.redirect else ()
-        if call.replica:
-            metadata = (*metadata, *REPLICA_METADATA)
+        metadata = call_metadata(call.redirect, call.replica, call.track)
         try:
             method = self._pool.method(call.address, call.rpc)
-            return method.future(call.request, timeout=call.timeout, metadata=metadata or None)
+            return method.future(call.request, timeout=call.timeout, metadata=metadata)
         except ValueError:  # the pool or the channel was closed under us
             return Cancelled(_CLOSED)
 
@@ -338,8 +368,14 @@ class Client(ClientBase):
         """The value of ``key``, or None if it is missing.
 
         ``replica_ok=True`` lets a replica of the key's owner answer (possibly
-        stale; ``stats.replica_lag_ms`` says by how much).
+        stale; ``stats.replica_lag_ms`` says by how much). With a near cache,
+        a hit returns here, before any command, stream or thread is involved.
         """
+        near = self._near
+        if near is not None:
+            value = self._near_get(near, key)
+            if value is not NOT_CACHED:
+                return value
         return self._run(self._commands.get(key, replica_ok), timeout)
 
     def set(

@@ -44,6 +44,8 @@ _COUNTERS: tuple[tuple[str, str, str, str], ...] = (
     ("replica_reads", "replica_reads", "{read}", "reads served by replicas"),
     ("near_cache.hits", "near_cache_hits", "{read}", "reads served by the near cache"),
     ("near_cache.misses", "near_cache_misses", "{read}", "reads the near cache passed on"),
+    ("near_cache.invalidations", "near_cache_invalidations", "{key}", "keys nodes invalidated"),
+    ("near_cache.flushes", "near_cache_flushes", "{flush}", "near cache node partitions dropped"),
     ("get_or_set.loads", "loader_calls", "{call}", "get_or_set loader calls"),
     ("get_or_set.early_refreshes", "early_refreshes", "{call}", "XFetch early refreshes"),
     ("get_or_set.waits", "single_flight_waits", "{call}", "callers that joined a running load"),
