@@ -77,7 +77,19 @@ class OutgoingMigration:
     task: asyncio.Task[Any] | None = None
 
     def record_op(self, op: rpb.ReplOp) -> None:
-        """Number a change to the slots and keep it for the next flush."""
+        """Number a change to the slots and keep it for the next flush.
+
+        Nothing is recorded once the handoff has begun: writes are held, and
+        the target, which has everything up to the paused offset, may claim
+        the slots at any moment. What still changes here then is not news for
+        it: keys expiring (the target has their deadlines), evictions (the
+        target's copy is still the last value written), and above all this
+        node dropping the slots when it hears of the claim, by gossip possibly
+        before the claim's own message. Sent on, those deletes would empty
+        the new owner.
+        """
+        if self.paused:
+            return
         if not self.pending:
             self.pending_offset = self.offset
         self.pending.append(op)

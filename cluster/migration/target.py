@@ -128,6 +128,15 @@ class IncomingMigration:
                     record.keys += keys
                     record.bytes += size
                 elif kind == "ops":
+                    if self._claimed:
+                        # The slots are ours: the source's stream has nothing more to
+                        # say about them (it records nothing after the pause).
+                        log.warning(
+                            "migration %s: ignored %d operations sent after the claim",
+                            record.migration_id,
+                            len(event.ops.ops),
+                        )
+                        continue
                     offset = apply_ops(self.keyspace, event.ops, loaded)
                     self._outbox.put_nowait(pb.MigrationRequest(ack=pb.MigrationAck(offset=offset)))
                 elif kind == "snapshot_done":

@@ -171,3 +171,47 @@ async def test_the_source_ends_a_handoff_whose_claim_never_comes(
     assert kinds[-2:] == ["snapshot_done", "paused"]
     assert not sources.writes_held(slot)
     assert records["m"].state == "failed" and "did not take the slots" in records["m"].error
+
+
+async def test_the_source_sends_nothing_after_the_pause_even_when_it_drops_the_slots() -> None:
+    """Gossip can tell the source of the claim before the claim's own message does.
+
+    The source then drops its copy of the slots; those deletes must not reach
+    the target, which owns the slots by then and would apply them.
+    """
+    keyspace = Keyspace()
+    keys = [f"{{tag}}:{i}".encode() for i in range(50)]
+    for key in keys:
+        keyspace.set_with_deadline(key, b"v", 0)
+    slot = key_slot(keys[0])
+    sources = MigrationSources(keyspace, lambda slots: "", lambda *a: None, {})
+    copied = asyncio.Event()
+    paused = asyncio.Event()
+    released = asyncio.Event()
+
+    async def requests() -> AsyncIterator[mpb.MigrationRequest]:
+        yield mpb.MigrationRequest(
+            start=mpb.MigrationStart(target=b"\x02" * 20, slots=[slot, slot], migration_id="m")
+        )
+        await copied.wait()
+        yield mpb.MigrationRequest(handoff=mpb.MigrationHandoff())
+        await paused.wait()
+        keyspace.clear_slot(slot)  # the claim arrived by gossip first
+        await released.wait()
+        yield mpb.MigrationRequest(
+            claimed=mpb.MigrationClaimed(target=b"\x02" * 20, config_epoch=9)
+        )
+
+    kinds = []
+    async with asyncio.timeout(5):
+        async for event in sources.serve(requests()):
+            kind = event.WhichOneof("kind")
+            kinds.append(kind)
+            if kind == "snapshot_done":
+                copied.set()
+            if kind == "paused":
+                paused.set()
+                await asyncio.sleep(0.05)  # let the drop's deletes be flushed, if they were kept
+                released.set()
+    assert kinds[-1] == "paused", kinds
+    assert "ops" not in kinds[kinds.index("paused") :]
