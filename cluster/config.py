@@ -123,6 +123,9 @@ class ServerConfig:
     repl_backlog_bytes: int = 16 * MIB
     min_replicas: int = 0
     min_replicas_timeout_ms: int = 1000
+    # The share of the source's time a slot migration's copy may take while the
+    # node serves clients (see cluster/migration/pacing.py); 100 never pauses.
+    migration_cpu_percent: float = 50.0
     # Near-cache invalidation bounds (see docs/near-cache-protocol.md).
     tracking_table_max_keys: int = 1_000_000
     tracking_max_keys_per_subscriber: int = 100_000
@@ -143,6 +146,8 @@ class ServerConfig:
             raise ValueError("min replicas must be >= 0")
         if self.min_replicas_timeout_ms < 1:
             raise ValueError("min replicas timeout must be >= 1 ms")
+        if not 0 < self.migration_cpu_percent <= 100:
+            raise ValueError("migration CPU percent must be in (0, 100]")
         if (
             min(
                 self.tracking_table_max_keys,
@@ -249,6 +254,13 @@ _OPTIONS: tuple[_Option, ...] = (
         _int,
         "replicas that must hold a write before it is acknowledged, unless the write says",
         "N",
+    ),
+    _Option(
+        "--migration-cpu-percent",
+        "migration_cpu_percent",
+        _float,
+        "share of time a slot migration's copy may take while clients are served",
+        "PCT",
     ),
     _Option(
         "--min-replicas-timeout",

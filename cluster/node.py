@@ -26,6 +26,7 @@ from cluster.forwarding import Forwarder
 from cluster.keyspace import Keyspace
 from cluster.membership.snapshot import snapshot
 from cluster.migration.manager import Migrations, MigrationService
+from cluster.migration.pacing import Pacer
 from cluster.ownership import Ownership
 from cluster.replication.manager import NodeReplication
 from cluster.replication.service import ReplicationService
@@ -85,7 +86,13 @@ class Node:
             self.replication = NodeReplication(
                 self.keyspace, config.repl_backlog_bytes, membership.id, self._primary_bus
             )
-            self.migrations = Migrations(self.keyspace, self.runtime)
+            counts = self.counters.counts
+            share = config.migration_cpu_percent / 100
+            self.migrations = Migrations(
+                self.keyspace,
+                self.runtime,
+                lambda: Pacer(share, lambda: sum(counts.values())),
+            )
             self.runtime.attach_replication(
                 lambda: self.replication.offset if self.replication else 0,
                 lambda: self.replication.link_age_ms() if self.replication else 0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -12,6 +12,7 @@ import grpc
 from cluster.cluster_runtime import ClusterRuntime
 from cluster.keyspace import Keyspace
 from cluster.membership.machine import ClusterError
+from cluster.migration.pacing import Pacer
 from cluster.migration.progress import MigrationRecord
 from cluster.migration.source import MigrationSources
 from cluster.migration.target import IncomingMigration
@@ -24,11 +25,18 @@ HISTORY = 256
 class Migrations:
     """Starts, follows and cancels this node's migrations."""
 
-    def __init__(self, keyspace: Keyspace, runtime: ClusterRuntime) -> None:
+    def __init__(
+        self,
+        keyspace: Keyspace,
+        runtime: ClusterRuntime,
+        pacer: Callable[[], Pacer] | None = None,
+    ) -> None:
         self.keyspace = keyspace
         self.runtime = runtime
         self.records: dict[str, MigrationRecord] = {}
-        self.sources = MigrationSources(keyspace, self._can_give, runtime.apply_claim, self.records)
+        self.sources = MigrationSources(
+            keyspace, self._can_give, runtime.apply_claim, self.records, pacer
+        )
         self._incoming: dict[str, tuple[IncomingMigration, asyncio.Task[None]]] = {}
 
     # ---- as the target ------------------------------------------------------------

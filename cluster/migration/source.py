@@ -19,6 +19,7 @@ from typing import Any
 
 from cluster.keyspace import Keyspace, RemovalCause
 from cluster.membership.slot_table import expand
+from cluster.migration.pacing import Pacer
 from cluster.migration.progress import MigrationRecord
 from cluster.migration.target import HANDOFF_TIMEOUT_S
 from cluster.replication.ops import OpRecorder
@@ -112,8 +113,11 @@ class MigrationSources:
         owns: Callable[[frozenset[int]], str],
         apply_claim: Callable[[bytes, int, frozenset[int]], None],
         records: dict[str, MigrationRecord],
+        pacer: Callable[[], Pacer] | None = None,
     ) -> None:
         self.keyspace = keyspace
+        # A new Pacer per migration: how much of the loop the copy may take.
+        self._pacer = pacer
         # Returns "" when this node may give away the slots, else why not.
         self._owns = owns
         # Makes the target the owner of the slots at the claim's config epoch.
@@ -230,12 +234,18 @@ class MigrationSources:
                 record.keys += len(snapshot.entries)
                 record.bytes += sum(len(e.key) + len(e.value) for e in snapshot.entries)
 
+        pacer = self._pacer() if self._pacer is not None else None
         await send_snapshots(
             self.keyspace,
             sorted(out.slots),
             emit,
             lambda: out.queue.qsize() > MAX_QUEUED_MESSAGES,
+            pacer.pause_after if pacer is not None else None,
         )
+        if pacer is not None and pacer.paused_s:
+            log.info(
+                "migration %s: paused %.2fs for client traffic", record.migration_id, pacer.paused_s
+            )
         out.flush()
         out.queue.put_nowait(
             pb.MigrationEvent(snapshot_done=pb.MigrationSnapshotDone(offset=out.offset))

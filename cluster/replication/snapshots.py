@@ -28,16 +28,20 @@ async def send_snapshots(
     slots: Sequence[int],
     emit: Callable[[pb.SlotSnapshots], None],
     backlogged: Callable[[], bool],
+    pause_after: Callable[[float], float] | None = None,
 ) -> None:
     """Copy ``slots`` one at a time and hand them to ``emit`` in chunks.
 
     ``emit`` is called in the same loop step as the copies it carries, so it
     can first flush the operations gathered before them: the order on the
-    wire then matches the order of changes in the keyspace.
+    wire then matches the order of changes in the keyspace. ``pause_after``
+    (seconds a chunk took -> seconds to pause) lets a migration give the
+    CPU back to clients.
     """
     chunk = pb.SlotSnapshots()
     size = 0
     last = len(slots) - 1
+    began = time.monotonic()
     for i, slot in enumerate(slots):
         snapshot = chunk.slots.add(slot=slot)
         for key, value, deadline in keyspace.slot_items(slot):
@@ -46,9 +50,11 @@ async def send_snapshots(
         if size >= SNAPSHOT_CHUNK_BYTES or i == last:
             emit(chunk)
             chunk, size = pb.SlotSnapshots(), 0
+            pause = pause_after(time.monotonic() - began) if pause_after else 0.0
             while backlogged():
                 await asyncio.sleep(0.001)
-            await asyncio.sleep(0)
+            await asyncio.sleep(pause)
+            began = time.monotonic()
 
 
 async def load_snapshots(
