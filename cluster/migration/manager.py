@@ -34,6 +34,7 @@ class Migrations:
         self.keyspace = keyspace
         self.runtime = runtime
         self.records: dict[str, MigrationRecord] = {}
+        self._pacer = pacer
         self.sources = MigrationSources(
             keyspace, self._can_give, runtime.apply_claim, self.records, pacer
         )
@@ -71,7 +72,12 @@ class Migrations:
         )
         self._remember(record)
         incoming = IncomingMigration(
-            self.keyspace, record, m.id, source.address.bus, self.runtime.claim_slots
+            self.keyspace,
+            record,
+            m.id,
+            source.address.bus,
+            self.runtime.claim_slots,
+            self._pacer() if self._pacer is not None else None,
         )
         task = asyncio.get_running_loop().create_task(incoming.run())
         self._incoming[migration_id] = (incoming, task)

@@ -18,6 +18,7 @@ import grpc
 
 from cluster.keyspace import Keyspace
 from cluster.membership.slot_table import flatten, to_ranges
+from cluster.migration.pacing import Pacer
 from cluster.migration.progress import MigrationRecord
 from cluster.replication.snapshots import apply_ops, load_snapshots
 from cluster.slots import SLOT_COUNT
@@ -49,8 +50,11 @@ class IncomingMigration:
         my_id: bytes,
         source_bus: str,
         claim: Callable[[list[int]], int],
+        pacer: Pacer | None = None,
     ) -> None:
         self.keyspace = keyspace
+        # Paces the loading while this node also serves clients (see pacing.py).
+        self._pace = pacer.pause_after if pacer is not None else None
         self.record = record
         self.my_id = my_id
         self.source_bus = source_bus
@@ -123,7 +127,9 @@ class IncomingMigration:
                 if kind == "refused":
                     raise MigrationFailed(f"the source refused: {event.refused.reason}")
                 if kind == "snapshots":
-                    keys, size = await load_snapshots(self.keyspace, event.snapshots, loaded)
+                    keys, size = await load_snapshots(
+                        self.keyspace, event.snapshots, loaded, self._pace
+                    )
                     record.slots_done += len(event.snapshots.slots)
                     record.keys += keys
                     record.bytes += size

@@ -18,9 +18,9 @@ from cluster.slots import key_slot
 from slotcache.v1 import replication_pb2 as pb
 
 # A snapshot message carries whole slots until it holds about this many bytes.
-SNAPSHOT_CHUNK_BYTES = 256 * 1024
+SNAPSHOT_CHUNK_BYTES = 64 * 1024
 # Work done between two yields to the event loop while loading snapshots.
-APPLY_SLICE_S = 0.005
+APPLY_SLICE_S = 0.001
 
 
 async def send_snapshots(
@@ -58,10 +58,18 @@ async def send_snapshots(
 
 
 async def load_snapshots(
-    keyspace: Keyspace, chunk: pb.SlotSnapshots, loaded: bytearray
+    keyspace: Keyspace,
+    chunk: pb.SlotSnapshots,
+    loaded: bytearray,
+    pause_after: Callable[[float], float] | None = None,
 ) -> tuple[int, int]:
-    """Replace each slot of ``chunk`` with its snapshot; return (keys, bytes) loaded."""
-    deadline = time.monotonic() + APPLY_SLICE_S
+    """Replace each slot of ``chunk`` with its snapshot; return (keys, bytes) loaded.
+
+    ``pause_after`` (seconds a slice took -> seconds to pause) lets a
+    migration give the CPU back to clients between slices.
+    """
+    began = time.monotonic()
+    deadline = began + APPLY_SLICE_S
     keys = size = 0
     for snapshot in chunk.slots:
         keyspace.clear_slot(snapshot.slot)
@@ -70,9 +78,11 @@ async def load_snapshots(
             keys += 1
             size += len(entry.key) + len(entry.value)
         loaded[snapshot.slot] = 1
-        if time.monotonic() >= deadline:
-            await asyncio.sleep(0)
-            deadline = time.monotonic() + APPLY_SLICE_S
+        now = time.monotonic()
+        if now >= deadline:
+            await asyncio.sleep(pause_after(now - began) if pause_after else 0)
+            began = time.monotonic()
+            deadline = began + APPLY_SLICE_S
     return keys, size
 
 

@@ -57,7 +57,7 @@ DEFAULT_BATCH_SLOTS = 512
 DEFAULT_BATCH_KEYS = 10_000
 DEFAULT_PARALLEL = 2
 # MigrationStatus is cheap; a batch of a few thousand keys takes tens of milliseconds.
-STATUS_POLL_S = 0.01
+STATUS_POLL_S = 0.025
 # A failed batch is clean (the source kept the slots), so it can simply be tried again.
 BATCH_ATTEMPTS = 3
 RETRY_PAUSE_S = 0.2
