@@ -26,7 +26,6 @@ from cluster.forwarding import Forwarder
 from cluster.keyspace import Keyspace
 from cluster.membership.snapshot import snapshot
 from cluster.migration.manager import Migrations, MigrationService
-from cluster.migration.pacing import Pacer
 from cluster.ownership import Ownership
 from cluster.replication.manager import NodeReplication
 from cluster.replication.service import ReplicationService
@@ -87,11 +86,11 @@ class Node:
                 self.keyspace, config.repl_backlog_bytes, membership.id, self._primary_bus
             )
             counts = self.counters.counts
-            share = config.migration_cpu_percent / 100
             self.migrations = Migrations(
                 self.keyspace,
                 self.runtime,
-                lambda: Pacer(share, lambda: sum(counts.values())),
+                config.migration_cpu_percent / 100,
+                lambda: sum(counts.values()),
             )
             self.runtime.attach_replication(
                 lambda: self.replication.offset if self.replication else 0,

@@ -29,14 +29,20 @@ class Migrations:
         self,
         keyspace: Keyspace,
         runtime: ClusterRuntime,
-        pacer: Callable[[], Pacer] | None = None,
+        cpu_share: float = 1.0,
+        activity: Callable[[], int] | None = None,
     ) -> None:
         self.keyspace = keyspace
         self.runtime = runtime
         self.records: dict[str, MigrationRecord] = {}
-        self._pacer = pacer
+        # A new Pacer per migration and side (see pacing.py).
+        self._pacer: Callable[[], Pacer] = lambda: Pacer(cpu_share, activity)
         self.sources = MigrationSources(
-            keyspace, self._can_give, runtime.apply_claim, self.records, pacer
+            keyspace,
+            self._can_give,
+            runtime.apply_claim,
+            self.records,
+            self._pacer,
         )
         self._incoming: dict[str, tuple[IncomingMigration, asyncio.Task[None]]] = {}
 
@@ -77,7 +83,7 @@ class Migrations:
             m.id,
             source.address.bus,
             self.runtime.claim_slots,
-            self._pacer() if self._pacer is not None else None,
+            self._pacer(),
         )
         task = asyncio.get_running_loop().create_task(incoming.run())
         self._incoming[migration_id] = (incoming, task)

@@ -65,6 +65,8 @@ def test_flags_and_environment():
         ([], {"SLOTCACHE_MAXMEMORY": "abc"}, "SLOTCACHE_MAXMEMORY"),
         (["--expire-cpu-percent", "0"], {}, "cpu percent"),
         (["--max-key-bytes", "0"], {}, "max key size"),
+        (["--migration-cpu-percent", "0"], {}, "migration CPU percent"),
+        ([], {"SLOTCACHE_MIGRATION_CPU_PERCENT": "150"}, "migration CPU percent"),
     ],
 )
 def test_bad_settings_exit_with_a_message(argv, env, message, capsys):
