@@ -12,7 +12,6 @@ from typing import Any
 
 from cluster.membership.machine import Membership
 from cluster.membership.model import PRIMARY, REPLICA, Address, MembershipConfig, Peer
-from cluster.membership.slot_table import to_ranges
 
 FORMAT_VERSION = 1
 
@@ -29,6 +28,7 @@ def snapshot(m: Membership) -> dict[str, Any]:
 
 
 def _node(m: Membership, peer: Peer) -> dict[str, Any]:
+    flat = m.slots.flat_ranges(peer.id)
     return {
         "id": peer.id.hex(),
         "host": peer.address.host,
@@ -37,7 +37,8 @@ def _node(m: Membership, peer: Peer) -> dict[str, Any]:
         "role": "replica" if peer.flags & REPLICA else "primary",
         "primary": peer.primary.hex(),
         "config_epoch": peer.config_epoch,
-        "slots": [list(r) for r in to_ranges(m.slots.slots_of(peer.id))],
+        # The table's cached ranges: a node file is saved on every config change.
+        "slots": [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)],
     }
 
 
