@@ -395,10 +395,11 @@ def test_rebalance_under_load_moves_a_quarter_without_errors_or_loss(
         f"during the migrations {slowest * 1000:.0f} ms; smart redirects {redirects}, "
         f"client errors {len(errors)}; {checked:,} acknowledged writes verified"
     )
-    # The migrations saturate both cores for a fraction of a second (see the report);
-    # clients slow down but never stall.
-    assert ratio >= 0.1, f"client throughput fell to {ratio:.0%} during the migrations"
-    assert whole_ratio >= 0.3, f"client throughput fell to {whole_ratio:.0%} during the command"
+    # On 2 cores shared by 4 servers, this load generator and clusterctl, the clients
+    # kept 54-65% over the whole command and 39-52% during the copy itself (see the
+    # report); the floors here leave room for a slower or busier CI machine.
+    assert ratio >= 0.2, f"client throughput fell to {ratio:.0%} during the migrations"
+    assert whole_ratio >= 0.4, f"client throughput fell to {whole_ratio:.0%} during the command"
     assert slowest < 2.0
 
 

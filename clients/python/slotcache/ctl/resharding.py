@@ -55,7 +55,7 @@ from slotcache.v1 import admin_pb2, cache_pb2
 # batch's keys in one step of its event loop (a stall of a few microseconds per key).
 DEFAULT_BATCH_SLOTS = 512
 DEFAULT_BATCH_KEYS = 10_000
-DEFAULT_PARALLEL = 2
+DEFAULT_PARALLEL = 1
 # MigrationStatus is cheap; a batch of a few thousand keys takes tens of milliseconds.
 STATUS_POLL_S = 0.025
 # A failed batch is clean (the source kept the slots), so it can simply be tried again.
