@@ -73,13 +73,8 @@ class AsyncClient(ClientBase):
         self._refresh_task: asyncio.Task[None] | None = None
         self._flights = AsyncFlights(self._core.stats)
         self._random = random.Random()
-        near = self._near
-        if near is not None:
-            near.on_new_node = self._subscribe
-            near.on_forget = self._resubscribe
 
     def _subscribe(self, address: str) -> None:
-        """Open the Subscribe stream of a node the client now reads from (once per node)."""
         near = self._near
         assert near is not None
         if self._closed or address in self._subscribers:
@@ -88,11 +83,6 @@ class AsyncClient(ClientBase):
         self._subscribers[address] = AioSubscriber(
             address, near, lambda request: pool.subscribe(address)(request), self._random
         )
-
-    def _resubscribe(self, address: str) -> None:
-        subscriber = self._subscribers.get(address)
-        if subscriber is not None:
-            subscriber.restart()
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -8,8 +8,8 @@ builders); only their I/O shells differ.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from slotcache._commands import Commands, Key, as_key
 from slotcache._core import (
@@ -29,6 +29,14 @@ from slotcache.crypto import Keyring
 
 #: The default codec: msgpack for everything that is not bytes.
 DEFAULT_CODEC = MsgpackCodec()
+
+
+class Restartable(Protocol):
+    """A node's Subscribe stream, as the base class needs it."""
+
+    def restart(self) -> None:
+        """End the current stream and open a new one."""
+        ...
 
 
 class ClientBase:
@@ -74,10 +82,25 @@ class ClientBase:
                 raise TypeError("near_cache must be a slotcache.NearCacheConfig")
             self._near = NearCache(near_cache, self._core.stats)
             self._core.near_cache = self._near
+        #: The Subscribe stream of each node the near cache holds values of.
+        self._subscribers: Mapping[str, Restartable] = {}
         self._setup_io()
+        if self._near is not None:
+            self._near.on_new_node = self._subscribe
+            self._near.on_forget = self._resubscribe
 
     def _setup_io(self) -> None:
         """Create the shell's I/O state (channels, streams, locks); no I/O happens yet."""
+
+    def _subscribe(self, address: str) -> None:
+        """Open the Subscribe stream of a node the client now reads from (once per node)."""
+        raise NotImplementedError
+
+    def _resubscribe(self, address: str) -> None:
+        """The node refused our subscription id: replace its stream now."""
+        subscriber = self._subscribers.get(address)
+        if subscriber is not None:
+            subscriber.restart()
 
     @property
     def stats(self) -> ClientStats:

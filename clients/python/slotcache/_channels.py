@@ -46,6 +46,8 @@ def unary_methods() -> dict[str, tuple[str, Any, Any]]:
 _METHODS = unary_methods()
 PIPELINE_PATH = f"/{_SERVICE.full_name}/Pipeline"
 SUBSCRIBE_PATH = f"/{_SERVICE.full_name}/Subscribe"
+_PIPELINE = (PIPELINE_PATH, cache_pb2.PipelineRequest, cache_pb2.PipelineReply)
+_SUBSCRIBE = (SUBSCRIBE_PATH, cache_pb2.SubscribeRequest, cache_pb2.Invalidation)
 
 
 class ChannelPool(Generic[C]):
@@ -77,31 +79,24 @@ class ChannelPool(Generic[C]):
 
     def pipeline(self, address: str) -> Any:
         """The stream-stream callable of ``Pipeline`` on ``address``; ValueError once closed."""
-        found = self._callables.get((address, "Pipeline"))
-        if found is not None:
-            return found
-        return self._make(
-            address,
-            "Pipeline",
-            lambda channel: channel.stream_stream(
-                PIPELINE_PATH,
-                request_serializer=cache_pb2.PipelineRequest.SerializeToString,
-                response_deserializer=cache_pb2.PipelineReply.FromString,
-            ),
-        )
+        return self._streaming(address, "Pipeline", "stream_stream", _PIPELINE)
 
     def subscribe(self, address: str) -> Any:
         """The server-streaming callable of ``Subscribe`` on ``address``; ValueError once closed."""
-        found = self._callables.get((address, "Subscribe"))
+        return self._streaming(address, "Subscribe", "unary_stream", _SUBSCRIBE)
+
+    def _streaming(self, address: str, name: str, kind: str, method: tuple[str, Any, Any]) -> Any:
+        found = self._callables.get((address, name))
         if found is not None:
             return found
+        path, request_cls, reply_cls = method
         return self._make(
             address,
-            "Subscribe",
-            lambda channel: channel.unary_stream(
-                SUBSCRIBE_PATH,
-                request_serializer=cache_pb2.SubscribeRequest.SerializeToString,
-                response_deserializer=cache_pb2.Invalidation.FromString,
+            name,
+            lambda channel: getattr(channel, kind)(
+                path,
+                request_serializer=request_cls.SerializeToString,
+                response_deserializer=reply_cls.FromString,
             ),
         )
 

@@ -88,13 +88,8 @@ class Client(ClientBase):
         self._refresher: threading.Thread | None = None
         self._flights = ThreadFlights(self._core.stats)
         self._random = random.Random()
-        near = self._near
-        if near is not None:
-            near.on_new_node = self._subscribe
-            near.on_forget = self._resubscribe
 
     def _subscribe(self, address: str) -> None:
-        """Open the Subscribe stream of a node the client now reads from (once per node)."""
         near = self._near
         assert near is not None
         pool = self._pool
@@ -104,11 +99,6 @@ class Client(ClientBase):
             self._subscribers[address] = ThreadSubscriber(
                 address, near, lambda request: pool.subscribe(address)(request), self._random
             )
-
-    def _resubscribe(self, address: str) -> None:
-        subscriber = self._subscribers.get(address)
-        if subscriber is not None:
-            subscriber.restart()
 
     def __enter__(self) -> Client:
         return self
