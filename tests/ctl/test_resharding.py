@@ -130,6 +130,14 @@ def load_keys(address: str, count: int, prefix: str = "k") -> dict[bytes, int]:
     return keys
 
 
+def one_batch_reshard(seed: str, source: str, target: str, slots: int, keys: int) -> list[str]:
+    """clusterctl's arguments to move ``slots`` slots (about ``keys`` keys) in one migration."""
+    return [
+        *("reshard", seed, "--from", source, "--to", target, "--slots", str(slots)),
+        *("--batch-slots", str(slots), "--batch-keys", str(keys), "--yes"),
+    ]
+
+
 def missing_keys(address: str, keys: Sequence[bytes]) -> list[bytes]:
     """Keys that do not read back with their value."""
     missing = []
@@ -411,19 +419,7 @@ def test_migration_speed_with_no_client_load(servers: ServerFactory) -> None:
     keys = load_keys(seed, 200_000)
     target = new_node(servers, cluster)
     moved = cli_json(
-        "reshard",
-        seed,
-        "--from",
-        node_id(seed),
-        "--to",
-        node_id(target.address),
-        "--slots",
-        "8192",
-        "--batch-slots",
-        "8192",
-        "--batch-keys",
-        str(len(keys)),
-        "--yes",
+        *one_batch_reshard(seed, node_id(seed), node_id(target.address), 8192, len(keys))
     )["result"]
     assert moved["slots_moved"] == 8192 and len(moved["batches"]) == 1
     (batch,) = moved["batches"]
@@ -451,22 +447,8 @@ def test_killing_the_target_mid_migration_loses_nothing(servers: ServerFactory) 
     owners_before = owners_by_slot(topology(seed))
     reshard = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "slotcache.ctl.main",
-            "reshard",
-            seed,
-            "--from",
-            source_id,
-            "--to",
-            target_id,
-            "--slots",
-            str(owned),
-            "--batch-slots",
-            str(owned),
-            "--batch-keys",
-            str(len(keys)),
-            "--yes",
+            *(sys.executable, "-m", "slotcache.ctl.main"),
+            *one_batch_reshard(seed, source_id, target_id, owned, len(keys)),
             "--json",
         ],
         stdout=subprocess.PIPE,

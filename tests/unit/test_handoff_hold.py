@@ -128,6 +128,13 @@ async def test_pipeline_refuses_only_the_held_writes() -> None:
     assert keyspace.get(b"a") == b"old" and keyspace.get(b"b") == b"2"
 
 
+def start_request(slot: int) -> mpb.MigrationRequest:
+    """A target's first message: migration "m" of ``slot``."""
+    return mpb.MigrationRequest(
+        start=mpb.MigrationStart(target=b"\x02" * 20, slots=[slot, slot], migration_id="m")
+    )
+
+
 async def test_the_source_cannot_cancel_once_it_has_paused() -> None:
     sources = MigrationSources(Keyspace(), lambda slots: "", lambda *a: None, {})
     record = MigrationRecord("m1", "source", "", "ab" * 20, [1])
@@ -152,9 +159,7 @@ async def test_the_source_ends_a_handoff_whose_claim_never_comes(
     done = asyncio.Event()
 
     async def requests() -> AsyncIterator[mpb.MigrationRequest]:
-        yield mpb.MigrationRequest(
-            start=mpb.MigrationStart(target=b"\x02" * 20, slots=[slot, slot], migration_id="m")
-        )
+        yield start_request(slot)
         await done.wait()
         yield mpb.MigrationRequest(handoff=mpb.MigrationHandoff())
         await asyncio.Event().wait()  # a target that hangs after asking for the handoff
@@ -190,9 +195,7 @@ async def test_the_source_sends_nothing_after_the_pause_even_when_it_drops_the_s
     released = asyncio.Event()
 
     async def requests() -> AsyncIterator[mpb.MigrationRequest]:
-        yield mpb.MigrationRequest(
-            start=mpb.MigrationStart(target=b"\x02" * 20, slots=[slot, slot], migration_id="m")
-        )
+        yield start_request(slot)
         await copied.wait()
         yield mpb.MigrationRequest(handoff=mpb.MigrationHandoff())
         await paused.wait()
