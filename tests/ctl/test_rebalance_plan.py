@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from slotcache._slots import to_ranges
 from slotcache.ctl.cluster_ops import split_slots
 from slotcache.ctl.rebalance_plan import (
     SLOT_COUNT,
@@ -22,7 +23,6 @@ from slotcache.ctl.rebalance_plan import (
     deviation_pct,
     plan_rebalance,
     plan_reshard,
-    to_ranges,
 )
 
 

@@ -31,7 +31,7 @@ from typing import Any, Literal, TypeAlias, TypeVar
 
 from slotcache._commands import Command
 from slotcache._nearcache import NOT_CACHED, NearCache, NearCacheSeam, Ticket
-from slotcache._pipeline import MAX_STREAMED_BYTES
+from slotcache._pipeline import MAX_STREAMED_BYTES, OP_FIELDS
 from slotcache._retry import RetryPolicy, never_sent, retryable
 from slotcache._routing import (
     MULTI_KEY,
@@ -84,19 +84,8 @@ MAX_UNTRACKED_RETRIES = 2
 LAG_MS_KEY = "slotcache-replica-lag-ms"
 LAG_OPS_KEY = "slotcache-replica-lag-ops"
 WRITE_RPCS = frozenset({"Set", "Delete", "Expire", "Incr", "MSet", "MDelete"})
-# Metric names of the operations.
-OP_NAMES = {
-    "Get": "get",
-    "Set": "set",
-    "Delete": "delete",
-    "Exists": "exists",
-    "Expire": "expire",
-    "Ttl": "ttl",
-    "Incr": "incr",
-    "MGet": "mget",
-    "MSet": "mset",
-    "MDelete": "mdelete",
-}
+# Metric names of the operations: the Pipeline stream's operation fields.
+OP_NAMES = OP_FIELDS
 # One Topology call may take this long; a node that is stopped must not hold
 # a refresh for the caller's whole deadline.
 TOPOLOGY_TIMEOUT_S = 2.0

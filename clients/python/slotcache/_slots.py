@@ -10,6 +10,7 @@ Redis slot numbers.
 from __future__ import annotations
 
 from binascii import crc_hqx
+from collections.abc import Iterable
 
 SLOT_COUNT = 16384
 _SLOT_MASK = SLOT_COUNT - 1
@@ -39,3 +40,18 @@ def key_slot(key: bytes) -> int:
 def key_slots(keys: list[bytes]) -> list[int]:
     """The slot of each key; keys without a ``{`` skip the hash-tag search (the common case)."""
     return [crc_hqx(k, 0) & _SLOT_MASK if b"{" not in k else key_slot(k) for k in keys]
+
+
+def to_ranges(slots: Iterable[int]) -> list[tuple[int, int]]:
+    """Slots as inclusive ``(start, end)`` ranges, the way the wire and people name them.
+
+    The server's slot table has the same helper; the SDK keeps its own for
+    the reason given above.
+    """
+    ranges: list[tuple[int, int]] = []
+    for slot in sorted(set(slots)):
+        if ranges and ranges[-1][1] == slot - 1:
+            ranges[-1] = (ranges[-1][0], slot)
+        else:
+            ranges.append((slot, slot))
+    return ranges

@@ -560,14 +560,3 @@ def batches(
     if current:
         parts.append(current)
     return [_move(move.source, move.target, tuple(part), stats) for part in parts]
-
-
-def to_ranges(slots: Iterable[int]) -> list[tuple[int, int]]:
-    """Sorted slots as inclusive ``(start, end)`` ranges."""
-    ranges: list[tuple[int, int]] = []
-    for slot in sorted(set(slots)):
-        if ranges and ranges[-1][1] == slot - 1:
-            ranges[-1] = (ranges[-1][0], slot)
-        else:
-            ranges.append((slot, slot))
-    return ranges

@@ -12,6 +12,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from slotcache._slots import to_ranges
 from slotcache.ctl import output
 from slotcache.ctl.args import UsageError
 from slotcache.ctl.del_node import DeletedNode, delete_node
@@ -22,7 +23,6 @@ from slotcache.ctl.rebalance_plan import (
     PlanError,
     plan_rebalance,
     plan_reshard,
-    to_ranges,
 )
 from slotcache.ctl.resharding import (
     ClusterView,

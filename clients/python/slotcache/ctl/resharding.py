@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Protocol
 
+from slotcache._slots import to_ranges
 from slotcache.ctl.cluster_ops import role_map, slot_map
 from slotcache.ctl.rebalance_plan import (
     SLOT_COUNT,
@@ -32,7 +33,6 @@ from slotcache.ctl.rebalance_plan import (
     PrimaryLoad,
     SlotStat,
     batches,
-    to_ranges,
 )
 from slotcache.ctl.replicas import is_replica, label
 from slotcache.ctl.rpc import (
