@@ -1,3 +1,5 @@
-"""The slotcache server: keyspace, slot routing, gossip, replication and the gRPC services."""
+"""The slotcache server: keyspace, slot routing, gossip, replication and the gRPC services.
 
-__version__ = "0.1.0"
+Installed under the import name ``slotcache_server``; the version lives in
+pyproject.toml alone and is read from the installed metadata.
+"""

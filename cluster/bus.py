@@ -14,8 +14,9 @@ from typing import Any, Protocol
 
 import grpc
 
-from cluster.membership.machine import Envelope
 from slotcache.v1 import bus_pb2, bus_pb2_grpc
+
+from .membership.machine import Envelope
 
 log = logging.getLogger(__name__)
 

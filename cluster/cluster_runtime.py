@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from cluster import node_file
-from cluster.bus import BusService, BusTransport
-from cluster.config import ServerConfig
-from cluster.membership.failover import FailoverMode
-from cluster.membership.machine import (
+from slotcache.v1 import bus_pb2, bus_pb2_grpc
+
+from . import node_file
+from .bus import BusService, BusTransport
+from .config import ServerConfig
+from .membership.failover import FailoverMode
+from .membership.machine import (
     ClusterError,
     Envelope,
     Membership,
@@ -27,9 +29,8 @@ from cluster.membership.machine import (
     SlotsLost,
     StateChanged,
 )
-from cluster.membership.model import Address, MembershipConfig, Peer
-from cluster.membership.snapshot import restore, snapshot
-from slotcache.v1 import bus_pb2, bus_pb2_grpc
+from .membership.model import Address, MembershipConfig, Peer
+from .membership.snapshot import restore, snapshot
 
 log = logging.getLogger(__name__)
 

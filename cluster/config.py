@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cluster.keyspace import EvictionPolicy, SamplerConfig
+from .keyspace import EvictionPolicy, SamplerConfig
 
 KIB = 1024
 MIB = 1024 * KIB

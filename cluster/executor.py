@@ -15,14 +15,15 @@ from typing import Any, TypeVar
 
 import grpc
 
-from cluster.keyspace import (
+from slotcache.v1 import cache_pb2 as pb
+
+from .keyspace import (
     Condition,
     Keyspace,
     NotAnInteger,
     OutOfMemory,
     OutOfRange,
 )
-from slotcache.v1 import cache_pb2 as pb
 
 log = logging.getLogger(__name__)
 _CONDITIONS = {c.value: c for c in Condition}

@@ -12,11 +12,12 @@ from typing import Any
 
 import grpc
 
-from cluster.bus import PEER_CHANNEL_OPTIONS
-from cluster.executor import CommandError
-from cluster.routing import HOPS_KEY
 from slotcache.errors import from_rpc_error
 from slotcache.v1 import cache_pb2
+
+from .bus import PEER_CHANNEL_OPTIONS
+from .executor import CommandError
+from .routing import HOPS_KEY
 
 _SERVICE = cache_pb2.DESCRIPTOR.services_by_name["Cache"]
 # Long-lived streams usually have no deadline; a forwarded batch still gets one.

@@ -8,8 +8,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from cluster.config import ServerConfig, load_config
-from cluster.node import Node, StartupError
+from .config import ServerConfig, load_config
+from .node import Node, StartupError
 
 log = logging.getLogger("slotcache")
 

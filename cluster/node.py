@@ -12,29 +12,12 @@ import logging
 import os
 import time
 from collections.abc import Iterable
+from importlib.metadata import version
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-import cluster
-from cluster import node_file
-from cluster.cluster_runtime import ClusterRuntime, load_membership, monotonic_ms
-from cluster.config import ServerConfig
-from cluster.executor import Executor, Limits
-from cluster.forwarding import Forwarder
-from cluster.keyspace import Keyspace
-from cluster.membership.snapshot import snapshot
-from cluster.migration.manager import Migrations, MigrationService
-from cluster.ownership import Ownership
-from cluster.replication.manager import NodeReplication
-from cluster.replication.service import ReplicationService
-from cluster.services.admin import AdminService
-from cluster.services.cache import CacheService
-from cluster.services.durability import Durability
-from cluster.stats import OpCounters
-from cluster.tracking.hub import TrackingHub, TrackingLimits
-from cluster.tracking.service import Tracking
 from slotcache.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -43,6 +26,24 @@ from slotcache.v1 import (
     migration_pb2_grpc,
     replication_pb2_grpc,
 )
+
+from . import node_file
+from .cluster_runtime import ClusterRuntime, load_membership, monotonic_ms
+from .config import ServerConfig
+from .executor import Executor, Limits
+from .forwarding import Forwarder
+from .keyspace import Keyspace
+from .membership.snapshot import snapshot
+from .migration.manager import Migrations, MigrationService
+from .ownership import Ownership
+from .replication.manager import NodeReplication
+from .replication.service import ReplicationService
+from .services.admin import AdminService
+from .services.cache import CacheService
+from .services.durability import Durability
+from .stats import OpCounters
+from .tracking.hub import TrackingHub, TrackingLimits
+from .tracking.service import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +326,7 @@ class Node:
     def server_info(self) -> dict[str, str]:
         """Descriptive fields for the Info RPC."""
         return {
-            "version": cluster.__version__,
+            "version": version("slotcache"),
             "address": f"{self.config.host}:{self.port}",
             "pid": str(os.getpid()),
             "uptime_s": f"{time.monotonic() - self._started_at:.0f}",

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cluster.membership.machine import Membership
-from cluster.membership.model import FAIL, REPLICA, Peer, flag_names
-from cluster.slots import SLOT_COUNT
 from slotcache.v1 import admin_pb2, cache_pb2
+
+from .membership.machine import Membership
+from .membership.model import FAIL, REPLICA, Peer, flag_names
+from .slots import SLOT_COUNT
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,10 @@ from typing import Any
 
 import grpc
 
-from cluster.executor import CommandError
-from cluster.ownership import Owner
 from slotcache.v1 import cache_pb2 as pb
+
+from .executor import CommandError
+from .ownership import Owner
 
 # Request metadata understood by every node.
 REDIRECT_KEY = "slotcache-redirect"

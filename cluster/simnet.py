@@ -39,10 +39,11 @@ import random as _random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from cluster.membership.machine import Envelope, Event, Membership
-from cluster.membership.model import FAILING, Address, MembershipConfig, Peer
-from cluster.slots import SLOT_COUNT
 from slotcache.v1 import bus_pb2
+
+from .membership.machine import Envelope, Event, Membership
+from .membership.model import FAILING, Address, MembershipConfig, Peer
+from .slots import SLOT_COUNT
 
 # Event kinds in the queue. Entries are plain tuples,
 # (time, seq, kind, a, b, message, incarnation), because the queue holds

@@ -5,7 +5,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Iterator
 
-from cluster.slots import SLOT_COUNT
+from ..slots import SLOT_COUNT
 
 
 class SlotSet:

@@ -30,14 +30,14 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import islice
 
-from cluster.keyspace import memory
-from cluster.keyspace.errors import NotAnInteger, OutOfMemory, OutOfRange
-from cluster.keyspace.events import KeyspaceListener, RemovalCause
-from cluster.keyspace.eviction import LFU_INIT, EvictionPolicy, lfu_decay, lfu_increment
-from cluster.keyspace.expiry import CycleStats, SamplerConfig, run_cycle
-from cluster.keyspace.slot_set import SlotSet
-from cluster.keyspace.ttl_index import TtlIndex
-from cluster.slots import SLOT_COUNT, key_slot
+from ..keyspace import memory
+from ..keyspace.errors import NotAnInteger, OutOfMemory, OutOfRange
+from ..keyspace.events import KeyspaceListener, RemovalCause
+from ..keyspace.eviction import LFU_INIT, EvictionPolicy, lfu_decay, lfu_increment
+from ..keyspace.expiry import CycleStats, SamplerConfig, run_cycle
+from ..keyspace.slot_set import SlotSet
+from ..keyspace.ttl_index import TtlIndex
+from ..slots import SLOT_COUNT, key_slot
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1

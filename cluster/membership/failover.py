@@ -22,12 +22,13 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-from cluster.membership.model import FAIL, PRIMARY, REPLICA, Peer
-from cluster.membership.slot_table import expand
 from slotcache.v1 import bus_pb2
 
+from ..membership.model import FAIL, PRIMARY, REPLICA, Peer
+from ..membership.slot_table import expand
+
 if TYPE_CHECKING:
-    from cluster.membership.machine import Envelope, Membership
+    from ..membership.machine import Envelope, Membership
 
 AUTH_REQUEST = bus_pb2.MESSAGE_TYPE_FAILOVER_AUTH_REQUEST
 AUTH_ACK = bus_pb2.MESSAGE_TYPE_FAILOVER_AUTH_ACK

@@ -26,8 +26,10 @@ import random as _random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from cluster.membership.failover import AUTH_ACK, AUTH_REQUEST, MFSTART, Elections, FailoverMode
-from cluster.membership.model import (
+from slotcache.v1 import bus_pb2
+
+from ..membership.failover import AUTH_ACK, AUTH_REQUEST, MFSTART, Elections, FailoverMode
+from ..membership.model import (
     FAIL,
     FAILING,
     PFAIL,
@@ -37,9 +39,8 @@ from cluster.membership.model import (
     MembershipConfig,
     Peer,
 )
-from cluster.membership.slot_table import SlotTable, expand, flatten, to_ranges
-from cluster.slots import SLOT_COUNT
-from slotcache.v1 import bus_pb2
+from ..membership.slot_table import SlotTable, expand, flatten, to_ranges
+from ..slots import SLOT_COUNT
 
 PING = bus_pb2.MESSAGE_TYPE_PING
 PONG = bus_pb2.MESSAGE_TYPE_PONG

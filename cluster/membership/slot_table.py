@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
-from cluster.slots import SLOT_COUNT
+from ..slots import SLOT_COUNT
 
 
 def to_ranges(slots: Iterable[int]) -> list[tuple[int, int]]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import random as _random
 from typing import Any
 
-from cluster.membership.machine import Membership
-from cluster.membership.model import PRIMARY, REPLICA, Address, MembershipConfig, Peer
+from ..membership.machine import Membership
+from ..membership.model import PRIMARY, REPLICA, Address, MembershipConfig, Peer
 
 FORMAT_VERSION = 1
 

@@ -9,14 +9,15 @@ from typing import Any
 
 import grpc
 
-from cluster.cluster_runtime import ClusterRuntime
-from cluster.keyspace import Keyspace
-from cluster.membership.machine import ClusterError
-from cluster.migration.pacing import Pacer
-from cluster.migration.progress import MigrationRecord
-from cluster.migration.source import MigrationSources
-from cluster.migration.target import IncomingMigration
 from slotcache.v1 import admin_pb2, migration_pb2, migration_pb2_grpc
+
+from ..cluster_runtime import ClusterRuntime
+from ..keyspace import Keyspace
+from ..membership.machine import ClusterError
+from ..migration.pacing import Pacer
+from ..migration.progress import MigrationRecord
+from ..migration.source import MigrationSources
+from ..migration.target import IncomingMigration
 
 # Finished migrations kept for MigrationStatus.
 HISTORY = 256

@@ -17,15 +17,16 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.keyspace import Keyspace, RemovalCause
-from cluster.membership.slot_table import expand
-from cluster.migration.pacing import Pacer
-from cluster.migration.progress import MigrationRecord
-from cluster.migration.target import HANDOFF_TIMEOUT_S
-from cluster.replication.ops import OpRecorder
-from cluster.replication.snapshots import send_snapshots
 from slotcache.v1 import migration_pb2 as pb
 from slotcache.v1 import replication_pb2 as rpb
+
+from ..keyspace import Keyspace, RemovalCause
+from ..membership.slot_table import expand
+from ..migration.pacing import Pacer
+from ..migration.progress import MigrationRecord
+from ..migration.target import HANDOFF_TIMEOUT_S
+from ..replication.ops import OpRecorder
+from ..replication.snapshots import send_snapshots
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,15 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from cluster.keyspace import Keyspace
-from cluster.membership.slot_table import flatten, to_ranges
-from cluster.migration.pacing import Pacer
-from cluster.migration.progress import MigrationRecord
-from cluster.replication.snapshots import apply_ops, load_snapshots
-from cluster.slots import SLOT_COUNT
 from slotcache.v1 import migration_pb2 as pb
 from slotcache.v1 import migration_pb2_grpc as pb_grpc
+
+from ..keyspace import Keyspace
+from ..membership.slot_table import flatten, to_ranges
+from ..migration.pacing import Pacer
+from ..migration.progress import MigrationRecord
+from ..replication.snapshots import apply_ops, load_snapshots
+from ..slots import SLOT_COUNT
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from cluster.keyspace import Keyspace
-from cluster.replication.backlog import Backlog
-from cluster.replication.primary import PrimaryReplication
-from cluster.replication.replica import ReplicaSync
+from ..keyspace import Keyspace
+from ..replication.backlog import Backlog
+from ..replication.primary import PrimaryReplication
+from ..replication.replica import ReplicaSync
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cluster.keyspace import Keyspace, RemovalCause
 from slotcache.v1 import replication_pb2 as pb
+
+from ..keyspace import Keyspace, RemovalCause
 
 
 class OpRecorder:

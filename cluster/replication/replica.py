@@ -17,13 +17,14 @@ from collections.abc import Callable
 
 import grpc
 
-from cluster.keyspace import Keyspace
-from cluster.replication.backlog import Backlog
-from cluster.replication.ops import OpRecorder
-from cluster.replication.snapshots import APPLY_SLICE_S, apply_ops, load_snapshots
-from cluster.slots import SLOT_COUNT
 from slotcache.v1 import replication_pb2 as pb
 from slotcache.v1 import replication_pb2_grpc as pb_grpc
+
+from ..keyspace import Keyspace
+from ..replication.backlog import Backlog
+from ..replication.ops import OpRecorder
+from ..replication.snapshots import APPLY_SLICE_S, apply_ops, load_snapshots
+from ..slots import SLOT_COUNT
 
 log = logging.getLogger(__name__)
 

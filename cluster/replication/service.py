@@ -7,9 +7,10 @@ from typing import Any
 
 import grpc
 
-from cluster.replication.primary import PrimaryReplication
 from slotcache.v1 import replication_pb2 as pb
 from slotcache.v1 import replication_pb2_grpc as pb_grpc
+
+from ..replication.primary import PrimaryReplication
 
 
 class ReplicationService(pb_grpc.ReplicationServicer):

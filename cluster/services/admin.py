@@ -7,19 +7,20 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from cluster.cluster_runtime import ClusterRuntime, monotonic_ms
-from cluster.executor import CommandError, invalid
-from cluster.keyspace import Keyspace
-from cluster.membership.failover import FailoverMode
-from cluster.membership.machine import ClusterError
-from cluster.membership.slot_table import expand, flatten
-from cluster.migration.manager import Migrations
-from cluster.ownership import Ownership
-from cluster.services.durability import wait_until
-from cluster.services.status import abort
 from slotcache.v1 import admin_pb2 as pb
 from slotcache.v1 import admin_pb2_grpc as pb_grpc
 from slotcache.v1.cache_pb2 import SlotRange
+
+from ..cluster_runtime import ClusterRuntime, monotonic_ms
+from ..executor import CommandError, invalid
+from ..keyspace import Keyspace
+from ..membership.failover import FailoverMode
+from ..membership.machine import ClusterError
+from ..membership.slot_table import expand, flatten
+from ..migration.manager import Migrations
+from ..ownership import Ownership
+from ..services.durability import wait_until
+from ..services.status import abort
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 _FAILOVER_MODES = {

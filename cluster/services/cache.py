@@ -14,12 +14,15 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
-from cluster.cluster_runtime import monotonic_ms
-from cluster.executor import CommandError, Executor
-from cluster.forwarding import Forwarder, ForwardError
-from cluster.membership.failover import MANUAL_FAILOVER_TIMEOUT_MS
-from cluster.ownership import Ownership
-from cluster.routing import (
+from slotcache.v1 import cache_pb2 as pb
+from slotcache.v1 import cache_pb2_grpc as pb_grpc
+
+from ..cluster_runtime import monotonic_ms
+from ..executor import CommandError, Executor
+from ..forwarding import Forwarder, ForwardError
+from ..membership.failover import MANUAL_FAILOVER_TIMEOUT_MS
+from ..ownership import Ownership
+from ..routing import (
     MAX_HOPS,
     MULTI_OPS,
     READ_OPS,
@@ -32,14 +35,12 @@ from cluster.routing import (
     moved,
     op_keys,
 )
-from cluster.services.durability import WRITE_OPS, Durability, wait_until
-from cluster.services.status import abort
-from cluster.slots import key_slot
-from cluster.stats import OpCounters
-from cluster.tracking.hub import TrackingHub
-from cluster.tracking.service import Tracking
-from slotcache.v1 import cache_pb2 as pb
-from slotcache.v1 import cache_pb2_grpc as pb_grpc
+from ..services.durability import WRITE_OPS, Durability, wait_until
+from ..services.status import abort
+from ..slots import key_slot
+from ..stats import OpCounters
+from ..tracking.hub import TrackingHub
+from ..tracking.service import Tracking
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 # A write waits at most this long for a manual failover's pause or a migration's

@@ -14,9 +14,9 @@ from typing import Any
 
 import grpc
 
-from cluster.executor import CommandError
-from cluster.replication.manager import NodeReplication
-from cluster.replication.primary import ReplicationTimeout
+from ..executor import CommandError
+from ..replication.manager import NodeReplication
+from ..replication.primary import ReplicationTimeout
 
 REASON_NOT_ENOUGH_REPLICAS = "NOT_ENOUGH_REPLICAS"
 REASON_REPLICATION_TIMEOUT = "REPLICATION_TIMEOUT"

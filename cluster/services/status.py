@@ -14,7 +14,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from cluster.executor import CommandError
+from ..executor import CommandError
 
 ERROR_DOMAIN = "slotcache.io"
 

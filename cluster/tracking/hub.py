@@ -34,10 +34,10 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from cluster.keyspace import Keyspace, RemovalCause
-from cluster.slots import SLOT_COUNT
-from cluster.tracking.outbox import Batch, Outbox
-from cluster.tracking.table import TrackingTable
+from ..keyspace import Keyspace, RemovalCause
+from ..slots import SLOT_COUNT
+from ..tracking.outbox import Batch, Outbox
+from ..tracking.table import TrackingTable
 
 ALL_SLOTS = range(SLOT_COUNT)
 

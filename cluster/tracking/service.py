@@ -34,15 +34,16 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from cluster.executor import CommandError, Limits, invalid
-from cluster.membership.slot_table import to_ranges
-from cluster.ownership import Ownership
-from cluster.routing import READ_OPS, CallOptions, call_options, op_keys
-from cluster.services.status import abort
-from cluster.slots import SLOT_COUNT, key_slot
-from cluster.tracking.hub import Mode, Subscriber, TrackingHub
-from cluster.tracking.outbox import Batch
 from slotcache.v1 import cache_pb2 as pb
+
+from ..executor import CommandError, Limits, invalid
+from ..membership.slot_table import to_ranges
+from ..ownership import Ownership
+from ..routing import READ_OPS, CallOptions, call_options, op_keys
+from ..services.status import abort
+from ..slots import SLOT_COUNT, key_slot
+from ..tracking.hub import Mode, Subscriber, TrackingHub
+from ..tracking.outbox import Batch
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from cluster.keyspace import Keyspace
-from cluster.replication.backlog import History
-from cluster.replication.manager import NodeReplication
-from cluster.replication.primary import ReplicationTimeout
+from slotcache_server.keyspace import Keyspace
+from slotcache_server.replication.backlog import History
+from slotcache_server.replication.manager import NodeReplication
+from slotcache_server.replication.primary import ReplicationTimeout
 from tests.replication.test_stream import Pair, contents, eventually
 
 

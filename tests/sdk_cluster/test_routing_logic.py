@@ -17,7 +17,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import slotcache
-from cluster.slots import key_slot as server_key_slot
 from slotcache import _commands as cmd
 from slotcache._core import Action, Call, ClientCore, Plan, Refresh, Sleep, Trailed
 from slotcache._nearcache import NearCache, NearCacheConfig
@@ -34,6 +33,7 @@ from slotcache._slotmap import SlotMap
 from slotcache._slots import SLOT_COUNT, hash_tag, key_slot
 from slotcache.errors import SlotcacheError, error_for
 from slotcache.v1 import cache_pb2 as pb
+from slotcache_server.slots import key_slot as server_key_slot
 
 T = TypeVar("T")
 A, B, C = "10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from cluster.membership.machine import NodeFailed
-from cluster.membership.model import FAIL, FAILING, PFAIL, MembershipConfig
-from cluster.simnet import SimNetwork, SimNode, create_cluster
+from slotcache_server.membership.machine import NodeFailed
+from slotcache_server.membership.model import FAIL, FAILING, PFAIL, MembershipConfig
+from slotcache_server.simnet import SimNetwork, SimNode, create_cluster
 
 
 def formed(n: int, config: MembershipConfig, seed: int, timeout_ms: int = 120_000) -> SimNetwork:

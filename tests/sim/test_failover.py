@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from cluster.membership.failover import FailoverMode
-from cluster.membership.machine import RoleChanged, SlotsLost, StateChanged
-from cluster.membership.model import FAIL, PRIMARY, REPLICA, MembershipConfig
-from cluster.simnet import SimNetwork, SimNode, create_cluster
+from slotcache_server.membership.failover import FailoverMode
+from slotcache_server.membership.machine import RoleChanged, SlotsLost, StateChanged
+from slotcache_server.membership.model import FAIL, PRIMARY, REPLICA, MembershipConfig
+from slotcache_server.simnet import SimNetwork, SimNode, create_cluster
 
 NT = 1000
 CONFIG = MembershipConfig(node_timeout_ms=NT)

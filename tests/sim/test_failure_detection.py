@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.membership.machine import REPORT, StateChanged
-from cluster.membership.model import FAIL, PFAIL, MembershipConfig
+from slotcache_server.membership.machine import REPORT, StateChanged
+from slotcache_server.membership.model import FAIL, PFAIL, MembershipConfig
 from tests.sim.simhelpers import fail_times, formed
 
 

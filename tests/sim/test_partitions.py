@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.membership.model import FAIL, PFAIL, MembershipConfig
-from cluster.simnet import SimNetwork, SimNode
+from slotcache_server.membership.model import FAIL, PFAIL, MembershipConfig
+from slotcache_server.simnet import SimNetwork, SimNode
 from tests.sim.simhelpers import all_see, flags_of, formed, none_see_failing
 
 NT = 1_000

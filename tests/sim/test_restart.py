@@ -22,9 +22,9 @@ import random
 
 import pytest
 
-from cluster.membership.machine import WRITABLE_DELAY_MS, NodeFailed
-from cluster.membership.model import FAIL, MembershipConfig
-from cluster.membership.snapshot import restore, snapshot
+from slotcache_server.membership.machine import WRITABLE_DELAY_MS, NodeFailed
+from slotcache_server.membership.model import FAIL, MembershipConfig
+from slotcache_server.membership.snapshot import restore, snapshot
 from tests.sim.simhelpers import all_see, formed, none_see_failing
 
 NT = 1_000

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from cluster.bus import Transport
-from cluster.membership.machine import PONG
-from cluster.membership.model import MembershipConfig
-from cluster.simnet import SimNetwork, create_cluster, split_slots
-from cluster.slots import SLOT_COUNT
 from slotcache.ctl.cluster_ops import split_slots as ctl_split_slots
+from slotcache_server.bus import Transport
+from slotcache_server.membership.machine import PONG
+from slotcache_server.membership.model import MembershipConfig
+from slotcache_server.simnet import SimNetwork, create_cluster, split_slots
+from slotcache_server.slots import SLOT_COUNT
 
 # A node timeout so long that nothing is ever suspected, and probes start late,
 # so hand-made exchanges can be observed on their own.

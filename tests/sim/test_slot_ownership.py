@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.membership.machine import PING, UPDATE, NodeFailed, RoleChanged, SlotsLost
-from cluster.membership.model import FAIL, PRIMARY, MembershipConfig
-from cluster.membership.slot_table import flatten, to_ranges
-from cluster.simnet import SimNetwork, SimNode, split_slots
+from slotcache_server.membership.machine import PING, UPDATE, NodeFailed, RoleChanged, SlotsLost
+from slotcache_server.membership.model import FAIL, PRIMARY, MembershipConfig
+from slotcache_server.membership.slot_table import flatten, to_ranges
+from slotcache_server.simnet import SimNetwork, SimNode, split_slots
 from tests.sim.simhelpers import all_see, formed
 
 NT = 1_000

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import MIB, ServerConfig, load_config, parse_size
-from cluster.keyspace import EvictionPolicy
+from slotcache_server.config import MIB, ServerConfig, load_config, parse_size
+from slotcache_server.keyspace import EvictionPolicy
 
 
 def test_defaults():

@@ -11,14 +11,14 @@ import random
 
 import pytest
 
-from cluster.keyspace import (
+from slotcache_server.keyspace import (
     Condition,
     EvictionPolicy,
     Keyspace,
     NotAnInteger,
     OutOfMemory,
 )
-from cluster.keyspace.eviction import LFU_INIT, LFU_MAX, lfu_decay, lfu_increment
+from slotcache_server.keyspace.eviction import LFU_INIT, LFU_MAX, lfu_decay, lfu_increment
 
 START_MS = 1_700_000_000_000
 VALUE = b"v" * 50

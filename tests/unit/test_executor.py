@@ -1,8 +1,8 @@
 import grpc
 
-from cluster.executor import Executor, Limits
-from cluster.keyspace import Keyspace
 from slotcache.v1 import cache_pb2 as pb
+from slotcache_server.executor import Executor, Limits
+from slotcache_server.keyspace import Keyspace
 
 
 def test_an_unexpected_failure_becomes_an_internal_error_result():

@@ -16,22 +16,22 @@ from typing import Any
 import grpc
 import pytest
 
-import cluster.migration.source as source_module
-import cluster.services.cache as cache_module
-from cluster.executor import Executor, Limits
-from cluster.forwarding import Forwarder
-from cluster.keyspace import Keyspace
-from cluster.membership.machine import Membership
-from cluster.membership.model import Address, MembershipConfig, Peer
-from cluster.migration.progress import MigrationRecord
-from cluster.migration.source import MigrationSources, OutgoingMigration
-from cluster.ownership import Ownership
-from cluster.services.cache import CacheService
-from cluster.services.durability import Durability
-from cluster.slots import SLOT_COUNT, key_slot
-from cluster.stats import OpCounters
+import slotcache_server.migration.source as source_module
+import slotcache_server.services.cache as cache_module
 from slotcache.v1 import cache_pb2 as pb
 from slotcache.v1 import migration_pb2 as mpb
+from slotcache_server.executor import Executor, Limits
+from slotcache_server.forwarding import Forwarder
+from slotcache_server.keyspace import Keyspace
+from slotcache_server.membership.machine import Membership
+from slotcache_server.membership.model import Address, MembershipConfig, Peer
+from slotcache_server.migration.progress import MigrationRecord
+from slotcache_server.migration.source import MigrationSources, OutgoingMigration
+from slotcache_server.ownership import Ownership
+from slotcache_server.services.cache import CacheService
+from slotcache_server.services.durability import Durability
+from slotcache_server.slots import SLOT_COUNT, key_slot
+from slotcache_server.stats import OpCounters
 
 
 class Aborted(Exception):

@@ -15,7 +15,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from cluster.keyspace import (
+from slotcache_server.keyspace import (
     Condition,
     EvictionPolicy,
     Keyspace,
@@ -24,7 +24,7 @@ from cluster.keyspace import (
     OutOfRange,
     memory,
 )
-from cluster.slots import SLOT_COUNT, key_slot
+from slotcache_server.slots import SLOT_COUNT, key_slot
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from cluster.membership.machine import WRITABLE_DELAY_MS, Membership
-from cluster.membership.model import FAIL, PFAIL, REPLICA, Address, MembershipConfig, Peer
-from cluster.membership.snapshot import FORMAT_VERSION, restore, snapshot
+from slotcache_server.membership.machine import WRITABLE_DELAY_MS, Membership
+from slotcache_server.membership.model import FAIL, PFAIL, REPLICA, Address, MembershipConfig, Peer
+from slotcache_server.membership.snapshot import FORMAT_VERSION, restore, snapshot
 
 CONFIG = MembershipConfig(node_timeout_ms=1_000)
 ME = Address("10.0.0.1", 7000, 17000)

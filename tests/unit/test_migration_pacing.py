@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.migration.pacing import Pacer
+from slotcache_server.migration.pacing import Pacer
 
 
 def test_a_half_share_pauses_as_long_as_it_worked() -> None:

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from cluster.keyspace import Keyspace, SamplerConfig
-from cluster.keyspace.expiry import run_cycle
+from slotcache_server.keyspace import Keyspace, SamplerConfig
+from slotcache_server.keyspace.expiry import run_cycle
 
 START_MS = 1_700_000_000_000
 

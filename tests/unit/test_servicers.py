@@ -17,20 +17,20 @@ import grpc_testing
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from cluster.config import ServerConfig
-from cluster.executor import Executor, Limits
-from cluster.forwarding import Forwarder
-from cluster.keyspace import EvictionPolicy, Keyspace
-from cluster.membership.machine import Membership
-from cluster.membership.model import Address, MembershipConfig, Peer
-from cluster.node import Node
-from cluster.ownership import Ownership
-from cluster.services.admin import AdminService
-from cluster.services.cache import CacheService
-from cluster.services.durability import Durability
-from cluster.stats import OpCounters
 from slotcache.v1 import admin_pb2, cache_pb2
 from slotcache.v1 import cache_pb2 as pb
+from slotcache_server.config import ServerConfig
+from slotcache_server.executor import Executor, Limits
+from slotcache_server.forwarding import Forwarder
+from slotcache_server.keyspace import EvictionPolicy, Keyspace
+from slotcache_server.membership.machine import Membership
+from slotcache_server.membership.model import Address, MembershipConfig, Peer
+from slotcache_server.node import Node
+from slotcache_server.ownership import Ownership
+from slotcache_server.services.admin import AdminService
+from slotcache_server.services.cache import CacheService
+from slotcache_server.services.durability import Durability
+from slotcache_server.stats import OpCounters
 
 CACHE = cache_pb2.DESCRIPTOR.services_by_name["Cache"]
 ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"]

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.membership.slot_table import SlotTable, expand, flatten, to_ranges
-from cluster.slots import SLOT_COUNT
+from slotcache_server.membership.slot_table import SlotTable, expand, flatten, to_ranges
+from slotcache_server.slots import SLOT_COUNT
 
 A, B, C = b"a" * 20, b"b" * 20, b"c" * 20
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cluster.slots import SLOT_COUNT, check_slot, hash_tag, key_slot
+from slotcache_server.slots import SLOT_COUNT, check_slot, hash_tag, key_slot
 
 
 def test_crc16_is_xmodem():

@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 
-from cluster.keyspace import EvictionPolicy, Keyspace
-from cluster.slots import SLOT_COUNT, key_slot
-from cluster.tracking.hub import Mode, Subscriber, TrackingHub, TrackingLimits
-from cluster.tracking.outbox import Batch
+from slotcache_server.keyspace import EvictionPolicy, Keyspace
+from slotcache_server.slots import SLOT_COUNT, key_slot
+from slotcache_server.tracking.hub import Mode, Subscriber, TrackingHub, TrackingLimits
+from slotcache_server.tracking.outbox import Batch
 
 
 class Clock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.tracking.outbox import Batch, Outbox
+from slotcache_server.tracking.outbox import Batch, Outbox
 
 
 def test_changes_between_two_takes_leave_as_one_numbered_message():

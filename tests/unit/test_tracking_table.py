@@ -7,8 +7,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from cluster.slots import key_slot
-from cluster.tracking.table import TrackingTable
+from slotcache_server.slots import key_slot
+from slotcache_server.tracking.table import TrackingTable
 
 
 class Sub:

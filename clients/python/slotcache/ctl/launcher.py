@@ -33,7 +33,7 @@ def free_port(host: str = LOOPBACK) -> int:
 
 def server_command() -> list[str]:
     """How to run slotcache-server with this interpreter, installed script or not."""
-    return [sys.executable, "-m", "cluster.main"]
+    return [sys.executable, "-m", "slotcache_server.main"]
 
 
 def wait_serving(address: str, timeout: float) -> bool:

@@ -189,7 +189,7 @@ def _all_cmdlines() -> Iterator[tuple[int, list[str]]]:
 
 def server_node(args: Sequence[str], root: Path) -> LocalNode | None:
     """The node of ``root`` that a process with arguments ``args`` serves, if any."""
-    if not any(a == "cluster.main" or a.endswith("slotcache-server") for a in args):
+    if not any(a == "slotcache_server.main" or a.endswith("slotcache-server") for a in args):
         return None
     for flag, value in itertools.pairwise(args):
         if flag == "--data-dir":
