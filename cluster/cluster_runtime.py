@@ -10,10 +10,12 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from slotcache.contract import SLOT_COUNT
 from slotcache.v1 import bus_pb2, bus_pb2_grpc
 
 from . import node_file
@@ -57,6 +59,35 @@ def load_membership(config: ServerConfig, now: int) -> Membership:
         return restore(saved, membership_config(config), address, now)
     node_id = random.SystemRandom().randbytes(20)
     return Membership(membership_config(config), Peer(id=node_id, address=address), now)
+
+
+def standalone_membership(
+    config: ServerConfig, now: int
+) -> tuple[Membership, dict[str, Any] | None]:
+    """A standalone node: a cluster of one that owns every slot and is always ok.
+
+    The request path then needs no mode checks: it asks the same questions
+    of this membership as of a real cluster's. Only the node's id is kept
+    from its node file, which is otherwise left as it is (a cluster node
+    started once without cluster mode must not lose its cluster). Returns
+    the membership and, when there was no node file yet, the identity to
+    save, without the slots, so that a later cluster start begins empty.
+    """
+    address = Address(config.public_host, config.port, config.cluster_bus_port)
+    saved = node_file.load(node_file.node_file(config.data_dir))
+    node_id = bytes.fromhex(saved["myself"]) if saved is not None else None
+    membership = Membership(
+        membership_config(config),
+        Peer(id=node_id or random.SystemRandom().randbytes(20), address=address),
+        now,
+    )
+    identity = snapshot(membership) if saved is None else None
+    membership.add_slots(range(SLOT_COUNT))
+    # Ok at once and for good: the writable and rejoin delays of a cluster node
+    # give peers time to reconfigure it, and a cluster of one has no peers.
+    # It is never ticked, so nothing changes this again.
+    membership.ok = True
+    return membership, identity
 
 
 class ClusterRuntime:

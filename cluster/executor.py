@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from slotcache.contract import OPS, Op, Reason
 from slotcache.v1 import cache_pb2 as pb
 
 from .keyspace import (
@@ -28,9 +29,6 @@ from .keyspace import (
 log = logging.getLogger(__name__)
 _CONDITIONS = {c.value: c for c in Condition}
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
-REASON_NOT_INTEGER = "NOT_INTEGER"
-REASON_OVERFLOW = "INTEGER_OVERFLOW"
-REASON_OOM = "OOM"
 # The keyspace holds deadlines as signed 64-bit absolute milliseconds, so a TTL
 # must leave room for "now" (about 1.8e12). 10**15 ms is over 31,000 years.
 MAX_TTL_MS = 10**15
@@ -105,20 +103,9 @@ class Executor:
     def __init__(self, keyspace: Keyspace, limits: Limits) -> None:
         self.keyspace = keyspace
         self.limits = limits
-        # Pipeline dispatch: oneof field name -> handler. The reply goes into
-        # the OperationResult field of the same name.
-        self._ops: dict[str, Callable[[Any], Any]] = {
-            "get": self.get,
-            "set": self.set,
-            "delete": self.delete,
-            "exists": self.exists,
-            "expire": self.expire,
-            "ttl": self.ttl,
-            "incr": self.incr,
-            "mget": self.mget,
-            "mset": self.mset,
-            "mdelete": self.mdelete,
-        }
+        #: Each operation's handler by its Pipeline field name, which is also the
+        #: name of the method below and of the OperationResult field its reply fills.
+        self.handlers: dict[str, Callable[[Any], Any]] = {name: getattr(self, name) for name in OPS}
 
     # ---- single key --------------------------------------------------------
 
@@ -178,9 +165,9 @@ class Executor:
         try:
             value = _memory_guard(lambda: self.keyspace.incr(req.key, req.delta))
         except NotAnInteger as exc:
-            raise CommandError(FAILED_PRECONDITION, str(exc), REASON_NOT_INTEGER) from None
+            raise CommandError(FAILED_PRECONDITION, str(exc), Reason.NOT_INTEGER) from None
         except OutOfRange as exc:
-            raise CommandError(FAILED_PRECONDITION, str(exc), REASON_OVERFLOW) from None
+            raise CommandError(FAILED_PRECONDITION, str(exc), Reason.INTEGER_OVERFLOW) from None
         return pb.IncrReply(value=value)
 
     # ---- multi key ---------------------------------------------------------
@@ -214,24 +201,42 @@ class Executor:
         self.limits.check_keys(req.keys)
         return pb.MDeleteReply(deleted=self.keyspace.delete_many(req.keys))
 
+    def check(self, op: Op, request: Any, keys: Sequence[bytes]) -> None:
+        """Validate a request that is about to leave this node, as its owner would.
+
+        A node that forwards or splits a request checks it first, with the
+        owner's own checks and messages, so bad input fails the same way
+        whichever node receives it, and a split request is refused whole
+        rather than written in part.
+        """
+        if op.field == "mset":
+            self.check_mset(request)
+        elif op.multi is not None:
+            self.limits.check_keys(keys)
+        else:
+            self.limits.check_key(keys[0])
+
     # ---- pipeline ----------------------------------------------------------
 
     def run(self, op: pb.Operation) -> pb.OperationResult:
         """Run one Pipeline operation; failures become an ``error`` result."""
         kind = op.WhichOneof("op")
-        handler = self._ops.get(kind) if kind else None
-        if kind is None or handler is None:
+        if kind is None or kind not in self.handlers:
             return pb.OperationResult(id=op.id, error=unknown_operation().to_proto())
+        return self.run_request(kind, getattr(op, kind), op.id)
+
+    def run_request(self, kind: str, request: Any, op_id: int) -> pb.OperationResult:
+        """Run the request of a Pipeline operation named ``kind``; failures become an error."""
         try:
-            reply = handler(getattr(op, kind))
+            reply = self.handlers[kind](request)
         except CommandError as exc:
-            return pb.OperationResult(id=op.id, error=exc.to_proto())
+            return pb.OperationResult(id=op_id, error=exc.to_proto())
         except Exception as exc:
             # One broken operation must not end a stream that carries other callers' work.
             log.exception("operation %s failed unexpectedly", kind)
             error = CommandError(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
-            return pb.OperationResult(id=op.id, error=error.to_proto())
-        result = pb.OperationResult(id=op.id)
+            return pb.OperationResult(id=op_id, error=error.to_proto())
+        result = pb.OperationResult(id=op_id)
         getattr(result, kind).CopyFrom(reply)
         return result
 
@@ -279,4 +284,4 @@ def _memory_guard(write: Callable[[], _T]) -> _T:
     try:
         return write()
     except OutOfMemory as exc:
-        raise CommandError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), REASON_OOM) from None
+        raise CommandError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), Reason.OOM) from None

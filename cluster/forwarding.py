@@ -12,12 +12,12 @@ from typing import Any
 
 import grpc
 
-from slotcache.errors import from_rpc_error
+from slotcache.contract import HOPS_KEY
 from slotcache.v1 import cache_pb2
 
 from .bus import PEER_CHANNEL_OPTIONS
 from .executor import CommandError
-from .routing import HOPS_KEY
+from .services.status import from_rpc_error
 
 _SERVICE = cache_pb2.DESCRIPTOR.services_by_name["Cache"]
 # Long-lived streams usually have no deadline; a forwarded batch still gets one.
@@ -33,8 +33,7 @@ class ForwardError(Exception):
 
     def to_command_error(self) -> CommandError:
         """The same failure, reason and details included, as this node's own refusal."""
-        err = self.error
-        return CommandError(err.code, err.message, err.reason, err.metadata)
+        return self.error
 
 
 class Forwarder:

@@ -11,8 +11,9 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib.metadata import version
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,12 +29,13 @@ from slotcache.v1 import (
 )
 
 from . import node_file
-from .cluster_runtime import ClusterRuntime, load_membership, monotonic_ms
+from .cluster_runtime import ClusterRuntime, monotonic_ms, standalone_membership
 from .config import ServerConfig
 from .executor import Executor, Limits
 from .forwarding import Forwarder
+from .holds import WriteHolds
 from .keyspace import Keyspace
-from .membership.snapshot import snapshot
+from .keyspace.store import wall_clock_ms
 from .migration.manager import Migrations, MigrationService
 from .ownership import Ownership
 from .replication.manager import NodeReplication
@@ -64,13 +66,14 @@ class StartupError(RuntimeError):
 class Node:
     """A single node serving the Cache, Admin, health and reflection services."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, clock_ms: Callable[[], int] = wall_clock_ms) -> None:
         self.config = config
         self.keyspace = Keyspace(
             maxmemory=config.maxmemory,
             policy=config.maxmemory_policy,
             samples=config.maxmemory_samples,
             sampler=config.sampler,
+            clock_ms=clock_ms,
         )
         self.counters = OpCounters()
         self.executor = Executor(
@@ -80,6 +83,9 @@ class Node:
         self.runtime: ClusterRuntime | None = None
         self.replication: NodeReplication | None = None
         self.migrations: Migrations | None = None
+        # The node file a standalone node writes once it listens (None: keep the one there).
+        self._identity: dict[str, Any] | None = None
+        self.holds = WriteHolds(lambda: membership.writes_paused(monotonic_ms()))
         if config.cluster_enabled:
             self.runtime = ClusterRuntime(config, self.drop_slots, self._role_changed)
             membership = self.runtime.membership
@@ -90,6 +96,7 @@ class Node:
             self.migrations = Migrations(
                 self.keyspace,
                 self.runtime,
+                self.holds,
                 config.migration_cpu_percent / 100,
                 lambda: sum(counts.values()),
             )
@@ -98,8 +105,11 @@ class Node:
                 lambda: self.replication.link_age_ms() if self.replication else 0,
             )
         else:
-            membership = load_membership(config, monotonic_ms())
-        self.ownership = Ownership(membership, config.cluster_enabled)
+            membership, self._identity = standalone_membership(config, monotonic_ms())
+        self.durability = Durability(
+            self.replication, config.min_replicas, config.min_replicas_timeout_ms / 1000
+        )
+        self.ownership = Ownership(membership, self.holds, self.durability.serves_replica_reads)
         self.forwarder = Forwarder(config.max_message_bytes)
         self.tracking = Tracking(
             TrackingHub(
@@ -130,10 +140,9 @@ class Node:
     async def start(self) -> None:
         """Bind the port, start serving and start the cron."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.runtime is None:
+        if self._identity is not None:
             # Standalone nodes keep their id too, for when they later join a cluster.
-            path = node_file.node_file(self.config.data_dir)
-            node_file.save(path, snapshot(self.ownership.membership))
+            node_file.save(node_file.node_file(self.config.data_dir), self._identity)
         limit = self.config.max_message_bytes
         server = grpc.aio.server(
             options=[
@@ -143,34 +152,8 @@ class Node:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        cache_pb2_grpc.add_CacheServicer_to_server(
-            CacheService(
-                self.executor,
-                self.counters,
-                self.ownership,
-                self.forwarder,
-                Durability(
-                    self.replication,
-                    self.config.min_replicas,
-                    self.config.min_replicas_timeout_ms / 1000,
-                ),
-                tracking=self.tracking,
-                slot_held=self.migrations.writes_held if self.migrations is not None else None,
-            ),
-            server,
-        )
-        admin_pb2_grpc.add_AdminServicer_to_server(
-            AdminService(
-                self.server_info,
-                self.stats,
-                self.ownership,
-                self.runtime,
-                self.keyspace,
-                self.migrations,
-                self.request_shutdown,
-            ),
-            server,
-        )
+        cache_pb2_grpc.add_CacheServicer_to_server(self.cache_service(), server)
+        admin_pb2_grpc.add_AdminServicer_to_server(self.admin_service(), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -205,6 +188,30 @@ class Node:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._run_cron(), name="slotcache-cron"))
         self._tasks.append(asyncio.create_task(self._watch_loop(), name="loop-watch"))
+
+    def cache_service(self) -> CacheService:
+        """The Cache servicer over this node's state (the one place it is wired)."""
+        return CacheService(
+            self.executor,
+            self.counters,
+            self.ownership,
+            self.forwarder,
+            self.durability,
+            self.holds,
+            self.tracking,
+        )
+
+    def admin_service(self) -> AdminService:
+        """The Admin servicer over this node's state (the one place it is wired)."""
+        return AdminService(
+            self.server_info,
+            self.stats,
+            self.ownership,
+            self.runtime,
+            self.keyspace,
+            self.migrations,
+            self.request_shutdown,
+        )
 
     def request_shutdown(self, reset: bool = False) -> None:
         """Ask whoever runs the node (cluster.main) to stop it as on SIGTERM."""
@@ -284,6 +291,8 @@ class Node:
             await asyncio.sleep(period)
             try:
                 self.runtime.tick()
+                # A manual failover's write pause may have timed out.
+                self.holds.changed()
                 if self.replication is not None:
                     self.replication.heartbeat(time.time_ns() // 1_000_000)
             except Exception:
@@ -313,6 +322,8 @@ class Node:
         # In the same loop step as the membership change, before any request
         # can see the new role (see NodeReplication.become_primary).
         self._apply_role()
+        # A write held by a manual failover's pause is routed again now.
+        self.holds.changed()
 
     def _apply_role(self) -> None:
         """Make replication match the role the membership gives this node."""

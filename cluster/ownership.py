@@ -1,50 +1,47 @@
 """Who serves each slot, as the request path and the Topology RPC see it.
 
-A standalone node serves every slot. A cluster node reads the membership
-state machine's slot table. Either way the request path asks the same two
-questions, cheaply: is this slot mine, and if not, who owns it.
+Every node answers the same questions from its membership's slot table: is
+this slot mine, and if not, who owns it. A standalone node is a cluster of
+one that owns every slot, so the request path never asks which mode it is
+in. This is the :class:`~slotcache_server.routing.View` the routing decision
+reads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
+from slotcache.contract import SLOT_COUNT
 from slotcache.v1 import admin_pb2, cache_pb2
 
+from .holds import WriteHolds
 from .membership.machine import Membership
 from .membership.model import FAIL, REPLICA, Peer, flag_names
-from .slots import SLOT_COUNT
-
-
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """The node to send a slot's requests to, with the config epoch of its claim.
-
-    Clients order what they learn about a slot by that epoch, as the nodes do.
-    """
-
-    id: str
-    address: str
-    epoch: int
+from .routing import Owner
 
 
 class Ownership:
-    """Slot ownership for routing; standalone nodes own everything."""
+    """Slot ownership for routing, read from the membership at each call."""
 
-    def __init__(self, membership: Membership, cluster_enabled: bool) -> None:
+    def __init__(
+        self,
+        membership: Membership,
+        holds: WriteHolds,
+        replica_synced: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.membership = membership
-        self.cluster_enabled = cluster_enabled
         self._my_id = membership.id
+        self._owner = membership.slots.owner
+        self._holds = holds
+        # Whether this node, as a replica, holds a complete copy of its primary.
+        self._replica_synced = replica_synced
 
     def is_local(self, slot: int) -> bool:
         """This node serves ``slot``."""
-        return not self.cluster_enabled or self.membership.slots.owner(slot) == self._my_id
+        return self._owner(slot) == self._my_id
 
     def owner(self, slot: int) -> Owner | None:
         """The node that serves ``slot``, or None when it is unassigned."""
-        if not self.cluster_enabled:
-            me = self.membership.myself
-            return Owner(me.hex_id, me.address.client, me.config_epoch)
         peer = self.membership.owner_of(slot)
         if peer is None:
             return None
@@ -52,13 +49,23 @@ class Ownership:
 
     @property
     def ok(self) -> bool:
-        """Requests may be served (a standalone node is always ok)."""
-        return not self.cluster_enabled or self.membership.ok
+        """Requests may be served."""
+        return self.membership.ok
 
     @property
     def allow_reads_when_down(self) -> bool:
         """Owned slots may still be read while the cluster is down."""
         return self.membership.config.allow_reads_when_down
+
+    def replica_serves(self, slots: Sequence[int]) -> bool:
+        """This node replicates the owner of every slot and holds a complete copy."""
+        primary = self.membership.myself.primary
+        owner = self._owner
+        return bool(primary) and all(owner(s) == primary for s in slots) and self._replica_synced()
+
+    def handing_off(self, slot: int) -> bool:
+        """Writes to ``slot`` are held for a migration's handoff."""
+        return self._holds.handing_off(slot)
 
     # ---- views -------------------------------------------------------------
 
@@ -68,14 +75,13 @@ class Ownership:
         reply = cache_pb2.TopologyReply(
             epoch=m.current_epoch, cluster_ok=self.ok, responder_id=m.myself.hex_id
         )
-        nodes = [m.myself] if not self.cluster_enabled else list(m.nodes.values())
-        for peer in nodes:
+        for peer in m.nodes.values():
             reply.nodes.append(self._node_info(peer))
         return reply
 
     def _node_info(self, peer: Peer) -> cache_pb2.NodeInfo:
         m = self.membership
-        ranges = m.slot_ranges(peer.id) if self.cluster_enabled else [(0, SLOT_COUNT - 1)]
+        ranges = m.slot_ranges(peer.id)
         return cache_pb2.NodeInfo(
             id=peer.hex_id,
             address=peer.address.client,
@@ -86,23 +92,20 @@ class Ownership:
             failing=bool(peer.flags & FAIL),
         )
 
-    def cluster_state(self, now: int) -> admin_pb2.ClusterStateReply:
+    def cluster_state(self, now: int, cluster_enabled: bool) -> admin_pb2.ClusterStateReply:
         """The Admin ClusterState RPC's answer: everything this node knows."""
         m = self.membership
         reply = admin_pb2.ClusterStateReply(
-            cluster_enabled=self.cluster_enabled,
+            cluster_enabled=cluster_enabled,
             myself=m.myself.hex_id,
             cluster_ok=self.ok,
             current_epoch=m.current_epoch,
-            slots_assigned=SLOT_COUNT - m.slots.unassigned()
-            if self.cluster_enabled
-            else SLOT_COUNT,
-            known_nodes=len(m.nodes) if self.cluster_enabled else 1,
-            size=m.size if self.cluster_enabled else 1,
+            slots_assigned=SLOT_COUNT - m.slots.unassigned(),
+            known_nodes=len(m.nodes),
+            size=m.size,
             node_timeout_ms=m.config.node_timeout_ms,
         )
-        nodes = [m.myself] if not self.cluster_enabled else list(m.nodes.values())
-        for peer in nodes:
+        for peer in m.nodes.values():
             flags = flag_names(peer.flags)
             if peer is m.myself:
                 flags.insert(0, "myself")

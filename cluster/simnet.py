@@ -39,11 +39,11 @@ import random as _random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from slotcache.contract import split_slots
 from slotcache.v1 import bus_pb2
 
 from .membership.machine import Envelope, Event, Membership
 from .membership.model import FAILING, Address, MembershipConfig, Peer
-from .slots import SLOT_COUNT
 
 # Event kinds in the queue. Entries are plain tuples,
 # (time, seq, kind, a, b, message, incarnation), because the queue holds
@@ -57,25 +57,6 @@ _REPLY = 2
 DEFAULT_LATENCY_MS = 1
 
 _QueueEntry = tuple[int, int, int, int, int, bus_pb2.BusMessage | None, int]
-
-
-def split_slots(n: int) -> list[tuple[int, int]]:
-    """The 16384 slots as ``n`` contiguous, near-equal inclusive ranges.
-
-    The same split as ``clusterctl create`` makes (the first ``16384 % n``
-    nodes get one slot more); kept here so the server package does not
-    import the operator tool.
-    """
-    if n < 1:
-        raise ValueError("need at least one node")
-    base, extra = divmod(SLOT_COUNT, n)
-    ranges: list[tuple[int, int]] = []
-    start = 0
-    for i in range(n):
-        size = base + (1 if i < extra else 0)
-        ranges.append((start, start + size - 1))
-        start += size
-    return ranges
 
 
 def sim_address(index: int) -> Address:
@@ -511,5 +492,4 @@ __all__ = [
     "TypeTraffic",
     "create_cluster",
     "sim_address",
-    "split_slots",
 ]

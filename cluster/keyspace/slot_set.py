@@ -5,7 +5,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Iterator
 
-from ..slots import SLOT_COUNT
+from slotcache.contract import SLOT_COUNT
 
 
 class SlotSet:

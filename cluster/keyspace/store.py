@@ -30,6 +30,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import islice
 
+from slotcache.contract import SLOT_COUNT, key_slot
+
 from ..keyspace import memory
 from ..keyspace.errors import NotAnInteger, OutOfMemory, OutOfRange
 from ..keyspace.events import KeyspaceListener, RemovalCause
@@ -37,7 +39,6 @@ from ..keyspace.eviction import LFU_INIT, EvictionPolicy, lfu_decay, lfu_increme
 from ..keyspace.expiry import CycleStats, SamplerConfig, run_cycle
 from ..keyspace.slot_set import SlotSet
 from ..keyspace.ttl_index import TtlIndex
-from ..slots import SLOT_COUNT, key_slot
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1

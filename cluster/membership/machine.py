@@ -26,6 +26,7 @@ import random as _random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from slotcache.contract import SLOT_COUNT
 from slotcache.v1 import bus_pb2
 
 from ..membership.failover import AUTH_ACK, AUTH_REQUEST, MFSTART, Elections, FailoverMode
@@ -39,8 +40,7 @@ from ..membership.model import (
     MembershipConfig,
     Peer,
 )
-from ..membership.slot_table import SlotTable, expand, flatten, to_ranges
-from ..slots import SLOT_COUNT
+from ..membership.slot_table import SlotTable, expand, flatten
 
 PING = bus_pb2.MESSAGE_TYPE_PING
 PONG = bus_pb2.MESSAGE_TYPE_PONG
@@ -905,5 +905,4 @@ __all__ = [
     "StateChanged",
     "flatten",
     "new_node_id",
-    "to_ranges",
 ]

@@ -4,18 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
-from ..slots import SLOT_COUNT
-
-
-def to_ranges(slots: Iterable[int]) -> list[tuple[int, int]]:
-    """Collapse sorted or unsorted slots into inclusive ``(start, end)`` ranges."""
-    ranges: list[tuple[int, int]] = []
-    for slot in sorted(set(slots)):
-        if ranges and ranges[-1][1] == slot - 1:
-            ranges[-1] = (ranges[-1][0], slot)
-        else:
-            ranges.append((slot, slot))
-    return ranges
+from slotcache.contract import SLOT_COUNT, to_ranges
 
 
 def flatten(ranges: Iterable[tuple[int, int]]) -> list[int]:

@@ -12,6 +12,7 @@ import grpc
 from slotcache.v1 import admin_pb2, migration_pb2, migration_pb2_grpc
 
 from ..cluster_runtime import ClusterRuntime
+from ..holds import WriteHolds
 from ..keyspace import Keyspace
 from ..membership.machine import ClusterError
 from ..migration.pacing import Pacer
@@ -30,6 +31,7 @@ class Migrations:
         self,
         keyspace: Keyspace,
         runtime: ClusterRuntime,
+        holds: WriteHolds,
         cpu_share: float = 1.0,
         activity: Callable[[], int] | None = None,
     ) -> None:
@@ -43,6 +45,7 @@ class Migrations:
             self._can_give,
             runtime.apply_claim,
             self.records,
+            holds,
             self._pacer,
         )
         self._incoming: dict[str, tuple[IncomingMigration, asyncio.Task[None]]] = {}
@@ -104,10 +107,6 @@ class Migrations:
         if foreign:
             return f"this node does not own slot {min(foreign)}"
         return ""
-
-    def writes_held(self, slot: int) -> bool:
-        """Writes to ``slot`` wait while its handoff is under way."""
-        return self.sources.writes_held(slot)
 
     # ---- operators ------------------------------------------------------------------
 

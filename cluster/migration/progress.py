@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from slotcache.contract import to_ranges
 from slotcache.v1 import admin_pb2, cache_pb2
-
-from ..membership.slot_table import to_ranges
 
 _STATES = {
     "snapshot": admin_pb2.MIGRATION_STATE_SNAPSHOT,

@@ -20,6 +20,7 @@ from typing import Any
 from slotcache.v1 import migration_pb2 as pb
 from slotcache.v1 import replication_pb2 as rpb
 
+from ..holds import WriteHolds
 from ..keyspace import Keyspace, RemovalCause
 from ..membership.slot_table import expand
 from ..migration.pacing import Pacer
@@ -114,9 +115,13 @@ class MigrationSources:
         owns: Callable[[frozenset[int]], str],
         apply_claim: Callable[[bytes, int, frozenset[int]], None],
         records: dict[str, MigrationRecord],
+        holds: WriteHolds,
         pacer: Callable[[], Pacer] | None = None,
     ) -> None:
         self.keyspace = keyspace
+        # The node's write holds: a handoff holds its slots there, and releasing
+        # them wakes the writes waiting on them.
+        self.holds = holds
         # A new Pacer per migration: how much of the loop the copy may take.
         self._pacer = pacer
         # Returns "" when this node may give away the slots, else why not.
@@ -125,7 +130,6 @@ class MigrationSources:
         self._apply_claim = apply_claim
         self._records = records
         self._active: dict[str, OutgoingMigration] = {}
-        self.held_slots: set[int] = set()
         self._flush_scheduled = False
 
     def cancel(self, migration_id: str) -> bool:
@@ -154,10 +158,6 @@ class MigrationSources:
                 out.record.migration_id,
             )
             out.task.cancel()
-
-    def writes_held(self, slot: int) -> bool:
-        """Writes to ``slot`` wait: its handoff to another node is under way."""
-        return slot in self.held_slots
 
     async def serve(
         self, requests: AsyncIterator[pb.MigrationRequest]
@@ -199,7 +199,7 @@ class MigrationSources:
             control.cancel()
             self.keyspace.remove_listener(recorder)
             self._active.pop(record.migration_id, None)
-            self.held_slots.difference_update(slots)
+            self.holds.release(slots)
             if record.state not in ("done",):
                 record.fail(record.error or "the migration stream ended before the handoff")
             log.info("migration %s (source) ended: %s", record.migration_id, record.state)
@@ -271,7 +271,7 @@ class MigrationSources:
             kind = message.WhichOneof("kind")
             if kind == "handoff":
                 # Hold writes to the slots; what was written so far goes out now.
-                self.held_slots.update(out.slots)
+                self.holds.hold(out.slots)
                 out.paused = True
                 record.state = "handoff"
                 out.flush()

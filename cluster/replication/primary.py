@@ -15,13 +15,13 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from slotcache.contract import SLOT_COUNT
 from slotcache.v1 import replication_pb2 as pb
 
 from ..keyspace import Keyspace
 from ..replication.backlog import Backlog
 from ..replication.ops import OpRecorder
 from ..replication.snapshots import send_snapshots
-from ..slots import SLOT_COUNT
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import grpc
 
+from slotcache.contract import SLOT_COUNT
 from slotcache.v1 import replication_pb2 as pb
 from slotcache.v1 import replication_pb2_grpc as pb_grpc
 
@@ -24,7 +25,6 @@ from ..keyspace import Keyspace
 from ..replication.backlog import Backlog
 from ..replication.ops import OpRecorder
 from ..replication.snapshots import APPLY_SLICE_S, apply_ops, load_snapshots
-from ..slots import SLOT_COUNT
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
+from slotcache.contract import key_slot
 from slotcache.v1 import replication_pb2 as pb
 
 from ..keyspace import Keyspace
 from ..replication.ops import apply_op, op_key
-from ..slots import key_slot
 
 # A snapshot message carries whole slots until it holds about this many bytes.
 SNAPSHOT_CHUNK_BYTES = 64 * 1024

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeAlias
 
@@ -19,7 +20,6 @@ from ..membership.machine import ClusterError
 from ..membership.slot_table import expand, flatten
 from ..migration.manager import Migrations
 from ..ownership import Ownership
-from ..services.durability import wait_until
 from ..services.status import abort
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -62,7 +62,7 @@ class AdminService(pb_grpc.AdminServicer):
     async def ClusterState(
         self, request: pb.ClusterStateRequest, context: Context
     ) -> pb.ClusterStateReply:
-        return self._ownership.cluster_state(monotonic_ms())
+        return self._ownership.cluster_state(monotonic_ms(), self._runtime is not None)
 
     async def Meet(self, request: pb.MeetRequest, context: Context) -> pb.MeetReply:
         runtime = await self._cluster(context)
@@ -254,3 +254,14 @@ def _node_id(text: str) -> bytes:
     if len(node) != 20:
         raise invalid(f"{text!r} is not a node id (40 hex digits)")
     return node
+
+
+async def wait_until(predicate: Callable[[], bool], limit_s: float, step_s: float = 0.005) -> bool:
+    """Poll ``predicate`` until it holds or ``limit_s`` passes (an operator awaits a failover)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while not predicate():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(step_s)
+    return True

@@ -1,54 +1,70 @@
-"""The Cache servicer: route, run locally through the executor or forward, encode.
+"""The Cache servicer: an adapter between gRPC and the routing decision.
 
-Each RPC is one line on purpose: validation and semantics live in
-:class:`cluster.executor.Executor`, routing decisions in :mod:`cluster.routing`,
-and the network hop in :mod:`cluster.forwarding`. The fast path (every key
-local, cluster ok) costs a slot computation and one table lookup per key.
+Each RPC asks :func:`~slotcache_server.routing.decide` where its keys go and
+carries out the answer: the executor runs it here, the forwarder relays it
+to the owner, or the error goes back. A Pipeline message is planned by
+:func:`~slotcache_server.routing.plan_batch` from the same decisions, so a
+unary call and the same operation inside a Pipeline always answer alike.
+The fast path (every key local, cluster ok) costs a slot computation and a
+table lookup per key.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
+from slotcache.contract import OPS, Op, key_slots
 from slotcache.v1 import cache_pb2 as pb
 from slotcache.v1 import cache_pb2_grpc as pb_grpc
 
-from ..cluster_runtime import monotonic_ms
-from ..executor import CommandError, Executor
+from ..executor import CommandError, Executor, unknown_operation
 from ..forwarding import Forwarder, ForwardError
+from ..holds import WriteHolds
 from ..membership.failover import MANUAL_FAILOVER_TIMEOUT_MS
 from ..ownership import Ownership
 from ..routing import (
-    MAX_HOPS,
-    MULTI_OPS,
-    READ_OPS,
-    SINGLE_KEY_RPCS,
     CallOptions,
+    Decision,
+    Forward,
+    Local,
+    Planned,
+    Refused,
+    Spread,
     call_options,
-    cluster_down,
-    handoff_pending,
-    hop_limit,
-    moved,
-    op_keys,
+    decide,
+    plan_batch,
 )
-from ..services.durability import WRITE_OPS, Durability, wait_until
+from ..services.durability import Durability
 from ..services.status import abort
-from ..slots import key_slot
 from ..stats import OpCounters
-from ..tracking.hub import TrackingHub
 from ..tracking.service import Tracking
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+Handler: TypeAlias = Callable[[Any], Any]
 # A write waits at most this long for a manual failover's pause or a migration's
 # handoff to end; then it is routed again (usually to the new owner).
 WRITE_HOLD_MAX_S = MANUAL_FAILOVER_TIMEOUT_MS / 1000
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 _Req = TypeVar("_Req")
 _Rep = TypeVar("_Rep")
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_GET, _SET, _DELETE, _EXISTS, _EXPIRE = (
+    OPS["get"],
+    OPS["set"],
+    OPS["delete"],
+    OPS["exists"],
+    OPS["expire"],
+)
+_TTL, _INCR, _MGET, _MSET, _MDELETE = (
+    OPS["ttl"],
+    OPS["incr"],
+    OPS["mget"],
+    OPS["mset"],
+    OPS["mdelete"],
+)
 
 
 class CacheService(pb_grpc.CacheServicer):
@@ -61,50 +77,48 @@ class CacheService(pb_grpc.CacheServicer):
         ownership: Ownership,
         forwarder: Forwarder,
         durability: Durability,
-        tracking: Tracking | None = None,
-        slot_held: Callable[[int], bool] | None = None,
+        holds: WriteHolds,
+        tracking: Tracking,
     ) -> None:
         self._executor = executor
-        # Whether writes to a slot wait (its migration handoff is under way).
-        self._slot_held = slot_held
+        self._handlers = executor.handlers
         self._counters = counters
         self._ownership = ownership
         self._forwarder = forwarder
         self._durability = durability
+        self._holds = holds
         # Near-cache invalidation (Subscribe, and reads with slotcache-track).
-        self._tracking = tracking or Tracking(
-            TrackingHub(executor.keyspace), ownership, executor.limits
-        )
+        self._tracking = tracking
 
     async def Get(self, request: pb.GetRequest, context: Context) -> pb.GetReply:
-        return await self._serve("get", self._executor.get, request, context)
+        return await self._unary(_GET, self._executor.get, request, context)
 
     async def Set(self, request: pb.SetRequest, context: Context) -> pb.SetReply:
-        return await self._serve("set", self._executor.set, request, context)
+        return await self._unary(_SET, self._executor.set, request, context)
 
     async def Delete(self, request: pb.DeleteRequest, context: Context) -> pb.DeleteReply:
-        return await self._serve("delete", self._executor.delete, request, context)
+        return await self._unary(_DELETE, self._executor.delete, request, context)
 
     async def Exists(self, request: pb.ExistsRequest, context: Context) -> pb.ExistsReply:
-        return await self._serve("exists", self._executor.exists, request, context)
+        return await self._unary(_EXISTS, self._executor.exists, request, context)
 
     async def Expire(self, request: pb.ExpireRequest, context: Context) -> pb.ExpireReply:
-        return await self._serve("expire", self._executor.expire, request, context)
+        return await self._unary(_EXPIRE, self._executor.expire, request, context)
 
     async def Ttl(self, request: pb.TtlRequest, context: Context) -> pb.TtlReply:
-        return await self._serve("ttl", self._executor.ttl, request, context)
+        return await self._unary(_TTL, self._executor.ttl, request, context)
 
     async def Incr(self, request: pb.IncrRequest, context: Context) -> pb.IncrReply:
-        return await self._serve("incr", self._executor.incr, request, context)
+        return await self._unary(_INCR, self._executor.incr, request, context)
 
     async def MGet(self, request: pb.MGetRequest, context: Context) -> pb.MGetReply:
-        return await self._serve("mget", self._executor.mget, request, context)
+        return await self._unary(_MGET, self._executor.mget, request, context)
 
     async def MSet(self, request: pb.MSetRequest, context: Context) -> pb.MSetReply:
-        return await self._serve("mset", self._executor.mset, request, context)
+        return await self._unary(_MSET, self._executor.mset, request, context)
 
     async def MDelete(self, request: pb.MDeleteRequest, context: Context) -> pb.MDeleteReply:
-        return await self._serve("mdelete", self._executor.mdelete, request, context)
+        return await self._unary(_MDELETE, self._executor.mdelete, request, context)
 
     async def Topology(self, request: pb.TopologyRequest, context: Context) -> pb.TopologyReply:
         return self._ownership.topology()
@@ -121,248 +135,283 @@ class CacheService(pb_grpc.CacheServicer):
         self, request_iterator: AsyncIterator[pb.PipelineRequest], context: Context
     ) -> AsyncIterator[pb.PipelineReply]:
         """Answer each batch with one reply batch; a failed operation never ends the stream."""
-        options: CallOptions | None = None
         try:
             tracking = self._tracking.for_pipeline(context)
         except CommandError as exc:
             await abort(context, exc)
             return
-        if tracking is not None:
-            options = tracking.options
+        # Metadata is fixed for the stream's life: read the options once.
+        options = (
+            tracking.options
+            if tracking is not None
+            else call_options(context.invocation_metadata())
+        )
         async for batch in request_iterator:
-            still_held = await self._wait_if_paused(batch)
             if tracking is not None:
                 try:
                     tracking.before_batch(batch)
                 except CommandError as exc:
                     await abort(context, exc)
                     return
-            if not still_held and self._all_local(batch):
-                pending: list[tuple[int, int]] = []
-                reply = self._run_local(batch, pending)
-                if pending:
-                    await self._settle(reply.results, pending, context)
-                for op, result in zip(batch.ops, reply.results, strict=True):
-                    self._count(op.WhichOneof("op") or "unknown", result)
-                yield reply
-                continue
-            if options is None:
-                options = call_options(context.invocation_metadata())
-            yield await self._route_batch(batch, options, context, still_held)
+            yield await self._batch(batch, options, context)
 
     # ---- unary ---------------------------------------------------------------------
 
-    async def _serve(
-        self, op: str, handler: Callable[[_Req], _Rep], request: _Req, context: Context
+    async def _unary(
+        self, op: Op, run: Callable[[_Req], _Rep], request: _Req, context: Context
     ) -> _Rep:
-        options: CallOptions | None = None
+        """Route one call, carry the decision out, count it, and turn refusals into statuses."""
+        handler: Handler = run
         try:
-            if op in READ_OPS:
+            options: CallOptions | None = None
+            if not op.writes:
                 tracked = self._tracking.tracked_read(op, handler, context)
                 if tracked is not None:
                     handler, options = tracked
-            reply: _Rep = await self._execute(op, handler, request, context, options)
+            keys = op.keys(request)
+            slots = key_slots(keys)
+            if op.writes and self._holds.held(slots):
+                await self._holds.wait(slots, WRITE_HOLD_MAX_S)
+            if options is None:
+                options = call_options(context.invocation_metadata())
+            decision = decide(op, slots, options, self._ownership)
+            reply: _Rep = await self._carry_out(
+                op, decision, handler, request, keys, options, context
+            )
         except CommandError as exc:
-            self._counters.failed(op, exc.code)
+            self._counters.failed(op.field, exc.code)
             await abort(context, exc)
             raise  # abort() always raises; this keeps the type checker honest
-        self._counters.ok(op)
+        self._counters.ok(op.field)
         return reply
 
-    async def _execute(
+    async def _carry_out(
         self,
-        op: str,
-        handler: Callable[[Any], Any],
+        op: Op,
+        decision: Decision,
+        handler: Handler,
         request: Any,
+        keys: list[bytes],
+        options: CallOptions,
         context: Context,
-        options: CallOptions | None,
     ) -> Any:
-        """Run one request wherever its keys live; raise CommandError on refusal."""
-        ownership = self._ownership
-        needed = self._durability.required(op, request)
-        if not ownership.cluster_enabled:
-            if not needed:
-                return handler(request)
-            return await self._local(handler, request, needed, context)
-        keys = op_keys(op, request)
-        slots = [key_slot(k) for k in keys]
-        if op in WRITE_OPS and self._held(slots):
-            await wait_until(lambda: not self._held(slots), WRITE_HOLD_MAX_S)
-            self._refuse_if_handing_off(slots)
-        local = all(ownership.is_local(s) for s in slots)
-        if local and (ownership.ok or (op in READ_OPS and ownership.allow_reads_when_down)):
-            # The handler validates the request itself.
-            return (
-                handler(request)
-                if not needed
-                else await self._local(handler, request, needed, context)
-            )
-        self._check_request(op, request, keys)
-        if options is None:
-            options = call_options(context.invocation_metadata())
-        if op in READ_OPS and options.replica_read and self._replica_serves(slots):
-            context.set_trailing_metadata(self._durability.lag_metadata())
-            return handler(request)
-        if not ownership.ok:
-            raise cluster_down("the cluster is down")
-        return await self._remote(op, handler, request, slots, options, context)
+        """Do what the decision says with one request; raise CommandError on refusal.
 
-    async def _local(
-        self, handler: Callable[[Any], Any], request: Any, needed: int, context: Context
-    ) -> Any:
-        """Apply a write here and hold the answer until ``needed`` replicas have it."""
+        Anything that leaves this node is validated here first, with the
+        owner's checks, so bad input fails alike on every node.
+        """
+        if type(decision) is Local:
+            if decision.replica:
+                context.set_trailing_metadata(self._durability.lag_metadata())
+                return handler(request)
+            return await self._local(op, handler, request, context)
+        self._executor.check(op, request, keys)
+        if type(decision) is Forward:
+            return await self._forward(decision.address, op.rpc, request, options, context)
+        if type(decision) is Spread:
+            return await self._spread(op, decision, handler, request, options, context)
+        assert type(decision) is Refused
+        raise decision.error
+
+    async def _local(self, op: Op, handler: Handler, request: Any, context: Context) -> Any:
+        """Run here; a write that asks for replicas is answered once enough hold it."""
+        needed = self._durability.required(op, request)
+        if not needed:
+            return handler(request)
         durability = self._durability
         durability.check_available(needed)
         reply = handler(request)
         await durability.wait(needed, context.time_remaining())
         return reply
 
-    def _held(self, slots: Iterable[int]) -> bool:
-        """Writes to ``slots`` must wait for now.
-
-        A manual failover pauses this node's writes while its replica catches
-        up, and a migration's handoff holds its slots' writes. Once released,
-        a write is routed again (usually to the new owner).
-        """
-        if self._ownership.membership.writes_paused(monotonic_ms()):
-            return True
-        held = self._slot_held
-        return held is not None and any(held(s) for s in slots)
-
-    def _refuse_if_handing_off(self, slots: Iterable[int]) -> None:
-        """A write that waited its longest for a handoff still under way fails (retryably)."""
-        held = self._slot_held
-        if held is not None:
-            for slot in slots:
-                if held(slot):
-                    raise handoff_pending(slot)
-
-    def _replica_serves(self, slots: list[int]) -> bool:
-        """This node replicates the owner of every slot and holds a complete copy."""
-        membership = self._ownership.membership
-        primary = membership.myself.primary
-        return (
-            bool(primary)
-            and all(membership.slots.owner(s) == primary for s in slots)
-            and self._durability.serves_replica_reads()
-        )
-
-    def _check_request(self, op: str, request: Any, keys: list[bytes]) -> None:
-        """Validate before routing, so bad input fails the same way on every node.
-
-        The checks and messages are the executor's own, so they match what a
-        standalone node, or the owner, would answer.
-        """
-        if op == "mset":
-            self._executor.check_mset(request)
-        elif op in MULTI_OPS:
-            self._executor.limits.check_keys(keys)
-        else:
-            self._executor.limits.check_key(keys[0])
-
-    async def _remote(
+    async def _spread(
         self,
-        op: str,
-        handler: Callable[[Any], Any],
+        op: Op,
+        decision: Spread,
+        handler: Handler,
         request: Any,
-        slots: list[int],
         options: CallOptions,
         context: Context,
     ) -> Any:
-        ownership = self._ownership
-        owners = [ownership.owner(s) for s in slots]
-        for slot, owner in zip(slots, owners, strict=True):
-            if owner is None:
-                raise cluster_down(f"slot {slot} is not served by any node")
-        if options.redirect:
-            slot = next(s for s in slots if not ownership.is_local(s))
-            owner = ownership.owner(slot)
-            assert owner is not None
-            raise moved(slot, owner)
-        if options.hops >= MAX_HOPS:
-            raise hop_limit(slots[0])
-        timeout = context.time_remaining()
-        multi = MULTI_OPS.get(op)
-        if multi is None:
-            owner = owners[0]
-            assert owner is not None
-            rpc = SINGLE_KEY_RPCS[op]
-            return await self._forward(owner.address, rpc, request, options, timeout)
-        # Split by owner, run the parts concurrently, merge in request order.
-        groups: dict[str | None, list[int]] = {}
-        for i, (slot, owner) in enumerate(zip(slots, owners, strict=True)):
-            assert owner is not None
-            address = None if ownership.is_local(slot) else owner.address
-            groups.setdefault(address, []).append(i)
-        reply = multi.new_reply(len(slots))
+        """Split a multi-key request by owner, run the parts concurrently, merge in order."""
+        multi = op.multi
+        assert multi is not None  # only multi-key operations spread
+        reply = multi.new_reply(sum(len(idx) for idx in decision.groups.values()))
 
         async def part(address: str | None, indices: list[int]) -> None:
             sub = multi.subset(request, indices)
             if address is None:
-                needed = self._durability.required(op, sub)
-                result = (
-                    await self._local(handler, sub, needed, context) if needed else handler(sub)
-                )
+                result = await self._local(op, handler, sub, context)
             else:
-                result = await self._forward(address, multi.rpc, sub, options, timeout)
+                result = await self._forward(address, op.rpc, sub, options, context)
             multi.merge(reply, indices, result)
 
-        await asyncio.gather(*(part(a, idx) for a, idx in groups.items()))
+        await asyncio.gather(*(part(a, idx) for a, idx in decision.groups.items()))
         return reply
 
     async def _forward(
-        self, address: str, rpc: str, request: Any, options: CallOptions, timeout: float | None
+        self, address: str, rpc: str, request: Any, options: CallOptions, context: Context
     ) -> Any:
         try:
-            return await self._forwarder.unary(address, rpc, request, options.hops + 1, timeout)
+            return await self._forwarder.unary(
+                address, rpc, request, options.hops + 1, context.time_remaining()
+            )
         except ForwardError as exc:
             raise exc.to_command_error() from None
 
     # ---- pipeline ------------------------------------------------------------------
 
-    def _all_local(self, batch: pb.PipelineRequest) -> bool:
-        ownership = self._ownership
-        if not ownership.cluster_enabled:
-            return True
-        if not ownership.ok:
-            return False
-        for op in batch.ops:
-            kind = op.WhichOneof("op")
-            if kind is None:
-                continue
-            for key in op_keys(kind, getattr(op, kind)):
-                if not ownership.is_local(key_slot(key)):
-                    return False
-        return True
-
-    def _run_local(
-        self, batch: pb.PipelineRequest, pending: list[tuple[int, int]]
+    async def _batch(
+        self, batch: pb.PipelineRequest, options: CallOptions, context: Context
     ) -> pb.PipelineReply:
+        """Plan a message's operations, run them in segments, and answer them in order."""
+        ops = batch.ops
+        results: list[pb.OperationResult | None] = [None] * len(ops)
+        specs: list[Op | None] = []
+        all_slots: list[list[int]] = []
+        held_slots: list[int] = []
+        for op in ops:
+            kind = op.WhichOneof("op")
+            spec = OPS.get(kind) if kind else None
+            specs.append(spec)
+            slots = key_slots(spec.keys(getattr(op, spec.field))) if spec is not None else []
+            all_slots.append(slots)
+            if spec is not None and spec.writes:
+                held_slots += slots
+        holds = self._holds
+        if held_slots and holds.held(held_slots):
+            await holds.wait(held_slots, WRITE_HOLD_MAX_S)
+        view = self._ownership
+        decisions = [
+            decide(spec, slots, options, view) if spec is not None else None
+            for spec, slots in zip(specs, all_slots, strict=True)
+        ]
+        pending: list[tuple[int, int]] = []
+        if all(d is None or type(d) is Local for d in decisions):
+            # The common case: everything is served here, in message order.
+            for i, op in enumerate(ops):
+                results[i] = self._run_op(i, op, specs[i], pending)
+        else:
+            await self._run_planned(ops, specs, decisions, results, pending, options, context)
+        if pending:
+            await self._settle(results, pending, context)
         reply = pb.PipelineReply()
-        results = reply.results
-        for i, op in enumerate(batch.ops):
-            results.append(self._run_op(i, op, pending))
+        out = reply.results
+        count = self._count
+        for spec, result in zip(specs, results, strict=True):
+            assert result is not None
+            count(spec, result)
+            out.append(result)
         return reply
 
+    async def _run_planned(
+        self,
+        ops: Any,
+        specs: list[Op | None],
+        decisions: list[Decision | None],
+        results: list[pb.OperationResult | None],
+        pending: list[tuple[int, int]],
+        options: CallOptions,
+        context: Context,
+    ) -> None:
+        """Run a message whose operations do not all stay here, segment by segment."""
+        planned: list[Planned | None] = []
+        for i, (op, spec, decision) in enumerate(zip(ops, specs, decisions, strict=True)):
+            if spec is None or decision is None:
+                results[i] = self._run_op(i, op, None, pending)  # unknown: an error result
+                planned.append(None)
+                continue
+            request = getattr(op, spec.field)
+            keys = spec.keys(request)
+            if type(decision) is not Local:
+                try:
+                    self._executor.check(spec, request, keys)
+                    if type(decision) is Refused:
+                        raise decision.error
+                except CommandError as exc:
+                    results[i] = pb.OperationResult(id=op.id, error=exc.to_proto())
+                    planned.append(None)
+                    continue
+            planned.append(Planned(keys, spec.writes, spec.multi is not None, decision))
+        for segment in plan_batch(planned):
+            for i in segment.local:
+                results[i] = self._run_op(i, ops[i], specs[i], pending)
+            await asyncio.gather(
+                *(
+                    self._send(address, ops, indices, results, options, context)
+                    for address, indices in segment.forward.items()
+                ),
+                *(
+                    self._fan_out(i, ops[i], specs[i], decisions[i], results, options, context)
+                    for i in segment.spread
+                ),
+            )
+
     def _run_op(
-        self, index: int, op: pb.Operation, pending: list[tuple[int, int]]
+        self, index: int, op: pb.Operation, spec: Op | None, pending: list[tuple[int, int]]
     ) -> pb.OperationResult:
         """Run one operation here; a write that needs replicas is noted in ``pending``."""
-        kind = op.WhichOneof("op")
-        needed = self._durability.required(kind, getattr(op, kind)) if kind else 0
+        if spec is None:
+            return pb.OperationResult(id=op.id, error=unknown_operation().to_proto())
+        request = getattr(op, spec.field)
+        needed = self._durability.required(spec, request) if spec.writes else 0
         if needed:
             try:
                 self._durability.check_available(needed)
             except CommandError as exc:
                 return pb.OperationResult(id=op.id, error=exc.to_proto())
-        result = self._executor.run(op)
+        result = self._executor.run_request(spec.field, request, op.id)
         if needed and not result.HasField("error"):
             pending.append((index, needed))
         return result
 
+    async def _send(
+        self,
+        address: str,
+        ops: Any,
+        indices: list[int],
+        results: list[pb.OperationResult | None],
+        options: CallOptions,
+        context: Context,
+    ) -> None:
+        """Forward one owner's operations of a segment as one Pipeline message."""
+        sub = pb.PipelineRequest(ops=[ops[i] for i in indices])
+        try:
+            reply = await self._forwarder.pipeline(
+                address, sub, options.hops + 1, context.time_remaining()
+            )
+            for i, result in zip(indices, reply.results, strict=True):
+                results[i] = result
+        except ForwardError as exc:
+            error = exc.to_command_error().to_proto()
+            for i in indices:
+                results[i] = pb.OperationResult(id=ops[i].id, error=error)
+
+    async def _fan_out(
+        self,
+        index: int,
+        op: pb.Operation,
+        spec: Op | None,
+        decision: Decision | None,
+        results: list[pb.OperationResult | None],
+        options: CallOptions,
+        context: Context,
+    ) -> None:
+        """Run a multi-key operation of a message that spans owners, as a unary call would."""
+        assert spec is not None and type(decision) is Spread
+        result = pb.OperationResult(id=op.id)
+        try:
+            request = getattr(op, spec.field)
+            handler = self._handlers[spec.field]
+            reply = await self._spread(spec, decision, handler, request, options, context)
+            getattr(result, spec.field).CopyFrom(reply)
+        except CommandError as exc:
+            result.error.CopyFrom(exc.to_proto())
+        results[index] = result
+
     async def _settle(
         self,
-        results: Any,
+        results: list[pb.OperationResult | None],
         pending: list[tuple[int, int]],
         context: Context,
     ) -> None:
@@ -379,175 +428,13 @@ class CacheService(pb_grpc.CacheServicer):
             try:
                 await self._durability.wait(n, 0.001)
             except CommandError as exc:
-                op_id = results[index].id
-                results[index].CopyFrom(pb.OperationResult(id=op_id, error=exc.to_proto()))
+                result = results[index]
+                assert result is not None
+                result.CopyFrom(pb.OperationResult(id=result.id, error=exc.to_proto()))
 
-    async def _wait_if_paused(self, batch: pb.PipelineRequest) -> bool:
-        """Wait while the batch's writes are held; True if a handoff still holds some after."""
-        if not self._ownership.cluster_enabled:
-            return False
-        slots = [
-            key_slot(key)
-            for op in batch.ops
-            if (kind := op.WhichOneof("op")) in WRITE_OPS
-            for key in op_keys(kind, getattr(op, kind))
-        ]
-        if slots and self._held(slots):
-            await wait_until(lambda: not self._held(slots), WRITE_HOLD_MAX_S)
-            held = self._slot_held
-            return held is not None and any(held(s) for s in slots)
-        return False
-
-    async def _route_batch(
-        self,
-        batch: pb.PipelineRequest,
-        options: CallOptions,
-        context: Context,
-        refuse_held: bool = False,
-    ) -> pb.PipelineReply:
-        """Run local operations here, forward the rest grouped by owner, keep the order.
-
-        Operations on different owners run concurrently, which is safe while
-        they touch different keys. A multi-key operation may span owners and
-        run on its own, so when it shares a key with another operation of the
-        batch (and one of them writes), the operations before it are finished
-        first: a later operation always sees an earlier one's effect, as on a
-        single node.
-        """
-        ops = list(batch.ops)
-        results: list[pb.OperationResult | None] = [None] * len(ops)
-        pending: list[tuple[int, int]] = []
-        forward: dict[str, list[int]] = {}
-        spread: list[int] = []
-        # Keys touched in the current segment (True when written), by any
-        # operation and by multi-key operations only.
-        touched: dict[bytes, bool] = {}
-        touched_multi: dict[bytes, bool] = {}
-        for i, op in enumerate(ops):
-            kind = op.WhichOneof("op")
-            if kind is None:
-                results[i] = self._executor.run(op)
-                continue
-            request = getattr(op, kind)
-            keys = op_keys(kind, request)
-            writes = kind not in READ_OPS
-            multi = kind in MULTI_OPS
-            if _conflicts(keys, writes, touched_multi) or (
-                multi and _conflicts(keys, writes, touched)
-            ):
-                await self._run_segment(ops, results, forward, spread, options, context)
-                forward, spread = {}, []
-                touched, touched_multi = {}, {}
-            try:
-                if refuse_held and kind in WRITE_OPS:
-                    self._refuse_if_handing_off(key_slot(k) for k in keys)
-                self._check_request(kind, request, keys)
-                target = self._pipeline_target(kind, request, options)
-            except CommandError as exc:
-                results[i] = pb.OperationResult(id=op.id, error=exc.to_proto())
-                continue
-            for key in keys:
-                touched[key] = writes or touched.get(key, False)
-                if multi:
-                    touched_multi[key] = writes or touched_multi.get(key, False)
-            if target is None:
-                results[i] = self._run_op(i, op, pending)
-            elif target == "*":
-                spread.append(i)
-            else:
-                forward.setdefault(target, []).append(i)
-        await self._run_segment(ops, results, forward, spread, options, context)
-        if pending:
-            await self._settle(results, pending, context)
-        out = pb.PipelineReply()
-        for op, result in zip(ops, results, strict=True):
-            assert result is not None
-            self._count(op.WhichOneof("op") or "unknown", result)
-            out.results.append(result)
-        return out
-
-    async def _run_segment(
-        self,
-        ops: list[pb.Operation],
-        results: list[pb.OperationResult | None],
-        forward: dict[str, list[int]],
-        spread: list[int],
-        options: CallOptions,
-        context: Context,
-    ) -> None:
-        """Forward each owner's operations as one batch and fan out the rest, concurrently."""
-        if not forward and not spread:
-            return
-
-        async def send(address: str, indices: list[int]) -> None:
-            sub = pb.PipelineRequest(ops=[ops[i] for i in indices])
-            try:
-                reply = await self._forwarder.pipeline(
-                    address, sub, options.hops + 1, context.time_remaining()
-                )
-                for i, result in zip(indices, reply.results, strict=True):
-                    results[i] = result
-            except ForwardError as exc:
-                error = exc.to_command_error().to_proto()
-                for i in indices:
-                    results[i] = pb.OperationResult(id=ops[i].id, error=error)
-
-        async def fan_out(i: int) -> None:
-            op = ops[i]
-            kind = op.WhichOneof("op")
-            assert kind is not None
-            result = pb.OperationResult(id=op.id)
-            try:
-                handler = getattr(self._executor, kind)
-                reply = await self._execute(kind, handler, getattr(op, kind), context, options)
-                getattr(result, kind).CopyFrom(reply)
-            except CommandError as exc:
-                result.error.CopyFrom(exc.to_proto())
-            results[i] = result
-
-        await asyncio.gather(
-            *(send(a, idx) for a, idx in forward.items()), *(fan_out(i) for i in spread)
-        )
-
-    def _pipeline_target(self, kind: str, request: Any, options: CallOptions) -> str | None:
-        """None to run here, an address to forward to, or "*" when the keys span owners."""
-        ownership = self._ownership
-        keys = op_keys(kind, request)
-        slots = [key_slot(k) for k in keys]
-        local = all(ownership.is_local(s) for s in slots)
-        if local and (ownership.ok or (kind in READ_OPS and ownership.allow_reads_when_down)):
-            return None
-        if kind in READ_OPS and options.replica_read and self._replica_serves(slots):
-            return None
-        if not ownership.ok:
-            raise cluster_down("the cluster is down")
-        addresses = set()
-        for slot in slots:
-            owner = ownership.owner(slot)
-            if owner is None:
-                raise cluster_down(f"slot {slot} is not served by any node")
-            if options.redirect and not ownership.is_local(slot):
-                raise moved(slot, owner)
-            addresses.add(None if ownership.is_local(slot) else owner.address)
-        if options.hops >= MAX_HOPS:
-            raise hop_limit(slots[0])
-        if len(addresses) == 1:
-            return addresses.pop()
-        return "*"
-
-    def _count(self, kind: str, result: pb.OperationResult) -> None:
+    def _count(self, spec: Op | None, result: pb.OperationResult) -> None:
+        name = spec.field if spec is not None else "unknown"
         if result.HasField("error"):
-            self._counters.failed(kind, _CODES[result.error.code])
+            self._counters.failed(name, _CODES[result.error.code])
         else:
-            self._counters.ok(kind)
-
-
-def _conflicts(keys: list[bytes], writes: bool, touched: dict[bytes, bool]) -> bool:
-    """Running ``keys`` concurrently with ``touched`` could reorder a write and another access."""
-    if not touched:
-        return False
-    for key in keys:
-        written = touched.get(key)
-        if written is not None and (writes or written):
-            return True
-    return False
+            self._counters.ok(name)

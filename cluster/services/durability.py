@@ -9,21 +9,15 @@ it is on the primary but perhaps on no replica.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import grpc
 
+from slotcache.contract import LAG_MS_KEY, LAG_OPS_KEY, Op, Reason
+
 from ..executor import CommandError
 from ..replication.manager import NodeReplication
 from ..replication.primary import ReplicationTimeout
-
-REASON_NOT_ENOUGH_REPLICAS = "NOT_ENOUGH_REPLICAS"
-REASON_REPLICATION_TIMEOUT = "REPLICATION_TIMEOUT"
-LAG_MS_KEY = "slotcache-replica-lag-ms"
-LAG_OPS_KEY = "slotcache-replica-lag-ops"
-
-WRITE_OPS = frozenset({"set", "delete", "expire", "incr", "mset", "mdelete"})
 
 
 class Durability:
@@ -36,9 +30,9 @@ class Durability:
         self.default_min = default_min
         self.timeout_s = timeout_s
 
-    def required(self, op: str, request: Any) -> int:
+    def required(self, op: Op, request: Any) -> int:
         """How many replicas must hold this write (0 for reads)."""
-        if op not in WRITE_OPS:
+        if not op.writes:
             return 0
         if request.HasField("min_replicas"):
             return int(request.min_replicas)
@@ -53,7 +47,7 @@ class Durability:
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"the write needs {needed} replicas but {available} are in sync; "
                 "it was not applied",
-                REASON_NOT_ENOUGH_REPLICAS,
+                Reason.NOT_ENOUGH_REPLICAS,
                 {"required": str(needed), "available": str(available)},
             )
 
@@ -71,7 +65,7 @@ class Durability:
             raise CommandError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"{exc}; the write is applied on the primary and may or may not survive a failover",
-                REASON_REPLICATION_TIMEOUT,
+                Reason.REPLICATION_TIMEOUT,
                 {"required": str(exc.required), "acknowledged": str(exc.acked)},
             ) from None
 
@@ -86,14 +80,3 @@ class Durability:
         if replica is None:
             return ()
         return ((LAG_MS_KEY, str(replica.lag_ms())), (LAG_OPS_KEY, str(replica.lag_ops)))
-
-
-async def wait_until(predicate: Any, limit_s: float, step_s: float = 0.005) -> bool:
-    """Poll ``predicate`` until it is false-to-true or ``limit_s`` passes (for short pauses)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit_s
-    while not predicate():
-        if loop.time() >= deadline:
-            return False
-        await asyncio.sleep(step_s)
-    return True

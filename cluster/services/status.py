@@ -14,9 +14,9 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from ..executor import CommandError
+from slotcache.contract import ERROR_DOMAIN, error_info
 
-ERROR_DOMAIN = "slotcache.io"
+from ..executor import CommandError
 
 
 def to_rpc_status(exc: CommandError) -> grpc.Status:
@@ -28,6 +28,13 @@ def to_rpc_status(exc: CommandError) -> grpc.Status:
     status = status_pb2.Status(code=exc.code.value[0], message=exc.message, details=[detail])
     converted: grpc.Status = rpc_status.to_status(status)
     return converted
+
+
+def from_rpc_error(exc: grpc.aio.AioRpcError) -> CommandError:
+    """A failed call's status, reason and details included, as this node's own refusal."""
+    code = exc.code()
+    reason, metadata = error_info(exc.trailing_metadata())
+    return CommandError(code, exc.details() or code.name, reason, metadata)
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: CommandError) -> None:

@@ -34,8 +34,9 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from slotcache.contract import SLOT_COUNT
+
 from ..keyspace import Keyspace, RemovalCause
-from ..slots import SLOT_COUNT
 from ..tracking.outbox import Batch, Outbox
 from ..tracking.table import TrackingTable
 

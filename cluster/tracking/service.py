@@ -34,14 +34,13 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from slotcache.contract import OPS, SLOT_COUNT, TRACK_KEY, Op, Reason, key_slot, to_ranges
 from slotcache.v1 import cache_pb2 as pb
 
 from ..executor import CommandError, Limits, invalid
-from ..membership.slot_table import to_ranges
 from ..ownership import Ownership
-from ..routing import READ_OPS, CallOptions, call_options, op_keys
+from ..routing import CallOptions, call_options
 from ..services.status import abort
-from ..slots import SLOT_COUNT, key_slot
 from ..tracking.hub import Mode, Subscriber, TrackingHub
 from ..tracking.outbox import Batch
 
@@ -50,9 +49,6 @@ log = logging.getLogger(__name__)
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 Handler: TypeAlias = Callable[[Any], Any]
 
-# Request metadata naming the subscription a read is tracked for.
-TRACK_KEY = "slotcache-track"
-REASON_NO_SUBSCRIPTION = "NO_SUBSCRIPTION"
 SHUTTING_DOWN = "the node is shutting down; subscribe again (elsewhere)"
 # How often the served slots are compared with the membership's view.
 OWNERSHIP_CHECK_S = 0.1
@@ -66,7 +62,7 @@ def no_subscription(sub_id: str) -> CommandError:
     return CommandError(
         grpc.StatusCode.FAILED_PRECONDITION,
         f"subscription {sub_id!r} is not open on this node; subscribe again",
-        REASON_NO_SUBSCRIPTION,
+        Reason.NO_SUBSCRIPTION,
         {"subscription_id": sub_id},
     )
 
@@ -81,8 +77,6 @@ def subscription_id(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
 
 def served_ranges(ownership: Ownership) -> list[tuple[int, int]]:
     """The slots whose every write this node applies: its own, and its primary's if a replica."""
-    if not ownership.cluster_enabled:
-        return [(0, SLOT_COUNT - 1)]
     membership = ownership.membership
     ranges = membership.slot_ranges(membership.id)
     primary = membership.myself.primary
@@ -159,9 +153,10 @@ class PipelineTracking:
         max_key = self._tracking.limits.max_key_bytes
         for op in batch.ops:
             kind = op.WhichOneof("op")
-            if kind not in READ_OPS:
+            spec = OPS.get(kind) if kind else None
+            if spec is None or spec.writes:
                 continue
-            for key in op_keys(kind, getattr(op, kind)):
+            for key in spec.keys(getattr(op, spec.field)):
                 if 0 < len(key) <= max_key:
                     slot = key_slot(key)
                     if is_local(slot):
@@ -268,7 +263,7 @@ class Tracking:
     # ---- tracked reads -------------------------------------------------------------
 
     def tracked_read(
-        self, op: str, handler: Handler, context: Context
+        self, op: Op, handler: Handler, context: Context
     ) -> tuple[Handler, CallOptions] | None:
         """For a unary read with ``slotcache-track``: a handler that registers, and routing.
 
@@ -286,7 +281,7 @@ class Tracking:
 
         def run(request: Any) -> Any:
             reply = handler(request)
-            for key in op_keys(op, request):
+            for key in op.keys(request):
                 track(sub, key_slot(key), key)
             return reply
 

@@ -34,7 +34,7 @@ from collections.abc import Iterator, Sequence
 from itertools import islice
 from typing import Generic, Protocol, TypeVar
 
-from ..slots import SLOT_COUNT
+from slotcache.contract import SLOT_COUNT
 
 # Slot numbers as shared int objects: ints above 256 are not cached by
 # CPython, and one per tracked entry would cost 28 bytes each.

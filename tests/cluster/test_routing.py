@@ -12,7 +12,7 @@ import time
 import grpc
 import pytest
 
-from slotcache.ctl.cluster_ops import split_slots
+from slotcache.contract import split_slots
 from slotcache.v1 import admin_pb2
 from slotcache.v1 import cache_pb2 as pb
 from slotcache.v1 import cache_pb2_grpc as pb_grpc

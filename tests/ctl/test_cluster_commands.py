@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from slotcache.ctl.cluster_ops import fetch_state, split_slots
+from slotcache.contract import split_slots
+from slotcache.ctl.cluster_ops import fetch_state
 from slotcache.ctl.launcher import free_port
 from tests.ctl.conftest import Result
 from tests.support.processes import Cluster, ServerFactory

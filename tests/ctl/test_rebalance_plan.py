@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slotcache._slots import to_ranges
-from slotcache.ctl.cluster_ops import split_slots
+from slotcache.contract import split_slots, to_ranges
 from slotcache.ctl.rebalance_plan import (
     SLOT_COUNT,
     Move,

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 import slotcache
+from slotcache.contract import split_slots
 from slotcache.ctl.cluster_ops import (
     CreatedNode,
     NodeHandle,
     create_cluster,
     fetch_state,
-    split_slots,
 )
 from slotcache.ctl.launcher import ServerProcess
 from tests.ctl.conftest import Result, start_nodes

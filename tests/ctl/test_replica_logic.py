@@ -10,12 +10,12 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
+from slotcache.contract import split_slots
 from slotcache.ctl import check, check_replication, views
 from slotcache.ctl.cluster_ops import (
     CreatedNode,
     OperationError,
     plan_roles,
-    split_slots,
     views_agree,
 )
 from slotcache.ctl.replicas import resolve_primary, sync_problem, sync_summary

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 import pytest
 
+from slotcache.contract import split_slots
 from slotcache.ctl import check, local, views
-from slotcache.ctl.cluster_ops import OperationError, split_slots
+from slotcache.ctl.cluster_ops import OperationError
 from slotcache.ctl.connect_info import connect_info, down_command
 from slotcache.v1 import admin_pb2, cache_pb2
 

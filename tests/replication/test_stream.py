@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from slotcache.contract import SLOT_COUNT
 from slotcache.v1 import replication_pb2_grpc
 from slotcache_server.keyspace import EvictionPolicy, Keyspace
 from slotcache_server.replication.backlog import Backlog
 from slotcache_server.replication.primary import PrimaryReplication, ReplicationTimeout
 from slotcache_server.replication.replica import ReplicaSync
 from slotcache_server.replication.service import ReplicationService
-from slotcache_server.slots import SLOT_COUNT
 
 
 def contents(ks: Keyspace) -> dict[bytes, tuple[bytes, int]]:

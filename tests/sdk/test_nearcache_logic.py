@@ -12,8 +12,8 @@ import pytest
 
 from slotcache import _commands as cmd
 from slotcache._nearcache import ENTRY_OVERHEAD, NOT_CACHED, NearCache, NearCacheConfig, Ticket
-from slotcache._slots import key_slot
 from slotcache._stats import ClientStats
+from slotcache.contract import key_slot
 from slotcache.errors import error_for
 from slotcache.v1 import cache_pb2 as pb
 from tests.sdk_cluster.test_routing_logic import A, key_for, make, run

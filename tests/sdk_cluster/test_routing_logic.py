@@ -13,8 +13,6 @@ from typing import TypeVar
 
 import grpc
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 import slotcache
 from slotcache import _commands as cmd
@@ -22,7 +20,6 @@ from slotcache._core import Action, Call, ClientCore, Plan, Refresh, Sleep, Trai
 from slotcache._nearcache import NearCache, NearCacheConfig
 from slotcache._retry import RetryPolicy, never_sent, retryable
 from slotcache._routing import (
-    MULTI_KEY,
     Redirect,
     check_before_split,
     command_keys,
@@ -30,10 +27,9 @@ from slotcache._routing import (
     parse_moved,
 )
 from slotcache._slotmap import SlotMap
-from slotcache._slots import SLOT_COUNT, hash_tag, key_slot
+from slotcache.contract import SLOT_COUNT, hash_tag, key_slot
 from slotcache.errors import SlotcacheError, error_for
 from slotcache.v1 import cache_pb2 as pb
-from slotcache_server.slots import key_slot as server_key_slot
 
 T = TypeVar("T")
 A, B, C = "10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"
@@ -282,11 +278,6 @@ def test_hash_tags_follow_the_spec() -> None:
     assert slotcache.key_slot is key_slot
 
 
-@given(st.binary(max_size=40))
-def test_key_slot_agrees_with_the_server(key: bytes) -> None:
-    assert key_slot(key) == server_key_slot(key)
-
-
 # ---- the slot map ----------------------------------------------------------------------
 
 
@@ -396,44 +387,6 @@ def test_group_by_owner_keeps_request_order_within_groups() -> None:
     owners = [B, A, B, C, A]
     assert group_by_owner(range(5), owners.__getitem__) == {B: [0, 2], A: [1, 4], C: [3]}
     assert group_by_owner([], owners.__getitem__) == {}
-
-
-def test_split_and_merge_mget() -> None:
-    request = cmd.mget([b"k0", b"k1", b"k2", b"k3"]).request
-    multi = MULTI_KEY["MGet"]
-    assert multi.keys(request) == [b"k0", b"k1", b"k2", b"k3"]
-    assert list(multi.subset(request, [3, 1]).keys) == [b"k3", b"k1"]
-    reply = multi.new_reply(4)
-    multi.merge(
-        reply, [1, 3], pb.MGetReply(results=[pb.GetReply(found=True, value=b"v1"), pb.GetReply()])
-    )
-    multi.merge(
-        reply, [0, 2], pb.MGetReply(results=[pb.GetReply(), pb.GetReply(found=True, value=b"v2")])
-    )
-    assert [(r.found, r.value) for r in reply.results] == [
-        (False, b""),
-        (True, b"v1"),
-        (True, b"v2"),
-        (False, b""),
-    ]
-    with pytest.raises(SlotcacheError, match="came back with 1 results"):
-        multi.merge(reply, [0, 2], pb.MGetReply(results=[pb.GetReply()]))
-
-
-def test_split_and_merge_mset_and_mdelete() -> None:
-    request = cmd.mset([(b"a", b"A"), (b"b", b"B"), (b"c", b"C")], ttl_ms=5).request
-    multi = MULTI_KEY["MSet"]
-    part = multi.subset(request, [2, 0])
-    assert [(e.key, e.value, e.ttl_ms) for e in part.entries] == [(b"c", b"C", 5), (b"a", b"A", 5)]
-    reply = multi.new_reply(3)
-    multi.merge(reply, [2, 0], pb.MSetReply(applied=[True, True]))
-    assert list(reply.applied) == [True, False, True]
-
-    multi = MULTI_KEY["MDelete"]
-    reply = multi.new_reply(3)
-    multi.merge(reply, [0], pb.MDeleteReply(deleted=1))
-    multi.merge(reply, [1, 2], pb.MDeleteReply(deleted=2))
-    assert reply.deleted == 3
 
 
 def test_check_before_split() -> None:

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from slotcache.ctl.cluster_ops import split_slots as ctl_split_slots
+from slotcache.contract import split_slots
 from slotcache_server.bus import Transport
 from slotcache_server.membership.machine import PONG
 from slotcache_server.membership.model import MembershipConfig
-from slotcache_server.simnet import SimNetwork, create_cluster, split_slots
-from slotcache_server.slots import SLOT_COUNT
+from slotcache_server.simnet import SimNetwork, create_cluster
 
 # A node timeout so long that nothing is ever suspected, and probes start late,
 # so hand-made exchanges can be observed on their own.
@@ -33,21 +32,6 @@ def pair(latency_ms: int = 1, jitter_ms: int = 0, seed: int = 0) -> SimNetwork:
         node.membership.add_slots(range(start, end + 1))
     net.meet(0, 1)
     return net
-
-
-@pytest.mark.parametrize("n", [1, 2, 3, 7, 50, 1000, 16384])
-def test_split_slots_is_clusterctls_split(n):
-    ranges = split_slots(n)
-    assert ranges == ctl_split_slots(n)
-    assert ranges[0][0] == 0
-    assert ranges[-1][1] == SLOT_COUNT - 1
-    sizes = [end - start + 1 for start, end in ranges]
-    assert max(sizes) - min(sizes) <= 1
-
-
-def test_split_slots_refuses_zero_nodes():
-    with pytest.raises(ValueError):
-        split_slots(0)
 
 
 def test_create_cluster_sets_up_like_clusterctl():

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import pytest
 
+from slotcache.contract import split_slots, to_ranges
 from slotcache_server.membership.machine import PING, UPDATE, NodeFailed, RoleChanged, SlotsLost
 from slotcache_server.membership.model import FAIL, PRIMARY, MembershipConfig
-from slotcache_server.membership.slot_table import flatten, to_ranges
-from slotcache_server.simnet import SimNetwork, SimNode, split_slots
+from slotcache_server.membership.slot_table import flatten
+from slotcache_server.simnet import SimNetwork, SimNode
 from tests.sim.simhelpers import all_see, formed
 
 NT = 1_000

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,20 +19,16 @@ import pytest
 
 import slotcache_server.migration.source as source_module
 import slotcache_server.services.cache as cache_module
+from slotcache.contract import key_slot
 from slotcache.v1 import cache_pb2 as pb
 from slotcache.v1 import migration_pb2 as mpb
-from slotcache_server.executor import Executor, Limits
-from slotcache_server.forwarding import Forwarder
+from slotcache_server.config import ServerConfig
+from slotcache_server.holds import WriteHolds
 from slotcache_server.keyspace import Keyspace
-from slotcache_server.membership.machine import Membership
-from slotcache_server.membership.model import Address, MembershipConfig, Peer
 from slotcache_server.migration.progress import MigrationRecord
 from slotcache_server.migration.source import MigrationSources, OutgoingMigration
-from slotcache_server.ownership import Ownership
+from slotcache_server.node import Node
 from slotcache_server.services.cache import CacheService
-from slotcache_server.services.durability import Durability
-from slotcache_server.slots import SLOT_COUNT, key_slot
-from slotcache_server.stats import OpCounters
 
 
 class Aborted(Exception):
@@ -57,22 +54,11 @@ class Context:
         raise Aborted(code, details)
 
 
-def service(keyspace: Keyspace, held: set[int]) -> CacheService:
-    """A cluster node owning every slot, whose writes to ``held`` slots are held."""
-    me = Peer(id=b"\x01" * 20, address=Address("127.0.0.1", 7000, 17000))
-    membership = Membership(MembershipConfig(), me, 0)
-    membership.add_slots(range(SLOT_COUNT))
-    membership._update_state(0)
-    ownership = Ownership(membership, cluster_enabled=True)
-    assert ownership.ok
-    return CacheService(
-        Executor(keyspace, Limits(64, 1024)),
-        OpCounters(),
-        ownership,
-        Forwarder(1 << 20),
-        Durability(None, 0, 1.0),
-        slot_held=held.__contains__,
-    )
+def service(tmp_path: Path, held: set[int]) -> tuple[CacheService, Node]:
+    """A node owning every slot, whose writes to ``held`` slots are held."""
+    node = Node(ServerConfig(data_dir=tmp_path))
+    node.holds.hold(held)
+    return node.cache_service(), node
 
 
 @pytest.fixture(autouse=True)
@@ -80,10 +66,9 @@ def short_hold(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cache_module, "WRITE_HOLD_MAX_S", 0.05)
 
 
-async def test_a_write_held_too_long_is_refused_not_applied() -> None:
-    keyspace = Keyspace()
-    held = {key_slot(b"a")}
-    cache = service(keyspace, held)
+async def test_a_write_held_too_long_is_refused_not_applied(tmp_path: Path) -> None:
+    cache, node = service(tmp_path, {key_slot(b"a")})
+    keyspace = node.keyspace
     with pytest.raises(Aborted) as caught:
         await cache.Set(pb.SetRequest(key=b"a", value=b"1"), Context())  # type: ignore[arg-type]
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE
@@ -95,19 +80,22 @@ async def test_a_write_held_too_long_is_refused_not_applied() -> None:
     assert keyspace.get(b"b") == b"2"
 
 
-async def test_a_write_released_in_time_is_applied() -> None:
-    keyspace = Keyspace()
-    held = {key_slot(b"a")}
-    cache = service(keyspace, held)
-    asyncio.get_running_loop().call_later(0.01, held.clear)
+async def test_a_write_released_in_time_is_applied(tmp_path: Path) -> None:
+    slot = key_slot(b"a")
+    cache, node = service(tmp_path, {slot})
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.01, node.holds.release, [slot])
+    started = loop.time()
     await cache.Set(pb.SetRequest(key=b"a", value=b"1"), Context())  # type: ignore[arg-type]
-    assert keyspace.get(b"a") == b"1"
+    assert node.keyspace.get(b"a") == b"1"
+    # Woken by the release, not by the hold's limit running out.
+    assert loop.time() - started < 0.04
 
 
-async def test_pipeline_refuses_only_the_held_writes() -> None:
-    keyspace = Keyspace()
+async def test_pipeline_refuses_only_the_held_writes(tmp_path: Path) -> None:
+    cache, node = service(tmp_path, {key_slot(b"a")})
+    keyspace = node.keyspace
     keyspace.set_with_deadline(b"a", b"old", 0)
-    cache = service(keyspace, {key_slot(b"a")})
     batch = pb.PipelineRequest(
         ops=[
             pb.Operation(id=1, set=pb.SetRequest(key=b"a", value=b"new")),
@@ -136,7 +124,7 @@ def start_request(slot: int) -> mpb.MigrationRequest:
 
 
 async def test_the_source_cannot_cancel_once_it_has_paused() -> None:
-    sources = MigrationSources(Keyspace(), lambda slots: "", lambda *a: None, {})
+    sources = MigrationSources(Keyspace(), lambda slots: "", lambda *a: None, {}, WriteHolds())
     record = MigrationRecord("m1", "source", "", "ab" * 20, [1])
     out = OutgoingMigration(record, frozenset({1}))
     sources._active["m1"] = out
@@ -155,7 +143,7 @@ async def test_the_source_ends_a_handoff_whose_claim_never_comes(
     keyspace.set_with_deadline(b"a", b"1", 0)
     slot = key_slot(b"a")
     records: dict[str, MigrationRecord] = {}
-    sources = MigrationSources(keyspace, lambda slots: "", lambda *a: None, records)
+    sources = MigrationSources(keyspace, lambda slots: "", lambda *a: None, records, WriteHolds())
     done = asyncio.Event()
 
     async def requests() -> AsyncIterator[mpb.MigrationRequest]:
@@ -172,9 +160,9 @@ async def test_the_source_ends_a_handoff_whose_claim_never_comes(
             if kind == "snapshot_done":
                 done.set()
             if kind == "paused":
-                assert sources.writes_held(slot)
+                assert sources.holds.handing_off(slot)
     assert kinds[-2:] == ["snapshot_done", "paused"]
-    assert not sources.writes_held(slot)
+    assert not sources.holds.handing_off(slot)
     assert records["m"].state == "failed" and "did not take the slots" in records["m"].error
 
 
@@ -189,7 +177,7 @@ async def test_the_source_sends_nothing_after_the_pause_even_when_it_drops_the_s
     for key in keys:
         keyspace.set_with_deadline(key, b"v", 0)
     slot = key_slot(keys[0])
-    sources = MigrationSources(keyspace, lambda slots: "", lambda *a: None, {})
+    sources = MigrationSources(keyspace, lambda slots: "", lambda *a: None, {}, WriteHolds())
     copied = asyncio.Event()
     paused = asyncio.Event()
     released = asyncio.Event()

@@ -15,6 +15,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from slotcache.contract import SLOT_COUNT, key_slot
 from slotcache_server.keyspace import (
     Condition,
     EvictionPolicy,
@@ -24,7 +25,6 @@ from slotcache_server.keyspace import (
     OutOfRange,
     memory,
 )
-from slotcache_server.slots import SLOT_COUNT, key_slot
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1

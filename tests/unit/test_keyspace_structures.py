@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from slotcache.contract import SLOT_COUNT
 from slotcache_server.keyspace.slot_set import SlotSet
 from slotcache_server.keyspace.ttl_index import TtlIndex
-from slotcache_server.slots import SLOT_COUNT
 
 
 def _every_position(n):

@@ -11,8 +11,8 @@ import tracemalloc
 
 import pytest
 
+from slotcache.contract import SLOT_COUNT
 from slotcache_server.keyspace import EvictionPolicy, Keyspace
-from slotcache_server.slots import SLOT_COUNT
 
 START_MS = 1_700_000_000_000
 TOLERANCE = 0.20

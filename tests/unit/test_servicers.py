@@ -20,16 +20,8 @@ from google.rpc import error_details_pb2, status_pb2
 from slotcache.v1 import admin_pb2, cache_pb2
 from slotcache.v1 import cache_pb2 as pb
 from slotcache_server.config import ServerConfig
-from slotcache_server.executor import Executor, Limits
-from slotcache_server.forwarding import Forwarder
 from slotcache_server.keyspace import EvictionPolicy, Keyspace
-from slotcache_server.membership.machine import Membership
-from slotcache_server.membership.model import Address, MembershipConfig, Peer
 from slotcache_server.node import Node
-from slotcache_server.ownership import Ownership
-from slotcache_server.services.admin import AdminService
-from slotcache_server.services.cache import CacheService
-from slotcache_server.services.durability import Durability
 from slotcache_server.stats import OpCounters
 
 CACHE = cache_pb2.DESCRIPTOR.services_by_name["Cache"]
@@ -142,34 +134,22 @@ class Served:
         return iter((self.server, self.counters, self.keyspace))
 
 
-def standalone_ownership() -> Ownership:
-    """A node that serves every slot, as a server without --cluster-enabled does."""
-    me = Peer(id=b"\x01" * 20, address=Address("127.0.0.1", 7000, 17000))
-    return Ownership(Membership(MembershipConfig(), me, 0), cluster_enabled=False)
-
-
-def build(runner, keyspace: Keyspace, limits: Limits | None = None) -> Served:
-    """Wire the servicers the way cluster.node does, around ``keyspace``."""
-    counters = OpCounters()
-    ownership = standalone_ownership()
-    executor = Executor(keyspace, limits or Limits(64, 1024))
-    durability = Durability(None, 0, 1.0)
-    cache = Blocking(
-        CacheService(executor, counters, ownership, Forwarder(1 << 26), durability), runner
-    )
-    admin = Blocking(
-        AdminService(lambda: {"version": "test"}, counters.snapshot, ownership, None, keyspace),
-        runner,
-    )
+def build(runner, config: ServerConfig, clock: Clock | None = None) -> Served:
+    """A standalone node's servicers, wired by the node itself, without a network."""
+    node = Node(config, clock_ms=clock or Clock())
+    cache = Blocking(node.cache_service(), runner)
+    admin = Blocking(node.admin_service(), runner)
     server = grpc_testing.server_from_dictionary(
         {CACHE: cache, ADMIN: admin}, grpc_testing.strict_real_time()
     )
-    return Served(server, counters, keyspace, cache.statuses)
+    return Served(server, node.counters, node.keyspace, cache.statuses)
 
 
 @pytest.fixture
-def served(runner, clock) -> Served:
-    return build(runner, Keyspace(clock_ms=clock))
+def served(runner, clock, tmp_path) -> Served:
+    return build(
+        runner, ServerConfig(data_dir=tmp_path, max_key_bytes=64, max_value_bytes=1024), clock
+    )
 
 
 def call(server, rpc: str, request, service=CACHE):
@@ -372,9 +352,15 @@ def test_incr_failed_precondition_carries_a_reason(served):
     assert counters.snapshot()["incr.failed_precondition"] == 2
 
 
-def test_resource_exhausted_under_noeviction(runner):
-    keyspace = Keyspace(maxmemory=4096, policy=EvictionPolicy.NOEVICTION)
-    server, counters, _ = build(runner, keyspace, Limits(64, 1 << 20))
+def test_resource_exhausted_under_noeviction(runner, tmp_path):
+    config = ServerConfig(
+        data_dir=tmp_path,
+        maxmemory=4096,
+        maxmemory_policy=EvictionPolicy.NOEVICTION,
+        max_key_bytes=64,
+        max_value_bytes=1 << 20,
+    )
+    server, counters, keyspace = build(runner, config)
     ok(server, "Set", pb.SetRequest(key=b"a", value=b"x" * 1000))
     ok(server, "Set", pb.SetRequest(key=b"b", value=b"x" * 1000))
     used = keyspace.used_memory
@@ -393,12 +379,11 @@ def test_resource_exhausted_under_noeviction(runner):
 
 def test_info_reports_node_counters(runner, tmp_path):
     node = Node(ServerConfig(maxmemory=1 << 20, data_dir=tmp_path))
-    cache = CacheService(
-        node.executor, node.counters, node.ownership, node.forwarder, Durability(None, 0, 1.0)
-    )
-    admin = AdminService(node.server_info, node.stats, node.ownership, None, node.keyspace)
     server = grpc_testing.server_from_dictionary(
-        {CACHE: Blocking(cache, runner), ADMIN: Blocking(admin, runner)},
+        {
+            CACHE: Blocking(node.cache_service(), runner),
+            ADMIN: Blocking(node.admin_service(), runner),
+        },
         grpc_testing.strict_real_time(),
     )
 

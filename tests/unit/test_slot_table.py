@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slotcache_server.membership.slot_table import SlotTable, expand, flatten, to_ranges
-from slotcache_server.slots import SLOT_COUNT
+from slotcache.contract import SLOT_COUNT, to_ranges
+from slotcache_server.membership.slot_table import SlotTable, expand, flatten
 
 A, B, C = b"a" * 20, b"b" * 20, b"c" * 20
 

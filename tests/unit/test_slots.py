@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slotcache_server.slots import SLOT_COUNT, check_slot, hash_tag, key_slot
+from slotcache.contract import SLOT_COUNT, hash_tag, key_slot
 
 
 def test_crc16_is_xmodem():
@@ -41,17 +41,6 @@ def test_hash_tag_rules():
     assert hash_tag(b"foo}bar{") == b"foo}bar{"
     assert hash_tag(b"") == b""
     assert key_slot(b"") == 0
-
-
-@pytest.mark.parametrize("slot", [0, 1, 8191, SLOT_COUNT - 1])
-def test_check_slot_accepts_valid(slot):
-    assert check_slot(slot) == slot
-
-
-@pytest.mark.parametrize("slot", [-1, SLOT_COUNT, 2**31])
-def test_check_slot_rejects_out_of_range(slot):
-    with pytest.raises(ValueError, match=r"0\.\.16383"):
-        check_slot(slot)
 
 
 @given(st.binary(max_size=64))

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
+from slotcache.contract import SLOT_COUNT, key_slot
 from slotcache_server.keyspace import EvictionPolicy, Keyspace
-from slotcache_server.slots import SLOT_COUNT, key_slot
 from slotcache_server.tracking.hub import Mode, Subscriber, TrackingHub, TrackingLimits
 from slotcache_server.tracking.outbox import Batch
 

@@ -7,7 +7,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from slotcache_server.slots import key_slot
+from slotcache.contract import key_slot
 from slotcache_server.tracking.table import TrackingTable
 
 

@@ -12,10 +12,10 @@ exceptions in :mod:`slotcache.errors`. See docs/client.md.
 from slotcache._async import AsyncClient, AsyncPipeline
 from slotcache._nearcache import NearCacheConfig
 from slotcache._retry import RetryPolicy
-from slotcache._slots import key_slot
 from slotcache._stats import ClientStats, Histogram
 from slotcache._sync import Client, Pipeline
 from slotcache.codecs import Codec, JsonCodec, MsgpackCodec, PickleCodec
+from slotcache.contract import key_slot
 from slotcache.crypto import Keyring
 from slotcache.errors import (
     Cancelled,

@@ -31,18 +31,28 @@ from typing import Any, Literal, TypeAlias, TypeVar
 
 from slotcache._commands import Command
 from slotcache._nearcache import NOT_CACHED, NearCache, NearCacheSeam, Ticket
-from slotcache._pipeline import MAX_STREAMED_BYTES, OP_FIELDS
+from slotcache._pipeline import MAX_STREAMED_BYTES
 from slotcache._retry import RetryPolicy, never_sent, retryable
 from slotcache._routing import (
-    MULTI_KEY,
     Redirect,
     check_before_split,
     group_by_owner,
     parse_moved,
 )
 from slotcache._slotmap import SlotMap
-from slotcache._slots import key_slot, key_slots
 from slotcache._stats import ClientStats
+from slotcache.contract import (
+    LAG_MS_KEY,
+    LAG_OPS_KEY,
+    OPS_BY_RPC,
+    REDIRECT_KEY,
+    REPLICA_READ_KEY,
+    TRACK_KEY,
+    Reason,
+    ShortReply,
+    key_slot,
+    key_slots,
+)
 from slotcache.errors import Moved, SlotcacheError, Timeout, Unavailable
 from slotcache.v1 import cache_pb2
 
@@ -52,7 +62,6 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "REDIRECT_METADATA",
     "REPLICA_METADATA",
-    "TRACK_METADATA_KEY",
     "Action",
     "Call",
     "ClientCore",
@@ -72,20 +81,11 @@ DEFAULT_ADDRESS = "127.0.0.1:7000"
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_REDIRECTS = 5
 # Request metadata that makes a node answer MOVED instead of forwarding.
-REDIRECT_METADATA = (("slotcache-redirect", "1"),)
+REDIRECT_METADATA = ((REDIRECT_KEY, "1"),)
 # Request metadata that lets a replica of the owner serve a read.
-REPLICA_METADATA = (("slotcache-replica-read", "1"),)
-# Request metadata naming the near-cache subscription a read is tracked for.
-TRACK_METADATA_KEY = "slotcache-track"
-# The reason of the error a node answers a read tracked for an id it does not know.
-NO_SUBSCRIPTION = "NO_SUBSCRIPTION"
+REPLICA_METADATA = ((REPLICA_READ_KEY, "1"),)
 # Tracked attempts of one read refused NO_SUBSCRIPTION before it goes untracked.
 MAX_UNTRACKED_RETRIES = 2
-LAG_MS_KEY = "slotcache-replica-lag-ms"
-LAG_OPS_KEY = "slotcache-replica-lag-ops"
-WRITE_RPCS = frozenset({"Set", "Delete", "Expire", "Incr", "MSet", "MDelete"})
-# Metric names of the operations: the Pipeline stream's operation fields.
-OP_NAMES = OP_FIELDS
 # One Topology call may take this long; a node that is stopped must not hold
 # a refresh for the caller's whole deadline.
 TOPOLOGY_TIMEOUT_S = 2.0
@@ -161,7 +161,7 @@ def call_metadata(
     if replica:
         metadata = (*metadata, *REPLICA_METADATA)
     if track is not None:
-        metadata = (*metadata, (TRACK_METADATA_KEY, track))
+        metadata = (*metadata, (TRACK_KEY, track))
     return metadata or None
 
 
@@ -254,7 +254,7 @@ class ClientCore:
         """
         clock = self._clock
         started = clock()
-        op = OP_NAMES[command.rpc]
+        op = OPS_BY_RPC[command.rpc].field  # metric names are the Pipeline fields
         stats = self.stats
         try:
             result = yield from self._run(command, timeout, started)
@@ -270,10 +270,11 @@ class ClientCore:
         deadline = None if budget is None else started + budget
         rpc = command.rpc
         request = command.request
-        multi = MULTI_KEY.get(rpc)
+        spec = OPS_BY_RPC[rpc]
+        multi = spec.multi
         keys = command.keys
         if keys is None:
-            keys = multi.keys(request) if multi is not None else [request.key]
+            keys = spec.keys(request)
         if multi is not None and not keys:
             return command.parse(multi.new_reply(0))
         near = self.near_cache
@@ -287,7 +288,7 @@ class ClientCore:
                 self.stats.near_cache_misses += 1
                 # Replica reads are not tracked: the subscription is the owner's.
                 tracking = None if command.replica else near
-            elif rpc in WRITE_RPCS:
+            elif spec.writes:
                 # Dropped before and after: a read racing the write cannot leave the
                 # old value behind for this client's next read.
                 near.invalidate(keys)
@@ -314,7 +315,7 @@ class ClientCore:
         """
         rpc = command.rpc
         request = command.request
-        multi = MULTI_KEY.get(rpc)
+        multi = OPS_BY_RPC[rpc].multi
         if self.smart and self.slot_map is None:
             (error,) = yield [Refresh(True, budget)]
             if error is not None:
@@ -356,10 +357,14 @@ class ClientCore:
                     assert multi is not None
                     if merged is None:
                         merged = multi.new_reply(len(keys))
-                    multi.merge(merged, indices, outcome)
+                    try:
+                        multi.merge(merged, indices, outcome)
+                    except ShortReply as exc:
+                        raise SlotcacheError(str(exc)) from None
                     continue
                 if call.track is not None and (
-                    outcome.reason == NO_SUBSCRIPTION or (not self.smart and type(outcome) is Moved)
+                    outcome.reason == Reason.NO_SUBSCRIPTION
+                    or (not self.smart and type(outcome) is Moved)
                 ):
                     # The subscription is gone (the node restarted, the stream ended),
                     # or a proxy cannot serve a tracked read of a key it does not own:
@@ -420,7 +425,9 @@ class ClientCore:
         """The call that sends the keys at ``indices`` of ``command`` to ``address``."""
         request = command.request
         if len(indices) != key_count:
-            request = MULTI_KEY[command.rpc].subset(request, indices)
+            multi = OPS_BY_RPC[command.rpc].multi
+            assert multi is not None  # only multi-key commands are split
+            request = multi.subset(request, indices)
         timeout = self._remaining(deadline)
         if command.replica:
             # A replica on the first attempt; the owner after a refusal or a failure.
@@ -493,7 +500,7 @@ class ClientCore:
         reply, ttl = outcomes
         if isinstance(reply, SlotcacheError) or isinstance(ttl, SlotcacheError):
             near.release(ticket)
-            if any(getattr(o, "reason", "") == NO_SUBSCRIPTION for o in (reply, ttl)):
+            if any(getattr(o, "reason", "") == Reason.NO_SUBSCRIPTION for o in (reply, ttl)):
                 near.forget(address, ticket.track)
             return reply  # a Get that worked is still the answer, just not cached
         near.fill(ticket, reply, ttl)

@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from slotcache._slots import key_slot
 from slotcache._stats import ClientStats
+from slotcache.contract import key_slot
 from slotcache.v1 import cache_pb2 as pb
 
 __all__ = [

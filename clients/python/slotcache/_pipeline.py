@@ -38,6 +38,7 @@ from typing import Any
 
 from slotcache._retry import never_sent
 from slotcache._stats import ClientStats
+from slotcache.contract import OPS_BY_RPC
 from slotcache.errors import (
     Cancelled,
     NotSent,
@@ -48,19 +49,6 @@ from slotcache.errors import (
 )
 from slotcache.v1 import cache_pb2 as pb
 
-#: Operation field of ``Operation``/``OperationResult`` for each RPC the stream carries.
-OP_FIELDS = {
-    "Get": "get",
-    "Set": "set",
-    "Delete": "delete",
-    "Exists": "exists",
-    "Expire": "expire",
-    "Ttl": "ttl",
-    "Incr": "incr",
-    "MGet": "mget",
-    "MSet": "mset",
-    "MDelete": "mdelete",
-}
 #: One message carries at most this many operations ...
 MAX_OPS_PER_MESSAGE = 1024
 #: ... and about this many bytes (a single larger operation still goes, alone).
@@ -153,7 +141,9 @@ class NodeBatcher:
     def add(self, rpc: str, request: Any, waiter: Any, deadline: float = _NEVER) -> PendingOp:
         """Queue ``request`` (of ``rpc``) for the next message; ``waiter`` is the shell's."""
         self._next_id += 1
-        op = PendingOp(self._next_id, OP_FIELDS[rpc], request, waiter, request.ByteSize(), deadline)
+        op = PendingOp(
+            self._next_id, OPS_BY_RPC[rpc].field, request, waiter, request.ByteSize(), deadline
+        )
         self._queued[op.id] = op
         self._queued_bytes += op.size
         return op

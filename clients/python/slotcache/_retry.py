@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from slotcache.contract import Reason
 from slotcache.errors import NotSent, SlotcacheError, Unavailable
-
-REASON_CLUSTER_DOWN = "CLUSTERDOWN"
 
 # gRPC's words for a call that failed before any transport took it: the
 # request bytes never left this process. (A call that broke in flight says
@@ -67,7 +66,7 @@ def never_sent(error: SlotcacheError) -> bool:
     """The request certainly did not run, so even a non-idempotent command may be resent."""
     if not isinstance(error, Unavailable):
         return False
-    if isinstance(error, NotSent) or error.reason == REASON_CLUSTER_DOWN:
+    if isinstance(error, NotSent) or error.reason == Reason.CLUSTER_DOWN:
         return True
     message = error.message.lower()
     return any(marker in message for marker in _NEVER_SENT_MARKERS)

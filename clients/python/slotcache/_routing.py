@@ -12,84 +12,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from slotcache._slots import SLOT_COUNT
+from slotcache.contract import OPS_BY_RPC, SLOT_COUNT, Reason
 from slotcache.errors import InvalidArgument, SlotcacheError
-from slotcache.v1 import cache_pb2 as pb
-
-REASON_MOVED = "MOVED"
-
-
-@dataclass(frozen=True, slots=True)
-class MultiKey:
-    """How to take one multi-key request apart and put its replies back together."""
-
-    keys: Callable[[Any], list[bytes]]
-    subset: Callable[[Any, Sequence[int]], Any]
-    new_reply: Callable[[int], Any]
-    merge: Callable[[Any, Sequence[int], Any], None]
-
-
-def _new_mget(n: int) -> pb.MGetReply:
-    reply = pb.MGetReply()
-    for _ in range(n):
-        reply.results.add()
-    return reply
-
-
-def _merge_mget(reply: pb.MGetReply, indices: Sequence[int], part: pb.MGetReply) -> None:
-    if len(part.results) != len(indices):
-        raise _short_reply("MGet", len(indices), len(part.results))
-    for i, result in zip(indices, part.results, strict=True):
-        reply.results[i].CopyFrom(result)
-
-
-def _merge_mset(reply: pb.MSetReply, indices: Sequence[int], part: pb.MSetReply) -> None:
-    # Older servers may leave ``applied`` empty; the SDK's mset returns None anyway.
-    for i, applied in zip(indices, part.applied, strict=False):
-        reply.applied[i] = applied
-
-
-def _merge_mdelete(reply: pb.MDeleteReply, indices: Sequence[int], part: pb.MDeleteReply) -> None:
-    reply.deleted += part.deleted
-
-
-def _short_reply(rpc: str, sent: int, got: int) -> SlotcacheError:
-    return SlotcacheError(f"{rpc} part with {sent} keys came back with {got} results")
-
-
-def _durable(part: Any, whole: Any) -> Any:
-    """Every part of a split write asks for the ``min_replicas`` the whole did."""
-    if whole.HasField("min_replicas"):
-        part.min_replicas = whole.min_replicas
-    return part
-
-
-MULTI_KEY: dict[str, MultiKey] = {
-    "MGet": MultiKey(
-        lambda r: list(r.keys),
-        lambda r, idx: pb.MGetRequest(keys=[r.keys[i] for i in idx]),
-        _new_mget,
-        _merge_mget,
-    ),
-    "MSet": MultiKey(
-        lambda r: [e.key for e in r.entries],
-        lambda r, idx: _durable(pb.MSetRequest(entries=[r.entries[i] for i in idx]), r),
-        lambda n: pb.MSetReply(applied=[False] * n),
-        _merge_mset,
-    ),
-    "MDelete": MultiKey(
-        lambda r: list(r.keys),
-        lambda r, idx: _durable(pb.MDeleteRequest(keys=[r.keys[i] for i in idx]), r),
-        lambda n: pb.MDeleteReply(),
-        _merge_mdelete,
-    ),
-}
 
 
 def command_keys(rpc: str, request: Any) -> list[bytes]:
     """The keys a request touches, in request order."""
-    multi = MULTI_KEY.get(rpc)
-    return multi.keys(request) if multi is not None else [request.key]
+    return OPS_BY_RPC[rpc].keys(request)
 
 
 def group_by_owner(
@@ -146,7 +75,7 @@ def parse_moved(error: SlotcacheError) -> Redirect | None:
     A MOVED without a usable slot or address cannot be followed; it is then
     raised to the caller like any other refusal instead of being guessed at.
     """
-    if error.reason != REASON_MOVED:
+    if error.reason != Reason.MOVED:
         return None
     metadata = error.metadata
     address = metadata.get("address", "")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from slotcache._slots import SLOT_COUNT
+from slotcache.contract import SLOT_COUNT
 from slotcache.v1 import cache_pb2 as pb
 
 

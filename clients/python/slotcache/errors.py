@@ -10,9 +10,8 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 
-_DETAILS_KEY = "grpc-status-details-bin"
+from slotcache.contract import Reason, error_info
 
 
 class SlotcacheError(Exception):
@@ -169,11 +168,11 @@ _BY_CODE: dict[grpc.StatusCode, type[SlotcacheError]] = {
     )
 }
 _BY_REASON: dict[str, type[SlotcacheError]] = {
-    "OOM": OutOfMemory,
-    "MOVED": Moved,
-    "CLUSTERDOWN": ClusterDown,
-    "NOT_ENOUGH_REPLICAS": NotEnoughReplicas,
-    "REPLICATION_TIMEOUT": ReplicationTimeout,
+    Reason.OOM: OutOfMemory,
+    Reason.MOVED: Moved,
+    Reason.CLUSTER_DOWN: ClusterDown,
+    Reason.NOT_ENOUGH_REPLICAS: NotEnoughReplicas,
+    Reason.REPLICATION_TIMEOUT: ReplicationTimeout,
 }
 
 
@@ -210,14 +209,6 @@ def from_rpc_error(exc: grpc.RpcError) -> SlotcacheError:
     call = cast(grpc.Call, exc)
     code = call.code()
     message = call.details() or code.name
-    reason, metadata = "", {}
-    trailers: Any = call.trailing_metadata() or ()
-    for key, value in trailers:
-        if key != _DETAILS_KEY:
-            continue
-        for detail in status_pb2.Status.FromString(value).details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                reason, metadata = info.reason, dict(info.metadata)
+    trailers: Any = call.trailing_metadata()
+    reason, metadata = error_info(trailers)
     return error_for(code, message, reason, metadata)

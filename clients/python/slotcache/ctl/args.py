@@ -10,7 +10,7 @@ import argparse
 import string
 from collections.abc import Callable
 
-from slotcache.ctl.cluster_ops import SLOT_COUNT
+from slotcache.contract import SLOT_COUNT
 
 
 class UsageError(Exception):

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from slotcache.contract import SLOT_COUNT
 from slotcache.ctl import check_replication
-from slotcache.ctl.cluster_ops import SLOT_COUNT
 from slotcache.ctl.replicas import find_node, sync_summary
 from slotcache.ctl.views import format_ranges, owner_table, role_name, runs, short_id
 from slotcache.v1 import admin_pb2

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from slotcache.contract import split_slots
 from slotcache.ctl.rpc import (
     NodeHandle,
     OperationError,
@@ -32,7 +33,6 @@ from slotcache.ctl.rpc import (
 from slotcache.v1 import admin_pb2, cache_pb2
 
 __all__ = [
-    "SLOT_COUNT",
     "CreatedNode",
     "NodeHandle",
     "OperationError",
@@ -50,27 +50,11 @@ __all__ = [
     "poll_until",
     "role_map",
     "slot_map",
-    "split_slots",
     "views_agree",
     "wait_for",
     "wait_until_agreed",
     "wait_until_replicated",
 ]
-
-SLOT_COUNT = 16384
-
-
-def split_slots(n: int) -> list[tuple[int, int]]:
-    """Split the 16384 slots into ``n`` contiguous, near-equal inclusive ranges."""
-    if n < 1:
-        raise ValueError("need at least one primary")
-    base, extra = divmod(SLOT_COUNT, n)
-    ranges, start = [], 0
-    for i in range(n):
-        size = base + (1 if i < extra else 0)
-        ranges.append((start, start + size - 1))
-        start += size
-    return ranges
 
 
 def check_fresh(node: NodeHandle, state: admin_pb2.ClusterStateReply) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from slotcache._slots import to_ranges
+from slotcache.contract import to_ranges
 from slotcache.ctl.replicas import is_replica, label, replicas_of
 from slotcache.ctl.resharding import ACTIVE_STATES, migration_status, resolve_node
 from slotcache.ctl.rpc import (

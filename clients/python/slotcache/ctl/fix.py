@@ -30,8 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from slotcache._slots import to_ranges
-from slotcache.ctl.rebalance_plan import SLOT_COUNT
+from slotcache.contract import SLOT_COUNT, to_ranges
 from slotcache.ctl.replicas import is_replica
 from slotcache.ctl.resharding import ACTIVE_STATES, STATE_NAMES, migration_status, wait_converged
 from slotcache.ctl.rpc import (

@@ -13,6 +13,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from slotcache.contract import SLOT_COUNT
 from slotcache.ctl import args as types
 from slotcache.ctl import (
     cluster_commands,
@@ -26,7 +27,7 @@ from slotcache.ctl.cluster_ops import OperationError
 from slotcache.ctl.failover import Mode
 from slotcache.ctl.local import MAX_NODES
 from slotcache.ctl.local_commands import Interrupted
-from slotcache.ctl.rebalance_plan import DEFAULT_THRESHOLD_PCT, SLOT_COUNT, UNITS
+from slotcache.ctl.rebalance_plan import DEFAULT_THRESHOLD_PCT, UNITS
 from slotcache.ctl.resharding import DEFAULT_BATCH_KEYS, DEFAULT_BATCH_SLOTS, DEFAULT_PARALLEL
 
 DEFAULT_TIMEOUT_S = 5.0

@@ -36,7 +36,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-SLOT_COUNT = 16384
+from slotcache.contract import SLOT_COUNT
+
 DEFAULT_THRESHOLD_PCT = 2.0
 
 Unit = Literal["slots", "keys", "memory"]

@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from slotcache._slots import to_ranges
+from slotcache.contract import to_ranges
 from slotcache.ctl import output
 from slotcache.ctl.args import UsageError
 from slotcache.ctl.del_node import DeletedNode, delete_node

@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Protocol
 
-from slotcache._slots import to_ranges
+from slotcache.contract import SLOT_COUNT, to_ranges
 from slotcache.ctl.cluster_ops import role_map, slot_map
 from slotcache.ctl.rebalance_plan import (
-    SLOT_COUNT,
     Move,
     PrimaryLoad,
     SlotStat,

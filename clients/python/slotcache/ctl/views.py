@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from slotcache.ctl.cluster_ops import SLOT_COUNT, CreatedNode
+from slotcache.contract import SLOT_COUNT
+from slotcache.ctl.cluster_ops import CreatedNode
 from slotcache.v1 import admin_pb2, cache_pb2
 
 SHORT_ID = 8
