@@ -167,10 +167,13 @@ def decide(op: Op, slots: Sequence[int], options: CallOptions, view: View) -> De
         return LOCAL_REPLICA
     if not view.ok:
         return Refused(cluster_down("the cluster is down"))
-    owners: list[Owner | None] = []
+    owners: list[Owner | None] = []  # None: served here
     for slot in slots:
-        owner = None if is_local(slot) else view.owner(slot)
-        if owner is None and not is_local(slot):
+        if is_local(slot):
+            owners.append(None)
+            continue
+        owner = view.owner(slot)
+        if owner is None:
             return Refused(cluster_down(f"slot {slot} is not served by any node"))
         owners.append(owner)
     if options.redirect:

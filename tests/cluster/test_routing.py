@@ -664,3 +664,61 @@ def test_large_values_are_forwarded_both_ways(nodes3, slots_by_node, keys):
     )
     assert [r.value for r in reply.results] == [value, b""]
     nodes3[0].cache.Delete(pb.DeleteRequest(key=remote), timeout=5)
+
+
+def test_unary_and_pipeline_route_alike_with_an_unowned_slot(make_cluster, keys):
+    """The same operation answers the same way as a unary call and inside a Pipeline.
+
+    Two primaries leave some slots unowned, and coverage is not required, so
+    the cluster is ok. An MGet over a slot served by the other node and an
+    unowned slot is CLUSTERDOWN either way (every slot must be served before
+    MOVED is considered, as in Redis), with or without redirects.
+    """
+    a, b = (make_cluster.start("--require-full-coverage", "no", cluster=True) for _ in range(2))
+    stubs = [NodeStubs.open(a.address), NodeStubs.open(b.address)]
+    try:
+        ranges = [(0, 8191), (8192, 16000)]  # 16001..16383 stay unowned
+        for node, (start, end) in zip(stubs, ranges, strict=True):
+            node.admin.AddSlots(
+                admin_pb2.AddSlotsRequest(ranges=[pb.SlotRange(start=start, end=end)]),
+                timeout=RPC_TIMEOUT,
+            )
+        bus_b = next(p.bus_address for p in stubs[1].state().peers if "myself" in p.flags)
+        host, _, port = bus_b.rpartition(":")
+        stubs[0].admin.Meet(admin_pb2.MeetRequest(host=host, bus_port=int(port)), timeout=10)
+        wait_for(
+            lambda: all(n.state().cluster_ok and len(n.state().peers) == 2 for n in stubs),
+            20,
+            "both nodes to know each other and be ok",
+        )
+        prefix = prefix_of(keys)
+        theirs, unowned = key_in_slot(prefix, 9000, "b"), key_in_slot(prefix, 16100, "u")
+        mine = key_in_slot(prefix, 100, "a")
+        cases = [
+            pb.MGetRequest(keys=[theirs, unowned]),
+            pb.MGetRequest(keys=[unowned, theirs]),
+            pb.MGetRequest(keys=[mine, unowned]),
+        ]
+        for metadata in ((), REDIRECT):
+            for request in cases:
+                unary = expect_failure(
+                    lambda r=request, m=metadata: stubs[0].cache.MGet(
+                        r, timeout=RPC_TIMEOUT, metadata=m
+                    )
+                )
+                (reply,) = pipeline(
+                    stubs[0].cache,
+                    pb.PipelineRequest(ops=[pb.Operation(id=1, mget=request)]),
+                    metadata=metadata,
+                )
+                error = reply.results[0].error
+                assert (unary.code.value[0], unary.reason) == (error.code, error.reason)
+                assert unary.reason == "CLUSTERDOWN", (metadata, unary)
+        # Served keys still route as usual: MOVED for the other node's key with redirects.
+        moved = expect_failure(
+            lambda: stubs[0].cache.Get(pb.GetRequest(key=theirs), timeout=5, metadata=REDIRECT)
+        )
+        assert moved.reason == "MOVED" and moved.metadata["address"] == b.address
+    finally:
+        for node in stubs:
+            node.close()
