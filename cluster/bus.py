@@ -14,9 +14,8 @@ from typing import Any, Protocol
 
 import grpc
 
-from slotcache.v1 import bus_pb2, bus_pb2_grpc
-
 from .membership.machine import Envelope
+from .wire import bus_pb2, bus_pb2_grpc
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from slotcache.contract import SLOT_COUNT
-from slotcache.v1 import bus_pb2, bus_pb2_grpc
 
 from . import node_file
 from .bus import BusService, BusTransport
@@ -33,6 +32,7 @@ from .membership.machine import (
 )
 from .membership.model import Address, MembershipConfig, Peer
 from .membership.snapshot import restore, snapshot
+from .wire import bus_pb2, bus_pb2_grpc
 
 log = logging.getLogger(__name__)
 

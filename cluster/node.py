@@ -19,14 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from slotcache.v1 import (
-    admin_pb2,
-    admin_pb2_grpc,
-    cache_pb2,
-    cache_pb2_grpc,
-    migration_pb2_grpc,
-    replication_pb2_grpc,
-)
+from slotcache.v1 import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
 
 from . import node_file
 from .cluster_runtime import ClusterRuntime, monotonic_ms, standalone_membership
@@ -46,6 +39,7 @@ from .services.durability import Durability
 from .stats import OpCounters
 from .tracking.hub import TrackingHub, TrackingLimits
 from .tracking.service import Tracking
+from .wire import migration_pb2_grpc, replication_pb2_grpc
 
 log = logging.getLogger(__name__)
 

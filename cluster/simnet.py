@@ -40,10 +40,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from slotcache.contract import split_slots
-from slotcache.v1 import bus_pb2
 
 from .membership.machine import Envelope, Event, Membership
 from .membership.model import FAILING, Address, MembershipConfig, Peer
+from .wire import bus_pb2
 
 # Event kinds in the queue. Entries are plain tuples,
 # (time, seq, kind, a, b, message, incarnation), because the queue holds

@@ -22,10 +22,9 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-from slotcache.v1 import bus_pb2
-
 from ..membership.model import FAIL, PRIMARY, REPLICA, Peer
 from ..membership.slot_table import expand
+from ..wire import bus_pb2
 
 if TYPE_CHECKING:
     from ..membership.machine import Envelope, Membership

@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from slotcache.contract import SLOT_COUNT
-from slotcache.v1 import bus_pb2
 
 from ..membership.failover import AUTH_ACK, AUTH_REQUEST, MFSTART, Elections, FailoverMode
 from ..membership.model import (
@@ -41,6 +40,7 @@ from ..membership.model import (
     Peer,
 )
 from ..membership.slot_table import SlotTable, expand, flatten
+from ..wire import bus_pb2
 
 PING = bus_pb2.MESSAGE_TYPE_PING
 PONG = bus_pb2.MESSAGE_TYPE_PONG

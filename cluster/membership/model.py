@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from slotcache.v1 import bus_pb2
+from ..wire import bus_pb2
 
 PRIMARY = bus_pb2.NODE_FLAG_PRIMARY
 REPLICA = bus_pb2.NODE_FLAG_REPLICA

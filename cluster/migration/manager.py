@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from slotcache.v1 import admin_pb2, migration_pb2, migration_pb2_grpc
+from slotcache.v1 import admin_pb2
 
 from ..cluster_runtime import ClusterRuntime
 from ..holds import WriteHolds
@@ -19,6 +19,7 @@ from ..migration.pacing import Pacer
 from ..migration.progress import MigrationRecord
 from ..migration.source import MigrationSources
 from ..migration.target import IncomingMigration
+from ..wire import migration_pb2, migration_pb2_grpc
 
 # Finished migrations kept for MigrationStatus.
 HISTORY = 256

@@ -17,9 +17,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from slotcache.v1 import migration_pb2 as pb
-from slotcache.v1 import replication_pb2 as rpb
-
 from ..holds import WriteHolds
 from ..keyspace import Keyspace, RemovalCause
 from ..membership.slot_table import expand
@@ -28,6 +25,8 @@ from ..migration.progress import MigrationRecord
 from ..migration.target import HANDOFF_TIMEOUT_S
 from ..replication.ops import OpRecorder
 from ..replication.snapshots import send_snapshots
+from ..wire import migration_pb2 as pb
+from ..wire import replication_pb2 as rpb
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,14 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from slotcache.contract import SLOT_COUNT, to_ranges
-from slotcache.v1 import migration_pb2 as pb
-from slotcache.v1 import migration_pb2_grpc as pb_grpc
 
 from ..keyspace import Keyspace
 from ..membership.slot_table import flatten
 from ..migration.pacing import Pacer
 from ..migration.progress import MigrationRecord
 from ..replication.snapshots import apply_ops, load_snapshots
+from ..wire import migration_pb2 as pb
+from ..wire import migration_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 

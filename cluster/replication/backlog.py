@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from itertools import islice
 
-from slotcache.v1 import replication_pb2 as pb
+from ..wire import replication_pb2 as pb
 
 
 def new_replid() -> str:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from slotcache.v1 import replication_pb2 as pb
-
 from ..keyspace import Keyspace, RemovalCause
+from ..wire import replication_pb2 as pb
 
 
 class OpRecorder:

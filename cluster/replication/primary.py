@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from slotcache.contract import SLOT_COUNT
-from slotcache.v1 import replication_pb2 as pb
 
 from ..keyspace import Keyspace
 from ..replication.backlog import Backlog
 from ..replication.ops import OpRecorder
 from ..replication.snapshots import send_snapshots
+from ..wire import replication_pb2 as pb
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ from collections.abc import Callable
 import grpc
 
 from slotcache.contract import SLOT_COUNT
-from slotcache.v1 import replication_pb2 as pb
-from slotcache.v1 import replication_pb2_grpc as pb_grpc
 
 from ..keyspace import Keyspace
 from ..replication.backlog import Backlog
 from ..replication.ops import OpRecorder
 from ..replication.snapshots import APPLY_SLICE_S, apply_ops, load_snapshots
+from ..wire import replication_pb2 as pb
+from ..wire import replication_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,9 @@ from typing import Any
 
 import grpc
 
-from slotcache.v1 import replication_pb2 as pb
-from slotcache.v1 import replication_pb2_grpc as pb_grpc
-
 from ..replication.primary import PrimaryReplication
+from ..wire import replication_pb2 as pb
+from ..wire import replication_pb2_grpc as pb_grpc
 
 
 class ReplicationService(pb_grpc.ReplicationServicer):

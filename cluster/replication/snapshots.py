@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from slotcache.contract import key_slot
-from slotcache.v1 import replication_pb2 as pb
 
 from ..keyspace import Keyspace
 from ..replication.ops import apply_op, op_key
+from ..wire import replication_pb2 as pb
 
 # A snapshot message carries whole slots until it holds about this many bytes.
 SNAPSHOT_CHUNK_BYTES = 64 * 1024

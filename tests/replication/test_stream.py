@@ -15,12 +15,12 @@ import grpc
 import pytest
 
 from slotcache.contract import SLOT_COUNT
-from slotcache.v1 import replication_pb2_grpc
 from slotcache_server.keyspace import EvictionPolicy, Keyspace
 from slotcache_server.replication.backlog import Backlog
 from slotcache_server.replication.primary import PrimaryReplication, ReplicationTimeout
 from slotcache_server.replication.replica import ReplicaSync
 from slotcache_server.replication.service import ReplicationService
+from slotcache_server.wire import replication_pb2_grpc
 
 
 def contents(ks: Keyspace) -> dict[bytes, tuple[bytes, int]]:

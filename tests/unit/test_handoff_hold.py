@@ -21,7 +21,6 @@ import slotcache_server.migration.source as source_module
 import slotcache_server.services.cache as cache_module
 from slotcache.contract import key_slot
 from slotcache.v1 import cache_pb2 as pb
-from slotcache.v1 import migration_pb2 as mpb
 from slotcache_server.config import ServerConfig
 from slotcache_server.holds import WriteHolds
 from slotcache_server.keyspace import Keyspace
@@ -29,6 +28,7 @@ from slotcache_server.migration.progress import MigrationRecord
 from slotcache_server.migration.source import MigrationSources, OutgoingMigration
 from slotcache_server.node import Node
 from slotcache_server.services.cache import CacheService
+from slotcache_server.wire import migration_pb2 as mpb
 
 
 class Aborted(Exception):

@@ -20,7 +20,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
-from slotcache.v1 import replication_pb2 as _replication_pb2
+from . import replication_pb2 as _replication_pb2
 import builtins as _builtins
 import sys
 import typing as _typing

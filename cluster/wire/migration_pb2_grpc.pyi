@@ -18,7 +18,7 @@ drops what it received.
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from slotcache.v1 import migration_pb2 as _migration_pb2
+from . import migration_pb2 as _migration_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from slotcache.v1 import bus_pb2 as slotcache_dot_v1_dot_bus__pb2
+from . import replication_pb2 as slotcache_dot_v1_dot_replication__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in slotcache/v1/bus_pb2_grpc.py depends on'
+        + ' but the generated code in slotcache/v1/replication_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class BusStub:
+class ReplicationStub:
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -34,43 +34,43 @@ class BusStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Exchange = channel.unary_unary(
-                '/slotcache.v1.Bus/Exchange',
-                request_serializer=slotcache_dot_v1_dot_bus__pb2.BusMessage.SerializeToString,
-                response_deserializer=slotcache_dot_v1_dot_bus__pb2.BusMessage.FromString,
+        self.Replicate = channel.stream_stream(
+                '/slotcache.v1.Replication/Replicate',
+                request_serializer=slotcache_dot_v1_dot_replication__pb2.ReplicaMessage.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_replication__pb2.PrimaryMessage.FromString,
                 _registered_method=True)
 
 
-class BusServicer:
+class ReplicationServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def Exchange(self, request, context):
+    def Replicate(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
 
-def add_BusServicer_to_server(servicer, server):
+def add_ReplicationServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Exchange': grpc.unary_unary_rpc_method_handler(
-                    servicer.Exchange,
-                    request_deserializer=slotcache_dot_v1_dot_bus__pb2.BusMessage.FromString,
-                    response_serializer=slotcache_dot_v1_dot_bus__pb2.BusMessage.SerializeToString,
+            'Replicate': grpc.stream_stream_rpc_method_handler(
+                    servicer.Replicate,
+                    request_deserializer=slotcache_dot_v1_dot_replication__pb2.ReplicaMessage.FromString,
+                    response_serializer=slotcache_dot_v1_dot_replication__pb2.PrimaryMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'slotcache.v1.Bus', rpc_method_handlers)
+            'slotcache.v1.Replication', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('slotcache.v1.Bus', rpc_method_handlers)
+    server.add_registered_method_handlers('slotcache.v1.Replication', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Bus:
+class Replication:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
-    def Exchange(request,
+    def Replicate(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -80,12 +80,12 @@ class Bus:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
-            '/slotcache.v1.Bus/Exchange',
-            slotcache_dot_v1_dot_bus__pb2.BusMessage.SerializeToString,
-            slotcache_dot_v1_dot_bus__pb2.BusMessage.FromString,
+            '/slotcache.v1.Replication/Replicate',
+            slotcache_dot_v1_dot_replication__pb2.ReplicaMessage.SerializeToString,
+            slotcache_dot_v1_dot_replication__pb2.PrimaryMessage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,7 +12,7 @@ empty message when no reply is due).
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from slotcache.v1 import bus_pb2 as _bus_pb2
+from . import bus_pb2 as _bus_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

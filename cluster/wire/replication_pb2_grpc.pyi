@@ -15,7 +15,7 @@ Offsets count operations since the replication id began.
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from slotcache.v1 import replication_pb2 as _replication_pb2
+from . import replication_pb2 as _replication_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from slotcache.v1 import migration_pb2 as slotcache_dot_v1_dot_migration__pb2
+from . import migration_pb2 as slotcache_dot_v1_dot_migration__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
