@@ -59,15 +59,6 @@ def as_key(key: object) -> bytes:
     raise TypeError(f"key must be bytes or str, not {type(key).__name__}")
 
 
-def as_bytes(value: object, what: str) -> bytes:
-    """Accept bytes-like input and refuse anything else with a clear message."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
-    raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
-
-
 def _int(value: object, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -217,15 +217,3 @@ def _child_env() -> dict[str, str]:
         del env[name]
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
-
-
-@contextlib.contextmanager
-def running_server(
-    data_dir: Path, extra_args: Sequence[str] = (), port: int | None = None
-) -> Iterator[ServerProcess]:
-    """A started server that is stopped on exit, even when the body fails."""
-    server = ServerProcess(data_dir, port=port, extra_args=extra_args)
-    try:
-        yield server.start()
-    finally:
-        server.stop()

@@ -363,11 +363,6 @@ class MoveOutcome:
         return sum(b.bytes for b in self.done)
 
     @property
-    def migration_seconds(self) -> float:
-        """Time spent inside migrations (the batches that completed)."""
-        return sum(b.seconds for b in self.done)
-
-    @property
     def keys_per_s(self) -> float:
         """Keys moved per second of the whole run."""
         return self.keys_moved / self.seconds if self.seconds > 0 else 0.0
