@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit bench protos clean
+.PHONY: run test lint unit bench protos wheel-check clean
 
 $(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "slotcache needs Python 3.11 or later")'
@@ -30,6 +30,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# A wheel built from the tree, installed without -e into a clean venv, serves.
+wheel-check: $(STAMP)
+	$(BIN)/python scripts/check-wheel
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench
