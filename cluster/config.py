@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .keyspace import EvictionPolicy, SamplerConfig
+from .persistence.policy import SnapshotPolicy
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -130,6 +131,10 @@ class ServerConfig:
     tracking_table_max_keys: int = 1_000_000
     tracking_max_keys_per_subscriber: int = 100_000
     tracking_queue_max_keys: int = 100_000
+    # When the keyspace is written to the data directory (see docs/persistence.md).
+    snapshot: SnapshotPolicy = field(default_factory=SnapshotPolicy)
+    # On SIGTERM a primary first hands its slots to an in-sync replica.
+    shutdown_failover: bool = True
 
     def __post_init__(self) -> None:
         if self.cluster_enabled and self.bus_port == 0 and self.port + 10000 > 65535:
@@ -216,7 +221,25 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--max-key-bytes", "max_key_bytes", parse_size, "largest accepted key", "SIZE"),
     _Option("--max-value-bytes", "max_value_bytes", parse_size, "largest accepted value", "SIZE"),
     _Option(
-        "--shutdown-grace", "shutdown_grace_s", _float, "seconds to drain calls on SIGTERM", "SECS"
+        "--shutdown-grace",
+        "shutdown_grace_s",
+        _float,
+        "seconds SIGTERM may take to hand off the slots and drain calls",
+        "SECS",
+    ),
+    _Option(
+        "--snapshot",
+        "snapshot",
+        SnapshotPolicy.parse,
+        "write the keyspace to the data directory: off, on-shutdown or interval:SECONDS",
+        "WHEN",
+    ),
+    _Option(
+        "--shutdown-failover",
+        "shutdown_failover",
+        parse_bool,
+        "on SIGTERM a primary first fails over to an in-sync replica (yes/no)",
+        "YES|NO",
     ),
     _Option("--log-level", "log_level", _log_level, "debug, info, warning or error", "LEVEL"),
     _Option(

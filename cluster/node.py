@@ -26,11 +26,15 @@ from .cluster_runtime import ClusterRuntime, monotonic_ms, standalone_membership
 from .config import ServerConfig
 from .executor import Executor, Limits
 from .forwarding import Forwarder
+from .handoff import hand_off
 from .holds import WriteHolds
 from .keyspace import Keyspace
 from .keyspace.store import wall_clock_ms
 from .migration.manager import Migrations, MigrationService
+from .migration.pacing import Pacer
 from .ownership import Ownership
+from .persistence.format import SnapshotMeta
+from .persistence.node_snapshots import NodeSnapshots
 from .replication.manager import NodeReplication
 from .replication.service import ReplicationService
 from .services.admin import AdminService
@@ -117,6 +121,14 @@ class Node:
             self.ownership,
             self.executor.limits,
         )
+        counts = self.counters.counts
+        self.snapshots = NodeSnapshots(
+            self.keyspace,
+            config.data_dir,
+            config.snapshot,
+            self._snapshot_meta,
+            Pacer(config.migration_cpu_percent / 100, lambda: sum(counts.values())).pause_after,
+        )
         self.port = config.port
         self.bus_port = 0
         self.sampler_cycles = 0
@@ -132,8 +144,9 @@ class Node:
         self.reset_requested = False
 
     async def start(self) -> None:
-        """Bind the port, start serving and start the cron."""
+        """Load the snapshot, bind the port, start serving and start the cron."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._resume_from(self.snapshots.load())
         if self._identity is not None:
             # Standalone nodes keep their id too, for when they later join a cluster.
             node_file.save(node_file.node_file(self.config.data_dir), self._identity)
@@ -182,6 +195,39 @@ class Node:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._run_cron(), name="slotcache-cron"))
         self._tasks.append(asyncio.create_task(self._watch_loop(), name="loop-watch"))
+        self.snapshots.start()
+
+    def _resume_from(self, meta: SnapshotMeta | None) -> None:
+        """Continue the snapshot's replication history, so replicas resync partially.
+
+        A replica's data at the snapshot's offset is a prefix of its
+        primary's history wherever it was taken. A primary's is only when
+        the snapshot is final (taken after it stopped taking writes): from an
+        older one it would reuse offsets for writes its replicas never saw.
+        """
+        if meta is None or not meta.replid or self.replication is None:
+            return
+        if self.ownership.membership.myself.primary or meta.final:
+            self.replication.backlog.reset(meta.replid, meta.offset)
+            log.info("resuming replication history %s at offset %d", meta.replid, meta.offset)
+
+    def _snapshot_meta(self, final: bool) -> SnapshotMeta:
+        """The END record of a snapshot taken now: where the data stands in its history."""
+        replid, offset = "", 0
+        replication = self.replication
+        if replication is not None:
+            replica = replication.replica
+            # In the middle of a full sync the data is at no point of any history.
+            if replica is None or (replica.synced and not replica.syncing):
+                replid, offset = replication.backlog.replid, replication.backlog.offset
+        return SnapshotMeta(
+            replid=replid,
+            offset=offset,
+            keys=self.keyspace.key_count,
+            final=final,
+            saved_at_ms=wall_clock_ms(),
+            node_id=self.ownership.membership.myself.hex_id,
+        )
 
     def cache_service(self) -> CacheService:
         """The Cache servicer over this node's state (the one place it is wired)."""
@@ -213,7 +259,16 @@ class Node:
         self.shutdown_requested.set()
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop gracefully: report NOT_SERVING, refuse new calls, drain in-flight ones."""
+        """Stop gracefully: hand off the slots, report NOT_SERVING, drain, save the snapshot.
+
+        The handoff and the drain share the grace period; the snapshot is
+        written after it, once nothing changes the keyspace any more.
+        """
+        loop = asyncio.get_running_loop()
+        grace = self.config.shutdown_grace_s if grace is None else grace
+        deadline = loop.time() + grace
+        if self.config.shutdown_failover and self.runtime is not None and self.replication:
+            await hand_off(self.runtime.membership, self.replication.primary, grace)
         await self.health.enter_graceful_shutdown()
         # Calls already read but not yet dispatched are cancelled by grpc's stop()
         # (grpc/grpc#41785); a short pause lets them reach their handlers first,
@@ -226,9 +281,11 @@ class Node:
         # Subscribe streams never end on their own; end them so they do not hold the grace.
         await self.tracking.stop()
         if self._server is not None:
-            await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
+            await self._server.stop(max(deadline - loop.time(), SHUTDOWN_SETTLE_S))
         if self.migrations is not None:
             await self.migrations.stop()
+        # A reset node must come back empty, with a new id.
+        await self.snapshots.stop(keep=not self.reset_requested)
         if self.replication is not None:
             await self.replication.stop()
         if self.runtime is not None:
@@ -361,6 +418,10 @@ class Node:
                 "sampler.overruns": self.sampler_overruns,
                 "loop.lag_max_ms": self.loop_lag_max_ms,
                 "loop.lag_cpu_max_ms": self.loop_lag_cpu_max_ms,
+                "snapshot.saves": self.snapshots.saves,
+                "snapshot.last_save_ms": int(self.snapshots.last_save_s * 1000),
+                "snapshot.last_load_ms": int(self.snapshots.last_load_s * 1000),
+                "snapshot.loaded_keys": self.snapshots.loaded_keys,
             }
         )
         out.update(self.tracking.counters())

@@ -10,7 +10,7 @@ itself out of a per-key int object.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 
 class TtlIndex:
@@ -33,6 +33,12 @@ class TtlIndex:
         """Return the key's deadline, or 0 when it has no TTL."""
         i = self._pos.get(key)
         return 0 if i is None else self._deadlines[i]
+
+    def deadlines(self, keys: Iterable[bytes]) -> list[int]:
+        """The deadline of each of ``keys`` (0 for none), without a call per key."""
+        get = self._pos.get
+        values = self._deadlines
+        return [values[i] if (i := get(k)) is not None else 0 for k in keys]
 
     def set(self, key: bytes, deadline: int) -> None:
         """Give ``key`` a deadline, replacing any earlier one."""
