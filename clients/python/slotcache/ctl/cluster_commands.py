@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from slotcache.ctl import check, check_replication, output, views
 from slotcache.ctl.args import UsageError
@@ -22,6 +23,7 @@ from slotcache.ctl.cluster_ops import (
     plan_roles,
 )
 from slotcache.ctl.views import format_ranges, short_id
+from slotcache.v1 import admin_pb2
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -76,21 +78,40 @@ def cmd_slots(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Findings:
+    """Every node's view and counters, and what ``check`` makes of them."""
+
+    expected: dict[str, str]
+    states: dict[str, admin_pb2.ClusterStateReply | OperationError]
+    infos: dict[str, admin_pb2.InfoReply | OperationError]
+    problems: list[str]
+    warnings: list[str]
+
+
+def examine(seed: str, timeout: float) -> Findings:
+    """Ask every node ``seed`` knows for its view and counters, and judge them as ``check`` does."""
+    seed_state = fetch_state(seed, timeout)
+    expected = check.targets(seed, seed_state)
+    others = fetch_states([a for a in expected if a != seed], timeout)
+    states = {seed: seed_state, **others}
+    answered = [a for a, s in states.items() if not isinstance(s, Exception)]
+    infos = fetch_infos(answered, timeout)
+    problems = check.find_problems(seed, expected, states)
+    warnings = check_replication.sync_warnings(check.labels(expected), states, infos)
+    return Findings(expected, states, infos, problems, warnings)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Ask every node the seed knows for its view; exit 1 and list the problems unless all agree.
 
     Replication findings that heal by themselves are warnings and leave the
     exit status 0 (see :mod:`slotcache.ctl.check_replication`).
     """
-    seed_state = fetch_state(args.address, args.timeout)
-    expected = check.targets(args.address, seed_state)
-    with output.progress(f"asking {len(expected)} nodes for their view"):
-        others = fetch_states([a for a in expected if a != args.address], args.timeout)
-        states = {args.address: seed_state, **others}
-        answered = [a for a, s in states.items() if not isinstance(s, Exception)]
-        infos = fetch_infos(answered, args.timeout)
-    problems = check.find_problems(args.address, expected, states)
-    warnings = check_replication.sync_warnings(check.labels(expected), states, infos)
+    with output.progress("asking every node for its view"):
+        found = examine(args.address, args.timeout)
+    expected, states, infos = found.expected, found.states, found.infos
+    problems, warnings = found.problems, found.warnings
     data = check.report(expected, states, problems, infos, warnings)
     if args.json:
         output.emit_json(data)

@@ -187,6 +187,11 @@ def _all_cmdlines() -> Iterator[tuple[int, list[str]]]:
             yield int(pid), command.split()
 
 
+def command_line(pid: int) -> list[str] | None:
+    """The arguments a running process was started with; None when it is gone."""
+    return _cmdline(pid)
+
+
 def server_node(args: Sequence[str], root: Path) -> LocalNode | None:
     """The node of ``root`` that a process with arguments ``args`` serves, if any."""
     if not any(a == "slotcache_server.main" or a.endswith("slotcache-server") for a in args):
@@ -267,7 +272,8 @@ def spawn(root: Path, specs: Sequence[NodeSpec], node_timeout_ms: int) -> list[S
             bus_port=spec.bus_port,
             cluster=True,
             log_path=node.log_file,
-            extra_args=["--node-timeout", str(node_timeout_ms)],
+            # A restarted node (rolling-restart) comes back with its keys.
+            extra_args=["--node-timeout", str(node_timeout_ms), "--snapshot", "on-shutdown"],
         )
         server.spawn()
         node.pid_file.write_text(f"{server.pid}\n")

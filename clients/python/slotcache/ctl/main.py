@@ -21,6 +21,7 @@ from slotcache.ctl import (
     output,
     replica_commands,
     reshard_commands,
+    rolling_restart,
 )
 from slotcache.ctl.args import UsageError
 from slotcache.ctl.cluster_ops import OperationError
@@ -39,6 +40,7 @@ DEFAULT_FAILOVER_TIMEOUT_S = 10.0
 DEFAULT_CONVERGE_WAIT_S = 30.0
 DEFAULT_DEL_WAIT_S = 30.0
 DEFAULT_FIX_WAIT_S = 30.0
+DEFAULT_ROLLING_WAIT_S = 60.0
 
 
 def _common(json_help: str = "print JSON for scripts") -> argparse.ArgumentParser:
@@ -139,6 +141,28 @@ def _add_dir(cmd: argparse.ArgumentParser) -> None:
         help="seconds to wait after SIGTERM before SIGKILL (default "
         f"{local_commands.DEFAULT_STOP_TIMEOUT_S:g})",
     )
+
+
+def _add_rolling_restart(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser(
+        "rolling-restart",
+        parents=[_common()],
+        help="restart the local cluster from --dir one node at a time, replicas first",
+        description="Restart every node of the cluster started by clusterctl up, one at a "
+        "time: replicas first, then primaries (each hands its slots to an in-sync replica "
+        "before it stops). Before each node, waits until check finds no problem and every "
+        "replica is in sync.",
+    )
+    _add_dir(cmd)
+    cmd.add_argument(
+        "--wait",
+        type=types.positive_seconds,
+        default=DEFAULT_ROLLING_WAIT_S,
+        metavar="SECS",
+        help="how long to wait for check to pass after each node "
+        f"(default {DEFAULT_ROLLING_WAIT_S:g})",
+    )
+    cmd.set_defaults(func=rolling_restart.cmd_rolling_restart)
 
 
 def _add_add_node(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -396,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dir(down)
     down.add_argument("--json", action="store_true", help="print JSON for scripts")
     down.set_defaults(func=local_commands.cmd_down)
+    _add_rolling_restart(sub)
 
     create = sub.add_parser(
         "create",

@@ -1,0 +1,206 @@
+"""``clusterctl rolling-restart``: restart a local cluster one node at a time, replicas first.
+
+This is the order a Kubernetes StatefulSet's rolling update gives when the
+replicas have the higher ordinals. Each node is stopped with SIGTERM (a
+primary hands its slots to an in-sync replica first, see the server's
+``--shutdown-failover``), started again with the same command line, and
+the next node waits until ``clusterctl check`` finds neither problems nor
+replicas out of sync: restarting a primary whose replica is still syncing
+would leave its slots without an up-to-date copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from slotcache.ctl import local, output
+from slotcache.ctl.cluster_commands import examine
+from slotcache.ctl.cluster_ops import OperationError, myself, poll_until
+from slotcache.ctl.launcher import ServerProcess
+from slotcache.ctl.views import role_name
+from slotcache.v1 import admin_pb2
+
+READY_TIMEOUT_S = 60.0
+# Flags the launcher sets itself from the node's ports and folder.
+_LAUNCHER_FLAGS = {"--host", "--port", "--data-dir", "--cluster-enabled", "--bus-port"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One running node of the folder, as found before the restart began."""
+
+    pid: int
+    node: local.LocalNode
+    role: str
+    args: tuple[str, ...]
+
+
+def restart_order(targets: Iterable[Target]) -> list[Target]:
+    """Replicas first, then primaries; by port within each group."""
+    return sorted(targets, key=lambda t: (t.role != "replica", t.node.port))
+
+
+def server_flags(cmdline: Sequence[str]) -> tuple[int, list[str]]:
+    """From a running server's command line: its bus port and the flags to start it with again.
+
+    The launcher adds the host, ports, folder and cluster mode itself; every
+    other flag (node timeout, snapshot policy, ...) is kept as it was.
+    """
+    start = next((i for i, a in enumerate(cmdline) if a.startswith("--")), len(cmdline))
+    flags = list(cmdline[start:])
+    values = dict(itertools.pairwise(flags))
+    if "--bus-port" not in values:
+        raise OperationError(f"cannot restart a server started without --bus-port: {cmdline}")
+    extra: list[str] = []
+    rest = iter(flags)
+    for flag in rest:
+        if flag in _LAUNCHER_FLAGS:
+            next(rest, None)  # its value
+        else:
+            extra.append(flag)
+    return int(values["--bus-port"]), extra
+
+
+def _roles(states: Mapping[str, admin_pb2.ClusterStateReply | OperationError]) -> dict[str, str]:
+    """Address -> ``primary`` or ``replica``, from each node's own view."""
+    return {
+        address: role_name(myself(state).node)
+        for address, state in states.items()
+        if isinstance(state, admin_pb2.ClusterStateReply)
+    }
+
+
+def find_targets(root: Path, timeout: float) -> list[Target]:
+    """Every node running from ``root`` with its role, in restart order."""
+    found = local.discover(root)
+    if not found.running:
+        raise OperationError(f"nothing is running from {root}; start a cluster with clusterctl up")
+    seed = min(found.running.values(), key=lambda n: n.port).address
+    roles = _roles(examine(seed, timeout).states)
+    targets = []
+    for pid, node in found.running.items():
+        cmdline = local.command_line(pid)
+        if cmdline is None:
+            raise OperationError(f"the node on {node.address} (pid {pid}) exited meanwhile")
+        targets.append(Target(pid, node, roles.get(node.address, "primary"), tuple(cmdline)))
+    return restart_order(targets)
+
+
+def wait_healthy(seed: str, timeout: float, wait_s: float, progress: Callable[[str], None]) -> None:
+    """Wait until ``check`` from ``seed`` finds no problem and no replica out of sync."""
+
+    def pending() -> str | None:
+        try:
+            findings = examine(seed, timeout)
+        except OperationError as exc:
+            return str(exc)
+        remaining = findings.problems + findings.warnings
+        return remaining[0] if remaining else None
+
+    awaited = poll_until(pending, wait_s, progress)
+    if awaited is not None:
+        raise OperationError(f"the cluster did not pass check within {wait_s:g}s: {awaited}")
+
+
+@dataclass(frozen=True)
+class Restarted:
+    """How one node's restart went."""
+
+    address: str
+    role: str
+    old_pid: int
+    new_pid: int
+    # From SIGTERM until the new process served, and until check passed again.
+    down_s: float
+    settled_s: float
+
+
+def restart_one(target: Target, stop_timeout: float) -> tuple[int, float]:
+    """Stop one node gracefully and start it again with the same flags; (new pid, seconds down)."""
+    node = target.node
+    bus_port, extra = server_flags(target.args)
+    began = time.monotonic()
+    stopped = local.stop({target.pid: node}, stop_timeout)
+    if stopped[0].outcome == "survived":
+        raise OperationError(f"could not stop the node on {node.address} (pid {target.pid})")
+    with open(node.log_file, "a") as log:
+        log.write(
+            f"=== clusterctl rolling-restart: starting {node.address} at {time.ctime()} ===\n"
+        )
+    server = ServerProcess(
+        node.dir,
+        port=node.port,
+        bus_port=bus_port,
+        cluster=True,
+        log_path=node.log_file,
+        extra_args=extra,
+    )
+    server.spawn()
+    node.pid_file.write_text(f"{server.pid}\n")
+    if not server.wait_ready(READY_TIMEOUT_S):
+        raise OperationError(
+            f"the node on {node.address} did not come back within {READY_TIMEOUT_S:g}s; "
+            f"see {node.log_file}"
+        )
+    return server.pid, time.monotonic() - began
+
+
+def rolling_restart(
+    root: Path, timeout: float, wait_s: float, stop_timeout: float
+) -> list[Restarted]:
+    """Restart every node of the local cluster in ``root``, one at a time."""
+    targets = find_targets(root, timeout)
+    seed = targets[0].node.address
+    with output.progress("checking the cluster before the first restart") as progress:
+        wait_healthy(seed, timeout, wait_s, progress)
+    done = []
+    for i, target in enumerate(targets, 1):
+        address = target.node.address
+        label = f"[{i}/{len(targets)}] {address} ({target.role})"
+        with output.progress(f"{label}: restarting") as progress:
+            new_pid, down_s = restart_one(target, stop_timeout)
+            began = time.monotonic()
+            wait_healthy(address, timeout, wait_s, progress)
+        result = Restarted(
+            address, target.role, target.pid, new_pid, down_s, time.monotonic() - began
+        )
+        done.append(result)
+        output.errors.print(
+            f"{label}: back after {result.down_s:.1f}s, check passed {result.settled_s:.1f}s later",
+            highlight=False,
+        )
+    return done
+
+
+def cmd_rolling_restart(args: argparse.Namespace) -> int:
+    """Restart the local cluster in ``--dir`` node by node, replicas first."""
+    root = Path(args.dir)
+    done = rolling_restart(root, args.timeout, args.wait, args.stop_timeout)
+    if args.json:
+        output.emit_json(
+            {
+                "dir": str(root.resolve()),
+                "restarted": [
+                    {
+                        "address": r.address,
+                        "role": r.role,
+                        "old_pid": r.old_pid,
+                        "new_pid": r.new_pid,
+                        "down_s": round(r.down_s, 3),
+                        "settled_s": round(r.settled_s, 3),
+                    }
+                    for r in done
+                ],
+            }
+        )
+    else:
+        output.console.print(
+            f"[green]restarted {len(done)} nodes[/green] one at a time; the cluster passes check",
+            highlight=False,
+        )
+    return 0
