@@ -54,6 +54,11 @@ SERVICE_NAMES = (
 
 
 SHUTDOWN_SETTLE_S = 0.2
+# How long a node that owns no slots (a replica, or a primary that handed its
+# slots over) waits for calls to finish: it only redirects and serves
+# replica reads, which clients retry elsewhere, while a client's idle
+# Pipeline stream would otherwise hold it for the whole grace period.
+UNOWNED_DRAIN_S = 0.5
 LOOP_WATCH_PERIOD_S = 0.01
 
 
@@ -281,7 +286,10 @@ class Node:
         # Subscribe streams never end on their own; end them so they do not hold the grace.
         await self.tracking.stop()
         if self._server is not None:
-            await self._server.stop(max(deadline - loop.time(), SHUTDOWN_SETTLE_S))
+            drain = max(deadline - loop.time(), SHUTDOWN_SETTLE_S)
+            if self.runtime is not None and not self._owns_slots():
+                drain = min(drain, UNOWNED_DRAIN_S)
+            await self._server.stop(drain)
         if self.migrations is not None:
             await self.migrations.stop()
         # A reset node must come back empty, with a new id.
@@ -364,6 +372,10 @@ class Node:
                 self.keyspace.clear_slot(slot)
         # Near caches may also hold keys of these slots that were absent here.
         self.tracking.slots_lost(slots)
+
+    def _owns_slots(self) -> bool:
+        membership = self.ownership.membership
+        return bool(membership.myself.is_primary and membership.slot_ranges(membership.id))
 
     def _primary_bus(self) -> str | None:
         primary = self.ownership.membership.my_primary()

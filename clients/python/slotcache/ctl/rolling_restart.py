@@ -115,7 +115,10 @@ class Restarted:
     role: str
     old_pid: int
     new_pid: int
-    # From SIGTERM until the new process served, and until check passed again.
+    # When SIGTERM was sent and when check passed again (time.monotonic()).
+    began: float
+    ended: float
+    # From SIGTERM until the new process served, and from then until check passed.
     down_s: float
     settled_s: float
 
@@ -163,11 +166,13 @@ def rolling_restart(
         address = target.node.address
         label = f"[{i}/{len(targets)}] {address} ({target.role})"
         with output.progress(f"{label}: restarting") as progress:
-            new_pid, down_s = restart_one(target, stop_timeout)
             began = time.monotonic()
+            new_pid, down_s = restart_one(target, stop_timeout)
             wait_healthy(address, timeout, wait_s, progress)
+        ended = time.monotonic()
+        settled_s = ended - began - down_s
         result = Restarted(
-            address, target.role, target.pid, new_pid, down_s, time.monotonic() - began
+            address, target.role, target.pid, new_pid, began, ended, down_s, settled_s
         )
         done.append(result)
         output.errors.print(
