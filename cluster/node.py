@@ -432,7 +432,9 @@ class Node:
                 "loop.lag_cpu_max_ms": self.loop_lag_cpu_max_ms,
                 "snapshot.saves": self.snapshots.saves,
                 "snapshot.last_save_ms": int(self.snapshots.last_save_s * 1000),
+                "snapshot.last_save_cpu_ms": int(self.snapshots.last_save_cpu_s * 1000),
                 "snapshot.last_load_ms": int(self.snapshots.last_load_s * 1000),
+                "snapshot.last_load_cpu_ms": int(self.snapshots.last_load_cpu_s * 1000),
                 "snapshot.loaded_keys": self.snapshots.loaded_keys,
             }
         )

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-WORKLOADS = ("w1", "w2", "w3", "server", "memory", "routing", "near")
+WORKLOADS = ("w1", "w2", "w3", "server", "memory", "routing", "near", "restart")
 CLIENT_WORKLOADS = ("w1", "w2", "w3")
 
 FULL = {"duration": 10.0, "keys": 100_000, "mem_keys": 1_000_000}
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mem-keys",
         type=_count,
         metavar="N",
-        help="keys for memory (default 1000000, smoke 20000)",
+        help="keys for memory and restart (default 1000000, smoke 20000)",
     )
     p.add_argument(
         "--concurrency",

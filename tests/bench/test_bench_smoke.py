@@ -28,6 +28,7 @@ WORKLOADS = {
         "w3_p99_us_forwarded_vs_direct",
     ),
     "near": ("p50_us", "p99_us"),
+    "restart": ("save_s", "load_s", "restart_s", "save_cpu_s", "load_cpu_s"),
 }
 HAVE_REDIS = shutil.which("redis-server") is not None
 HAVE_H2LOAD = shutil.which("h2load") is not None
