@@ -4,6 +4,7 @@ import pytest
 
 from slotcache_server.config import MIB, ServerConfig, load_config, parse_size
 from slotcache_server.keyspace import EvictionPolicy
+from slotcache_server.persistence.policy import SnapshotPolicy
 
 
 def test_defaults():
@@ -57,6 +58,16 @@ def test_flags_and_environment():
     assert config.max_value_bytes == MIB
 
 
+def test_restart_options():
+    assert not ServerConfig().snapshot.enabled  # a restarted node starts empty unless asked
+    assert ServerConfig().shutdown_failover
+    config = load_config(
+        ["--snapshot", "interval:30"], environ={"SLOTCACHE_SHUTDOWN_FAILOVER": "no"}
+    )
+    assert config.snapshot == SnapshotPolicy(on_shutdown=True, interval_s=30)
+    assert not config.shutdown_failover
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
@@ -67,6 +78,8 @@ def test_flags_and_environment():
         (["--max-key-bytes", "0"], {}, "max key size"),
         (["--migration-cpu-percent", "0"], {}, "migration CPU percent"),
         ([], {"SLOTCACHE_MIGRATION_CPU_PERCENT": "150"}, "migration CPU percent"),
+        (["--snapshot", "sometimes"], {}, "on-shutdown or interval:SECONDS"),
+        ([], {"SLOTCACHE_SHUTDOWN_FAILOVER": "maybe"}, "SLOTCACHE_SHUTDOWN_FAILOVER"),
     ],
 )
 def test_bad_settings_exit_with_a_message(argv, env, message, capsys):
