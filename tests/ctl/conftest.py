@@ -8,7 +8,6 @@ the folder.
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 from collections.abc import Callable, Generator, Iterator
@@ -22,8 +21,6 @@ from slotcache.ctl import local
 from slotcache.ctl.launcher import ServerProcess
 from slotcache.ctl.main import main
 from tests.support.processes import ServerFactory, log_sections
-
-BUS_OFFSET = 10000
 
 
 @pytest.hookimpl(wrapper=True)
@@ -72,20 +69,6 @@ def start_nodes(factory: ServerFactory, count: int, *extra_args: str) -> list[Se
     with ThreadPoolExecutor(max_workers=count) as pool:
         list(pool.map(lambda node: node.start(), nodes))
     return nodes
-
-
-def free_port_block(n: int, offset: int = BUS_OFFSET) -> int:
-    """A base port such that base..base+n-1 and the same plus ``offset`` are all free.
-
-    Bases are drawn below the kernel's ephemeral range (32768+), together
-    with their bus ports, so outgoing connections rarely collide with them.
-    """
-    for _ in range(200):
-        base = random.randrange(10000, 20000 - n)
-        ports = [p for i in range(n) for p in (base + i, base + i + offset)]
-        if not local.busy_ports(ports):
-            return base
-    raise RuntimeError("no free block of ports found")
 
 
 def run_cli(*argv: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,8 @@ import pytest
 
 from slotcache.ctl import local, local_commands
 from slotcache.ctl.cluster_ops import OperationError, fetch_state
-from tests.ctl.conftest import Result, free_port_block, run_cli
+from tests.ctl.conftest import Result, run_cli
+from tests.support.ports import free_port_block
 
 Ctl = Callable[..., Result]
 FAST = ("--node-timeout-ms", "1000", "--stop-timeout", "5")

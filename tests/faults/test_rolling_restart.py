@@ -29,6 +29,7 @@ from slotcache.ctl import local
 from slotcache.ctl.cluster_ops import NodeHandle
 from slotcache.ctl.main import main as clusterctl
 from slotcache.ctl.rolling_restart import Restarted, rolling_restart
+from tests.support.ports import free_port_block
 
 pytestmark = pytest.mark.slow
 
@@ -50,17 +51,6 @@ def shard(key: bytes) -> int:
     return key_slot(key) * PRIMARIES // SLOT_COUNT
 
 
-def free_base_port(count: int, offset: int) -> int:
-    """A base port with ``count`` consecutive client ports and their bus ports free."""
-    rng = random.Random()
-    for _ in range(50):
-        base = rng.randrange(20000, 40000 - count)
-        ports = [p for i in range(count) for p in (base + i, base + i + offset)]
-        if not local.busy_ports(ports):
-            return base
-    raise RuntimeError("no free port range found")
-
-
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[object]:
     """``up(replicas)``: ``clusterctl up`` in a folder; whatever it started is always stopped."""
@@ -68,7 +58,7 @@ def up(tmp_path: Path) -> Iterator[object]:
 
     def start(replicas: int) -> tuple[Path, list[str]]:
         count = PRIMARIES * (replicas + 1)
-        base = free_base_port(count, 10000)
+        base = free_port_block(count)
         args = ["up", "--dir", str(root), "--base-port", str(base), "--node-timeout-ms", "1000"]
         assert clusterctl([*args, "--primaries", str(PRIMARIES), "--replicas", str(replicas)]) == 0
         return root, [f"{local.HOST}:{base + i}" for i in range(count)]

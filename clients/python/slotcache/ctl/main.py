@@ -143,6 +143,17 @@ def _add_dir(cmd: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_wait(cmd: argparse.ArgumentParser, default: float, what: str) -> None:
+    """``--wait SECS``: how long a command waits for the cluster, with its default in the help."""
+    cmd.add_argument(
+        "--wait",
+        type=types.positive_seconds,
+        default=default,
+        metavar="SECS",
+        help=f"{what} (default {default:g})",
+    )
+
+
 def _add_rolling_restart(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmd = sub.add_parser(
         "rolling-restart",
@@ -154,13 +165,10 @@ def _add_rolling_restart(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "replica is in sync.",
     )
     _add_dir(cmd)
-    cmd.add_argument(
-        "--wait",
-        type=types.positive_seconds,
-        default=DEFAULT_ROLLING_WAIT_S,
-        metavar="SECS",
-        help="how long to wait for check to pass after each node "
-        f"(default {DEFAULT_ROLLING_WAIT_S:g})",
+    _add_wait(
+        cmd,
+        DEFAULT_ROLLING_WAIT_S,
+        "how long to wait for check to pass after each node",
     )
     cmd.set_defaults(func=rolling_restart.cmd_rolling_restart)
 
@@ -186,13 +194,10 @@ def _add_add_node(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="NODE_ID",
         help="make NEW a replica of this primary (its id, or a unique prefix as nodes shows it)",
     )
-    cmd.add_argument(
-        "--wait",
-        type=types.positive_seconds,
-        default=DEFAULT_ADD_WAIT_S,
-        metavar="SECS",
-        help="how long to wait for the cluster to know the node, and again for a replica's "
-        f"sync (default {DEFAULT_ADD_WAIT_S:g})",
+    _add_wait(
+        cmd,
+        DEFAULT_ADD_WAIT_S,
+        "how long to wait for the cluster to know the node, and again for a replica's sync",
     )
     cmd.set_defaults(func=replica_commands.cmd_add_node)
 
@@ -264,13 +269,10 @@ def _add_moving_options(cmd: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"migrations in flight at once (default {DEFAULT_PARALLEL})",
     )
-    cmd.add_argument(
-        "--wait",
-        type=types.positive_seconds,
-        default=DEFAULT_CONVERGE_WAIT_S,
-        metavar="SECS",
-        help="how long to wait, at the start and the end, for every node to agree "
-        f"(default {DEFAULT_CONVERGE_WAIT_S:g})",
+    _add_wait(
+        cmd,
+        DEFAULT_CONVERGE_WAIT_S,
+        "how long to wait, at the start and the end, for every node to agree",
     )
 
 
@@ -365,12 +367,10 @@ def _add_del_node(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cmd.add_argument(
         "node_id", type=types.node_id, metavar="NODE_ID", help="the node to remove (or a prefix)"
     )
-    cmd.add_argument(
-        "--wait",
-        type=types.positive_seconds,
-        default=DEFAULT_DEL_WAIT_S,
-        metavar="SECS",
-        help=f"how long to wait for the node to stop (default {DEFAULT_DEL_WAIT_S:g})",
+    _add_wait(
+        cmd,
+        DEFAULT_DEL_WAIT_S,
+        "how long to wait for the node to stop",
     )
     cmd.set_defaults(func=reshard_commands.cmd_del_node)
 
@@ -387,13 +387,10 @@ def _add_fix(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "that fix cannot repair.",
     )
     cmd.add_argument("address", type=types.address, metavar="HOST:PORT", help="any node's address")
-    cmd.add_argument(
-        "--wait",
-        type=types.positive_seconds,
-        default=DEFAULT_FIX_WAIT_S,
-        metavar="SECS",
-        help="how long running migrations may take to finish, and the nodes to agree "
-        f"(default {DEFAULT_FIX_WAIT_S:g})",
+    _add_wait(
+        cmd,
+        DEFAULT_FIX_WAIT_S,
+        "how long running migrations may take to finish, and the nodes to agree",
     )
     cmd.add_argument(
         "--stuck-after",
@@ -435,12 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "addresses", nargs="+", type=types.address, metavar="HOST:PORT", help="the nodes"
     )
-    create.add_argument(
-        "--wait",
-        type=types.positive_seconds,
-        default=DEFAULT_CREATE_WAIT_S,
-        metavar="SECS",
-        help=f"how long to wait for every node to agree (default {DEFAULT_CREATE_WAIT_S:g})",
+    _add_wait(
+        create,
+        DEFAULT_CREATE_WAIT_S,
+        "how long to wait for every node to agree",
     )
     create.set_defaults(func=cluster_commands.cmd_create)
     _add_add_node(sub)
