@@ -28,6 +28,18 @@ log = logging.getLogger(__name__)
 POLL_S = 0.01
 
 
+def owns_slots(membership: Membership) -> bool:
+    """This node is a primary with slots: stopping it leaves them unserved."""
+    me = membership.myself
+    return bool(me.is_primary and membership.slot_ranges(me.id))
+
+
+def live_replicas(membership: Membership) -> int:
+    """Replicas of this node in the cluster view that are not suspected of failing."""
+    me = membership.myself.id
+    return sum(1 for p in membership.peers() if p.primary == me and not p.failing)
+
+
 def pick_replica(primary: PrimaryReplication) -> bytes | None:
     """The id of the in-sync replica that holds the most of this node's stream."""
     links = [link for link in primary.links.values() if not link.syncing]
@@ -46,8 +58,7 @@ async def hand_off(
     Bounded by ``budget_s``. A node that is not a slot-owning primary, or
     has no in-sync replica, has nothing to hand off.
     """
-    me = membership.myself
-    if primary is None or not me.is_primary or not membership.slot_ranges(me.id):
+    if primary is None or not owns_slots(membership):
         return False
     replica_id = pick_replica(primary)
     peer = next((p for p in membership.peers() if p.id == replica_id), None)

@@ -26,7 +26,7 @@ from .cluster_runtime import ClusterRuntime, monotonic_ms, standalone_membership
 from .config import ServerConfig
 from .executor import Executor, Limits
 from .forwarding import Forwarder
-from .handoff import hand_off
+from .handoff import hand_off, live_replicas, owns_slots
 from .holds import WriteHolds
 from .keyspace import Keyspace
 from .keyspace.store import wall_clock_ms
@@ -110,7 +110,10 @@ class Node:
         else:
             membership, self._identity = standalone_membership(config, monotonic_ms())
         self.durability = Durability(
-            self.replication, config.min_replicas, config.min_replicas_timeout_ms / 1000
+            self.replication,
+            config.min_replicas,
+            config.min_replicas_timeout_ms / 1000,
+            lambda: live_replicas(membership),
         )
         self.ownership = Ownership(membership, self.holds, self.durability.serves_replica_reads)
         self.forwarder = Forwarder(config.max_message_bytes)
@@ -287,7 +290,7 @@ class Node:
         await self.tracking.stop()
         if self._server is not None:
             drain = max(deadline - loop.time(), SHUTDOWN_SETTLE_S)
-            if self.runtime is not None and not self._owns_slots():
+            if self.runtime is not None and not owns_slots(self.runtime.membership):
                 drain = min(drain, UNOWNED_DRAIN_S)
             await self._server.stop(drain)
         if self.migrations is not None:
@@ -372,10 +375,6 @@ class Node:
                 self.keyspace.clear_slot(slot)
         # Near caches may also hold keys of these slots that were absent here.
         self.tracking.slots_lost(slots)
-
-    def _owns_slots(self) -> bool:
-        membership = self.ownership.membership
-        return bool(membership.myself.is_primary and membership.slot_ranges(membership.id))
 
     def _primary_bus(self) -> str | None:
         primary = self.ownership.membership.my_primary()

@@ -75,6 +75,8 @@ class PrimaryReplication:
         self.backlog = backlog
         self.links: dict[bytes, ReplicaLink] = {}
         self._waiters: list[_Waiter] = []
+        # Writes waiting for enough replicas to be in sync (see wait_in_sync).
+        self._sync_waiters: list[asyncio.Future[None]] = []
         self._flush_scheduled = False
         self.full_syncs = 0
         self.partial_syncs = 0
@@ -117,6 +119,32 @@ class PrimaryReplication:
     def in_sync_replicas(self) -> int:
         """Replicas connected and past their full sync."""
         return sum(1 for link in self.links.values() if not link.syncing)
+
+    async def wait_in_sync(self, needed: int, timeout: float) -> bool:
+        """Wait until ``needed`` replicas are in sync; False if ``timeout`` passes first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.in_sync_replicas() < needed:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            future: asyncio.Future[None] = loop.create_future()
+            self._sync_waiters.append(future)
+            try:
+                await asyncio.wait_for(future, remaining)
+            except TimeoutError:
+                return False
+            finally:
+                if future in self._sync_waiters:
+                    self._sync_waiters.remove(future)
+        return True
+
+    def in_sync_changed(self) -> None:
+        """Wake the writes waiting for replicas: one came in sync (or was added in sync)."""
+        waiters, self._sync_waiters = self._sync_waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
 
     def acked_count(self, offset: int) -> int:
         """How many in-sync replicas hold every operation before ``offset``."""
@@ -196,6 +224,8 @@ class PrimaryReplication:
             snapshot_task = asyncio.create_task(self._send_snapshots(link))
             log.info("replica %s needs a full sync from offset %d", replica_id.hex(), start.offset)
         self.links[replica_id] = link
+        if not link.syncing:
+            self.in_sync_changed()
         acks = asyncio.create_task(self._read_acks(link, requests))
         try:
             while True:
@@ -236,4 +266,5 @@ class PrimaryReplication:
         link.queue.put_nowait(pb.PrimaryMessage(done=pb.FullSyncDone(offset=self.backlog.offset)))
         # Its acknowledgements count from now on; they will be at least the done offset.
         link.syncing = False
+        self.in_sync_changed()
         log.info("full sync of replica %s sent", link.replica_id.hex())

@@ -172,6 +172,9 @@ class CacheService(pb_grpc.CacheServicer):
             slots = key_slots(keys)
             if op.writes and self._holds.held(slots):
                 await self._holds.wait(slots, WRITE_HOLD_MAX_S)
+            if op.writes:
+                needed = self._durability.required(op, request)
+                await self._durability.await_replicas(needed, context.time_remaining())
             if options is None:
                 options = call_options(context.invocation_metadata())
             decision = decide(op, slots, options, self._ownership)
@@ -270,17 +273,23 @@ class CacheService(pb_grpc.CacheServicer):
         specs: list[Op | None] = []
         all_slots: list[list[int]] = []
         held_slots: list[int] = []
+        # The most replicas any write of the message needs.
+        needed = 0
         for op in ops:
             kind = op.WhichOneof("op")
             spec = OPS.get(kind) if kind else None
             specs.append(spec)
-            slots = key_slots(spec.keys(getattr(op, spec.field))) if spec is not None else []
+            request = getattr(op, spec.field) if spec is not None else None
+            slots = key_slots(spec.keys(request)) if spec is not None else []
             all_slots.append(slots)
             if spec is not None and spec.writes:
                 held_slots += slots
+                needed = max(needed, self._durability.required(spec, request))
         holds = self._holds
         if held_slots and holds.held(held_slots):
             await holds.wait(held_slots, WRITE_HOLD_MAX_S)
+        if needed:
+            await self._durability.await_replicas(needed, context.time_remaining())
         view = self._ownership
         decisions = [
             decide(spec, slots, options, view) if spec is not None else None

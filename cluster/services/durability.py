@@ -5,10 +5,17 @@ fewer replicas are connected (so the caller knows it did not happen), and
 otherwise applied and then held until that many replicas acknowledge it. If
 they do not in time, the caller learns the write may or may not survive:
 it is on the primary but perhaps on no replica.
+
+Replicas reconnect for moments at a time: to a replica just promoted (a
+failover or a primary's handoff at shutdown), or after a restart. While the
+cluster says this primary has enough live replicas but fewer are in sync, a
+write first waits for them (up to the replica timeout), applying nothing,
+rather than being refused at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -24,11 +31,17 @@ class Durability:
     """The node's replication as the request path needs it."""
 
     def __init__(
-        self, replication: NodeReplication | None, default_min: int, timeout_s: float
+        self,
+        replication: NodeReplication | None,
+        default_min: int,
+        timeout_s: float,
+        live_replicas: Callable[[], int] = lambda: 0,
     ) -> None:
         self.replication = replication
         self.default_min = default_min
         self.timeout_s = timeout_s
+        # How many replicas the cluster view gives this node that are not failing.
+        self._live_replicas = live_replicas
 
     def required(self, op: Op, request: Any) -> int:
         """How many replicas must hold this write (0 for reads)."""
@@ -37,6 +50,20 @@ class Durability:
         if request.HasField("min_replicas"):
             return int(request.min_replicas)
         return self.default_min
+
+    async def await_replicas(self, needed: int, timeout: float | None) -> None:
+        """Before applying anything: wait for expected replicas to come back in sync.
+
+        Returns at once when enough are in sync, or when the cluster view
+        does not promise enough live replicas (the refusal is certain then).
+        """
+        primary = self.replication.primary if self.replication is not None else None
+        if primary is None or primary.in_sync_replicas() >= needed:
+            return
+        if self._live_replicas() < needed:
+            return
+        limit = self.timeout_s if timeout is None else min(timeout, self.timeout_s)
+        await primary.wait_in_sync(needed, max(limit, 0.0))
 
     def check_available(self, needed: int) -> None:
         """Refuse, before applying anything, a write that cannot get enough replicas."""
