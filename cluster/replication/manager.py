@@ -9,6 +9,7 @@ it) and a demoted primary can be served from where it stood.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from ..keyspace import Keyspace
@@ -36,6 +37,8 @@ class NodeReplication:
         self._maxmemory = keyspace.maxmemory
         self.primary: PrimaryReplication | None = None
         self.replica: ReplicaSync | None = None
+        # When this node was last promoted from replica (time.monotonic()), or None.
+        self.promoted_at: float | None = None
 
     @property
     def offset(self) -> int:
@@ -43,6 +46,10 @@ class NodeReplication:
         if self.replica is not None:
             return self.replica.applied
         return self.backlog.offset
+
+    def promoted_within(self, seconds: float) -> bool:
+        """This node became primary less than ``seconds`` ago (its replicas are moving to it)."""
+        return self.promoted_at is not None and time.monotonic() - self.promoted_at < seconds
 
     def link_age_ms(self) -> int:
         """For a replica: how long since it last heard from its primary (0 for a primary)."""
@@ -61,6 +68,7 @@ class NodeReplication:
             self.replica.halt()
             self.replica = None
             self.backlog.fork()
+            self.promoted_at = time.monotonic()
             log.info("promoted: new replication id %s", self.backlog.replid)
         if self.primary is None:
             self.keyspace.expire_keys = True

@@ -8,9 +8,9 @@ it is on the primary but perhaps on no replica.
 
 Replicas reconnect for moments at a time: to a replica just promoted (a
 failover or a primary's handoff at shutdown), or after a restart. While the
-cluster says this primary has enough live replicas but fewer are in sync, a
-write first waits for them (up to the replica timeout), applying nothing,
-rather than being refused at once.
+cluster says this primary has enough live replicas but fewer are in sync, or
+just after this node was promoted, a write first waits for them (up to the
+replica timeout), applying nothing, rather than being refused at once.
 """
 
 from __future__ import annotations
@@ -55,12 +55,17 @@ class Durability:
         """Before applying anything: wait for expected replicas to come back in sync.
 
         Returns at once when enough are in sync, or when the cluster view
-        does not promise enough live replicas (the refusal is certain then).
+        does not promise enough live replicas (the refusal is certain then)
+        and this node was not just promoted.
         """
         primary = self.replication.primary if self.replication is not None else None
         if primary is None or primary.in_sync_replicas() >= needed:
             return
-        if self._live_replicas() < needed:
+        assert self.replication is not None
+        # Just after a promotion the view still has the replicas following the
+        # old primary until they hear of the new one: wait for them anyway.
+        expected = self.replication.promoted_within(self.timeout_s)
+        if not expected and self._live_replicas() < needed:
             return
         limit = self.timeout_s if timeout is None else min(timeout, self.timeout_s)
         await primary.wait_in_sync(needed, max(limit, 0.0))

@@ -54,3 +54,10 @@ async def test_an_expected_replica_that_stays_away_is_waited_for_up_to_the_timeo
     assert await timed(d, 1) == pytest.approx(TIMEOUT_S, abs=0.1)
     with pytest.raises(CommandError):
         d.check_available(1)
+
+
+async def test_just_after_a_promotion_the_replicas_are_waited_for_whatever_the_view() -> None:
+    d, _ = durability(live=0)  # the view still shows them following the old primary
+    assert d.replication is not None
+    d.replication.promoted_at = time.monotonic()
+    assert await timed(d, 1) == pytest.approx(TIMEOUT_S, abs=0.1)
