@@ -31,7 +31,9 @@ class Ownership:
     ) -> None:
         self.membership = membership
         self._my_id = membership.id
+        # The slot table lives as long as the membership; its lookups are bound once.
         self._owner = membership.slots.owner
+        self._count = membership.slots.count
         self._holds = holds
         # Whether this node, as a replica, holds a complete copy of its primary.
         self._replica_synced = replica_synced
@@ -51,6 +53,11 @@ class Ownership:
     def ok(self) -> bool:
         """Requests may be served."""
         return self.membership.ok
+
+    @property
+    def owns_every_slot(self) -> bool:
+        """This node serves all slots (a standalone node, or a cluster of one)."""
+        return self._count(self._my_id) == SLOT_COUNT
 
     @property
     def allow_reads_when_down(self) -> bool:

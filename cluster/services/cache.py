@@ -37,6 +37,7 @@ from ..routing import (
     call_options,
     decide,
     plan_batch,
+    serves_everything,
 )
 from ..services.durability import Durability
 from ..services.status import abort
@@ -168,16 +169,20 @@ class CacheService(pb_grpc.CacheServicer):
                 tracked = self._tracking.tracked_read(op, handler, context)
                 if tracked is not None:
                     handler, options = tracked
-            keys = op.keys(request)
-            slots = key_slots(keys)
-            if op.writes and self._holds.held(slots):
-                await self._holds.wait(slots, WRITE_HOLD_MAX_S)
-            if options is None:
-                options = call_options(context.invocation_metadata())
-            decision = decide(op, slots, options, self._ownership)
-            reply: _Rep = await self._carry_out(
-                op, decision, handler, request, keys, options, context
-            )
+            holds = self._holds
+            if serves_everything(self._ownership, op.writes and holds.active):
+                reply: _Rep = await self._local(op, handler, request, context)
+            else:
+                keys = op.keys(request)
+                slots = key_slots(keys)
+                if op.writes and holds.held(slots):
+                    await holds.wait(slots, WRITE_HOLD_MAX_S)
+                if options is None:
+                    options = call_options(context.invocation_metadata())
+                decision = decide(op, slots, options, self._ownership)
+                reply = await self._carry_out(
+                    op, decision, handler, request, keys, options, context
+                )
         except CommandError as exc:
             self._counters.failed(op.field, exc.code)
             await abort(context, exc)
@@ -266,14 +271,40 @@ class CacheService(pb_grpc.CacheServicer):
     ) -> pb.PipelineReply:
         """Plan a message's operations, run them in segments, and answer them in order."""
         ops = batch.ops
+        specs: list[Op | None] = [OPS.get(op.WhichOneof("op") or "") for op in ops]
+        pending: list[tuple[int, int]] = []
+        if serves_everything(self._ownership, self._holds.active):
+            # A node that owns every slot: no key needs hashing.
+            run_op = self._run_op
+            results: list[pb.OperationResult | None] = [
+                run_op(i, op, specs[i], pending) for i, op in enumerate(ops)
+            ]
+        else:
+            results = await self._route_batch(ops, specs, pending, options, context)
+        if pending:
+            await self._settle(results, pending, context)
+        reply = pb.PipelineReply()
+        out = reply.results
+        count = self._count
+        for spec, result in zip(specs, results, strict=True):
+            assert result is not None
+            count(spec, result)
+            out.append(result)
+        return reply
+
+    async def _route_batch(
+        self,
+        ops: Any,
+        specs: list[Op | None],
+        pending: list[tuple[int, int]],
+        options: CallOptions,
+        context: Context,
+    ) -> list[pb.OperationResult | None]:
+        """Decide each operation of a message, then run it here or plan the rest."""
         results: list[pb.OperationResult | None] = [None] * len(ops)
-        specs: list[Op | None] = []
         all_slots: list[list[int]] = []
         held_slots: list[int] = []
-        for op in ops:
-            kind = op.WhichOneof("op")
-            spec = OPS.get(kind) if kind else None
-            specs.append(spec)
+        for op, spec in zip(ops, specs, strict=True):
             slots = key_slots(spec.keys(getattr(op, spec.field))) if spec is not None else []
             all_slots.append(slots)
             if spec is not None and spec.writes:
@@ -286,23 +317,13 @@ class CacheService(pb_grpc.CacheServicer):
             decide(spec, slots, options, view) if spec is not None else None
             for spec, slots in zip(specs, all_slots, strict=True)
         ]
-        pending: list[tuple[int, int]] = []
         if all(d is None or type(d) is Local for d in decisions):
-            # The common case: everything is served here, in message order.
+            # Everything is served here after all, in message order.
             for i, op in enumerate(ops):
                 results[i] = self._run_op(i, op, specs[i], pending)
         else:
             await self._run_planned(ops, specs, decisions, results, pending, options, context)
-        if pending:
-            await self._settle(results, pending, context)
-        reply = pb.PipelineReply()
-        out = reply.results
-        count = self._count
-        for spec, result in zip(specs, results, strict=True):
-            assert result is not None
-            count(spec, result)
-            out.append(result)
-        return reply
+        return results
 
     async def _run_planned(
         self,

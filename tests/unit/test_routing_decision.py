@@ -30,6 +30,7 @@ from slotcache_server.routing import (
     Spread,
     decide,
     plan_batch,
+    serves_everything,
 )
 
 ME = "me:1"
@@ -47,6 +48,10 @@ class FakeView:
     replica_of: str | None = None  # the owner this node replicates
     synced: bool = True
     held: set[int] = field(default_factory=set)
+
+    @property
+    def owns_every_slot(self) -> bool:
+        return all(owner == ME for owner in self.owners)
 
     def is_local(self, slot: int) -> bool:
         return self.owners[slot] == ME
@@ -68,7 +73,10 @@ class FakeView:
 
 views = st.builds(
     FakeView,
-    owners=st.lists(st.sampled_from(NODES), min_size=SLOTS, max_size=SLOTS),
+    owners=st.one_of(
+        st.lists(st.sampled_from(NODES), min_size=SLOTS, max_size=SLOTS),
+        st.just([ME] * SLOTS),
+    ),
     ok=st.booleans(),
     allow_reads_when_down=st.booleans(),
     replica_of=st.sampled_from([None, "b:2"]),
@@ -96,6 +104,9 @@ def test_decide_follows_the_rules(op, slots, options, view):
         slots = slots[:1]
     decision = decide(spec, slots, options, view)
     local = [view.is_local(s) for s in slots]
+    # The shortcut that skips hashing keys must agree with the decision.
+    if serves_everything(view, writes_held=bool(view.held)):
+        assert decision is LOCAL
     # 1. A write to a slot in handoff is refused first, retryably.
     if spec.writes and any(s in view.held for s in slots):
         assert type(decision) is Refused
