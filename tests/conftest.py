@@ -11,6 +11,9 @@ import pytest
 from slotcache.ctl.main import main as clusterctl
 from tests.support.ctl import Ctl, Result
 
+# Tier markers, the pure tiers' guard, server logs on failure, measured figures.
+pytest_plugins = ["tests.support.plugin"]
+
 
 @pytest.fixture
 def keys(request: pytest.FixtureRequest) -> Callable[..., bytes]:

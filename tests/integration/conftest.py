@@ -1,29 +1,19 @@
 """Real ``slotcache-server`` processes on 127.0.0.1, for every area of the integration tier.
 
 Every process is started through :class:`tests.support.processes.ServerFactory`
-and stopped in a finalizer, so a failing test never leaks one. When a test
-fails, the logs of the servers that were running are attached to its report.
+and stopped in a finalizer, so a failing test never leaks one (the logs of
+the servers still running go into a failed test's report).
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from slotcache.ctl.launcher import ServerProcess
-from tests.support.processes import Cluster, ServerFactory, log_sections
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.failed:
-        report.sections.extend(log_sections())
-    return report
+from tests.support.processes import Cluster, ServerFactory
 
 
 @pytest.fixture

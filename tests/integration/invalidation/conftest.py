@@ -17,27 +17,6 @@ from slotcache.v1 import cache_pb2_grpc
 from tests.support.nodes import NodeStubs
 from tests.support.streams import Subscription
 
-# Figures measured by the tests (latency, batching), printed at the end of the run.
-MEASUREMENTS: list[str] = []
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if MEASUREMENTS:
-        terminalreporter.section("near-cache invalidation measurements")
-        for line in MEASUREMENTS:
-            terminalreporter.write_line(line)
-
-
-@pytest.fixture
-def report_figure() -> Callable[[str], None]:
-    """``report_figure("...")`` prints a measured figure now and in the run's summary."""
-
-    def record(line: str) -> None:
-        MEASUREMENTS.append(line)
-        print(line)
-
-    return record
-
 
 @pytest.fixture(scope="module")
 def node(server: ServerProcess) -> Iterator[NodeStubs]:
