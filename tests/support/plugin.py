@@ -23,8 +23,10 @@ from tests.support.purity import Refusals, forbid_io
 TESTS_ROOT = Path(__file__).resolve().parents[1]
 # Folder name = marker name (registered in pyproject.toml), in the order the
 # summary lists their figures.
-TIERS = ("unit", "sim", "integration", "faults")
-PURE_TIERS = frozenset({"unit"})
+TIERS = ("unit", "heavy", "sim", "integration", "faults")
+# heavy holds pure tests too long for unit (big property runs, tracemalloc, a
+# million keys); they make the same promise.
+PURE_TIERS = frozenset({"unit", "heavy"})
 
 TIER = pytest.StashKey[str]()
 REFUSALS = pytest.StashKey[Refusals]()

@@ -1,10 +1,11 @@
 """Keeps the pure tiers pure: a test there that opens a network endpoint or starts a process fails.
 
 The unit tier promises to run alone, fast, anywhere, with nothing started
-and no port touched. A test that starts a server, forks, opens a socket or
-a gRPC channel belongs in tests/integration; without this guard it could
-slip into tests/unit and still pass on a machine where the port happened
-to be free, or where a development cluster happened to be listening.
+and no port touched (heavy, its slow sibling, makes the same promise). A
+test that starts a server, forks, opens a socket or a gRPC channel belongs
+in tests/integration; without this guard it could slip into tests/unit and
+still pass on a machine where the port happened to be free, or where a
+development cluster happened to be listening.
 
 What stays allowed, narrowly:
 

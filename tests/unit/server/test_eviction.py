@@ -19,19 +19,11 @@ from slotcache_server.keyspace import (
     OutOfMemory,
 )
 from slotcache_server.keyspace.eviction import LFU_INIT, LFU_MAX, lfu_decay, lfu_increment
+from tests.support.keyspace import FakeClock
 
-START_MS = 1_700_000_000_000
 VALUE = b"v" * 50
 ALL_POLICIES = list(EvictionPolicy)
 VOLATILE = [p for p in EvictionPolicy if p.volatile]
-
-
-class FakeClock:
-    def __init__(self, now=START_MS):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 def make(policy, *, maxmemory=0, seed=1, samples=5):

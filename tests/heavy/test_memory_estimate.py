@@ -3,6 +3,8 @@
 tracemalloc counts the bytes requested from Python's allocators, without
 pymalloc's size-class rounding or malloc's headers, which the estimate does
 model; both are compared over the same data, and must agree within 20%.
+Tracing every allocation of tens of thousands of entries is slow, so this
+runs outside the unit tier.
 """
 
 import gc
@@ -13,17 +15,9 @@ import pytest
 
 from slotcache.contract import SLOT_COUNT
 from slotcache_server.keyspace import EvictionPolicy, Keyspace
+from tests.support.keyspace import FakeClock
 
-START_MS = 1_700_000_000_000
 TOLERANCE = 0.20
-
-
-class FakeClock:
-    def __init__(self, now=START_MS):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 def key_of(i):
