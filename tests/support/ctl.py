@@ -54,8 +54,12 @@ def free_port_block(n: int, offset: int = BUS_OFFSET) -> int:
     raise RuntimeError("no free block of ports found")
 
 
-def run_cli(*argv: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    """clusterctl as a separate process, as an operator runs it."""
+def run_cli(*argv: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
+    """clusterctl as a separate process, as an operator runs it.
+
+    ``timeout`` only stops a hung command; a reshard of thousands of slots
+    takes well under it.
+    """
     return subprocess.run(
         [sys.executable, "-m", "slotcache.ctl.main", *argv],
         capture_output=True,

@@ -249,6 +249,16 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval:
         time.sleep(interval)
 
 
+def eventually(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes; its last verdict, for an assert."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
 def percentile(samples: Sequence[float], q: float) -> float:
     """The q-quantile (0..1) of ``samples``."""
     ordered = sorted(samples)

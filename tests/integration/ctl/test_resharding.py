@@ -26,7 +26,7 @@ from slotcache.ctl.add_node import add_node
 from slotcache.ctl.cluster_ops import NodeHandle, fetch_state
 from slotcache.ctl.launcher import ServerProcess
 from slotcache.v1 import admin_pb2, cache_pb2, cache_pb2_grpc
-from tests.support.ctl import start_nodes
+from tests.support.ctl import run_cli, start_nodes
 from tests.support.nodes import owners_by_slot, wait_for
 from tests.support.processes import Cluster, ServerFactory
 from tests.support.workload import start_cluster
@@ -40,19 +40,8 @@ LONG_TTL_MS = 3_600_000
 # ---- helpers ------------------------------------------------------------------------------
 
 
-def cli(*argv: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
-    """clusterctl as a separate process."""
-    return subprocess.run(
-        [sys.executable, "-m", "slotcache.ctl.main", *argv],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def cli_json(*argv: str, code: int = 0, timeout: float = 180.0) -> dict[str, Any]:
-    result = cli(*argv, "--json", timeout=timeout)
+    result = run_cli(*argv, "--json", timeout=timeout)
     assert result.returncode == code, result.stderr + result.stdout
     data: dict[str, Any] = json.loads(result.stdout)
     return data
@@ -109,7 +98,7 @@ def wait_check_passes(address: str, within: float = 20.0) -> dict[str, Any]:
     """Poll ``check`` until it exits 0 (gossip may take a round after a change)."""
     deadline = time.monotonic() + within
     while True:
-        result = cli("check", address, "--json")
+        result = run_cli("check", address, "--json")
         data: dict[str, Any] = json.loads(result.stdout)
         if result.returncode == 0:
             return data
@@ -339,7 +328,7 @@ def test_rebalance_under_load_moves_a_quarter_without_errors_or_loss(
         before = load.rate(3.0)
         new = new_node(servers, cluster)
         ops0, t0 = load.ops(), time.monotonic()
-        result = cli(
+        result = run_cli(
             "rebalance",
             seed,
             "--use-empty-primaries",
@@ -555,7 +544,7 @@ def test_drain_then_del_node(servers: ServerFactory) -> None:
 
     # A node with slots is refused, and nothing changes.
     before = {a: fetch_state(a, 5.0) for a in cluster.addresses}
-    refused = cli("del-node", seed, ids[1][:8])
+    refused = run_cli("del-node", seed, ids[1][:8])
     assert refused.returncode == 1
     assert f"{cluster.addresses[1]} ({ids[1][:8]}) still owns 5461 slots" in refused.stderr
     assert "nothing was changed" in refused.stderr
@@ -680,7 +669,7 @@ def test_rebalance_dry_run_changes_nothing(servers: ServerFactory) -> None:
     assert plan["imbalance_before_pct"] == 100.0 and plan["imbalance_after_pct"] < 0.1
     by_keys = cli_json("rebalance", seed, "--use-empty-primaries", "--dry-run", "--by", "keys")
     assert by_keys["unit"] == "keys" and by_keys["moves"]
-    table = cli("rebalance", seed, "--use-empty-primaries", "--dry-run")
+    table = run_cli("rebalance", seed, "--use-empty-primaries", "--dry-run")
     assert table.returncode == 0 and "dry run: nothing was changed" in table.stdout
 
     time.sleep(0.5)
@@ -712,7 +701,7 @@ def test_fix_gives_unowned_slots_to_the_primary_with_fewest(servers: ServerFacto
             handles[0].meet(bus)
         wait_for(lambda: all(h.state().known_nodes == 3 for h in handles) or None, 20, "the meet")
         seed = nodes[0].address
-        assert cli("check", seed).returncode == 1  # 3384 slots without an owner
+        assert run_cli("check", seed).returncode == 1  # 3384 slots without an owner
 
         fixed = cli_json("fix", seed)
         (assigned,) = fixed["assigned"]

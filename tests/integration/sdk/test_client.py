@@ -20,19 +20,11 @@ import pytest
 import slotcache
 from slotcache.ctl.launcher import free_port
 from slotcache.v1 import admin_pb2, admin_pb2_grpc
+from tests.support.nodes import eventually
 from tests.support.sdk import AsyncDriver, open_client
 
 LONG_TTL_MS = 600_000
 SHORT_TTL_MS = 150
-
-
-def eventually(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 @pytest.fixture

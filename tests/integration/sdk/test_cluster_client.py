@@ -23,6 +23,7 @@ import slotcache
 from slotcache import key_slot
 from slotcache.ctl.launcher import free_port
 from slotcache.v1 import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
+from tests.support.nodes import eventually
 from tests.support.processes import Cluster, ServerFactory
 
 REDIRECT = (("slotcache-redirect", "1"),)
@@ -72,15 +73,6 @@ def claim_slot(address: str, slot: int) -> int:
         ranges = [cache_pb2.SlotRange(start=slot, end=slot)]
         reply = admin.ClaimSlots(admin_pb2.ClaimSlotsRequest(ranges=ranges), timeout=RPC_TIMEOUT)
     return int(reply.config_epoch)
-
-
-def eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def keys_on_every_node(
@@ -250,8 +242,14 @@ def test_moved_only_after_the_map_changes_then_followed_and_learned(
 
     # Node 1 claims the slot: a new config epoch; node 0 drops the slot's keys.
     claim_slot(a1, slot)
-    assert eventually(lambda: all(owner_table(a)[slot] == a1 for a in cluster.addresses))
-    assert eventually(lambda: all(topology(a).cluster_ok for a in cluster.addresses))
+    assert eventually(
+        lambda: all(owner_table(a)[slot] == a1 for a in cluster.addresses),
+        timeout=15.0,
+        interval=0.05,
+    )
+    assert eventually(
+        lambda: all(topology(a).cluster_ok for a in cluster.addresses), timeout=15.0, interval=0.05
+    )
     assert c.owner_of(moving) == a0  # the client has not heard yet
 
     assert c.get(moving) is None  # MOVED by node 0, followed to node 1, which never had it

@@ -10,19 +10,11 @@ from typing import Any
 import pytest
 
 import slotcache
+from tests.support.nodes import eventually
 from tests.support.processes import Cluster, ServerFactory
 
 # A short acknowledgement timeout keeps the ReplicationTimeout case quick.
 ACK_TIMEOUT_MS = "400"
-
-
-def eventually(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def synced_write(c: Any, key: bytes) -> bool:
@@ -39,7 +31,7 @@ def test_min_replicas_and_replica_reads_with_one_replica(
     cluster = Cluster.start(servers, 1, 1000, "--min-replicas-timeout", ACK_TIMEOUT_MS, replicas=1)
     primary, replica = cluster.nodes
     c = connect(primary.address, timeout=10)
-    assert eventually(lambda: synced_write(c, b"probe"))
+    assert eventually(lambda: synced_write(c, b"probe"), timeout=20.0, interval=0.05)
 
     # Enough replicas: the write returns once the replica holds it.
     assert c.set(b"k", b"v1", min_replicas=1) is True
@@ -53,7 +45,7 @@ def test_min_replicas_and_replica_reads_with_one_replica(
     assert c.stats.retries == 0
 
     # Replica reads: served by the replica, which reports its lag.
-    assert eventually(lambda: c.get(b"k", replica_ok=True) == b"v1")
+    assert eventually(lambda: c.get(b"k", replica_ok=True) == b"v1", timeout=20.0, interval=0.05)
     assert c.stats.replica_reads >= 1
     assert c.stats.replica_lag_ms is not None and c.stats.replica_lag_ms >= 0
     assert c.stats.replica_lag_ops is not None
@@ -74,16 +66,20 @@ def test_min_replicas_and_replica_reads_with_one_replica(
         assert c.stats.faults[("set", "ReplicationTimeout")] == 1
     finally:
         replica.send_signal(signal.SIGCONT)
-    assert eventually(lambda: synced_write(c, b"probe"))
+    assert eventually(lambda: synced_write(c, b"probe"), timeout=20.0, interval=0.05)
 
 
 def test_client_level_replica_reads(servers: ServerFactory) -> None:
     cluster = Cluster.start(servers, 1, 1000, replicas=1)
     primary = cluster.nodes[0]
     with slotcache.Client(primary.address, read_from_replicas=True, timeout=10) as c:
-        assert eventually(lambda: synced_write(c, b"probe"))
+        assert eventually(lambda: synced_write(c, b"probe"), timeout=20.0, interval=0.05)
         c.set(b"k", {"v": 1}, min_replicas=1)
-        assert eventually(lambda: c.get(b"k") == {"v": 1} and c.stats.replica_reads > 0)
+        assert eventually(
+            lambda: c.get(b"k") == {"v": 1} and c.stats.replica_reads > 0,
+            timeout=20.0,
+            interval=0.05,
+        )
         reads = c.stats.replica_reads
         assert c.get(b"k", replica_ok=False) == {"v": 1}  # per call: the primary
         assert c.stats.replica_reads == reads

@@ -5,18 +5,10 @@ from __future__ import annotations
 import time
 
 from slotcache.v1 import cache_pb2 as pb
+from tests.support.nodes import eventually
 
 LONG_TTL_MS = 600_000
 SHORT_TTL_MS = 150
-
-
-def eventually(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def get(stub, key: bytes) -> bytes | None:

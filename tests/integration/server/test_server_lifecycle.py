@@ -19,18 +19,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from slotcache.ctl.launcher import LOOPBACK, free_port, server_command, wait_serving
 from slotcache.v1 import admin_pb2, admin_pb2_grpc, cache_pb2_grpc
 from slotcache.v1 import cache_pb2 as pb
+from tests.support.nodes import eventually
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def eventually(predicate, timeout: float = 5.0, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def health_status(channel: grpc.Channel, service: str) -> int:
