@@ -17,7 +17,7 @@ import grpc
 from slotcache import _commands as cmd
 from slotcache._core import Action, Call, ClientCore, Plan, Refresh, Sleep, Trailed
 from slotcache._routing import command_keys
-from slotcache.contract import SLOT_COUNT, key_slot
+from slotcache.contract import SLOT_COUNT, key_slot, to_ranges
 from slotcache.errors import SlotcacheError, error_for
 from slotcache.v1 import cache_pb2 as pb
 
@@ -133,7 +133,7 @@ class FakeCluster:
         for address in self.addresses:
             slots = [s for s in range(SLOT_COUNT) if self.owner[s] == address]
             node = reply.nodes.add(id=address, address=address, role=pb.ROLE_PRIMARY)
-            for start, end in _ranges(slots):
+            for start, end in to_ranges(slots):
                 node.slots.add(start=start, end=end)
         for replica, primary in self.replicas.items():
             reply.nodes.add(id=replica, address=replica, role=pb.ROLE_REPLICA, primary_id=primary)
@@ -167,16 +167,6 @@ class FakeCluster:
             deleted = sum(data.pop(k, None) is not None for k in request.keys)  # type: ignore[attr-defined]
             return pb.MDeleteReply(deleted=deleted)
         raise AssertionError(f"unexpected rpc {rpc}")
-
-
-def _ranges(slots: list[int]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for s in slots:
-        if out and out[-1][1] == s - 1:
-            out[-1] = (out[-1][0], s)
-        else:
-            out.append((s, s))
-    return out
 
 
 class Driver:
