@@ -302,7 +302,7 @@ class Node:
         the new owner, which may still be applying this node's stream.
         """
         slots = tuple(slots)
-        if not self.ownership.membership.myself.primary:
+        if not self.ownership.membership.myself.primary_id:
             for slot in slots:
                 self.keyspace.clear_slot(slot)
         # Near caches may also hold keys of these slots that were absent here.
@@ -323,7 +323,7 @@ class Node:
         """Make replication match the role the membership gives this node."""
         if self.replication is None:
             return
-        if self.ownership.membership.myself.primary:
+        if self.ownership.membership.myself.primary_id:
             self.replication.become_replica()
         else:
             self.replication.become_primary()
@@ -339,7 +339,7 @@ class Node:
             "data_dir": str(self.config.data_dir),
             "node_id": self.ownership.membership.myself.hex_id,
             "cluster_enabled": "yes" if self.runtime is not None else "no",
-            "role": "replica" if self.ownership.membership.myself.primary else "primary",
+            "role": "replica" if self.ownership.membership.myself.primary_id else "primary",
         }
 
     def stats(self) -> dict[str, int]:

@@ -66,7 +66,7 @@ class Ownership:
 
     def replica_serves(self, slots: Sequence[int]) -> bool:
         """This node replicates the owner of every slot and holds a complete copy."""
-        primary = self.membership.myself.primary
+        primary = self.membership.myself.primary_id
         owner = self._owner
         return bool(primary) and all(owner(s) == primary for s in slots) and self._replica_synced()
 
@@ -93,7 +93,7 @@ class Ownership:
             id=peer.hex_id,
             address=peer.address.client,
             role=cache_pb2.ROLE_REPLICA if peer.flags & REPLICA else cache_pb2.ROLE_PRIMARY,
-            primary_id=peer.primary.hex(),
+            primary_id=peer.primary_id.hex(),
             slots=[cache_pb2.SlotRange(start=s, end=e) for s, e in ranges],
             config_epoch=peer.config_epoch,
             failing=bool(peer.flags & FAIL),

@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from slotcache_server.membership.machine import WRITABLE_DELAY_MS, Membership
+from slotcache_server.membership.cluster_state import WRITABLE_DELAY_MS
+from slotcache_server.membership.machine import Membership, Remembered
 from slotcache_server.membership.model import FAIL, PFAIL, REPLICA, Address, MembershipConfig, Peer
 from slotcache_server.membership.snapshot import FORMAT_VERSION, restore, snapshot
 
@@ -21,25 +22,22 @@ def peer_id(n: int) -> bytes:
 
 def sample() -> Membership:
     """A primary with two slot ranges, another primary, and a replica of it."""
-    m = Membership(CONFIG, Peer(id=peer_id(1), address=ME), 100, random=random.Random(1))
-    m.set_config_epoch(3)
-    m.add_slots([*range(0, 100), *range(200, 300)])
-    other = m.adopt(
-        Peer(id=peer_id(2), address=Address("10.0.0.2", 7001, 17001), config_epoch=5), 100
-    )
+    other = Peer(id=peer_id(2), address=Address("10.0.0.2", 7001, 17001), config_epoch=5)
     replica = Peer(
         id=peer_id(3),
         address=Address("10.0.0.3", 7002, 17002),
         flags=REPLICA,
-        primary=other.id,
+        primary_id=other.id,
         config_epoch=5,
     )
-    m.adopt(replica, 100)
-    for slot in range(100, 200):
-        m.slots.assign(slot, other.id)
-    m.current_epoch = 7
-    m.last_vote_epoch = 6
-    return m
+    known = Remembered(
+        current_epoch=7,
+        last_vote_epoch=6,
+        peers=(other, replica),
+        slots={peer_id(1): [*range(0, 100), *range(200, 300)], other.id: range(100, 200)},
+    )
+    me = Peer(id=peer_id(1), address=ME, config_epoch=3)
+    return Membership(CONFIG, me, 100, random=random.Random(1), remembered=known)
 
 
 def test_snapshot_is_plain_json():
@@ -68,13 +66,13 @@ def test_restore_round_trips_everything_persistent():
         again = restored.nodes[node_id]
         assert again.address == peer.address
         assert again.config_epoch == peer.config_epoch
-        assert again.primary == peer.primary
+        assert again.primary_id == peer.primary_id
         assert again.is_primary == peer.is_primary
     assert restored.nodes[peer_id(3)].flags & REPLICA
     assert restored.slots.snapshot() == original.slots.snapshot()
     assert snapshot(restored) == data
-    # Freshly loaded from disk: nothing to write back yet.
-    assert not restored.config_dirty
+    # Freshly loaded from disk: nothing to write back until something changes.
+    assert not restored.tick(5_100).persist
 
 
 def test_liveness_is_not_persisted():
@@ -99,8 +97,8 @@ def test_restore_takes_the_address_we_listen_on_now():
 def test_a_restored_single_node_cluster_is_ok_once_the_writable_delay_passed():
     """A restarted node waits min(WRITABLE_DELAY_MS, node timeout) to hear of changes it missed."""
     m = Membership(CONFIG, Peer(id=peer_id(1), address=ME), 0)
-    m.set_config_epoch(1)
-    m.add_slots(range(16384))
+    assert m.set_config_epoch(1).persist
+    assert m.add_slots(range(16384)).persist
     m.tick(100)
     assert m.ok
     restored = restore(snapshot(m), CONFIG, ME, 200)
