@@ -664,7 +664,7 @@ def test_large_values_are_forwarded_both_ways(nodes3, slots_by_node, keys):
     nodes3[0].cache.Delete(pb.DeleteRequest(key=remote), timeout=5)
 
 
-def test_unary_and_pipeline_route_alike_with_an_unowned_slot(make_cluster, keys):
+def test_unary_and_pipeline_route_alike_with_an_unowned_slot(servers, keys):
     """The same operation answers the same way as a unary call and inside a Pipeline.
 
     Two primaries leave some slots unowned, and coverage is not required, so
@@ -672,7 +672,7 @@ def test_unary_and_pipeline_route_alike_with_an_unowned_slot(make_cluster, keys)
     unowned slot is CLUSTERDOWN either way (every slot must be served before
     MOVED is considered, as in Redis), with or without redirects.
     """
-    a, b = (make_cluster.start("--require-full-coverage", "no", cluster=True) for _ in range(2))
+    a, b = (servers.start("--require-full-coverage", "no", cluster=True) for _ in range(2))
     stubs = [NodeStubs.open(a.address), NodeStubs.open(b.address)]
     try:
         ranges = [(0, 8191), (8192, 16000)]  # 16001..16383 stay unowned
