@@ -55,11 +55,16 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def _signals(handler: Any) -> Iterator[None]:
-    """Handle SIGTERM and SIGHUP (and SIGINT unless ``handler`` is the default) while inside."""
-    sigs = [signal.SIGTERM, signal.SIGHUP]
-    if handler is signal.SIG_IGN:
-        sigs.append(signal.SIGINT)
-    previous = {sig: signal.signal(sig, handler) for sig in sigs}
+    """Handle SIGTERM and SIGHUP with ``handler`` while inside, and SIGINT as Ctrl-C.
+
+    SIGINT gets Python's KeyboardInterrupt handler, set explicitly: a process
+    started in the background by a script (``make run &``) inherits SIGINT as
+    ignored, and Python then leaves it ignored, so ``up --foreground`` would
+    never stop on it. With ``SIG_IGN`` all three are ignored.
+    """
+    sigint = signal.SIG_IGN if handler is signal.SIG_IGN else signal.default_int_handler
+    handlers = {signal.SIGTERM: handler, signal.SIGHUP: handler, signal.SIGINT: sigint}
+    previous = {sig: signal.signal(sig, wanted) for sig, wanted in handlers.items()}
     try:
         yield
     finally:
