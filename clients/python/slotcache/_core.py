@@ -29,6 +29,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias, TypeVar
 
+from slotcache._address import check_port
 from slotcache._commands import Command
 from slotcache._nearcache import NOT_CACHED, NearCache, NearCacheSeam, Ticket
 from slotcache._pipeline import MAX_STREAMED_BYTES
@@ -184,7 +185,7 @@ def parse_addresses(addresses: str | Sequence[str]) -> list[str]:
     for item in items:
         for part in item.split(","):
             if part.strip():
-                seeds.setdefault(part.strip(), None)
+                seeds.setdefault(check_port(part.strip()), None)
     if not seeds:
         raise ValueError("at least one address is needed")
     return list(seeds)
