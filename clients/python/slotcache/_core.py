@@ -33,7 +33,7 @@ from slotcache._address import check_port
 from slotcache._commands import Command
 from slotcache._nearcache import NOT_CACHED, NearCache, NearCacheSeam, Ticket
 from slotcache._pipeline import MAX_STREAMED_BYTES
-from slotcache._retry import RetryPolicy, never_sent, retryable
+from slotcache._retry import RetryPolicy, could_not_connect, never_sent, retryable
 from slotcache._routing import (
     Redirect,
     check_before_split,
@@ -54,7 +54,7 @@ from slotcache.contract import (
     key_slot,
     key_slots,
 )
-from slotcache.errors import Moved, SlotcacheError, Timeout, Unavailable
+from slotcache.errors import Moved, SlotcacheError, Timeout, Unavailable, with_connect_hint
 from slotcache.v1 import cache_pb2
 
 __all__ = [
@@ -262,6 +262,9 @@ class ClientCore:
         except SlotcacheError as exc:
             stats.fault(op, exc)
             stats.record(op, clock() - started)
+            if not self._reached and could_not_connect(exc):
+                # Nothing ever answered this client: most likely no server, or a wrong address.
+                raise with_connect_hint(exc, self.seeds) from None
             raise
         stats.record(op, clock() - started)
         return result
