@@ -147,7 +147,8 @@ def _wait_until_known(
                 return None
             total = len(members) + 1
             return (
-                f"{total - len(late)}/{total} nodes know each other; waiting for {', '.join(late)}"
+                f"{total - len(late)} of {total} nodes know each other; "
+                f"waiting for {', '.join(late)}"
             )
 
         wait_for(pending, wait_s, "the cluster did not learn about the new node", progress)

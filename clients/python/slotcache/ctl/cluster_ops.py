@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from slotcache.contract import split_slots
+from slotcache.ctl.agreement import lagging, role_map, slot_map, waiting_text
 from slotcache.ctl.rpc import (
     NodeHandle,
     OperationError,
@@ -182,35 +183,16 @@ def wait_until_replicated(
         counts = [p.info().stats.get("repl.replicas_in_sync", 0) for p in primaries]
         in_sync = sum(min(c, replicas) for c in counts)
         total = replicas * len(primaries)
-        return None if in_sync == total else f"{in_sync}/{total} replicas in sync"
+        if in_sync == total:
+            return None
+        return f"{in_sync} of {total} replicas have a full copy of their primary's data"
 
     wait_for(pending, wait_s, "replicas did not finish syncing", progress)
 
 
 def views_agree(states: Sequence[admin_pb2.ClusterStateReply], expected_nodes: int) -> bool:
     """Every node is ok, knows the same nodes, and agrees on every slot's owner and every role."""
-    return not _disagreeing(states, expected_nodes) and bool(states)
-
-
-def _disagreeing(states: Sequence[admin_pb2.ClusterStateReply], expected_nodes: int) -> list[int]:
-    """Indexes of the views that are not ok, miss nodes, or differ from the commonest view."""
-    shapes = [(slot_map(s), role_map(s)) for s in states]
-    common = max(shapes, key=shapes.count) if shapes else None
-    return [
-        i
-        for i, (s, shape) in enumerate(zip(states, shapes, strict=True))
-        if not s.cluster_ok or s.known_nodes != expected_nodes or shape != common
-    ]
-
-
-def slot_map(state: admin_pb2.ClusterStateReply) -> tuple[tuple[str, int, int], ...]:
-    """A node's slot ownership as sorted ``(node id, start, end)`` triples."""
-    return tuple(sorted((p.node.id, r.start, r.end) for p in state.peers for r in p.node.slots))
-
-
-def role_map(state: admin_pb2.ClusterStateReply) -> tuple[tuple[str, str], ...]:
-    """Whom each node follows in this view, as sorted ``(node id, primary id or "")`` pairs."""
-    return tuple(sorted((p.node.id, p.node.primary_id) for p in state.peers))
+    return bool(states) and not lagging(states, expected_nodes)
 
 
 def wait_until_agreed(
@@ -222,13 +204,9 @@ def wait_until_agreed(
     """Poll until every node agrees on the view, or raise with what still differs."""
 
     def pending() -> str | None:
-        states = [n.state() for n in nodes]
-        behind = _disagreeing(states, expected_nodes)
+        behind = lagging([n.state() for n in nodes], expected_nodes)
         if not behind:
             return None
-        return f"{len(nodes) - len(behind)}/{len(nodes)} nodes agree; " + ", ".join(
-            f"{nodes[i].address}: ok={states[i].cluster_ok} knows {states[i].known_nodes}"
-            for i in behind
-        )
+        return waiting_text("agree on the cluster", [n.address for n in nodes], behind, len(nodes))
 
     wait_for(pending, wait_s, "the nodes did not agree", progress)
