@@ -22,6 +22,7 @@ from slotcache.ctl.cluster_ops import (
     plan_roles,
 )
 from slotcache.ctl.views import format_ranges, short_id
+from slotcache.ctl.wording import counted
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -160,7 +161,7 @@ def _print_plan(addresses: Sequence[str], primaries: int, followed: Sequence[int
         return
     each = len(followed) // primaries
     output.console.print(
-        f"plan: {primaries} primaries with {each} {'replica' if each == 1 else 'replicas'} each",
+        f"plan: {primaries} primaries with {counted(each, 'replica')} each",
         highlight=False,
     )
     for replica, primary in zip(addresses[primaries:], followed, strict=True):

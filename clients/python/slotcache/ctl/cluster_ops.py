@@ -31,6 +31,7 @@ from slotcache.ctl.rpc import (
     poll_until,
     wait_for,
 )
+from slotcache.ctl.wording import counted
 from slotcache.v1 import admin_pb2, cache_pb2
 
 __all__ = [
@@ -71,11 +72,12 @@ def check_fresh(node: NodeHandle, state: admin_pb2.ClusterStateReply) -> None:
         )
     if state.slots_assigned:
         raise OperationError(
-            f"{node.address} already owns {state.slots_assigned} slots; nothing was changed"
+            f"{node.address} already owns {counted(state.slots_assigned, 'slot')}; "
+            "nothing was changed"
         )
     keys = node.info().stats.get("keys", 0)
     if keys:
-        raise OperationError(f"{node.address} holds {keys} keys; nothing was changed")
+        raise OperationError(f"{node.address} holds {counted(keys, 'key')}; nothing was changed")
 
 
 def plan_roles(count: int, replicas: int) -> tuple[int, list[int]]:
@@ -89,9 +91,8 @@ def plan_roles(count: int, replicas: int) -> tuple[int, list[int]]:
     primaries = count // (replicas + 1)
     if primaries < 1 or count != primaries * (replicas + 1):
         raise OperationError(
-            f"{count} nodes cannot be split into primaries with {replicas} "
-            f"{'replica' if replicas == 1 else 'replicas'} each; give a multiple of "
-            f"{replicas + 1} nodes"
+            f"{count} nodes cannot be split into primaries with {counted(replicas, 'replica')} "
+            f"each; give a multiple of {replicas + 1} nodes"
         )
     return primaries, [i % primaries for i in range(count - primaries)]
 

@@ -27,6 +27,7 @@ from slotcache.ctl.cluster_ops import OperationError, create_cluster
 from slotcache.ctl.connect_info import connect_info, down_command
 from slotcache.ctl.launcher import ServerProcess
 from slotcache.ctl.views import created_entries, format_ranges, role_cell, short_id
+from slotcache.ctl.wording import counted
 
 DEFAULT_DIR = ".cluster"
 DEFAULT_BASE_PORT = 7000
@@ -212,10 +213,9 @@ def _print_up(
 
 def _shape(primaries: int, replicas: int) -> str:
     """``3 primaries with 1 replica each (6 nodes)``."""
-    shape = f"{primaries} {'primary' if primaries == 1 else 'primaries'}"
+    shape = counted(primaries, "primary", "primaries")
     if replicas:
-        each = "replica" if replicas == 1 else "replicas"
-        shape += f" with {replicas} {each} each ({primaries * (replicas + 1)} nodes)"
+        shape += f" with {counted(replicas, 'replica')} each ({primaries * (replicas + 1)} nodes)"
     return shape
 
 

@@ -44,6 +44,7 @@ from slotcache.ctl.rpc import (
     poll_until,
 )
 from slotcache.ctl.views import ranges_of, short_id
+from slotcache.ctl.wording import counted
 from slotcache.v1 import admin_pb2, cache_pb2
 
 # Measured on 2 cores with 200k keys of 100 bytes over 3 primaries (about 12 keys per
@@ -599,7 +600,7 @@ class Runner:
         slots, keys = self._totals(outcome, flights)
         first = flights[0]
         what = (
-            f"batch {first.index}/{count}: {len(first.batch.slots)} slots "
+            f"batch {first.index}/{count}: {counted(len(first.batch.slots), 'slot')} "
             f"{short_id(first.batch.source)} -> {short_id(first.batch.target)}"
         )
         if len(flights) > 1:
