@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from slotcache.contract import SLOT_COUNT
+from slotcache.ctl.wording import counted
 from slotcache.v1 import admin_pb2
 
 # Lagging nodes named in one progress line; the rest are counted.
@@ -83,7 +84,7 @@ def lagging(
     for i, state in enumerate(states):
         roles = {p.node.id: p.node.primary_id for p in state.peers}
         if len(roles) != total:
-            behind[i] = f"knows {len(roles)} of {total} nodes"
+            behind[i] = f"knows {len(roles)} of {counted(total, 'node')}"
         elif roles.keys() != newest_roles.keys():
             behind[i] = "does not know the same nodes as the others yet"
         elif _owners(claims[i], bounds) != newest_owners:
@@ -102,4 +103,5 @@ def waiting_text(
     named = [f"{addresses[i]} ({why})" for i, why in sorted(behind.items())[:MAX_NAMED]]
     if len(behind) > MAX_NAMED:
         named.append(f"{len(behind) - MAX_NAMED} more")
-    return f"{total - len(behind)} of {total} nodes {phrase}; waiting for {', '.join(named)}"
+    waiting = ", ".join(named)
+    return f"{total - len(behind)} of {counted(total, 'node')} {phrase}; waiting for {waiting}"

@@ -85,7 +85,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """
     seed_state = fetch_state(args.address, args.timeout)
     expected = check.targets(args.address, seed_state)
-    with output.progress(f"asking {len(expected)} nodes for their view"):
+    with output.progress(f"asking {counted(len(expected), 'node')} for their view"):
         others = fetch_states([a for a in expected if a != args.address], args.timeout)
         states = {args.address: seed_state, **others}
         answered = [a for a, s in states.items() if not isinstance(s, Exception)]
@@ -106,7 +106,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not problems:
         output.console.print(
             f"[green]OK[/green]: all 16384 slots are covered and "
-            f"{len(expected)} nodes agree on the view",
+            f"{counted(len(expected), 'node')} agree on the view",
             highlight=False,
         )
     return 0 if not problems else 1
@@ -130,7 +130,9 @@ def cmd_create(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not args.json:
         _print_plan(args.addresses, primaries, followed)
-    with output.progress(f"forming a cluster of {len(args.addresses)} nodes") as progress:
+    with output.progress(
+        f"forming a cluster of {counted(len(args.addresses), 'node')}"
+    ) as progress:
         created = create_cluster(
             args.addresses,
             replicas=args.replicas,
@@ -147,7 +149,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     )
     synced = " and every replica is in sync" if followed else ""
     output.console.print(
-        f"all {len(nodes)} nodes agree{synced}; check it any time with: "
+        f"all {counted(len(nodes), 'node')} agree{synced}; check it any time with: "
         f"clusterctl check {args.addresses[0]}",
         highlight=False,
         markup=False,

@@ -85,7 +85,7 @@ def delete_node(
     if replicas:
         deleted.reassigned = _reassign(state, node_id, replicas, timeout, progress)
 
-    progress(f"asking {len(others)} nodes to forget {label(peer)}")
+    progress(f"asking {counted(len(others), 'node')} to forget {label(peer)}")
 
     def forget(handle: NodeHandle) -> None:
         try:
@@ -110,7 +110,7 @@ def delete_node(
             deleted.forgotten_by.append(other.node.address)
     if failed:
         raise OperationError(
-            f"{len(failed)} nodes refused to forget {label(peer)}: {'; '.join(failed)}; "
+            f"{counted(len(failed), 'node')} refused to forget {label(peer)}: {'; '.join(failed)}; "
             f"{len(deleted.forgotten_by)} did; the node was not stopped"
         )
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,7 +26,7 @@ from rich.syntax import Syntax
 from slotcache.ctl import local, output
 from slotcache.ctl.args import UsageError
 from slotcache.ctl.cluster_ops import OperationError, create_cluster
-from slotcache.ctl.connect_info import connect_info, down_command
+from slotcache.ctl.connect_info import command_for, connect_info, down_command
 from slotcache.ctl.launcher import ServerProcess
 from slotcache.ctl.views import created_entries, format_ranges, role_cell, short_id
 from slotcache.ctl.wording import counted
@@ -83,6 +85,17 @@ def _stop_all(root: Path, timeout: float) -> list[local.Stopped]:
         return local.stop(local.discover(root).running, timeout)
 
 
+def typed(name: str) -> str:
+    """How to type the program ``name`` installed next to this Python (``.venv/bin/...``)."""
+    program = Path(sys.executable).parent / name
+    if not program.exists():
+        return name
+    found = shutil.which(name)
+    return command_for(
+        os.path.abspath(program), name, os.path.abspath(found) if found else None, os.getcwd()
+    )
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Start a local cluster in the background (or attached), form it, and say how to use it."""
     count = args.primaries * (args.replicas + 1)
@@ -104,7 +117,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         raise OperationError(
             f"a cluster is already running from {args.dir}: {listed}; "
-            f"stop it first with: {down_command(args.dir, DEFAULT_DIR)}"
+            f"stop it first with: {down_command(args.dir, DEFAULT_DIR, typed('clusterctl'))}"
         )
     ports = [p for s in specs for p in (s.port, s.bus_port)]
     busy = local.busy_ports(ports)
@@ -130,7 +143,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         finally:
             stopped = _stop_all(root, args.stop_timeout)
             output.errors.print(
-                f"stopped {sum(s.outcome != 'survived' for s in stopped)} nodes", highlight=False
+                f"stopped {counted(sum(s.outcome != 'survived' for s in stopped), 'node')}",
+                highlight=False,
             )
     return 0
 
@@ -139,7 +153,7 @@ def _start(
     root: Path, specs: Sequence[local.NodeSpec], args: argparse.Namespace
 ) -> list[ServerProcess]:
     """Start the nodes, form the cluster, wait until it is ok, and print how to connect."""
-    with output.progress(f"starting {len(specs)} nodes in {args.dir}"):
+    with output.progress(f"starting {counted(len(specs), 'node')} in {args.dir}"):
         servers = local.spawn(root, specs, args.node_timeout_ms)
         local.wait_ready(servers, READY_TIMEOUT_S)
     with output.progress("forming the cluster and waiting until every node agrees") as progress:
@@ -160,7 +174,14 @@ def _start(
         }
         for spec, server, entry in zip(specs, servers, created_entries(created), strict=True)
     ]
-    info = connect_info([s.address for s in specs], args.dir, DEFAULT_DIR)
+    python = Path(sys.executable)
+    info = connect_info(
+        [s.address for s in specs],
+        args.dir,
+        DEFAULT_DIR,
+        ctl=typed("clusterctl"),
+        python=typed(python.name),
+    )
     if args.json:
         output.emit_json(
             {
@@ -199,7 +220,12 @@ def _print_up(
     ]
     columns = ("address", "bus", "id", "role", "slots", "pid", "log")
     console.print(output.rows_table("nodes", columns, rows))
-    console.print("\nConnect from Python (any node serves any key; it forwards to the owner):")
+    console.print(
+        f"\nConnect from Python ({info['python_command']}; any node serves any key, "
+        "forwarding it to the owner):",
+        highlight=False,
+        markup=False,
+    )
     console.print(Syntax(info["python"], "python", background_color="default"))
     console.print("Or with grpcurl (bytes are base64 in JSON):")
     for command in info["grpcurl"]:
@@ -251,7 +277,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         else:
             output.console.print(f"nothing is running from {args.dir}", highlight=False)
         return 0
-    with output.progress(f"stopping {len(found.running)} nodes"):
+    with output.progress(f"stopping {counted(len(found.running), 'node')}"):
         stopped = _stop_all(root, args.stop_timeout)
     if args.json:
         output.emit_json(

@@ -406,7 +406,7 @@ def _print_deleted(deleted: DeletedNode) -> None:
             highlight=False,
         )
     console.print(
-        f"[green]removed[/green] {who}: forgotten by {len(deleted.forgotten_by)} nodes",
+        f"[green]removed[/green] {who}: forgotten by {counted(len(deleted.forgotten_by), 'node')}",
         highlight=False,
     )
     if deleted.stopped:
