@@ -44,6 +44,12 @@ def grpcurl_commands(address: str) -> list[str]:
     ]
 
 
+def clusterctl_commands(address: str, ctl: str = "clusterctl") -> list[str]:
+    """The same write and read with clusterctl, which needs nothing more installed."""
+    key, value = EXAMPLE_KEY.decode(), EXAMPLE_VALUE.decode()
+    return [f"{ctl} set {address} {key} {value}", f"{ctl} get {address} {key}"]
+
+
 def command_for(program: str, name: str, on_path: str | None, cwd: str) -> str:
     """What to type to run ``program`` again: ``name`` if PATH finds that very file.
 
@@ -82,6 +88,7 @@ def connect_info(
         "addresses": list(addresses),
         "python_command": python,
         "python": python_snippet(first),
+        "clusterctl": clusterctl_commands(first, ctl),
         "grpcurl": grpcurl_commands(first),
         "inspect": [f"{ctl} nodes {first}", f"{ctl} check {first}"],
         "stop": down_command(folder, default_folder, ctl),

@@ -42,6 +42,11 @@ DEFAULT_STOP_TIMEOUT_S = 10.0
 READY_TIMEOUT_S = 30.0
 AGREE_TIMEOUT_S = 60.0
 _WATCH_S = 0.2
+# grpcurl is not packaged by Debian or Ubuntu; its README lists these two routes.
+GRPCURL_HINT = (
+    "to install it: go install github.com/fullstorydev/grpcurl/cmd/grpcurl@latest, "
+    "or a release binary from https://github.com/fullstorydev/grpcurl/releases"
+)
 
 
 class Interrupted(Exception):
@@ -227,7 +232,10 @@ def _print_up(
         markup=False,
     )
     console.print(Syntax(info["python"], "python", background_color="default"))
-    console.print("Or with grpcurl (bytes are base64 in JSON):")
+    console.print("Or with clusterctl (it finds the key's node):", highlight=False)
+    for command in info["clusterctl"]:
+        console.print(f"  {command}", highlight=False, markup=False)
+    console.print(f"Or with grpcurl (bytes are base64 in JSON; {GRPCURL_HINT}):", highlight=False)
     for command in info["grpcurl"]:
         console.print(f"  {command}", highlight=False, markup=False)
     console.print("Inspect:", highlight=False)
