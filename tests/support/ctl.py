@@ -74,6 +74,24 @@ def run_cli(*argv: str, timeout: float = 180.0) -> subprocess.CompletedProcess[s
     )
 
 
+def kill_everything_from(root: Path) -> None:
+    """Last resort after a test: stop (and if need be SIGKILL) any server still running there."""
+    local.stop(local.discover(root).running, timeout=1.0)
+
+
+@contextlib.contextmanager
+def brought_down(root: Path) -> Iterator[Path]:
+    """``root`` for ``clusterctl up``; whatever runs from it is stopped on the way out.
+
+    ``clusterctl down`` first, as an operator would; then anything it left is killed.
+    """
+    try:
+        yield root
+    finally:
+        run_cli("down", "--dir", str(root), "--stop-timeout", "5")
+        kill_everything_from(root)
+
+
 @contextlib.contextmanager
 def foreground_up(
     root: Path, base: int, *extra: str, preexec_fn: Callable[[], Any] | None = None
