@@ -132,7 +132,26 @@ class Node:
         self.reset_requested = False
 
     async def start(self) -> None:
-        """Bind the port, start serving and start the cron."""
+        """Bind the ports, start serving and start the cron.
+
+        A node that cannot start leaves no state behind: a node file written
+        for a node that never served would give the next start its id (and
+        its epochs), and a data directory made for it would stay empty.
+        """
+        data_dir = self.config.data_dir
+        path = node_file.node_file(data_dir)
+        made_dir, new_file = not data_dir.exists(), not path.exists()
+        try:
+            await self._start()
+        except StartupError:
+            if new_file:
+                path.unlink(missing_ok=True)
+            if made_dir:
+                with contextlib.suppress(OSError):
+                    data_dir.rmdir()
+            raise
+
+    async def _start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         if self._identity is not None:
             # Standalone nodes keep their id too, for when they later join a cluster.

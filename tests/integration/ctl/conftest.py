@@ -13,21 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from slotcache.ctl import local
-from tests.support.ctl import run_cli
-
-
-def kill_everything_from(root: Path) -> None:
-    """Last resort after a test: stop (and if need be SIGKILL) any server still running there."""
-    local.stop(local.discover(root).running, timeout=1.0)
+from tests.support.ctl import brought_down
 
 
 @pytest.fixture
 def cluster_dir(tmp_path: Path) -> Iterator[Path]:
     """A folder for ``clusterctl up``; whatever runs from it is brought down afterwards."""
-    root = tmp_path / "cluster"
-    try:
+    with brought_down(tmp_path / "cluster") as root:
         yield root
-    finally:
-        run_cli("down", "--dir", str(root), "--stop-timeout", "5")
-        kill_everything_from(root)

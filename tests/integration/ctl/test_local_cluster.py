@@ -19,7 +19,7 @@ import pytest
 
 from slotcache.ctl import local, local_commands
 from slotcache.ctl.cluster_ops import OperationError, fetch_state
-from tests.support.ctl import Ctl, free_port_block, run_cli
+from tests.support.ctl import Ctl, foreground_up, free_port_block, run_cli
 
 FAST = ("--node-timeout-ms", "1000", "--stop-timeout", "5")
 
@@ -128,33 +128,7 @@ def test_up_prints_how_to_connect(cluster_dir: Path) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_foreground_stops_the_cluster_on_a_signal(cluster_dir: Path, sig: signal.Signals) -> None:
     base = free_port_block(6)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "slotcache.ctl.main",
-            "up",
-            "--foreground",
-            "--json",
-            "--dir",
-            str(cluster_dir),
-            "--base-port",
-            str(base),
-            *FAST,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        # The JSON is flushed as soon as the cluster is up; read it up to its closing brace.
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line == "}\n":
-                break
-        data = json.loads("".join(lines))
+    with foreground_up(cluster_dir, base, *FAST) as (proc, data):
         assert data["foreground"] is True
         pids = [n["pid"] for n in data["nodes"]]
         assert all(pid_alive(pid) for pid in pids)
@@ -163,10 +137,6 @@ def test_foreground_stops_the_cluster_on_a_signal(cluster_dir: Path, sig: signal
 
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     assert "stopping the cluster" in err and "stopped 6 nodes" in err
     assert not any(pid_alive(pid) for pid in pids)

@@ -192,7 +192,7 @@ def test_add_node_refusals_change_nothing(ctl: Ctl, servers: ServerFactory) -> N
 
     for argv, message in [
         ([nodes[3].address, existing], "is already a member of this cluster"),
-        ([lone_cluster.address, existing], "already owns 16384 slots"),
+        ([lone_cluster.address, existing], "already owns 16,384 slots"),
         ([standalone.address, existing], "is not in cluster mode"),
         ([new, standalone.address], "is not in cluster mode, so it has no cluster to join"),
     ]:

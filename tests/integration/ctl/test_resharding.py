@@ -546,7 +546,7 @@ def test_drain_then_del_node(servers: ServerFactory) -> None:
     before = {a: fetch_state(a, 5.0) for a in cluster.addresses}
     refused = run_cli("del-node", seed, ids[1][:8])
     assert refused.returncode == 1
-    assert f"{cluster.addresses[1]} ({ids[1][:8]}) still owns 5461 slots" in refused.stderr
+    assert f"{cluster.addresses[1]} ({ids[1][:8]}) still owns 5,461 slots" in refused.stderr
     assert "nothing was changed" in refused.stderr
     for address in cluster.addresses:
         after = fetch_state(address, 5.0)

@@ -11,8 +11,9 @@ from tests.support.ctl import Ctl
     ("argv", "message"),
     [
         (["nodes", "localhost"], "'localhost' is not HOST:PORT"),
-        (["nodes", "127.0.0.1:0"], "'127.0.0.1:0' is not HOST:PORT"),
-        (["info", "127.0.0.1:65536"], "is not HOST:PORT"),
+        (["nodes", "127.0.0.1:0"], "'127.0.0.1:0': port 0 is outside 1..65535"),
+        (["info", "127.0.0.1:65536"], "'127.0.0.1:65536': port 65536 is outside 1..65535"),
+        (["info", "127.0.0.1:99999"], "'127.0.0.1:99999': port 99999 is outside 1..65535"),
         (["check", ":7000"], "':7000' is not HOST:PORT"),
         (["check", "127.0.0.1:70x0"], "is not HOST:PORT"),
         (["create"], "the following arguments are required: HOST:PORT"),
