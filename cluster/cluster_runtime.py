@@ -140,7 +140,9 @@ class ClusterRuntime(MembershipRuntime):
         elif isinstance(event, NodeFailed):
             log.warning("node %s marked FAIL", event.node.hex())
         elif isinstance(event, StateChanged):
-            log.warning("cluster state is now %s", "ok" if event.ok else "fail")
+            # Recovering is good news; only losing the cluster deserves a warning.
+            level = logging.INFO if event.ok else logging.WARNING
+            log.log(level, "cluster state is now %s", "ok" if event.ok else "fail")
         elif isinstance(event, RoleChanged):
             if event.primary:
                 log.warning("now a replica of %s", event.primary.hex())
