@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.readme import Block, blocks, localize
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 SAMPLE = """\
 Intro.
