@@ -37,7 +37,7 @@ def owns_slots(membership: Membership) -> bool:
 def live_replicas(membership: Membership) -> int:
     """Replicas of this node in the cluster view that are not suspected of failing."""
     me = membership.myself.id
-    return sum(1 for p in membership.peers() if p.primary == me and not p.failing)
+    return sum(1 for p in membership.peers() if p.primary_id == me and not p.failing)
 
 
 def pick_replica(primary: PrimaryReplication) -> bytes | None:

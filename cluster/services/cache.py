@@ -37,6 +37,7 @@ from ..routing import (
     call_options,
     decide,
     plan_batch,
+    serves_everything,
 )
 from ..services.durability import Durability
 from ..services.status import abort
@@ -168,19 +169,20 @@ class CacheService(pb_grpc.CacheServicer):
                 tracked = self._tracking.tracked_read(op, handler, context)
                 if tracked is not None:
                     handler, options = tracked
-            keys = op.keys(request)
-            slots = key_slots(keys)
-            if op.writes and self._holds.held(slots):
-                await self._holds.wait(slots, WRITE_HOLD_MAX_S)
-            if op.writes:
-                needed = self._durability.required(op, request)
-                await self._durability.await_replicas(needed, context.time_remaining())
-            if options is None:
-                options = call_options(context.invocation_metadata())
-            decision = decide(op, slots, options, self._ownership)
-            reply: _Rep = await self._carry_out(
-                op, decision, handler, request, keys, options, context
-            )
+            holds = self._holds
+            if serves_everything(self._ownership, op.writes and holds.active):
+                reply: _Rep = await self._local(op, handler, request, context)
+            else:
+                keys = op.keys(request)
+                slots = key_slots(keys)
+                if op.writes and holds.held(slots):
+                    await holds.wait(slots, WRITE_HOLD_MAX_S)
+                if options is None:
+                    options = call_options(context.invocation_metadata())
+                decision = decide(op, slots, options, self._ownership)
+                reply = await self._carry_out(
+                    op, decision, handler, request, keys, options, context
+                )
         except CommandError as exc:
             self._counters.failed(op.field, exc.code)
             await abort(context, exc)
@@ -222,6 +224,7 @@ class CacheService(pb_grpc.CacheServicer):
         if not needed:
             return handler(request)
         durability = self._durability
+        await durability.await_replicas(needed, context.time_remaining())
         durability.check_available(needed)
         reply = handler(request)
         await durability.wait(needed, context.time_remaining())
@@ -269,39 +272,17 @@ class CacheService(pb_grpc.CacheServicer):
     ) -> pb.PipelineReply:
         """Plan a message's operations, run them in segments, and answer them in order."""
         ops = batch.ops
-        results: list[pb.OperationResult | None] = [None] * len(ops)
-        specs: list[Op | None] = []
-        all_slots: list[list[int]] = []
-        held_slots: list[int] = []
-        # The most replicas any write of the message needs.
-        needed = 0
-        for op in ops:
-            kind = op.WhichOneof("op")
-            spec = OPS.get(kind) if kind else None
-            specs.append(spec)
-            request = getattr(op, spec.field) if spec is not None else None
-            slots = key_slots(spec.keys(request)) if spec is not None else []
-            all_slots.append(slots)
-            if spec is not None and spec.writes:
-                held_slots += slots
-                needed = max(needed, self._durability.required(spec, request))
-        holds = self._holds
-        if held_slots and holds.held(held_slots):
-            await holds.wait(held_slots, WRITE_HOLD_MAX_S)
-        if needed:
-            await self._durability.await_replicas(needed, context.time_remaining())
-        view = self._ownership
-        decisions = [
-            decide(spec, slots, options, view) if spec is not None else None
-            for spec, slots in zip(specs, all_slots, strict=True)
-        ]
+        specs: list[Op | None] = [OPS.get(op.WhichOneof("op") or "") for op in ops]
         pending: list[tuple[int, int]] = []
-        if all(d is None or type(d) is Local for d in decisions):
-            # The common case: everything is served here, in message order.
-            for i, op in enumerate(ops):
-                results[i] = self._run_op(i, op, specs[i], pending)
+        if serves_everything(self._ownership, self._holds.active):
+            # A node that owns every slot: no key needs hashing.
+            await self._await_replicas(ops, specs, context)
+            run_op = self._run_op
+            results: list[pb.OperationResult | None] = [
+                run_op(i, op, specs[i], pending) for i, op in enumerate(ops)
+            ]
         else:
-            await self._run_planned(ops, specs, decisions, results, pending, options, context)
+            results = await self._route_batch(ops, specs, pending, options, context)
         if pending:
             await self._settle(results, pending, context)
         reply = pb.PipelineReply()
@@ -312,6 +293,54 @@ class CacheService(pb_grpc.CacheServicer):
             count(spec, result)
             out.append(result)
         return reply
+
+    async def _await_replicas(self, ops: Any, specs: list[Op | None], context: Context) -> None:
+        """Before any of a message runs: wait for replicas coming back that its writes need.
+
+        The message waits once, for its strictest write, so that a replica
+        reconnecting does not fail some of its writes and not others.
+        """
+        durability = self._durability
+        needed = 0
+        for op, spec in zip(ops, specs, strict=True):
+            if spec is not None and spec.writes:
+                needed = max(needed, durability.required(spec, getattr(op, spec.field)))
+        if needed:
+            await durability.await_replicas(needed, context.time_remaining())
+
+    async def _route_batch(
+        self,
+        ops: Any,
+        specs: list[Op | None],
+        pending: list[tuple[int, int]],
+        options: CallOptions,
+        context: Context,
+    ) -> list[pb.OperationResult | None]:
+        """Decide each operation of a message, then run it here or plan the rest."""
+        results: list[pb.OperationResult | None] = [None] * len(ops)
+        all_slots: list[list[int]] = []
+        held_slots: list[int] = []
+        for op, spec in zip(ops, specs, strict=True):
+            slots = key_slots(spec.keys(getattr(op, spec.field))) if spec is not None else []
+            all_slots.append(slots)
+            if spec is not None and spec.writes:
+                held_slots += slots
+        holds = self._holds
+        if held_slots and holds.held(held_slots):
+            await holds.wait(held_slots, WRITE_HOLD_MAX_S)
+        await self._await_replicas(ops, specs, context)
+        view = self._ownership
+        decisions = [
+            decide(spec, slots, options, view) if spec is not None else None
+            for spec, slots in zip(specs, all_slots, strict=True)
+        ]
+        if all(d is None or type(d) is Local for d in decisions):
+            # Everything is served here after all, in message order.
+            for i, op in enumerate(ops):
+                results[i] = self._run_op(i, op, specs[i], pending)
+        else:
+            await self._run_planned(ops, specs, decisions, results, pending, options, context)
+        return results
 
     async def _run_planned(
         self,

@@ -23,6 +23,7 @@ from slotcache.ctl.cluster_ops import (
     plan_roles,
 )
 from slotcache.ctl.views import format_ranges, short_id
+from slotcache.ctl.wording import counted
 from slotcache.v1 import admin_pb2
 
 
@@ -89,9 +90,16 @@ class Findings:
     warnings: list[str]
 
 
-def examine(seed: str, timeout: float) -> Findings:
-    """Ask every node ``seed`` knows for its view and counters, and judge them as ``check`` does."""
-    seed_state = fetch_state(seed, timeout)
+def examine(
+    seed: str, timeout: float, seed_state: admin_pb2.ClusterStateReply | None = None
+) -> Findings:
+    """Ask every node ``seed`` knows for its view and counters, and judge them as ``check`` does.
+
+    ``seed_state`` is the seed's view when the caller already asked for it
+    (``check`` does, to count the nodes in its progress line).
+    """
+    if seed_state is None:
+        seed_state = fetch_state(seed, timeout)
     expected = check.targets(seed, seed_state)
     others = fetch_states([a for a in expected if a != seed], timeout)
     states = {seed: seed_state, **others}
@@ -108,9 +116,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     Replication findings that heal by themselves are warnings and leave the
     exit status 0 (see :mod:`slotcache.ctl.check_replication`).
     """
-    with output.progress("asking every node for its view"):
-        found = examine(args.address, args.timeout)
-    expected, states, infos = found.expected, found.states, found.infos
+    seed_state = fetch_state(args.address, args.timeout)
+    expected = check.targets(args.address, seed_state)
+    with output.progress(f"asking {counted(len(expected), 'node')} for their view"):
+        found = examine(args.address, args.timeout, seed_state)
+    states, infos = found.states, found.infos
     problems, warnings = found.problems, found.warnings
     data = check.report(expected, states, problems, infos, warnings)
     if args.json:
@@ -126,7 +136,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not problems:
         output.console.print(
             f"[green]OK[/green]: all 16384 slots are covered and "
-            f"{len(expected)} nodes agree on the view",
+            f"{counted(len(expected), 'node')} agree on the view",
             highlight=False,
         )
     return 0 if not problems else 1
@@ -150,7 +160,9 @@ def cmd_create(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not args.json:
         _print_plan(args.addresses, primaries, followed)
-    with output.progress(f"forming a cluster of {len(args.addresses)} nodes") as progress:
+    with output.progress(
+        f"forming a cluster of {counted(len(args.addresses), 'node')}"
+    ) as progress:
         created = create_cluster(
             args.addresses,
             replicas=args.replicas,
@@ -167,7 +179,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     )
     synced = " and every replica is in sync" if followed else ""
     output.console.print(
-        f"all {len(nodes)} nodes agree{synced}; check it any time with: "
+        f"all {counted(len(nodes), 'node')} agree{synced}; check it any time with: "
         f"clusterctl check {args.addresses[0]}",
         highlight=False,
         markup=False,
@@ -181,7 +193,7 @@ def _print_plan(addresses: Sequence[str], primaries: int, followed: Sequence[int
         return
     each = len(followed) // primaries
     output.console.print(
-        f"plan: {primaries} primaries with {each} {'replica' if each == 1 else 'replicas'} each",
+        f"plan: {primaries} primaries with {counted(each, 'replica')} each",
         highlight=False,
     )
     for replica, primary in zip(addresses[primaries:], followed, strict=True):

@@ -23,6 +23,7 @@ from slotcache.ctl.cluster_commands import examine
 from slotcache.ctl.cluster_ops import OperationError, myself, poll_until
 from slotcache.ctl.launcher import ServerProcess
 from slotcache.ctl.views import role_name
+from slotcache.ctl.wording import counted
 from slotcache.v1 import admin_pb2
 
 READY_TIMEOUT_S = 60.0
@@ -204,8 +205,9 @@ def cmd_rolling_restart(args: argparse.Namespace) -> int:
             }
         )
     else:
+        restarted = counted(len(done), "node")
         output.console.print(
-            f"[green]restarted {len(done)} nodes[/green] one at a time; the cluster passes check",
+            f"[green]restarted {restarted}[/green] one at a time; the cluster passes check",
             highlight=False,
         )
     return 0
