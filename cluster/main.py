@@ -30,7 +30,8 @@ async def serve(config: ServerConfig) -> int:
     )
     # A signal, or the Admin Shutdown RPC.
     await node.shutdown_requested.wait()
-    log.info("shutting down: draining calls for up to %.1fs", config.shutdown_grace_s)
+    # The handoff and the drain share the grace; Node.stop logs the drain it leaves.
+    log.info("shutting down within %.1fs", config.shutdown_grace_s)
     await node.stop()
     log.info("stopped")
     return 0

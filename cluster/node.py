@@ -311,6 +311,7 @@ class Node:
             drain = max(deadline - loop.time(), SHUTDOWN_SETTLE_S)
             if self.runtime is not None and not owns_slots(self.runtime.membership):
                 drain = min(drain, UNOWNED_DRAIN_S)
+            log.info("draining calls for up to %.1fs", drain)
             await self._server.stop(drain)
         if self.migrations is not None:
             await self.migrations.stop()
