@@ -4,9 +4,12 @@ Retrying is only safe when running the command twice cannot differ from
 running it once (``Command.idempotent``), or when the request certainly never
 ran: the connection was never made, the operation was still queued for a
 Pipeline stream that broke (``NotSent``), or the cluster refused it up front
-(CLUSTERDOWN). Anything else — an ``Incr`` whose connection broke after it
-was written — is raised to the caller, who knows whether a double apply is
-acceptable.
+(CLUSTERDOWN). A write refused for want of in-sync replicas
+(NOT_ENOUGH_REPLICAS) was also refused before anything was applied, and a
+replica reconnecting (after a restart or a failover) makes it succeed a
+moment later, so it is resent like a retryable UNAVAILABLE. Anything else —
+an ``Incr`` whose connection broke after it was written — is raised to the
+caller, who knows whether a double apply is acceptable.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from slotcache.contract import Reason
-from slotcache.errors import NotSent, SlotcacheError, Unavailable
+from slotcache.errors import NotEnoughReplicas, NotSent, SlotcacheError, Unavailable
 
 # gRPC's words for a call that failed before any transport took it: the
 # request bytes never left this process. (A call that broke in flight says
@@ -29,7 +32,7 @@ _NEVER_SENT_MARKERS = (
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How UNAVAILABLE is retried: exponential backoff with jitter, within the call's deadline.
+    """How failures are retried: exponential backoff with jitter, within the call's deadline.
 
     ``delay(n)`` is drawn from ``[c/2, c]`` where ``c = min(max_delay,
     base_delay * multiplier**(n-1))`` ("equal jitter"): at least half the
@@ -81,4 +84,6 @@ def never_sent(error: SlotcacheError) -> bool:
 
 def retryable(error: SlotcacheError, idempotent: bool) -> bool:
     """Whether ``error`` may be answered by sending the same request again."""
+    if isinstance(error, NotEnoughReplicas):
+        return True  # refused before anything was applied
     return isinstance(error, Unavailable) and (idempotent or never_sent(error))

@@ -44,9 +44,11 @@ class NotEnoughReplicas(FailedPrecondition):
     """A write asked for ``min_replicas`` but fewer replicas are in sync: it was NOT applied.
 
     The node refuses before applying anything, so the key is exactly as it
-    was. Never retried by the client: whether to wait, write with a lower
-    ``min_replicas`` or give up is the caller's decision. ``metadata`` carries
-    ``required`` and ``available``.
+    was, and the client resends the write with backoff within the call's
+    deadline (a replica may be reconnecting after a restart or a failover).
+    Raised once that is spent: whether to wait longer, write with a lower
+    ``min_replicas`` or give up is then the caller's decision. ``metadata``
+    carries ``required`` and ``available``.
     """
 
 

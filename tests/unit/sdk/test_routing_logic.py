@@ -225,6 +225,9 @@ def test_what_counts_as_never_sent() -> None:
     assert retryable(unavailable(REFUSED), idempotent=False)
     assert not retryable(error_for(grpc.StatusCode.DEADLINE_EXCEEDED, "late"), idempotent=True)
     assert not retryable(error_for(grpc.StatusCode.CANCELLED, "closed"), idempotent=True)
+    refused = error_for(grpc.StatusCode.FAILED_PRECONDITION, "needs 1", "NOT_ENOUGH_REPLICAS")
+    assert retryable(refused, idempotent=False)
+    assert not retryable(error_for(grpc.StatusCode.FAILED_PRECONDITION, "no", "NOT_INTEGER"), True)
 
 
 # ---- the core: smart routing -------------------------------------------------------------
@@ -625,24 +628,49 @@ def test_core_counts_calls_latency_and_faults() -> None:
     assert core.stats.latency["get"].count == 1
 
 
-def test_core_maps_replication_errors_to_typed_exceptions_and_never_retries_them() -> None:
+def not_enough_replicas() -> slotcache.SlotcacheError:
+    return error_for(grpc.StatusCode.FAILED_PRECONDITION, "needs 1", "NOT_ENOUGH_REPLICAS")
+
+
+def test_core_resends_a_write_refused_for_want_of_replicas_even_an_incr() -> None:
+    core, cluster, driver = make()
+    key = key_for(B, "w")
+    run(driver, cmd.get(b"warm"))
+    # Refused before anything was applied: resending cannot apply it twice.
+    cluster.fail(B, not_enough_replicas(), not_enough_replicas())
+    assert run(driver, cmd.incr(key, 3, min_replicas=1), timeout=5.0) == 3
+    assert cluster.data[key] == b"3"
+    assert core.stats.retries == 2
+    assert len(driver.sleeps) == 2 and all(0.025 <= d <= 0.1 for d in driver.sleeps)
+
+
+def test_core_raises_not_enough_replicas_once_the_deadline_is_spent() -> None:
+    core, cluster, driver = make()
+    key = key_for(B, "w")
+    run(driver, cmd.get(b"warm"))
+    cluster.fail(B, *[not_enough_replicas()] * 1000)
+    start = driver.clock.now
+    with pytest.raises(slotcache.NotEnoughReplicas) as refused:
+        run(driver, cmd.set_(key, b"v", min_replicas=1), timeout=2.0)
+    assert isinstance(refused.value, slotcache.FailedPrecondition)
+    assert driver.clock.now - start <= 2.0
+    assert core.stats.retries >= 4
+    assert key not in cluster.data
+
+
+def test_core_never_retries_a_replication_timeout() -> None:
     core, cluster, driver = make()
     key = key_for(B, "w")
     run(driver, cmd.get(b"warm"))
     cluster.fail(
-        B,
-        error_for(grpc.StatusCode.FAILED_PRECONDITION, "needs 1", "NOT_ENOUGH_REPLICAS"),
-        error_for(grpc.StatusCode.DEADLINE_EXCEEDED, "late acks", "REPLICATION_TIMEOUT"),
+        B, error_for(grpc.StatusCode.DEADLINE_EXCEEDED, "late acks", "REPLICATION_TIMEOUT")
     )
-    with pytest.raises(slotcache.NotEnoughReplicas) as refused:
-        run(driver, cmd.set_(key, b"v", min_replicas=1))
-    assert isinstance(refused.value, slotcache.FailedPrecondition)
     with pytest.raises(slotcache.ReplicationTimeout) as late:
         run(driver, cmd.set_(key, b"v", min_replicas=1))
     assert isinstance(late.value, slotcache.Timeout)
     assert "may or may not survive" in (slotcache.ReplicationTimeout.__doc__ or "")
     assert core.stats.retries == 0
-    assert len(driver.command_calls()) == 3
+    assert len(driver.command_calls()) == 2
 
 
 # ---- the core: replica reads ---------------------------------------------------------------
