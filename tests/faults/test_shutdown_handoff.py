@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from tests.cluster.helpers import Nodes, wait_for
-from tests.faults.workload import role, start_cluster
+from tests.support.nodes import Nodes, wait_for
+from tests.support.workload import role, start_cluster
 
 pytestmark = pytest.mark.slow
 

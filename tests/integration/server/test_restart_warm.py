@@ -35,8 +35,8 @@ def fill(client: slotcache.Client, n: int) -> dict[bytes, bytes]:
     return data
 
 
-def test_a_restarted_node_serves_its_keys_with_their_ttls(start_server: ServerFactory) -> None:
-    server = start_server("--snapshot", "on-shutdown")
+def test_a_restarted_node_serves_its_keys_with_their_ttls(servers: ServerFactory) -> None:
+    server = servers("--snapshot", "on-shutdown")
     with slotcache.Client(server.address) as client:
         data = fill(client, KEYS)
         ttl_before = client.ttl(b"key:1000")
@@ -61,9 +61,9 @@ def test_a_restarted_node_serves_its_keys_with_their_ttls(start_server: ServerFa
 
 
 def test_a_damaged_snapshot_is_refused_and_the_node_starts_empty(
-    start_server: ServerFactory,
+    servers: ServerFactory,
 ) -> None:
-    server = start_server("--snapshot", "on-shutdown")
+    server = servers("--snapshot", "on-shutdown")
     with slotcache.Client(server.address) as client:
         fill(client, 2000)
     server.stop()
@@ -76,8 +76,8 @@ def test_a_damaged_snapshot_is_refused_and_the_node_starts_empty(
     assert "checksum mismatch" in server.log() and "starting empty" in server.log()
 
 
-def test_without_the_flag_a_restart_starts_empty(start_server: ServerFactory) -> None:
-    server = start_server()
+def test_without_the_flag_a_restart_starts_empty(servers: ServerFactory) -> None:
+    server = servers()
     with slotcache.Client(server.address) as client:
         fill(client, 1000)
     server.stop()
@@ -86,9 +86,9 @@ def test_without_the_flag_a_restart_starts_empty(start_server: ServerFactory) ->
     assert not snapshot_path(server.data_dir).exists()
 
 
-def test_interval_snapshots_do_not_stall_the_loop(start_server: ServerFactory) -> None:
+def test_interval_snapshots_do_not_stall_the_loop(servers: ServerFactory) -> None:
     """Saves while serving are sliced: the loop's own stalls stay under 50 ms."""
-    server = start_server("--snapshot", "interval:0.3")
+    server = servers("--snapshot", "interval:0.3")
     with slotcache.Client(server.address) as client:
         fill(client, 100_000)
         saves = node_stats(server.address)["snapshot.saves"]
