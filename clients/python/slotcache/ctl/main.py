@@ -45,15 +45,20 @@ DEFAULT_FIX_WAIT_S = 30.0
 DEFAULT_ROLLING_WAIT_S = 60.0
 
 
+def _add_seconds(cmd: argparse.ArgumentParser, flag: str, default: float, what: str) -> None:
+    """A ``SECS`` option (``--timeout``, ``--wait``), with its default in the help."""
+    cmd.add_argument(
+        flag,
+        type=types.positive_seconds,
+        default=default,
+        metavar="SECS",
+        help=f"{what} (default {default:g})",
+    )
+
+
 def _common(json_help: str = "print JSON for scripts") -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--timeout",
-        type=types.positive_seconds,
-        default=DEFAULT_TIMEOUT_S,
-        metavar="SECS",
-        help=f"seconds to wait for each RPC (default {DEFAULT_TIMEOUT_S:g})",
-    )
+    _add_seconds(common, "--timeout", DEFAULT_TIMEOUT_S, "seconds to wait for each RPC")
     common.add_argument("--json", action="store_true", help=json_help)
     return common
 
@@ -146,14 +151,8 @@ def _add_dir(cmd: argparse.ArgumentParser) -> None:
 
 
 def _add_wait(cmd: argparse.ArgumentParser, default: float, what: str) -> None:
-    """``--wait SECS``: how long a command waits for the cluster, with its default in the help."""
-    cmd.add_argument(
-        "--wait",
-        type=types.positive_seconds,
-        default=default,
-        metavar="SECS",
-        help=f"{what} (default {default:g})",
-    )
+    """``--wait SECS``: how long a command waits for the cluster."""
+    _add_seconds(cmd, "--wait", default, what)
 
 
 def _add_rolling_restart(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
