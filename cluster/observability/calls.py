@@ -1,0 +1,238 @@
+"""The request path's one telemetry hook: per-call counting in plain lists and dicts.
+
+:class:`CallRecorder` is called once per unary call and once per Pipeline
+message (looping over its operations). It keeps latency buckets and sums
+per operation and status, errors by reason, per-slot operation counts and
+byte counts, and decides which calls reach the slow log, the access log
+(always when failed or slow, else one in N) and the hot-key sampler. The
+exporters read these fields at collection time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import grpc
+
+from slotcache.contract import SLOT_COUNT, Op, Reason
+
+from .access_log import AccessLog, Entry
+from .hotkeys import HotKeys
+from .latency import bucket, new_buckets
+from .slowlog import SlowLog
+
+OK = "OK"
+UNKNOWN_OP = "Unknown"
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+_perf_ns = time.perf_counter_ns
+Series = tuple[str, str]
+"""(method, status code name): one latency series."""
+
+
+class _Failure(Protocol):
+    code: grpc.StatusCode
+    reason: str
+
+
+class _Peer(Protocol):
+    def peer(self) -> str: ...
+
+
+class CallRecorder:
+    """Counts every served operation; everything here is a plain int, list or dict."""
+
+    def __init__(
+        self,
+        slowlog: SlowLog,
+        access: AccessLog | None = None,
+        hotkeys: HotKeys | None = None,
+        wall_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.slowlog = slowlog
+        self.access = access
+        self.hotkeys = hotkeys
+        self._wall_ns = wall_ns
+        self.latency: dict[Series, list[int]] = {}
+        self.latency_sum_ns: defaultdict[Series, int] = defaultdict(int)
+        # (method, code name, reason) -> count; the reason is "" when the error gives none.
+        self.errors: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        self.slot_ops = [0] * SLOT_COUNT
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.redirected = 0
+        self.fanned_out = 0
+        self.streams_open = 0
+        self._slow_ns = slowlog.threshold_us * 1000
+        self._countdown = access.sample if access is not None else 0
+
+    def started(self) -> int:
+        """The clock reading a call's latency is measured from."""
+        return _perf_ns()
+
+    def unary(
+        self,
+        op: Op,
+        started_ns: int,
+        keys: Sequence[bytes],
+        slots: Sequence[int],
+        request: Any,
+        reply: Any,
+        error: _Failure | None,
+        context: _Peer,
+    ) -> None:
+        """Count one unary call (``reply`` is None when it failed with ``error``)."""
+        elapsed = _perf_ns() - started_ns
+        method = op.rpc
+        status, reason = (OK, "") if error is None else (error.code.name, error.reason)
+        self._observe(method, status, elapsed, 1)
+        slot_ops = self.slot_ops
+        for slot in slots:
+            slot_ops[slot] += 1
+        size_in = request.ByteSize()
+        size_out = reply.ByteSize() if reply is not None else 0
+        self.bytes_in += size_in
+        self.bytes_out += size_out
+        if error is not None:
+            self._failed(method, status, reason)
+        hot = self.hotkeys
+        if hot is not None:
+            for key in keys:
+                hot.seen(key)
+        slow = elapsed >= self._slow_ns
+        if (slow or self.access is not None) and self._wanted(slow, status):
+            self._emit(
+                method,
+                keys[0] if keys else b"",
+                len(keys),
+                slots[0] if slots else -1,
+                status,
+                reason,
+                elapsed,
+                size_in,
+                size_out,
+                context,
+            )
+
+    def batch(
+        self,
+        specs: Sequence[Op | None],
+        ops: Sequence[Any],
+        results: Sequence[Any],
+        slots: Sequence[Sequence[int]],
+        started_ns: int,
+        size_in: int,
+        size_out: int,
+        context: _Peer,
+    ) -> None:
+        """Count one Pipeline message, per operation; each op's latency is the message's."""
+        elapsed = _perf_ns() - started_ns
+        self.bytes_in += size_in
+        self.bytes_out += size_out
+        index = bucket(elapsed)
+        latency, sums = self.latency, self.latency_sum_ns
+        slot_ops = self.slot_ops
+        hot = self.hotkeys
+        logged = self.access is not None
+        slow = elapsed >= self._slow_ns
+        # Per-op bytes are unknown inside a message: entries show the message's share.
+        share_in, share_out = size_in // max(len(ops), 1), size_out // max(len(ops), 1)
+        for spec, op, result, op_slots in zip(specs, ops, results, slots, strict=True):
+            method = spec.rpc if spec is not None else UNKNOWN_OP
+            if result.HasField("error"):
+                error = result.error
+                status, reason = _CODE_NAMES.get(error.code, "UNKNOWN"), error.reason
+                self._failed(method, status, reason)
+            else:
+                status, reason = OK, ""
+            series = (method, status)
+            counts = latency.get(series)
+            if counts is None:
+                counts = latency[series] = new_buckets()
+            counts[index] += 1
+            sums[series] += elapsed
+            for slot in op_slots:
+                slot_ops[slot] += 1
+            if hot is not None and spec is not None and hot.due():
+                for key in spec.keys(getattr(op, spec.field)):
+                    hot.add(key)
+            if (logged or slow) and self._wanted(slow, status):
+                keys = spec.keys(getattr(op, spec.field)) if spec is not None else []
+                self._emit(
+                    method,
+                    keys[0] if keys else b"",
+                    len(keys),
+                    op_slots[0] if op_slots else -1,
+                    status,
+                    reason,
+                    elapsed,
+                    share_in,
+                    share_out,
+                    context,
+                )
+
+    def _observe(self, method: str, status: str, elapsed: int, n: int) -> None:
+        series = (method, status)
+        counts = self.latency.get(series)
+        if counts is None:
+            counts = self.latency[series] = new_buckets()
+        counts[bucket(elapsed)] += n
+        self.latency_sum_ns[series] += elapsed * n
+
+    def _failed(self, method: str, status: str, reason: str) -> None:
+        self.errors[(method, status, reason)] += 1
+        if reason == Reason.MOVED:
+            self.redirected += 1
+
+    def _wanted(self, slow: bool, status: str) -> bool:
+        """Failed and slow calls are always logged; one in N of the rest."""
+        if slow or status != OK:
+            return True
+        self._countdown -= 1
+        if self._countdown > 0:
+            return False
+        assert self.access is not None
+        self._countdown = self.access.sample
+        return True
+
+    def _emit(
+        self,
+        method: str,
+        key: bytes,
+        keys: int,
+        slot: int,
+        status: str,
+        reason: str,
+        elapsed: int,
+        size_in: int,
+        size_out: int,
+        context: _Peer,
+    ) -> None:
+        """Write one call to the slow log (if slow) and the access log (if on)."""
+        slow = elapsed >= self._slow_ns
+        access = self.access
+        peer = context.peer()
+        latency_us = elapsed // 1000
+        if slow:
+            self.slowlog.add(
+                self._wall_ns() // 1_000_000, latency_us, method, key, keys, slot, peer, status
+            )
+        if access is not None:
+            access.put(
+                Entry(
+                    self._wall_ns(),
+                    peer,
+                    "",
+                    method,
+                    key,
+                    keys,
+                    slot,
+                    status,
+                    reason,
+                    latency_us,
+                    size_in,
+                    size_out,
+                )
+            )
