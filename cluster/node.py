@@ -381,7 +381,7 @@ class Node:
                 "sampler.last_stale_permille": self.sampler_stale_permille,
             }
         )
-        out.update(self.telemetry.stats(self.port))
+        out.update(self.telemetry.stats(self))
         out.update(self.tracking.counters())
         replication = self.replication
         if replication is not None:

@@ -181,11 +181,9 @@ def _replication(add: _Add, node: Node, stats: Mapping[str, int]) -> None:
         add("slotcache.replication.lag", stats.get("repl.lag_ms", 0))
         add("slotcache.replication.link.up", 0 if replica.syncing else 1)
         add("slotcache.replication.syncs", replica.full_syncs, {"kind": "full", "side": "received"})
-    migrations = node.migrations
-    if migrations is not None:
-        active = [r for r in migrations.records.values() if r.active]
-        add("slotcache.migrations.active", len(active))
-        add("slotcache.migrations.keys", sum(r.keys for r in active))
+    if "migrations.active" in stats:
+        add("slotcache.migrations.active", stats["migrations.active"])
+        add("slotcache.migrations.keys", stats["migrations.keys"])
 
 
 def _cluster(add: _Add, node: Node) -> None:

@@ -12,6 +12,8 @@ import os
 from importlib.metadata import version
 from typing import TYPE_CHECKING
 
+from slotcache.latency import info_key
+
 from ..config import ServerConfig
 from .access_log import AccessLog, AccessLogConfig
 from .calls import CallRecorder
@@ -100,9 +102,10 @@ class Telemetry:
         if self.recorder.access is not None:
             self.recorder.access.stop()
 
-    def stats(self, port: int) -> dict[str, int]:
+    def stats(self, node: Node) -> dict[str, int]:
         """Figures for the Info RPC (what ``clusterctl top`` reads)."""
         rec = self.recorder
+        port = node.port
         out = {
             "net.bytes_in": rec.bytes_in,
             "net.bytes_out": rec.bytes_out,
@@ -110,10 +113,14 @@ class Telemetry:
             "streams.pipeline": rec.streams_open,
             "slowlog.total": rec.slowlog.total,
             "metrics.port": self.metrics.port if self.metrics is not None else 0,
-            "pid.cpu_ms": int(sum(os.times()[:2]) * 1000),
+            "process.cpu_ms": int(sum(os.times()[:2]) * 1000),
         }
         for i, n in enumerate(merged(list(rec.latency.values()))):
-            out[f"latency.bucket.{i:02d}"] = n
+            out[info_key(i)] = n
+        if node.migrations is not None:
+            active = [r for r in node.migrations.records.values() if r.active]
+            out["migrations.active"] = len(active)
+            out["migrations.keys"] = sum(r.keys for r in active)
         if rec.access is not None:
             out["access_log.written"] = rec.access.written
             out["access_log.dropped"] = rec.access.dropped
