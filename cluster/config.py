@@ -160,6 +160,7 @@ class ServerConfig:
     access_log_keys: KeyMode = KeyMode.TRUNCATE
     access_log_max_bytes: int = 64 * MIB
     access_log_keep: int = 5
+    access_log_queue: int = 10_000
     slowlog_slower_than_us: int = 10_000
     slowlog_max_len: int = 128
     hotkeys_sample: int = 16
@@ -193,6 +194,8 @@ class ServerConfig:
             raise ValueError("tracking limits must be >= 1")
         if self.access_log_sample < 1:
             raise ValueError("access log sample must be >= 1 (1 logs every call)")
+        if self.access_log_queue < 1:
+            raise ValueError("access log queue must hold >= 1 entry")
         if self.hotkeys_capacity < 1:
             raise ValueError("hot-key capacity must be >= 1")
 
@@ -362,6 +365,13 @@ _OPTIONS: tuple[_Option, ...] = (
         "SIZE",
     ),
     _Option("--access-log-keep", "access_log_keep", _count, "rotated access logs kept", "N"),
+    _Option(
+        "--access-log-queue",
+        "access_log_queue",
+        _int,
+        "entries waiting for the writer before new ones are dropped",
+        "N",
+    ),
     _Option(
         "--slowlog-slower-than",
         "slowlog_slower_than_us",

@@ -45,6 +45,7 @@ class Telemetry:
                     config.access_log_keys,
                     config.access_log_max_bytes,
                     config.access_log_keep,
+                    config.access_log_queue,
                 )
             )
         hotkeys = (
