@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,8 +47,6 @@ log = logging.getLogger(__name__)
 
 SCOPE = "slotcache.server"
 SNAPSHOT_TIMEOUT_S = 2.0
-# A collection runs every callback within milliseconds: they share one snapshot.
-FRESH_S = 0.2
 Attributes = Mapping[str, str | int]
 
 
@@ -95,8 +92,9 @@ class Snapshot:
 class SnapshotSource:
     """Takes snapshots on the node's event loop for the exporter threads.
 
-    The SDK gives no hook before a collection's callbacks run, so the first
-    callback of a collection takes the snapshot and the others reuse it.
+    The SDK gives no hook before a collection's callbacks run; it runs them
+    in the order the instruments were created, so the first instrument's
+    callback takes the snapshot and the others read it.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, build: Callable[[], Snapshot]) -> None:
@@ -104,21 +102,11 @@ class SnapshotSource:
         self._build = build
         self.current = Snapshot()
         self._started_ns = time.time_ns()
-        self._lock = threading.Lock()
-        self._taken_at = -FRESH_S
 
     @property
     def started_ns(self) -> int:
         """When the cumulative series started (the node's start)."""
         return self._started_ns
-
-    def fresh(self) -> Snapshot:
-        """The snapshot of the collection under way, taken by its first callback."""
-        with self._lock:
-            if time.monotonic() - self._taken_at > FRESH_S:
-                self.refresh()
-                self._taken_at = time.monotonic()
-            return self.current
 
     def refresh(self) -> None:
         """Take a new snapshot on the loop; keep the previous one if the loop is stuck."""
@@ -141,11 +129,15 @@ class SnapshotSource:
                 return
         self.current = snapshot
 
-    def observe(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        """The observable callback for ``name``."""
+    def observe(
+        self, name: str, first: bool = False
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        """The observable callback for ``name``; the ``first`` one refreshes the snapshot."""
 
         def callback(options: CallbackOptions) -> Iterable[Observation]:
-            return [Observation(v, dict(a)) for a, v in self.fresh().values.get(name, ())]
+            if first:
+                self.refresh()
+            return [Observation(v, dict(a)) for a, v in self.current.values.get(name, ())]
 
         return callback
 
@@ -212,10 +204,10 @@ def register(
         "updown": meter.create_observable_up_down_counter,
         "gauge": meter.create_observable_gauge,
     }
-    for spec in instruments:
+    for i, spec in enumerate(instruments):
         makers[spec.kind](
             spec.name,
-            callbacks=[source.observe(spec.name)],
+            callbacks=[source.observe(spec.name, first=i == 0)],
             unit=spec.unit,
             description=spec.description,
         )
