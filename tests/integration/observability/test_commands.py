@@ -1,0 +1,101 @@
+"""``clusterctl top --once --json``, ``slowlog`` and ``hotkeys`` against real nodes."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections import Counter
+
+import slotcache
+from tests.ctl.conftest import ctl  # noqa: F401 (the fixture)
+from tests.support.processes import Cluster, ServerFactory
+
+
+def _steady_reads(address: str, stop: threading.Event) -> threading.Thread:
+    def run() -> None:
+        with slotcache.Client(address) as client:
+            while not stop.is_set():
+                client.get("k1")
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_top_once_json_reports_rates_and_gauges(start_server: ServerFactory, ctl) -> None:  # noqa: F811
+    server = start_server()
+    with slotcache.Client(server.address) as client:
+        for i in range(25):
+            client.set(f"k{i}", b"v")
+    stop = threading.Event()
+    reader = _steady_reads(server.address, stop)
+    try:
+        result = ctl("top", server.address, "--once", "--json", "--interval", "0.5")
+    finally:
+        stop.set()
+        reader.join(5)
+    assert result.code == 0, result.err
+    (row,) = json.loads(result.out)
+    assert row["address"] == server.address
+    assert row["role"] == "primary"
+    assert row["keys"] == 25
+    assert row["ops_per_s"] > 0
+    assert row["hit_ratio"] == 1.0
+    assert row["p99_us"] is not None and row["p99_us"] >= 10
+    assert row["clients"] >= 1
+    assert row["memory_used"] > 0
+
+
+def test_slowlog_keeps_the_slow_calls_newest_first(start_server: ServerFactory, ctl) -> None:  # noqa: F811
+    # Threshold 0: every call is slow, so what is kept is known exactly.
+    server = start_server("--slowlog-slower-than", "0", "--slowlog-max-len", "4")
+    with slotcache.Client(server.address) as client:
+        for i in range(6):
+            client.set(f"key{i}", b"v")
+    result = ctl("slowlog", server.address, "--json")
+    assert result.code == 0, result.err
+    entries = json.loads(result.out)
+    assert sorted(e["key"] for e in entries) == ["key2", "key3", "key4", "key5"]
+    assert {e["op"] for e in entries} == {"Set"} and {e["status"] for e in entries} == {"OK"}
+    assert all(e["peer"].startswith("ipv4:127.0.0.1:") for e in entries)
+    assert len(json.loads(ctl("slowlog", server.address, "--json", "--count", "2").out)) == 2
+    assert ctl("slowlog", server.address, "--reset").code == 0
+    assert json.loads(ctl("slowlog", server.address, "--json").out) == []
+
+
+def test_slowlog_is_empty_under_a_high_threshold(start_server: ServerFactory, ctl) -> None:  # noqa: F811
+    server = start_server("--slowlog-slower-than", "10000000")
+    with slotcache.Client(server.address) as client:
+        client.set("a", b"v")
+    assert json.loads(ctl("slowlog", server.address, "--json").out) == []
+
+
+def _zipf_keys(n_keys: int, accesses: int, s: float, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    weights = [1 / (rank**s) for rank in range(1, n_keys + 1)]
+    return [f"user:{i}" for i in rng.choices(range(n_keys), weights=weights, k=accesses)]
+
+
+def test_hotkeys_finds_the_hot_keys_of_zipf_traffic_across_the_cluster(
+    start_server: ServerFactory,
+    ctl,  # noqa: F811
+) -> None:
+    cluster = Cluster.start(start_server, 3, 1000, "--hotkeys-sample", "4")
+    accesses = _zipf_keys(2000, 24_000, 1.1, seed=7)
+    with slotcache.Client(cluster.addresses[0]) as client:
+        # MGet of 100 keys at a time: each key counts as one access on its owner.
+        for start in range(0, len(accesses), 100):
+            client.mget(accesses[start : start + 100])
+    truth = Counter(accesses).most_common()
+    result = ctl("hotkeys", cluster.addresses[1], "--json", "--count", "10")
+    assert result.code == 0, result.err
+    found = json.loads(result.out)
+    names = [k["key"] for k in found]
+    assert names[0] == truth[0][0]
+    assert {key for key, _ in truth[:5]} <= set(names)
+    nodes = {n for k in found for n in k["nodes"]}
+    assert len(nodes) >= 2, "the top keys live on several primaries"
+    for entry in found[:3]:
+        true_count = dict(truth)[entry["key"]]
+        assert abs(entry["count"] - true_count) <= 0.25 * true_count, (entry, true_count)
