@@ -103,18 +103,7 @@ class CallRecorder:
                 hot.seen(key)
         slow = elapsed >= self._slow_ns
         if (slow or self.access is not None) and self._wanted(slow, status):
-            self._emit(
-                method,
-                keys[0] if keys else b"",
-                len(keys),
-                slots[0] if slots else -1,
-                status,
-                reason,
-                elapsed,
-                size_in,
-                size_out,
-                context,
-            )
+            self._emit(method, keys, slots, status, reason, elapsed, (size_in, size_out), context)
 
     def batch(
         self,
@@ -138,7 +127,7 @@ class CallRecorder:
         logged = self.access is not None
         slow = elapsed >= self._slow_ns
         # Per-op bytes are unknown inside a message: entries show the message's share.
-        share_in, share_out = size_in // max(len(ops), 1), size_out // max(len(ops), 1)
+        shares = (size_in // max(len(ops), 1), size_out // max(len(ops), 1))
         for spec, op, result, op_slots in zip(specs, ops, results, slots, strict=True):
             method = spec.rpc if spec is not None else UNKNOWN_OP
             if result.HasField("error"):
@@ -160,18 +149,7 @@ class CallRecorder:
                     hot.add(key)
             if (logged or slow) and self._wanted(slow, status):
                 keys = spec.keys(getattr(op, spec.field)) if spec is not None else []
-                self._emit(
-                    method,
-                    keys[0] if keys else b"",
-                    len(keys),
-                    op_slots[0] if op_slots else -1,
-                    status,
-                    reason,
-                    elapsed,
-                    share_in,
-                    share_out,
-                    context,
-                )
+                self._emit(method, keys, op_slots, status, reason, elapsed, shares, context)
 
     def _observe(self, method: str, status: str, elapsed: int, n: int) -> None:
         series = (method, status)
@@ -200,24 +178,27 @@ class CallRecorder:
     def _emit(
         self,
         method: str,
-        key: bytes,
-        keys: int,
-        slot: int,
+        keys: Sequence[bytes],
+        slots: Sequence[int],
         status: str,
         reason: str,
         elapsed: int,
-        size_in: int,
-        size_out: int,
+        sizes: tuple[int, int],
         context: _Peer,
     ) -> None:
-        """Write one call to the slow log (if slow) and the access log (if on)."""
+        """Write one call to the slow log (if slow) and the access log (if on).
+
+        An entry names the first key and its slot, and how many keys there were.
+        """
         slow = elapsed >= self._slow_ns
         access = self.access
         peer = context.peer()
         latency_us = elapsed // 1000
+        key = keys[0] if keys else b""
+        slot = slots[0] if slots else -1
         if slow:
             self.slowlog.add(
-                self._wall_ns() // 1_000_000, latency_us, method, key, keys, slot, peer, status
+                self._wall_ns() // 1_000_000, latency_us, method, key, len(keys), slot, peer, status
             )
         if access is not None:
             access.put(
@@ -227,12 +208,11 @@ class CallRecorder:
                     "",
                     method,
                     key,
-                    keys,
+                    len(keys),
                     slot,
                     status,
                     reason,
                     latency_us,
-                    size_in,
-                    size_out,
+                    *sizes,
                 )
             )
