@@ -183,13 +183,16 @@ class Node:
             self._apply_role()
             self._tasks.append(asyncio.create_task(self._run_cluster_cron(), name="cluster-cron"))
         self.tracking.start()
+        try:
+            self.telemetry.start(self)
+        except OSError as exc:
+            raise StartupError(f"cannot serve metrics: {exc}") from exc
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._run_cron(), name="slotcache-cron"))
         self._tasks.append(asyncio.create_task(self._watch_loop(), name="loop-watch"))
-        self.telemetry.start(self)
 
     def cache_service(self) -> CacheService:
         """The Cache servicer over this node's state (the one place it is wired)."""

@@ -66,7 +66,9 @@ class CallRecorder:
         self.fanned_out = 0
         self.streams_open = 0
         self._slow_ns = slowlog.threshold_us * 1000
+        # Countdowns to the next sampled call: the access log's, and the hot keys'.
         self._countdown = access.sample if access is not None else 0
+        self._hot_left = hotkeys.sample if hotkeys is not None else 0
 
     def started(self) -> int:
         """The clock reading a call's latency is measured from."""
@@ -99,8 +101,11 @@ class CallRecorder:
             self._failed(method, status, reason)
         hot = self.hotkeys
         if hot is not None:
-            for key in keys:
-                hot.seen(key)
+            self._hot_left -= 1
+            if not self._hot_left:
+                self._hot_left = hot.sample
+                for key in keys:
+                    hot.add(key)
         slow = elapsed >= self._slow_ns
         if (slow or self.access is not None) and self._wanted(slow, status):
             self._emit(method, keys, slots, status, reason, elapsed, (size_in, size_out), context)
@@ -116,40 +121,56 @@ class CallRecorder:
         size_out: int,
         context: _Peer,
     ) -> None:
-        """Count one Pipeline message, per operation; each op's latency is the message's."""
+        """Count one Pipeline message, per operation; each op's latency is the message's.
+
+        This loop runs for every operation a node serves through Pipeline, so
+        it does the least it can: per-series counts gather in a local dict and
+        reach the buckets once per message, and the samplers are countdowns.
+        """
         elapsed = _perf_ns() - started_ns
         self.bytes_in += size_in
         self.bytes_out += size_out
-        index = bucket(elapsed)
-        latency, sums = self.latency, self.latency_sum_ns
         slot_ops = self.slot_ops
         hot = self.hotkeys
-        logged = self.access is not None
+        hot_left = self._hot_left
+        access = self.access
+        log_left = self._countdown
         slow = elapsed >= self._slow_ns
         # Per-op bytes are unknown inside a message: entries show the message's share.
         shares = (size_in // max(len(ops), 1), size_out // max(len(ops), 1))
+        ok: dict[str, int] = {}
         for spec, op, result, op_slots in zip(specs, ops, results, slots, strict=True):
             method = spec.rpc if spec is not None else UNKNOWN_OP
             if result.HasField("error"):
                 error = result.error
                 status, reason = _CODE_NAMES.get(error.code, "UNKNOWN"), error.reason
                 self._failed(method, status, reason)
+                self._observe(method, status, elapsed, 1)
+                emit = True
             else:
                 status, reason = OK, ""
-            series = (method, status)
-            counts = latency.get(series)
-            if counts is None:
-                counts = latency[series] = new_buckets()
-            counts[index] += 1
-            sums[series] += elapsed
+                ok[method] = ok.get(method, 0) + 1
+                emit = slow
+                if access is not None and not slow:
+                    log_left -= 1
+                    if not log_left:
+                        log_left = access.sample
+                        emit = True
             for slot in op_slots:
                 slot_ops[slot] += 1
-            if hot is not None and spec is not None and hot.due():
-                for key in spec.keys(getattr(op, spec.field)):
-                    hot.add(key)
-            if (logged or slow) and self._wanted(slow, status):
+            if hot is not None and spec is not None:
+                hot_left -= 1
+                if not hot_left:
+                    hot_left = hot.sample
+                    for key in spec.keys(getattr(op, spec.field)):
+                        hot.add(key)
+            if emit:
                 keys = spec.keys(getattr(op, spec.field)) if spec is not None else []
                 self._emit(method, keys, op_slots, status, reason, elapsed, shares, context)
+        self._hot_left = hot_left
+        self._countdown = log_left
+        for method, n in ok.items():
+            self._observe(method, OK, elapsed, n)
 
     def _observe(self, method: str, status: str, elapsed: int, n: int) -> None:
         series = (method, status)

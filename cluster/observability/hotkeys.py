@@ -24,7 +24,12 @@ class HotKey:
 
 
 class HotKeys:
-    """Space-saving over a 1-in-``sample`` sample of accesses; counts are scaled back up."""
+    """Space-saving over a 1-in-``sample`` sample of accesses; counts are scaled back up.
+
+    The request path samples operations itself (one countdown for all its
+    counters) and calls :meth:`add` for the sampled ones; :meth:`seen` does
+    both for other callers.
+    """
 
     def __init__(self, capacity: int, sample: int) -> None:
         if capacity < 1 or sample < 1:
@@ -36,18 +41,13 @@ class HotKeys:
         self._counts: dict[bytes, int] = {}
         self._errors: dict[bytes, int] = {}
 
-    def due(self) -> bool:
-        """Whether this access is sampled (the hot path: usually one decrement)."""
+    def seen(self, key: bytes) -> None:
+        """Note one access; one in ``sample`` is counted."""
         self._countdown -= 1
         if self._countdown:
-            return False
+            return
         self._countdown = self.sample
-        return True
-
-    def seen(self, key: bytes) -> None:
-        """Note one access."""
-        if self.due():
-            self.add(key)
+        self.add(key)
 
     def add(self, key: bytes) -> None:
         """Count one sampled access."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import subprocess
 import time
 
 import grpc
 import pytest
 
-from slotcache.ctl.launcher import free_port
+from slotcache.ctl.launcher import LOOPBACK, free_port, server_command
 from slotcache.v1 import cache_pb2 as pb
 from slotcache.v1 import cache_pb2_grpc
 from tests.integration.conftest import CHANNEL_OPTIONS
@@ -143,3 +146,28 @@ def test_stopped_nodes_show_pfail_then_fail(start_server: ServerFactory) -> None
         slotcache_cluster_state=0,
     )
     assert value(now, "slotcache_cluster_slots", state="fail") in (5461, 5462)
+
+
+def test_an_explicit_metrics_port_that_is_taken_stops_the_start(tmp_path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind((LOOPBACK, 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        result = subprocess.run(
+            [
+                *server_command(),
+                "--port",
+                str(free_port()),
+                "--metrics-port",
+                str(taken),
+                "--data-dir",
+                str(tmp_path),
+            ],
+            env={k: v for k, v in os.environ.items() if not k.startswith("SLOTCACHE_")},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1, result.stderr
+    assert "cannot serve metrics" in result.stderr
+    assert "Traceback" not in result.stderr
