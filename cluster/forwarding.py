@@ -86,7 +86,9 @@ class Forwarder:
         self.forwarded_calls += 1
         try:
             return await self._method(address, rpc)(
-                request, timeout=timeout or DEFAULT_TIMEOUT_S, metadata=_metadata(hops, trace)
+                request,
+                timeout=timeout or DEFAULT_TIMEOUT_S,
+                metadata=forward_metadata(hops, trace),
             )
         except grpc.aio.AioRpcError as exc:
             raise ForwardError(exc) from None
@@ -102,7 +104,7 @@ class Forwarder:
         """Send one batch over a short Pipeline call and return its reply batch."""
         self.forwarded_batches += 1
         call = self._method(address, "Pipeline")(
-            timeout=timeout or DEFAULT_TIMEOUT_S, metadata=_metadata(hops, trace)
+            timeout=timeout or DEFAULT_TIMEOUT_S, metadata=forward_metadata(hops, trace)
         )
         try:
             await call.write(batch)
@@ -121,7 +123,7 @@ class Forwarder:
         self._methods.clear()
 
 
-def _metadata(hops: int, trace: str) -> tuple[tuple[str, str], ...]:
+def forward_metadata(hops: int, trace: str) -> tuple[tuple[str, str], ...]:
     """The hop count, and the caller's trace context when it sent one."""
     if trace:
         return ((HOPS_KEY, str(hops)), (TRACEPARENT_KEY, trace))

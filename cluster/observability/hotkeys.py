@@ -6,7 +6,8 @@ size, so it works under any eviction policy and costs one countdown per
 access plus, for a sampled one, a dict update. When the summary is full a
 new key replaces the least counted one and inherits its count (that is the
 error bound space-saving reports), so a key that is really hot cannot be
-pushed out by a stream of cold ones.
+pushed out by a stream of cold ones. Under uniform traffic nearly every
+sampled access is such a replacement, so it costs O(1), not a scan.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class HotKeys:
         self._countdown = sample
         self._counts: dict[bytes, int] = {}
         self._errors: dict[bytes, int] = {}
+        # Keys by count, and the lowest count present.
+        self._groups: dict[int, set[bytes]] = {}
+        self._low = 0
 
     def seen(self, key: bytes) -> None:
         """Note one access; one in ``sample`` is counted."""
@@ -50,21 +54,40 @@ class HotKeys:
         self.add(key)
 
     def add(self, key: bytes) -> None:
-        """Count one sampled access."""
+        """Count one sampled access, in constant time.
+
+        Keys are also grouped by count (Metwally's stream summary, with sets
+        for its lists), so the least counted key is found without a scan:
+        counts only grow by one, so when the lowest group empties the next
+        one up is the new lowest.
+        """
         self.sampled += 1
-        counts = self._counts
+        counts, groups = self._counts, self._groups
         n = counts.get(key)
-        if n is not None:
-            counts[key] = n + 1
-            return
-        if len(counts) < self.capacity:
-            counts[key] = 1
-            return
-        victim = min(counts, key=counts.__getitem__)
-        floor = counts.pop(victim)
-        self._errors.pop(victim, None)
-        counts[key] = floor + 1
-        self._errors[key] = floor
+        if n is None:
+            if len(counts) < self.capacity:
+                n = 0
+            else:
+                n = self._low
+                lowest = groups[n]
+                victim = lowest.pop()
+                del counts[victim]
+                self._errors.pop(victim, None)
+                self._errors[key] = n
+                if not lowest:
+                    del groups[n]
+                    self._low = n + 1
+        else:
+            group = groups[n]
+            group.discard(key)
+            if not group:
+                del groups[n]
+                if n == self._low:
+                    self._low = n + 1
+        counts[key] = n + 1
+        groups.setdefault(n + 1, set()).add(key)
+        if n == 0:
+            self._low = 1
 
     def top(self, n: int) -> list[HotKey]:
         """The ``n`` most accessed keys, estimated in real accesses."""
@@ -76,4 +99,6 @@ class HotKeys:
         """Forget every count (after a traffic change, to see the new pattern)."""
         self._counts.clear()
         self._errors.clear()
+        self._groups.clear()
+        self._low = 0
         self.sampled = 0

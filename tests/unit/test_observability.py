@@ -18,12 +18,14 @@ from slotcache.v1 import admin_pb2
 from slotcache.v1 import cache_pb2 as pb
 from slotcache_server.config import load_config
 from slotcache_server.executor import CommandError
+from slotcache_server.forwarding import forward_metadata
 from slotcache_server.observability.access_log import Entry, KeyMode, RotatingFile, format_entry
 from slotcache_server.observability.calls import CallRecorder
 from slotcache_server.observability.hotkeys import HotKeys
 from slotcache_server.observability.latency import bucket
 from slotcache_server.observability.slowlog import SlowLog
-from slotcache_server.observability.tracing import sampled
+from slotcache_server.observability.tracing import Tracer, sampled
+from slotcache_server.routing import call_options
 
 
 def test_buckets_span_10us_to_10s_with_le_semantics() -> None:
@@ -197,3 +199,29 @@ def test_hot_keys_merge_across_nodes() -> None:
         ("x", 48, ["a:1", "b:1"]),
         ("y", 20, ["b:1"]),
     ]
+
+
+def test_a_sampled_call_gets_a_span_and_forwards_its_own_context() -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    tracer = Tracer("", {"service.name": "slotcache"}, exporter)
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with tracer.span("Get", parent) as forwarded:
+        pass
+    tracer.stop()
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "slotcache.v1.Cache/Get"
+    assert f"{span.context.trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert span.parent is not None and f"{span.parent.span_id:016x}" == "00f067aa0ba902b7"
+    # The owner sees this node's span as the parent, in the same trace.
+    assert forwarded == f"00-4bf92f3577b34da6a3ce929d0e0e4736-{span.context.span_id:016x}-01"
+
+
+def test_forwarded_calls_carry_the_trace_context_only_when_there_is_one() -> None:
+    assert forward_metadata(2, "") == (("slotcache-hops", "2"),)
+    assert forward_metadata(1, "00-ab-cd-01") == (
+        ("slotcache-hops", "1"),
+        ("traceparent", "00-ab-cd-01"),
+    )
+    assert call_options([("traceparent", "00-ab-cd-01")]).trace == "00-ab-cd-01"

@@ -75,8 +75,8 @@ def test_failed_and_slow_calls_always_logged_the_rest_sampled(
             entries=[pb.SetRequest(key=b"m%d" % i, value=b"v") for i in range(60_000)]
         )
         stub.MSet(big, timeout=60)
-    expected_sampled = (ok_calls + 1) // SAMPLE  # the MSet also counts as a success
-    stats = _wait_written(server, failed + 1 + expected_sampled - 1)
+    # The slow MSet is logged for being slow and does not use up a sampling turn.
+    stats = _wait_written(server, failed + 1 + ok_calls // SAMPLE)
     assert stats["access_log.dropped"] == 0
     entries = _entries(log)
     bad = [e for e in entries if e["status"] == "INVALID_ARGUMENT"]
@@ -85,8 +85,8 @@ def test_failed_and_slow_calls_always_logged_the_rest_sampled(
     slow = [e for e in entries if e["op"] == "MSet"]
     assert len(slow) == 1 and slow[0]["us"] >= SLOW_US and slow[0]["keys"] == 60_000
     sampled = [e for e in entries if e["status"] == "OK" and e["op"] == "Get"]
-    # A countdown, not a coin: 1 in N exactly, within one for where the MSet fell.
-    assert abs(len(sampled) - ok_calls / SAMPLE) <= 1
+    # A countdown, not a coin: exactly 1 in N.
+    assert len(sampled) == ok_calls // SAMPLE
     one = sampled[0]
     assert set(one) == {"ts", "peer", "op", "key", "slot", "status", "us", "in", "out"}
     assert one["peer"].startswith("ipv4:127.0.0.1:") and one["key"].startswith("k")
@@ -144,8 +144,9 @@ def test_a_blocked_writer_neither_slows_serving_nor_loses_count(
         _gets(plain, calls // 3)
     stats = _stats(blocked)
     assert stats["access_log.written"] == 0
-    # The writer took at most one batch (512) before blocking; the rest waited or was dropped.
-    assert calls - queue - 512 <= stats["access_log.dropped"] <= calls - queue
+    # The writer took one round's entries (at most the queue) before blocking in open();
+    # the queue then filled again and everything after it was dropped.
+    assert calls - 2 * queue <= stats["access_log.dropped"] <= calls - queue
     # Same bucket, or the next one up (the buckets step by 2 or 2.5).
     assert _median_us(blocked) <= _median_us(plain) * 2.5
 

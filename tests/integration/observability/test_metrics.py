@@ -11,9 +11,11 @@ import time
 import grpc
 import pytest
 
+from slotcache.contract import key_slot
 from slotcache.ctl.launcher import LOOPBACK, free_port, server_command
+from slotcache.ctl.rpc import NodeHandle
+from slotcache.v1 import admin_pb2, cache_pb2_grpc
 from slotcache.v1 import cache_pb2 as pb
-from slotcache.v1 import cache_pb2_grpc
 from tests.integration.conftest import CHANNEL_OPTIONS
 from tests.support.processes import Cluster, ServerFactory
 
@@ -171,3 +173,18 @@ def test_an_explicit_metrics_port_that_is_taken_stops_the_start(tmp_path) -> Non
     assert result.returncode == 1, result.stderr
     assert "cannot serve metrics" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_slot_stats_count_the_operations_of_each_slot(node) -> None:
+    server, stub = node
+    key = b"hot-slot-key"
+    slot = key_slot(key)
+    stub.Set(pb.SetRequest(key=key, value=b"v"))
+    for _ in range(9):
+        stub.Get(pb.GetRequest(key=key))
+    with NodeHandle.open(server.address, 5.0) as admin:
+        reply = admin.call(
+            "SlotStats", admin_pb2.SlotStatsRequest(ranges=[pb.SlotRange(start=slot, end=slot)])
+        )
+    (stat,) = reply.slots  # type: ignore[attr-defined]
+    assert (stat.slot, stat.keys, stat.ops) == (slot, 1, 10)
