@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
 import random
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
 import threading
+import time
 from collections import Counter
+
+import pytest
 
 import slotcache
 from tests.ctl.conftest import ctl  # noqa: F401 (the fixture)
@@ -99,3 +112,54 @@ def test_hotkeys_finds_the_hot_keys_of_zipf_traffic_across_the_cluster(
     for entry in found[:3]:
         true_count = dict(truth)[entry["key"]]
         assert abs(entry["count"] - true_count) <= 0.25 * true_count, (entry, true_count)
+
+
+def _top_on_a_terminal(address: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``clusterctl top`` with a pseudo-terminal as its stdin and stdout, as an operator runs it."""
+    controller, terminal = pty.openpty()
+    # Wide enough for a whole row, as an operator's terminal would be.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 220, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "slotcache.ctl.main", "top", address, "--interval", "0.2"],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        close_fds=True,
+        # rich prefers COLUMNS (a test runner may set it) to the terminal's own size.
+        env={**os.environ, "COLUMNS": "220", "LINES": "50"},
+    )
+    os.close(terminal)
+    return proc, controller
+
+
+_ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _read_until(controller: int, text: bytes, timeout_s: float) -> bytes:
+    """The terminal's output, without colour codes, once ``text`` shows (or time is up)."""
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    while text not in _ANSI.sub(b"", seen) and time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], 0.1)
+        if ready:
+            seen += os.read(controller, 65536)
+    return _ANSI.sub(b"", seen)
+
+
+@pytest.mark.parametrize("how", ["q", "ctrl-c"])
+def test_live_top_refreshes_and_quits_on_q_or_ctrl_c(start_server: ServerFactory, how: str) -> None:
+    server = start_server()
+    proc, controller = _top_on_a_terminal(server.address)
+    try:
+        shown = _read_until(controller, server.address.encode(), 30)
+        assert server.address.encode() in shown, shown[-2000:]
+        if how == "q":
+            os.write(controller, b"q")
+        else:
+            proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)
