@@ -31,6 +31,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
+# The pure tests alone (no process, socket or server), in under 30 s.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
 # A wheel built from the tree, installed without -e into a clean venv, serves.
 wheel-check: $(STAMP)
 	$(BIN)/python scripts/check-wheel

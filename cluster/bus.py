@@ -1,20 +1,21 @@
 """The cluster bus on the wire: the Bus servicer and the transport that sends envelopes.
 
-Both are thin: the servicer hands each message to the membership state
-machine and returns its reply; the transport delivers what the state
-machine wants sent and feeds replies back to it.
+Both are thin: the servicer hands each message to the membership runtime
+and returns its reply; the transport delivers what the runtime sends and
+hands replies back to it. Neither applies a step itself: the runtime does,
+in one place (see :mod:`membership_runtime`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 
-from .membership.machine import Envelope
+from .membership.step import Envelope
 from .wire import bus_pb2, bus_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -28,34 +29,21 @@ PEER_CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
-Receive = Callable[[bus_pb2.BusMessage], list[Envelope]]
-Handle = Callable[[bus_pb2.BusMessage], tuple[bus_pb2.BusMessage | None, list[Envelope]]]
-
-
-class Transport(Protocol):
-    """Moves the state machine's envelopes between nodes.
-
-    :class:`BusTransport` does it over gRPC; simulations use an in-memory
-    implementation with a fake clock, latency, loss and partitions.
-    """
-
-    def send_all(self, envelopes: list[Envelope]) -> None:
-        """Start delivering each envelope; replies go back to the sender's state machine."""
+# Processes a message from a peer and returns the reply its exchange answers with.
+Handle = Callable[[bus_pb2.BusMessage], bus_pb2.BusMessage | None]
 
 
 class BusService(bus_pb2_grpc.BusServicer):
-    """Answers bus exchanges by running them through the membership state machine."""
+    """Answers bus exchanges by running them through the membership runtime."""
 
-    def __init__(self, handle: Handle, transport: Transport) -> None:
+    def __init__(self, handle: Handle) -> None:
         self._handle = handle
-        self._transport = transport
 
     async def Exchange(
         self, request: bus_pb2.BusMessage, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bus_pb2.BusMessage:
         """Process one message and return its reply (an empty message when none is due)."""
-        reply, out = self._handle(request)
-        self._transport.send_all(out)
+        reply = self._handle(request)
         return reply if reply is not None else bus_pb2.BusMessage()
 
 
@@ -67,7 +55,7 @@ class BusTransport:
     left to the state machine's own timeouts, as lost messages would be.
     """
 
-    def __init__(self, on_reply: Receive, timeout_s: float) -> None:
+    def __init__(self, on_reply: Callable[[bus_pb2.BusMessage], None], timeout_s: float) -> None:
         self._on_reply = on_reply
         self._timeout_s = timeout_s
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -85,7 +73,7 @@ class BusTransport:
             stub = self._stubs[target] = bus_pb2_grpc.BusStub(channel)
         return stub
 
-    def send_all(self, envelopes: list[Envelope]) -> None:
+    def send_all(self, envelopes: Sequence[Envelope]) -> None:
         """Start delivering each envelope."""
         for envelope in envelopes:
             task = asyncio.create_task(self._deliver(envelope))
@@ -103,7 +91,7 @@ class BusTransport:
             log.debug("bus message to %s failed: %s", envelope.dest.bus, exc.code().name)
             return
         if reply.type:
-            self.send_all(self._on_reply(reply))
+            self._on_reply(reply)
 
     async def exchange(self, target: str, message: bus_pb2.BusMessage) -> bus_pb2.BusMessage:
         """One exchange whose reply the caller needs (MEET); raises on failure."""

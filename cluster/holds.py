@@ -23,6 +23,11 @@ class WriteHolds:
         self._paused = paused
         self._changed = asyncio.Event()
 
+    @property
+    def active(self) -> bool:
+        """Some write is held right now (a handoff, or the node-wide pause)."""
+        return bool(self.slots) or self._paused()
+
     def handing_off(self, slot: int) -> bool:
         """Writes to ``slot`` are held for a migration's handoff."""
         return slot in self.slots

@@ -139,7 +139,26 @@ class Node:
         self.reset_requested = False
 
     async def start(self) -> None:
-        """Bind the port, start serving and start the cron."""
+        """Bind the ports, start serving and start the cron.
+
+        A node that cannot start leaves no state behind: a node file written
+        for a node that never served would give the next start its id (and
+        its epochs), and a data directory made for it would stay empty.
+        """
+        data_dir = self.config.data_dir
+        path = node_file.node_file(data_dir)
+        made_dir, new_file = not data_dir.exists(), not path.exists()
+        try:
+            await self._start()
+        except StartupError:
+            if new_file:
+                path.unlink(missing_ok=True)
+            if made_dir:
+                with contextlib.suppress(OSError):
+                    data_dir.rmdir()
+            raise
+
+    async def _start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         if self._identity is not None:
             # Standalone nodes keep their id too, for when they later join a cluster.
@@ -320,7 +339,7 @@ class Node:
         the new owner, which may still be applying this node's stream.
         """
         slots = tuple(slots)
-        if not self.ownership.membership.myself.primary:
+        if not self.ownership.membership.myself.primary_id:
             for slot in slots:
                 self.keyspace.clear_slot(slot)
         # Near caches may also hold keys of these slots that were absent here.
@@ -343,7 +362,7 @@ class Node:
         """Make replication match the role the membership gives this node."""
         if self.replication is None:
             return
-        if self.ownership.membership.myself.primary:
+        if self.ownership.membership.myself.primary_id:
             self.replication.become_replica()
         else:
             self.replication.become_primary()
@@ -359,7 +378,7 @@ class Node:
             "data_dir": str(self.config.data_dir),
             "node_id": self.ownership.membership.myself.hex_id,
             "cluster_enabled": "yes" if self.runtime is not None else "no",
-            "role": "replica" if self.ownership.membership.myself.primary else "primary",
+            "role": "replica" if self.ownership.membership.myself.primary_id else "primary",
         }
 
     def stats(self) -> dict[str, int]:

@@ -12,6 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .membership.machine import Membership
+from .membership.snapshot import snapshot
+
 NODE_FILE = "nodes.json"
 
 
@@ -49,3 +52,14 @@ def save(path: Path, data: dict[str, Any]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+class NodeFile:
+    """A node's file as the membership runtime's store: every save is a snapshot."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def save(self, membership: Membership) -> None:
+        """Write ``membership``'s configuration; durable when this returns."""
+        save(self.path, snapshot(membership))

@@ -31,7 +31,9 @@ class Ownership:
     ) -> None:
         self.membership = membership
         self._my_id = membership.id
+        # The slot table lives as long as the membership; its lookups are bound once.
         self._owner = membership.slots.owner
+        self._count = membership.slots.count
         self._holds = holds
         # Whether this node, as a replica, holds a complete copy of its primary.
         self._replica_synced = replica_synced
@@ -53,13 +55,18 @@ class Ownership:
         return self.membership.ok
 
     @property
+    def owns_every_slot(self) -> bool:
+        """This node serves all slots (a standalone node, or a cluster of one)."""
+        return self._count(self._my_id) == SLOT_COUNT
+
+    @property
     def allow_reads_when_down(self) -> bool:
         """Owned slots may still be read while the cluster is down."""
         return self.membership.config.allow_reads_when_down
 
     def replica_serves(self, slots: Sequence[int]) -> bool:
         """This node replicates the owner of every slot and holds a complete copy."""
-        primary = self.membership.myself.primary
+        primary = self.membership.myself.primary_id
         owner = self._owner
         return bool(primary) and all(owner(s) == primary for s in slots) and self._replica_synced()
 
@@ -86,7 +93,7 @@ class Ownership:
             id=peer.hex_id,
             address=peer.address.client,
             role=cache_pb2.ROLE_REPLICA if peer.flags & REPLICA else cache_pb2.ROLE_PRIMARY,
-            primary_id=peer.primary.hex(),
+            primary_id=peer.primary_id.hex(),
             slots=[cache_pb2.SlotRange(start=s, end=e) for s, e in ranges],
             config_epoch=peer.config_epoch,
             failing=bool(peer.flags & FAIL),

@@ -93,6 +93,11 @@ class View(Protocol):
         """Owned slots may still be read while the cluster is down."""
         ...
 
+    @property
+    def owns_every_slot(self) -> bool:
+        """This node serves all slots (a standalone node, or a cluster of one)."""
+        ...
+
     def is_local(self, slot: int) -> bool:
         """This node serves ``slot``."""
         ...
@@ -148,6 +153,16 @@ class Refused:
 Decision = Local | Forward | Spread | Refused
 LOCAL = Local()
 LOCAL_REPLICA = Local(replica=True)
+
+
+def serves_everything(view: View, writes_held: bool) -> bool:
+    """Whether :func:`decide` answers LOCAL for every operation right now, whatever its keys.
+
+    True while this node owns every slot, the cluster is ok and no write is
+    held: then the request path need not even hash the keys, which keeps a
+    standalone node (a cluster of one) as cheap as a node that never routes.
+    """
+    return not writes_held and view.ok and view.owns_every_slot
 
 
 def decide(op: Op, slots: Sequence[int], options: CallOptions, view: View) -> Decision:

@@ -2,10 +2,13 @@
 
 The membership state machine never touches the network or a clock, so many
 nodes can run in one process: this module delivers their envelopes through an
-event queue ordered by a fake integer-millisecond clock. It is what the
-simulation tests and ``scripts/gossip-study`` use to check convergence,
-failure detection, partitions and restarts, and to measure bus traffic, for
-up to about a thousand nodes in seconds to minutes of wall time.
+event queue ordered by a fake integer-millisecond clock. Each node runs the
+real runtime (``cluster/membership_runtime.py``, which applies every step:
+persist, send, events) with this network as its transport and an in-memory
+node file as its store. It is what the simulation tests and
+``scripts/gossip-study`` use to check convergence, failure detection,
+partitions and restarts, and to measure bus traffic, for up to about a
+thousand nodes in seconds to minutes of wall time.
 
 What it models, and why:
 
@@ -13,7 +16,7 @@ What it models, and why:
   uniformly), so that exchanges take time and concurrent decisions can race.
 - The gRPC shape of the real bus (``cluster/bus.py``): every envelope is one
   unary exchange, and the reply (the PONG to a PING or MEET) travels back and
-  is fed to the sender's ``receive``, as ``BusTransport`` does.
+  is fed to the sender's runtime, as ``BusTransport`` does.
 - Each node's 100 ms cron, as ``tick`` calls every ``tick_ms``, with start
   times staggered at random so nodes do not all fire in the same millisecond.
 - Killed nodes: a dead node neither ticks, receives, nor sends; replies to it
@@ -37,12 +40,16 @@ from __future__ import annotations
 import heapq
 import random as _random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from slotcache.contract import split_slots
 
-from .membership.machine import Envelope, Event, Membership
-from .membership.model import FAILING, Address, MembershipConfig, Peer
+from .membership.machine import Membership
+from .membership.model import FAILING, Address, MembershipConfig, Peer, new_node_id
+from .membership.snapshot import snapshot
+from .membership.step import Envelope, Event
+from .membership_runtime import MembershipRuntime, Transport
 from .wire import bus_pb2
 
 # Event kinds in the queue. Entries are plain tuples,
@@ -73,13 +80,45 @@ class SimEvent:
     event: Event
 
 
+class SimStore:
+    """The in-memory node file of a simulated node.
+
+    By default a save only counts and remembers the state machine, and the
+    snapshot is taken when read: a thousand-node run saves millions of times.
+    That reads the same as a snapshot taken at the last save as long as every
+    step that changes the persisted part of the view asks to be persisted,
+    which ``snapshot_saves`` makes checkable: each save then takes its
+    snapshot at once.
+    """
+
+    def __init__(self, snapshot_saves: bool = False) -> None:
+        self.saves = 0
+        self._snapshot_saves = snapshot_saves
+        self._saved: dict[str, Any] | None = None
+        self._membership: Membership | None = None
+
+    def save(self, membership: Membership) -> None:
+        """Persist, as the runtime asks after every configuration change."""
+        self.saves += 1
+        self._membership = membership
+        if self._snapshot_saves:
+            self._saved = snapshot(membership)
+
+    def load(self) -> dict[str, Any] | None:
+        """What a restart would read: the last save, or None if nothing was saved yet."""
+        if self._snapshot_saves or self._membership is None:
+            return self._saved
+        return snapshot(self._membership)
+
+
 @dataclass(slots=True)
 class SimNode:
-    """One simulated node: its state machine and what the network knows about it."""
+    """One simulated node: its runtime and what the network knows about it."""
 
     index: int
     address: Address
-    membership: Membership
+    runtime: MembershipRuntime
+    store: SimStore
     alive: bool = True
     # Bumped by every restart, so that ticks and replies meant for an earlier
     # life of the node are recognised and dropped.
@@ -87,26 +126,26 @@ class SimNode:
     # Everything this node put on the wire, replies included.
     bytes_sent: int = 0
     messages_sent: int = 0
-    transport: SimTransport | None = field(default=None, repr=False)
+
+    @property
+    def membership(self) -> Membership:
+        """The state machine of the node's current life."""
+        return self.runtime.membership
 
     @property
     def id(self) -> bytes:
         """The node id of the current state machine."""
-        return self.membership.id
+        return self.runtime.membership.id
 
 
 class SimTransport:
-    """The in-memory implementation of ``cluster.bus.Transport`` for one node.
-
-    Runtime code written against the ``Transport`` protocol can be handed this
-    instead of ``BusTransport``; envelopes then go through the simulator.
-    """
+    """The in-memory implementation of the runtime's ``Transport`` for one node."""
 
     def __init__(self, net: SimNetwork, index: int) -> None:
         self._net = net
         self._index = index
 
-    def send_all(self, envelopes: list[Envelope]) -> None:
+    def send_all(self, envelopes: Sequence[Envelope]) -> None:
         """Queue each envelope for delivery after the network latency."""
         self._net.send(self._index, envelopes)
 
@@ -131,6 +170,7 @@ class SimNetwork:
         jitter_ms: int = 0,
         loss: float = 0.0,
         start_ms: int = 0,
+        snapshot_saves: bool = False,
     ) -> None:
         if latency_ms < 0 or jitter_ms < 0:
             raise ValueError("latency and jitter must be >= 0")
@@ -140,6 +180,7 @@ class SimNetwork:
         self.latency_ms = latency_ms
         self.jitter_ms = jitter_ms
         self.loss = loss
+        self.snapshot_saves = snapshot_saves
         self.now = start_ms
         self.nodes: list[SimNode] = []
         # Membership events of every node, oldest first.
@@ -171,20 +212,29 @@ class SimNetwork:
         address = address or sim_address(index)
         if address in self._by_address:
             raise ValueError(f"address {address.bus} is already taken")
-        node_id = node_id or self._rng.randbytes(20)
+        node_id = node_id or new_node_id(self._rng.randbytes)
         membership = Membership(
             config or self.config,
             Peer(id=node_id, address=address),
             self.now,
             random=_random.Random(self._rng.getrandbits(64)),
         )
-        node = SimNode(index, address, membership)
-        node.transport = SimTransport(self, index)
+        store = SimStore(self.snapshot_saves)
+        node = SimNode(index, address, self._runtime(index, membership, store), store)
         self.nodes.append(node)
         self._side.append(0)
         self._by_address[address] = index
         self._schedule_ticks(node)
         return node
+
+    def _runtime(self, index: int, membership: Membership, store: SimStore) -> MembershipRuntime:
+        def record(event: Event) -> None:
+            self._record(index, event)
+
+        return MembershipRuntime(membership, SimTransport(self, index), store, self._clock, record)
+
+    def _clock(self) -> int:
+        return self.now
 
     def _schedule_ticks(self, node: SimNode) -> None:
         first = self.now + 1 + self._rng.randrange(node.membership.config.tick_ms)
@@ -198,20 +248,15 @@ class SimNetwork:
         changes nothing if the two cannot reach each other.
         """
         a, b = self.nodes[introducer], self.nodes[newcomer]
-        now = self.now
         if not a.alive or not b.alive or self._side[introducer] != self._side[newcomer]:
             raise ConnectionError(f"node {newcomer} is unreachable from node {introducer}")
-        message = a.membership.meet_message(now)
+        message = a.runtime.meet_message()
         self._account(a, message)
-        reply, out = b.membership.receive(message, now)
-        self._collect(b)
+        reply = b.runtime.handle(message)
         if reply is None:
             raise ConnectionError(f"node {newcomer} did not answer the MEET")
         self._account(b, reply)
-        self.send(newcomer, out)
-        peer = a.membership.complete_meet(reply, now)
-        self._collect(a)
-        return peer
+        return a.runtime.complete_meet(reply)
 
     # ---- faults ----------------------------------------------------------------
 
@@ -222,18 +267,20 @@ class SimNetwork:
     def restart(self, index: int, membership: Membership, *, announce: bool = True) -> None:
         """Bring a node back with ``membership`` (e.g. restored from its node file).
 
-        The node keeps its address. With ``announce``, it pings every node it
-        knows at once, as the runtime does on start.
+        The node keeps its address and its store, and saves on start as a
+        real node does. With ``announce``, it pings every node it knows at
+        once, as a real node does on start.
         """
         node = self.nodes[index]
         if membership.myself.address != node.address:
             raise ValueError("a restarted node must listen on its old address")
-        node.membership = membership
+        node.runtime = self._runtime(index, membership, node.store)
         node.alive = True
         node.incarnation += 1
         self._schedule_ticks(node)
+        node.runtime.save()
         if announce:
-            self.send(index, membership.announce(self.now))
+            node.runtime.announce()
 
     def partition(self, *groups: Iterable[int]) -> None:
         """Split the network: each group becomes one side, every other node another.
@@ -261,11 +308,9 @@ class SimNetwork:
 
     # ---- the transport -----------------------------------------------------------
 
-    def transport(self, index: int) -> SimTransport:
+    def transport(self, index: int) -> Transport:
         """The ``Transport`` of a node."""
-        transport = self.nodes[index].transport
-        assert transport is not None
-        return transport
+        return self.nodes[index].runtime.transport
 
     def send(self, source: int, envelopes: Iterable[Envelope]) -> None:
         """Put ``source``'s envelopes on the wire (counted even if later dropped)."""
@@ -328,13 +373,8 @@ class SimNetwork:
                 node = nodes[a]
                 if not node.alive or node.incarnation != inc:
                     continue  # the tick chain of a dead node, or of an earlier life
-                m = node.membership
-                out = m.tick(when)
-                if m.events:
-                    self._collect(node)
-                if out:
-                    self.send(a, out)
-                self._push(when + m.config.tick_ms, _TICK, a, 0, None, inc)
+                node.runtime.tick()
+                self._push(when + node.membership.config.tick_ms, _TICK, a, 0, None, inc)
             elif kind == _DELIVER:
                 receiver = nodes[b]
                 assert message is not None
@@ -342,12 +382,7 @@ class SimNetwork:
                     self.dropped += 1
                     continue
                 self.delivered += 1
-                m = receiver.membership
-                reply, out = m.receive(message, when)
-                if m.events:
-                    self._collect(receiver)
-                if out:
-                    self.send(b, out)
+                reply = receiver.runtime.handle(message)
                 if reply is not None:
                     self._account(receiver, reply)
                     self._push(self._arrival(), _REPLY, b, a, reply, inc)
@@ -363,12 +398,7 @@ class SimNetwork:
                     self.dropped += 1
                     continue
                 self.delivered += 1
-                m = requester.membership
-                _, out = m.receive(message, when)
-                if m.events:
-                    self._collect(requester)
-                if out:
-                    self.send(b, out)
+                requester.runtime.on_reply(message)
         if time > self.now:
             self.now = time
 
@@ -393,12 +423,11 @@ class SimNetwork:
                 return None
             self.run_until(min(self.now + step_ms, deadline))
 
-    def _collect(self, node: SimNode) -> None:
-        for event in node.membership.drain_events():
-            record = SimEvent(self.now, node.index, event)
-            self.events.append(record)
-            if self.on_event is not None:
-                self.on_event(record)
+    def _record(self, index: int, event: Event) -> None:
+        record = SimEvent(self.now, index, event)
+        self.events.append(record)
+        if self.on_event is not None:
+            self.on_event(record)
 
     # ---- observing -----------------------------------------------------------------
 
@@ -457,6 +486,7 @@ def create_cluster(
     jitter_ms: int = 0,
     loss: float = 0.0,
     replicas: int = 0,
+    snapshot_saves: bool = False,
 ) -> SimNetwork:
     """Form an ``n``-primary cluster the way ``clusterctl create`` does.
 
@@ -467,18 +497,25 @@ def create_cluster(
     rest of the cluster learns about each other through gossip once the
     caller runs the network.
     """
-    net = SimNetwork(config, seed=seed, latency_ms=latency_ms, jitter_ms=jitter_ms, loss=loss)
+    net = SimNetwork(
+        config,
+        seed=seed,
+        latency_ms=latency_ms,
+        jitter_ms=jitter_ms,
+        loss=loss,
+        snapshot_saves=snapshot_saves,
+    )
     for (start, end), i in zip(split_slots(n), range(n), strict=True):
         node = net.add_node()
-        node.membership.set_config_epoch(i + 1)
-        node.membership.add_slots(range(start, end + 1))
+        node.runtime.set_config_epoch(i + 1)
+        node.runtime.add_slots(range(start, end + 1))
     for i in range(1, n):
         net.meet(0, i)
     for i in range(n):
         for _ in range(replicas):
             replica = net.add_node()
             net.meet(i, replica.index)
-            replica.membership.replicate(net.nodes[i].id, net.now)
+            replica.runtime.replicate(net.nodes[i].id)
             net.meet(0, replica.index)
     return net
 
@@ -488,6 +525,7 @@ __all__ = [
     "SimEvent",
     "SimNetwork",
     "SimNode",
+    "SimStore",
     "SimTransport",
     "TypeTraffic",
     "create_cluster",

@@ -1,4 +1,4 @@
-"""Fixtures shared by every test suite."""
+"""Fixtures shared by every tier."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+
+from slotcache.ctl.main import main as clusterctl
+from tests.support.ctl import Ctl, Result
+
+# Tier markers, the pure tiers' guard, server logs on failure, measured figures.
+pytest_plugins = ["tests.support.plugin"]
 
 
 @pytest.fixture
@@ -23,3 +29,19 @@ def keys(request: pytest.FixtureRequest) -> Callable[..., bytes]:
         return prefix + (suffix.encode() if isinstance(suffix, str) else suffix)
 
     return make
+
+
+@pytest.fixture
+def ctl(capsys: pytest.CaptureFixture[str]) -> Ctl:
+    """``ctl("nodes", addr)`` runs clusterctl in this process and returns its status and output.
+
+    Shared by the unit tier (argument handling) and the integration tier (real clusters).
+    """
+
+    def run(*argv: str) -> Result:
+        capsys.readouterr()
+        code = clusterctl(list(argv))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run

@@ -15,23 +15,24 @@ be gone) and ``takeover`` skips the vote as well.
 
 Delays scale with node_timeout: Redis's fixed 500 ms base and 1 s per rank
 suit its 15 s default, and would dominate a 1 s timeout.
+
+Elections read the view; the only changes they make elsewhere go through
+:class:`ElectionHost` (a new epoch, a takeover, messages), so their effect
+on the rest of membership is visible in one short list.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from ..membership.model import FAIL, PRIMARY, REPLICA, Peer
+from ..membership.messages import AUTH_ACK, AUTH_REQUEST, MFSTART, MessageType
+from ..membership.model import FAIL, REPLICA, Peer
 from ..membership.slot_table import expand
+from ..membership.step import Envelope, Outputs, Turn
+from ..membership.view import ReadView
 from ..wire import bus_pb2
 
-if TYPE_CHECKING:
-    from ..membership.machine import Envelope, Membership
-
-AUTH_REQUEST = bus_pb2.MESSAGE_TYPE_FAILOVER_AUTH_REQUEST
-AUTH_ACK = bus_pb2.MESSAGE_TYPE_FAILOVER_AUTH_ACK
-MFSTART = bus_pb2.MESSAGE_TYPE_MFSTART
 PAUSED = bus_pb2.MESSAGE_FLAG_PAUSED
 FORCEACK = bus_pb2.MESSAGE_FLAG_FORCEACK
 
@@ -49,11 +50,28 @@ class FailoverMode(enum.Enum):
     TAKEOVER = "takeover"
 
 
+class ElectionHost(Protocol):
+    """All elections may ask of the rest of membership; they change nothing else there."""
+
+    def next_epoch(self, out: Outputs) -> int:
+        """Bump the current epoch (persisted with the step) and return it."""
+
+    def take_over(self, primary: Peer, epoch: int, turn: Turn) -> None:
+        """Become the primary of ``primary``'s slots under ``epoch``, and announce it."""
+
+    def message(self, kind: MessageType, turn: Turn, receiver: Peer | None) -> bus_pb2.BusMessage:
+        """A message of ``kind`` with this node's header."""
+
+    def ping(self, peer: Peer, turn: Turn) -> Envelope:
+        """A PING to ``peer`` that starts its ping clock."""
+
+
 class Elections:
     """Election state of one node: as a replica (candidate) and as a primary (voter)."""
 
-    def __init__(self, membership: Membership) -> None:
-        self.m = membership
+    def __init__(self, view: ReadView, host: ElectionHost) -> None:
+        self._view = view
+        self._host = host
         # Candidate side.
         self.auth_time = 0
         self.auth_sent = False
@@ -63,9 +81,9 @@ class Elections:
         self.mf_end = 0
         self.mf_can_start = False
         self.mf_primary_offset = -1
-        # How long the replication link to our primary has been down (the runtime knows).
-        self.primary_link_age_ms = 0
-        # Voter side: primary id -> when we last voted for one of its replicas.
+        # Voter side. The last epoch we voted in is persisted with the node file.
+        self.last_vote_epoch = 0
+        # Primary id -> when we last voted for one of its replicas.
         self.voted_time: dict[bytes, int] = {}
         self.mf_paused_until = 0
         self.mf_replica = b""
@@ -75,7 +93,7 @@ class Elections:
 
     @property
     def _timeout(self) -> int:
-        return self.m.config.node_timeout_ms
+        return self._view.config.node_timeout_ms
 
     @property
     def election_timeout_ms(self) -> int:
@@ -84,57 +102,57 @@ class Elections:
 
     def _delay(self, rank: int) -> int:
         base = min(500, self._timeout // 10)
-        jitter = int(self.m.rng.random() * base)
+        jitter = int(self._view.rng.random() * base)
         return base + jitter + rank * min(1000, self._timeout // 5)
 
-    def _rank(self, primary: Peer) -> int:
-        """How many replicas of the same primary have more data than this one."""
-        mine = self.m.replication_offset()
+    def _rank(self, primary: Peer, mine: int) -> int:
+        """How many replicas of the same primary have more data than this one (at ``mine``)."""
         return sum(
             1
-            for p in self.m.peers()
-            if p.flags & REPLICA and p.primary == primary.id and p.repl_offset > mine
+            for p in self._view.peers()
+            if p.is_replica and p.primary_id == primary.id and p.repl_offset > mine
         )
+
+    def _majority(self) -> int:
+        return self._view.size // 2 + 1
 
     # ---- the primary side: pausing for a manual failover -------------------------------
 
     def writes_paused(self, now: int) -> bool:
         """A primary holds writes while its replica catches up for a manual failover."""
-        return self.m.myself.is_primary and self.mf_paused_until > now
+        return self._view.myself.is_primary and self.mf_paused_until > now
 
     def message_flags(self, now: int) -> int:
         """Flags for our outgoing headers."""
         return PAUSED if self.writes_paused(now) else 0
 
-    def on_mfstart(self, sender: Peer, now: int, out: list[Envelope]) -> None:
+    def on_mfstart(self, sender: Peer, turn: Turn) -> None:
         """Our replica asks us to pause so it can take over without losing writes."""
-        m = self.m
-        if not m.myself.is_primary or sender.primary != m.id:
+        view = self._view
+        if not view.myself.is_primary or sender.primary_id != view.id:
             return
-        self.mf_paused_until = now + MANUAL_FAILOVER_TIMEOUT_MS
+        self.mf_paused_until = turn.now + MANUAL_FAILOVER_TIMEOUT_MS
         self.mf_replica = sender.id
         # Tell it at once where we stopped; the paused offset is final.
-        out.append(m.ping(sender, now))
+        turn.send(self._host.ping(sender, turn))
 
     # ---- the candidate side ---------------------------------------------------------
 
-    def start_manual(self, mode: FailoverMode, now: int, out: list[Envelope]) -> None:
+    def start_manual(self, mode: FailoverMode, turn: Turn) -> None:
         """Begin a manual failover on this replica."""
-        m = self.m
-        primary = m.my_primary()
+        primary = self._view.my_primary()
         if primary is None:
             raise ValueError("only a replica with a known primary can fail over")
         if mode is FailoverMode.TAKEOVER:
-            m.current_epoch += 1
-            self.auth_epoch = m.current_epoch
-            self._promote(primary, now, out)
+            self.auth_epoch = self._host.next_epoch(turn)
+            self._host.take_over(primary, self.auth_epoch, turn)
             return
         self.reset_election()
-        self.mf_end = now + MANUAL_FAILOVER_TIMEOUT_MS
+        self.mf_end = turn.now + MANUAL_FAILOVER_TIMEOUT_MS
         self.mf_can_start = mode is FailoverMode.FORCE
         self.mf_primary_offset = -1
         if mode is FailoverMode.GRACEFUL:
-            out.append(m.envelope(primary, MFSTART, now))
+            turn.send(Envelope(primary.address, self._host.message(MFSTART, turn, primary)))
 
     def on_primary_header(self, header: bus_pb2.Header) -> None:
         """A message from our primary: note where it paused, if it did."""
@@ -155,16 +173,23 @@ class Elections:
         self.mf_paused_until = 0
         self.mf_replica = b""
 
-    def tick(self, now: int, out: list[Envelope]) -> None:
+    def role_changed(self) -> None:
+        """This node was promoted or follows another primary: what was under way is moot."""
+        self.reset_election()
+        self.reset_manual()
+
+    def tick(self, turn: Turn) -> None:
         """Advance a replica's election; expire manual failovers on both sides."""
-        m = self.m
+        now = turn.now
+        view = self._view
         if self.mf_paused_until and now > self.mf_paused_until:
             self.reset_manual()
-        if m.myself.is_primary:
+        if view.myself.is_primary:
             return
-        primary = m.my_primary()
+        primary = view.my_primary()
         if primary is None:
             return
+        offset = turn.inputs.repl_offset
         if self.mf_end:
             if now > self.mf_end:
                 self.reset_manual()
@@ -173,113 +198,94 @@ class Elections:
             elif (
                 not self.mf_can_start
                 and self.mf_primary_offset >= 0
-                and m.replication_offset() >= self.mf_primary_offset
+                and offset >= self.mf_primary_offset
             ):
                 self.mf_can_start = True
         manual = bool(self.mf_end) and self.mf_can_start
         if not manual:
-            if not primary.flags & FAIL or m.slots.count(primary.id) == 0:
+            if not primary.flags & FAIL or view.slots.count(primary.id) == 0:
                 self.reset_election()
                 return
             validity = self._timeout * REPLICA_VALIDITY_FACTOR + 1000
-            if self.primary_link_age_ms > validity:
+            if turn.inputs.primary_link_age_ms > validity:
                 self.last_refusal = "replica data too old to stand for election"
                 return
         if not self.auth_time or now - self.auth_time > 2 * self.election_timeout_ms:
             self.reset_election()
-            self.rank = 0 if manual else self._rank(primary)
+            self.rank = 0 if manual else self._rank(primary, offset)
             self.auth_time = now if manual else now + self._delay(self.rank)
             if not manual:
                 return
         if not self.auth_sent:
             if now < self.auth_time:
-                rank = self._rank(primary)
+                rank = self._rank(primary, offset)
                 if rank > self.rank:  # others turned out to have more data: let them go first
                     self.auth_time += (rank - self.rank) * min(1000, self._timeout // 5)
                     self.rank = rank
                 return
-            self._request_votes(primary, manual, now, out)
+            self._request_votes(primary, manual, turn)
             return
-        if len(self.votes) >= m.size // 2 + 1:
-            self._promote(primary, now, out)
+        if len(self.votes) >= self._majority():
+            self._host.take_over(primary, self.auth_epoch, turn)
 
-    def _request_votes(self, primary: Peer, manual: bool, now: int, out: list[Envelope]) -> None:
-        m = self.m
-        m.current_epoch += 1
-        m.config_dirty = True
-        self.auth_epoch = m.current_epoch
+    def _request_votes(self, primary: Peer, manual: bool, turn: Turn) -> None:
+        self.auth_epoch = self._host.next_epoch(turn)
         self.auth_sent = True
-        request = m.message(AUTH_REQUEST, now, None)
+        request = self._host.message(AUTH_REQUEST, turn, None)
         header = request.header
         # Claim the primary's slots at its config epoch, so voters can check the claim is current.
         del header.slots[:]
-        header.slots.extend(m.slots.flat_ranges(primary.id))
+        header.slots.extend(self._view.slots.flat_ranges(primary.id))
         header.config_epoch = primary.config_epoch
         if manual:
             header.mflags |= FORCEACK
-        out.extend(m.envelope_of(p, request) for p in m.peers() if p.is_primary)
+        for p in self._view.peers():
+            if p.is_primary:
+                turn.send(Envelope(p.address, request))
 
-    def on_auth_ack(
-        self, sender: Peer, header: bus_pb2.Header, now: int, out: list[Envelope]
-    ) -> None:
+    def on_auth_ack(self, sender: Peer, header: bus_pb2.Header, turn: Turn) -> None:
         """A primary voted for us."""
-        m = self.m
+        view = self._view
         if (
             not self.auth_sent
-            or not m.is_voter(sender)
+            or not view.is_voter(sender)
             or header.current_epoch < self.auth_epoch
-            or now - self.auth_time > self.election_timeout_ms
+            or turn.now - self.auth_time > self.election_timeout_ms
         ):
             return
         self.votes.add(sender.id)
-        primary = m.my_primary()
-        if primary is not None and len(self.votes) >= m.size // 2 + 1:
-            self._promote(primary, now, out)
-
-    def _promote(self, primary: Peer, now: int, out: list[Envelope]) -> None:
-        """Become the primary of ``primary``'s slots under the election epoch."""
-        m = self.m
-        me = m.myself
-        me.flags = (me.flags & ~REPLICA) | PRIMARY
-        me.primary = b""
-        me.config_epoch = max(me.config_epoch, self.auth_epoch)
-        for slot in m.slots.slots_of(primary.id):
-            m.slots.assign(slot, m.id)
-        self.reset_election()
-        self.reset_manual()
-        m.promoted(primary, now, out)
+        primary = view.my_primary()
+        if primary is not None and len(self.votes) >= self._majority():
+            self._host.take_over(primary, self.auth_epoch, turn)
 
     # ---- the voter side ---------------------------------------------------------------
 
-    def on_auth_request(
-        self, sender: Peer, header: bus_pb2.Header, now: int, out: list[Envelope]
-    ) -> None:
+    def on_auth_request(self, sender: Peer, header: bus_pb2.Header, turn: Turn) -> None:
         """Vote for ``sender`` if Redis's rules allow it.
 
-        The runtime persists the vote before sending the acknowledgement, so a
-        restart cannot make this node vote twice in one epoch.
+        The vote is persisted with the step, before the acknowledgement
+        leaves, so a restart cannot make this node vote twice in one epoch.
         """
-        m = self.m
-        refusal = self._refusal(sender, header, now)
+        refusal = self._refusal(header, turn.now)
         if refusal:
             self.last_refusal = refusal
             return
-        m.last_vote_epoch = m.current_epoch
-        self.voted_time[bytes(header.primary)] = now
-        m.config_dirty = True
-        out.append(m.envelope(sender, AUTH_ACK, now))
+        self.last_vote_epoch = self._view.current_epoch
+        self.voted_time[bytes(header.primary)] = turn.now
+        turn.persist = True
+        turn.send(Envelope(sender.address, self._host.message(AUTH_ACK, turn, sender)))
 
-    def _refusal(self, sender: Peer, header: bus_pb2.Header, now: int) -> str:
-        m = self.m
-        if not m.is_voter(m.myself):
+    def _refusal(self, header: bus_pb2.Header, now: int) -> str:
+        view = self._view
+        if not view.is_voter(view.myself):
             return "not a slot-owning primary"
-        if header.current_epoch < m.current_epoch:
+        if header.current_epoch < view.current_epoch:
             return "request epoch is older than ours"
-        if m.last_vote_epoch == m.current_epoch:
-            return f"already voted in epoch {m.current_epoch}"
+        if self.last_vote_epoch == view.current_epoch:
+            return f"already voted in epoch {view.current_epoch}"
         if not header.flags & REPLICA:
             return "the candidate is not a replica"
-        primary = m.nodes.get(bytes(header.primary))
+        primary = view.nodes.get(bytes(header.primary))
         if primary is None:
             return "unknown primary"
         if not primary.flags & FAIL and not header.mflags & FORCEACK:
@@ -292,7 +298,15 @@ class Elections:
         except ValueError:
             return "malformed slot claim"
         for slot in claimed:
-            owner = m.slots.owner(slot)
-            if owner is not None and m.nodes[owner].config_epoch > header.config_epoch:
+            owner = view.slots.owner(slot)
+            if owner is not None and view.nodes[owner].config_epoch > header.config_epoch:
                 return f"slot {slot} has a newer owner"
         return ""
+
+
+__all__ = [
+    "MANUAL_FAILOVER_TIMEOUT_MS",
+    "ElectionHost",
+    "Elections",
+    "FailoverMode",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..wire import bus_pb2
@@ -13,6 +14,15 @@ FAIL = bus_pb2.NODE_FLAG_FAIL
 FAILING = PFAIL | FAIL
 
 NODE_ID_BYTES = 20
+
+
+def new_node_id(randbytes: Callable[[int], bytes]) -> bytes:
+    """A fresh 160-bit node id, as Redis makes them.
+
+    The caller chooses the randomness: the operating system's for a real
+    node, a seeded generator for a simulated one, so that runs repeat.
+    """
+    return randbytes(NODE_ID_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +96,10 @@ class Peer:
     address: Address
     flags: int = PRIMARY
     config_epoch: int = 0
-    primary: bytes = b""
+    # The id of the node this one replicates. Empty for a primary, and for a
+    # replica whose primary we have not heard of yet (gossip carries roles, not
+    # primaries): the role itself is in ``flags``.
+    primary_id: bytes = b""
     repl_offset: int = 0
     # When the outstanding ping was first sent; 0 when none is outstanding.
     ping_sent: int = 0
@@ -109,6 +122,11 @@ class Peer:
     def is_primary(self) -> bool:
         """Holds (or may hold) slots rather than replicating another node."""
         return bool(self.flags & PRIMARY)
+
+    @property
+    def is_replica(self) -> bool:
+        """Replicates a primary (whose id may still be unknown)."""
+        return bool(self.flags & REPLICA)
 
     @property
     def failing(self) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random as _random
 from typing import Any
 
-from ..membership.machine import Membership
+from ..membership.machine import Membership, Remembered
 from ..membership.model import PRIMARY, REPLICA, Address, MembershipConfig, Peer
 
 FORMAT_VERSION = 1
@@ -34,8 +34,8 @@ def _node(m: Membership, peer: Peer) -> dict[str, Any]:
         "host": peer.address.host,
         "port": peer.address.port,
         "bus_port": peer.address.bus_port,
-        "role": "replica" if peer.flags & REPLICA else "primary",
-        "primary": peer.primary.hex(),
+        "role": "replica" if peer.is_replica else "primary",
+        "primary": peer.primary_id.hex(),
         "config_epoch": peer.config_epoch,
         # The table's cached ranges: a node file is saved on every config change.
         "slots": [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)],
@@ -54,6 +54,7 @@ def restore(
         raise ValueError(f"unsupported node file version {data.get('version')!r}")
     my_id = bytes.fromhex(data["myself"])
     peers = {}
+    slots: dict[bytes, list[int]] = {}
     for entry in data["nodes"]:
         node_id = bytes.fromhex(entry["id"])
         peers[node_id] = Peer(
@@ -61,25 +62,19 @@ def restore(
             address=Address(entry["host"], int(entry["port"]), int(entry["bus_port"])),
             flags=REPLICA if entry["role"] == "replica" else PRIMARY,
             config_epoch=int(entry["config_epoch"]),
-            primary=bytes.fromhex(entry["primary"]),
+            primary_id=bytes.fromhex(entry["primary"]),
         )
+        slots[node_id] = [
+            slot for start, end in entry["slots"] for slot in range(int(start), int(end) + 1)
+        ]
     if my_id not in peers:
         raise ValueError("node file does not describe this node")
     myself = peers.pop(my_id)
     myself.address = address
-    m = Membership(config, myself, now, random=random)
-    m.current_epoch = int(data["current_epoch"])
-    m.last_vote_epoch = int(data["last_vote_epoch"])
-    for peer in peers.values():
-        m.adopt(peer, now)
-    for entry in data["nodes"]:
-        node_id = bytes.fromhex(entry["id"])
-        for start, end in entry["slots"]:
-            for slot in range(int(start), int(end) + 1):
-                m.slots.assign(slot, node_id)
-    # The slots went into the table directly: make the next tick recompute the
-    # cluster state (adopt() only does so when there is another node to adopt).
-    m._state_dirty = True
-    m.restored = bool(peers)
-    m.config_dirty = False
-    return m
+    remembered = Remembered(
+        current_epoch=int(data["current_epoch"]),
+        last_vote_epoch=int(data["last_vote_epoch"]),
+        peers=tuple(peers.values()),
+        slots=slots,
+    )
+    return Membership(config, myself, now, random=random, remembered=remembered)

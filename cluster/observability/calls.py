@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from slotcache.contract import SLOT_COUNT, Op, Reason
+from slotcache.contract import SLOT_COUNT, Op, Reason, key_slot
 
 from .access_log import AccessLog, Entry
 from .hotkeys import HotKeys
@@ -78,21 +78,27 @@ class CallRecorder:
         self,
         op: Op,
         started_ns: int,
-        keys: Sequence[bytes],
-        slots: Sequence[int],
+        keys: Sequence[bytes] | None,
+        slots: Sequence[int] | None,
         request: Any,
         reply: Any,
         error: _Failure | None,
         context: _Peer,
     ) -> None:
-        """Count one unary call (``reply`` is None when it failed with ``error``)."""
+        """Count one unary call (``reply`` is None when it failed with ``error``).
+
+        ``keys`` and ``slots`` are None when the call was served without
+        routing (the node owns every slot): keys are then read only for a
+        sampled or logged call, and per-slot counts are not kept.
+        """
         elapsed = _perf_ns() - started_ns
         method = op.rpc
         status, reason = (OK, "") if error is None else (error.code.name, error.reason)
         self._observe(method, status, elapsed, 1)
-        slot_ops = self.slot_ops
-        for slot in slots:
-            slot_ops[slot] += 1
+        if slots is not None:
+            slot_ops = self.slot_ops
+            for slot in slots:
+                slot_ops[slot] += 1
         size_in = request.ByteSize()
         size_out = reply.ByteSize() if reply is not None else 0
         self.bytes_in += size_in
@@ -104,10 +110,12 @@ class CallRecorder:
             self._hot_left -= 1
             if not self._hot_left:
                 self._hot_left = hot.sample
-                for key in keys:
+                for key in op.keys(request) if keys is None else keys:
                     hot.add(key)
         slow = elapsed >= self._slow_ns
         if (slow or self.access is not None) and self._wanted(slow, status):
+            if keys is None:
+                keys = op.keys(request)
             self._emit(method, keys, slots, status, reason, elapsed, (size_in, size_out), context)
 
     def batch(
@@ -115,13 +123,15 @@ class CallRecorder:
         specs: Sequence[Op | None],
         ops: Sequence[Any],
         results: Sequence[Any],
-        slots: Sequence[Sequence[int]],
+        slots: Sequence[Sequence[int]] | None,
         started_ns: int,
         size_in: int,
         size_out: int,
         context: _Peer,
     ) -> None:
         """Count one Pipeline message, per operation; each op's latency is the message's.
+
+        ``slots`` is None when the message was served without routing.
 
         This loop runs for every operation a node serves through Pipeline, so
         it does the least it can: per-series counts gather in a local dict and
@@ -139,7 +149,9 @@ class CallRecorder:
         # Per-op bytes are unknown inside a message: entries show the message's share.
         shares = (size_in // max(len(ops), 1), size_out // max(len(ops), 1))
         ok: dict[str, int] = {}
-        for spec, op, result, op_slots in zip(specs, ops, results, slots, strict=True):
+        no_slots: list[int] | None = None
+        per_op = slots if slots is not None else [no_slots] * len(ops)
+        for spec, op, result, op_slots in zip(specs, ops, results, per_op, strict=True):
             method = spec.rpc if spec is not None else UNKNOWN_OP
             if result.HasField("error"):
                 error = result.error
@@ -156,8 +168,9 @@ class CallRecorder:
                     if not log_left:
                         log_left = access.sample
                         emit = True
-            for slot in op_slots:
-                slot_ops[slot] += 1
+            if op_slots is not None:
+                for slot in op_slots:
+                    slot_ops[slot] += 1
             if hot is not None and spec is not None:
                 hot_left -= 1
                 if not hot_left:
@@ -200,7 +213,7 @@ class CallRecorder:
         self,
         method: str,
         keys: Sequence[bytes],
-        slots: Sequence[int],
+        slots: Sequence[int] | None,
         status: str,
         reason: str,
         elapsed: int,
@@ -216,7 +229,9 @@ class CallRecorder:
         peer = context.peer()
         latency_us = elapsed // 1000
         key = keys[0] if keys else b""
-        slot = slots[0] if slots else -1
+        # Unrouted calls (slots None) compute their first key's slot only here.
+        known = slots if slots is not None else [key_slot(key)] if keys else []
+        slot = known[0] if known else -1
         if slow:
             self.slowlog.add(
                 self._wall_ns() // 1_000_000, latency_us, method, key, len(keys), slot, peer, status

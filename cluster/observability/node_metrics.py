@@ -206,5 +206,5 @@ def _cluster(add: _Add, node: Node) -> None:
     add("slotcache.cluster.failovers", node.promotions)
     runtime = node.runtime
     if runtime is not None:
-        add("slotcache.gossip.messages", runtime.transport.sent_messages, {"direction": "transmit"})
-        add("slotcache.gossip.io", runtime.transport.sent_bytes, {"direction": "transmit"})
+        add("slotcache.gossip.messages", runtime.bus.sent_messages, {"direction": "transmit"})
+        add("slotcache.gossip.io", runtime.bus.sent_bytes, {"direction": "transmit"})

@@ -40,6 +40,7 @@ from ..routing import (
     call_options,
     decide,
     plan_batch,
+    serves_everything,
 )
 from ..services.durability import Durability
 from ..services.status import abort
@@ -176,29 +177,34 @@ class CacheService(pb_grpc.CacheServicer):
         recorder = self._recorder
         started = recorder.started()
         handler: Handler = run
-        keys: list[bytes] = []
-        slots: list[int] = []
+        # Left None on a node that owns every slot: nothing hashes keys there.
+        keys: list[bytes] | None = None
+        slots: list[int] | None = None
         try:
             options: CallOptions | None = None
             if not op.writes:
                 tracked = self._tracking.tracked_read(op, handler, context)
                 if tracked is not None:
                     handler, options = tracked
-            keys = op.keys(request)
-            slots = key_slots(keys)
-            if op.writes and self._holds.held(slots):
-                await self._holds.wait(slots, WRITE_HOLD_MAX_S)
-            if options is None:
-                options = call_options(context.invocation_metadata())
-            decision = decide(op, slots, options, self._ownership)
-            if options.trace and self._tracer is not None and sampled(options.trace):
-                reply: _Rep = await self._traced(
-                    op, decision, handler, request, keys, options, context
-                )
+            holds = self._holds
+            if serves_everything(self._ownership, op.writes and holds.active):
+                reply: _Rep = await self._local(op, handler, request, context)
             else:
-                reply = await self._carry_out(
-                    op, decision, handler, request, keys, options, context
-                )
+                keys = op.keys(request)
+                slots = key_slots(keys)
+                if op.writes and holds.held(slots):
+                    await holds.wait(slots, WRITE_HOLD_MAX_S)
+                if options is None:
+                    options = call_options(context.invocation_metadata())
+                decision = decide(op, slots, options, self._ownership)
+                if options.trace and self._tracer is not None and sampled(options.trace):
+                    reply = await self._traced(
+                        op, decision, handler, request, keys, options, context
+                    )
+                else:
+                    reply = await self._carry_out(
+                        op, decision, handler, request, keys, options, context
+                    )
         except CommandError as exc:
             self._counters.failed(op.field, exc.code)
             recorder.unary(op, started, keys, slots, request, None, exc, context)
@@ -307,33 +313,17 @@ class CacheService(pb_grpc.CacheServicer):
         """Plan a message's operations, run them in segments, and answer them in order."""
         started = self._recorder.started()
         ops = batch.ops
-        results: list[pb.OperationResult | None] = [None] * len(ops)
-        specs: list[Op | None] = []
-        all_slots: list[list[int]] = []
-        held_slots: list[int] = []
-        for op in ops:
-            kind = op.WhichOneof("op")
-            spec = OPS.get(kind) if kind else None
-            specs.append(spec)
-            slots = key_slots(spec.keys(getattr(op, spec.field))) if spec is not None else []
-            all_slots.append(slots)
-            if spec is not None and spec.writes:
-                held_slots += slots
-        holds = self._holds
-        if held_slots and holds.held(held_slots):
-            await holds.wait(held_slots, WRITE_HOLD_MAX_S)
-        view = self._ownership
-        decisions = [
-            decide(spec, slots, options, view) if spec is not None else None
-            for spec, slots in zip(specs, all_slots, strict=True)
-        ]
+        specs: list[Op | None] = [OPS.get(op.WhichOneof("op") or "") for op in ops]
         pending: list[tuple[int, int]] = []
-        if all(d is None or type(d) is Local for d in decisions):
-            # The common case: everything is served here, in message order.
-            for i, op in enumerate(ops):
-                results[i] = self._run_op(i, op, specs[i], pending)
+        all_slots: list[list[int]] | None = None
+        if serves_everything(self._ownership, self._holds.active):
+            # A node that owns every slot: no key needs hashing.
+            run_op = self._run_op
+            results: list[pb.OperationResult | None] = [
+                run_op(i, op, specs[i], pending) for i, op in enumerate(ops)
+            ]
         else:
-            await self._run_planned(ops, specs, decisions, results, pending, options, context)
+            results, all_slots = await self._route_batch(ops, specs, pending, options, context)
         if pending:
             await self._settle(results, pending, context)
         reply = pb.PipelineReply()
@@ -347,6 +337,42 @@ class CacheService(pb_grpc.CacheServicer):
             specs, ops, results, all_slots, started, batch.ByteSize(), reply.ByteSize(), context
         )
         return reply
+
+    async def _route_batch(
+        self,
+        ops: Any,
+        specs: list[Op | None],
+        pending: list[tuple[int, int]],
+        options: CallOptions,
+        context: Context,
+    ) -> tuple[list[pb.OperationResult | None], list[list[int]]]:
+        """Decide each operation of a message, then run it here or plan the rest.
+
+        Returns the results and each operation's slots (for the per-slot counts).
+        """
+        results: list[pb.OperationResult | None] = [None] * len(ops)
+        all_slots: list[list[int]] = []
+        held_slots: list[int] = []
+        for op, spec in zip(ops, specs, strict=True):
+            slots = key_slots(spec.keys(getattr(op, spec.field))) if spec is not None else []
+            all_slots.append(slots)
+            if spec is not None and spec.writes:
+                held_slots += slots
+        holds = self._holds
+        if held_slots and holds.held(held_slots):
+            await holds.wait(held_slots, WRITE_HOLD_MAX_S)
+        view = self._ownership
+        decisions = [
+            decide(spec, slots, options, view) if spec is not None else None
+            for spec, slots in zip(specs, all_slots, strict=True)
+        ]
+        if all(d is None or type(d) is Local for d in decisions):
+            # Everything is served here after all, in message order.
+            for i, op in enumerate(ops):
+                results[i] = self._run_op(i, op, specs[i], pending)
+        else:
+            await self._run_planned(ops, specs, decisions, results, pending, options, context)
+        return results, all_slots
 
     async def _run_planned(
         self,

@@ -79,7 +79,7 @@ def served_ranges(ownership: Ownership) -> list[tuple[int, int]]:
     """The slots whose every write this node applies: its own, and its primary's if a replica."""
     membership = ownership.membership
     ranges = membership.slot_ranges(membership.id)
-    primary = membership.myself.primary
+    primary = membership.myself.primary_id
     if primary:
         ranges += membership.slot_ranges(primary)
     return ranges

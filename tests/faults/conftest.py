@@ -8,43 +8,12 @@ tail of every live server's log.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ServerFactory, log_sections
-
-# Figures measured by the tests, printed again at the end of the run.
-MEASUREMENTS: list[str] = []
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.failed:
-        report.sections.extend(log_sections())
-    return report
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if MEASUREMENTS:
-        terminalreporter.section("fault measurements")
-        for line in MEASUREMENTS:
-            terminalreporter.write_line(line)
-
-
-@pytest.fixture
-def report_figure() -> Callable[[str], None]:
-    """``report_figure("...")`` prints a measured figure now and in the run's summary."""
-
-    def record(line: str) -> None:
-        MEASUREMENTS.append(line)
-        print(line)
-
-    return record
+from tests.support.processes import ServerFactory
 
 
 class FastStopFactory(ServerFactory):

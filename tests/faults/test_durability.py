@@ -13,8 +13,8 @@ import grpc
 import pytest
 
 from slotcache.v1 import cache_pb2
-from tests.cluster.helpers import Nodes, expect_failure, failure, wait_for
-from tests.faults.workload import (
+from tests.support.nodes import Nodes, expect_failure, failure, wait_for
+from tests.support.workload import (
     NOT_ENOUGH_REPLICAS,
     REPLICA_READ,
     REPLICATION_TIMEOUT,

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from slotcache.v1 import cache_pb2
-from tests.cluster.helpers import Nodes, wait_for
-from tests.faults.workload import (
+from tests.support.nodes import Nodes, wait_for
+from tests.support.workload import (
     REPLICA_READ,
     parallel,
     replicate,

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from slotcache.v1 import cache_pb2
-from tests.cluster.helpers import Nodes, slot_of, wait_for
-from tests.faults.workload import (
+from tests.support.nodes import Nodes, slot_of, wait_for
+from tests.support.workload import (
     NODE_TIMEOUT_MS,
     Writer,
     add_replica,

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from slotcache.v1 import admin_pb2, cache_pb2
-from tests.cluster.helpers import Nodes, key_in_slot, slot_of, wait_for
-from tests.faults.workload import (
+from tests.support.nodes import Nodes, key_in_slot, slot_of, wait_for
+from tests.support.workload import (
     REPLICA_READ,
     Writer,
     all_acks,

@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 from slotcache.v1 import admin_pb2, cache_pb2
-from tests.cluster.helpers import Nodes, peer_flags, slot_of, wait_for
-from tests.faults.workload import (
+from tests.support.nodes import Nodes, peer_flags, slot_of, wait_for
+from tests.support.workload import (
     NODE_TIMEOUT_MS,
     Writer,
     all_acks,

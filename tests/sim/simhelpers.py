@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from slotcache_server.membership.machine import NodeFailed
 from slotcache_server.membership.model import FAIL, FAILING, PFAIL, MembershipConfig
+from slotcache_server.membership.step import NodeFailed
 from slotcache_server.simnet import SimNetwork, SimNode, create_cluster
 
 

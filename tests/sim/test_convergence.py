@@ -14,8 +14,8 @@ from __future__ import annotations
 import pytest
 
 from slotcache.contract import SLOT_COUNT, split_slots
-from slotcache_server.membership.machine import NodeFailed
 from slotcache_server.membership.model import MembershipConfig
+from slotcache_server.membership.step import NodeFailed
 from slotcache_server.simnet import create_cluster
 from tests.sim.simhelpers import none_see_failing
 

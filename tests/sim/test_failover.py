@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from slotcache_server.membership.failover import FailoverMode
-from slotcache_server.membership.machine import RoleChanged, SlotsLost, StateChanged
 from slotcache_server.membership.model import FAIL, PRIMARY, REPLICA, MembershipConfig
+from slotcache_server.membership.step import RoleChanged, SlotsLost, StateChanged
 from slotcache_server.simnet import SimNetwork, SimNode, create_cluster
 
 NT = 1000
@@ -31,7 +31,7 @@ def one_primary_per_slot(net: SimNetwork) -> bool:
 def test_a_replica_takes_over_a_killed_primary_within_the_bound():
     net = formed_with_replicas(seed=21)
     primary, replica = net.nodes[0], net.nodes[3]
-    assert replica.membership.myself.primary == primary.id
+    assert replica.membership.myself.primary_id == primary.id
     slots = primary.membership.slots.slots_of(primary.id)
     net.kill(primary.index)
     killed_at = net.now
@@ -69,7 +69,7 @@ def test_the_old_primary_returns_as_a_replica_of_the_winner():
     assert at is not None and at - isolated_at <= NT + NT // 2 + 2 * CONFIG.tick_ms
     assert net.wait_for(lambda: replica.membership.myself.is_primary, 10 * NT, 10)
     net.heal()
-    assert net.wait_for(lambda: old.membership.myself.primary == replica.id, 5 * NT, 10)
+    assert net.wait_for(lambda: old.membership.myself.primary_id == replica.id, 5 * NT, 10)
     assert old.membership.myself.flags & REPLICA
     assert net.wait_for(lambda: one_primary_per_slot(net) and net.converged(), 10 * NT, 50)
 
@@ -97,12 +97,11 @@ def test_each_primary_votes_once_per_epoch():
 def test_manual_failover_promotes_the_replica_without_a_failure():
     net = formed_with_replicas(seed=24)
     primary, replica = net.nodes[2], net.nodes[5]
-    out = replica.membership.manual_failover(FailoverMode.GRACEFUL, net.now)
-    net.send(replica.index, out)
+    replica.runtime.failover(FailoverMode.GRACEFUL)
     # The primary pauses writes until the replica took over.
     assert net.wait_for(lambda: primary.membership.writes_paused(net.now), NT, 5)
     assert net.wait_for(lambda: replica.membership.myself.is_primary, 3 * NT, 10)
-    assert net.wait_for(lambda: primary.membership.myself.primary == replica.id, 3 * NT, 10)
+    assert net.wait_for(lambda: primary.membership.myself.primary_id == replica.id, 3 * NT, 10)
     assert not primary.membership.writes_paused(net.now)
     assert net.wait_for(lambda: one_primary_per_slot(net) and net.converged(), 5 * NT, 50)
 
@@ -111,13 +110,12 @@ def test_takeover_needs_no_votes():
     net = formed_with_replicas(seed=25)
     primary, replica = net.nodes[0], net.nodes[3]
     net.partition([primary.index, replica.index], [1, 2, 4, 5])
-    out = replica.membership.manual_failover(FailoverMode.TAKEOVER, net.now)
-    net.send(replica.index, out)
+    replica.runtime.failover(FailoverMode.TAKEOVER)
     assert replica.membership.myself.is_primary
     assert replica.membership.myself.flags & PRIMARY
     net.heal()
     assert net.wait_for(lambda: one_primary_per_slot(net) and net.converged(), 10 * NT, 50)
-    assert primary.membership.myself.primary == replica.id
+    assert primary.membership.myself.primary_id == replica.id
 
 
 def stood_still(seed: int) -> tuple[SimNetwork, SimNode, SimNode]:
@@ -135,7 +133,7 @@ def test_a_primary_that_stood_still_follows_the_winner_when_it_resumes():
     # The same state, later. Here the first thing it hears is a peer's UPDATE
     # about the winner, which it still knew as a replica.
     net.restart(old.index, old.membership, announce=False)
-    assert net.wait_for(lambda: old.membership.myself.primary == replica.id, 5 * NT, 10)
+    assert net.wait_for(lambda: old.membership.myself.primary_id == replica.id, 5 * NT, 10)
     assert net.wait_for(lambda: one_primary_per_slot(net) and net.converged(), 5 * NT, 50)
 
 
@@ -148,7 +146,7 @@ def test_a_primary_that_stood_still_is_down_from_its_first_step():
     net.run_for(CONFIG.tick_ms + 1)
     assert not old.membership.ok
     net.heal()
-    assert net.wait_for(lambda: old.membership.myself.primary == replica.id, 5 * NT, 10)
+    assert net.wait_for(lambda: old.membership.myself.primary_id == replica.id, 5 * NT, 10)
     since = [r.event for r in net.events if r.node == old.index and r.time >= resumed_at]
     assert since[0] == StateChanged(False), since
     lost = next(i for i, e in enumerate(since) if isinstance(e, SlotsLost))

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import pytest
 
-from slotcache_server.membership.machine import REPORT, StateChanged
+from slotcache_server.membership.messages import REPORT
 from slotcache_server.membership.model import FAIL, PFAIL, MembershipConfig
+from slotcache_server.membership.step import StateChanged
 from tests.sim.simhelpers import fail_times, formed
 
 

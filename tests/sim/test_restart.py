@@ -22,9 +22,10 @@ import random
 
 import pytest
 
-from slotcache_server.membership.machine import WRITABLE_DELAY_MS, NodeFailed
+from slotcache_server.membership.cluster_state import WRITABLE_DELAY_MS
 from slotcache_server.membership.model import FAIL, MembershipConfig
 from slotcache_server.membership.snapshot import restore, snapshot
+from slotcache_server.membership.step import NodeFailed
 from tests.sim.simhelpers import all_see, formed, none_see_failing
 
 NT = 1_000
@@ -97,7 +98,7 @@ def test_replies_meant_for_the_previous_life_are_dropped():
     net = formed(3, CONFIG, seed=4)
     a, b = net.nodes[0], net.nodes[1]
     node_file = snapshot(a.membership)
-    net.send(a.index, a.membership.announce(net.now))  # pings in flight...
+    a.runtime.announce()  # pings in flight...
     net.kill(a.index)
     restored = restore(node_file, CONFIG, a.address, net.now, random=random.Random(4))
     net.restart(a.index, restored, announce=False)  # ...and a new life at once

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from slotcache.contract import split_slots
-from slotcache_server.bus import Transport
-from slotcache_server.membership.machine import PONG
+from slotcache_server.membership.messages import PONG
 from slotcache_server.membership.model import MembershipConfig
+from slotcache_server.membership_runtime import Transport
 from slotcache_server.simnet import SimNetwork, create_cluster
 
 # A node timeout so long that nothing is ever suspected, and probes start late,
@@ -28,8 +28,8 @@ def pair(latency_ms: int = 1, jitter_ms: int = 0, seed: int = 0) -> SimNetwork:
     net = SimNetwork(QUIET, seed=seed, latency_ms=latency_ms, jitter_ms=jitter_ms)
     for i, (start, end) in enumerate(split_slots(2)):
         node = net.add_node()
-        node.membership.set_config_epoch(i + 1)
-        node.membership.add_slots(range(start, end + 1))
+        node.runtime.set_config_epoch(i + 1)
+        node.runtime.add_slots(range(start, end + 1))
     net.meet(0, 1)
     return net
 
@@ -54,7 +54,7 @@ def test_reply_comes_back_after_two_latencies():
     net = pair(latency_ms=7)
     net.run_until(100)
     a, b = net.nodes
-    net.send(0, a.membership.announce(net.now))
+    a.runtime.announce()
     net.run_until(113)
     assert a.membership.nodes[b.id].pong_received < 114
     net.run_until(114)
@@ -67,7 +67,7 @@ def test_jitter_stays_within_its_bound_and_varies():
         net = pair(latency_ms=5, jitter_ms=10, seed=seed)
         net.run_until(100)
         a, b = net.nodes
-        net.send(0, a.membership.announce(net.now))
+        a.runtime.announce()
         net.run_until(200)
         arrival = a.membership.nodes[b.id].pong_received - 100
         assert 10 <= arrival <= 30
@@ -83,13 +83,13 @@ def test_bytes_are_counted_to_the_sender_replies_included():
     replies = []
     receive = b.membership.receive
 
-    def spy(message, now):
-        reply, out = receive(message, now)
-        replies.append(reply)
-        return reply, out
+    def spy(message, now, inputs):
+        step = receive(message, now, inputs)
+        replies.append(step.reply)
+        return step
 
     b.membership.receive = spy  # type: ignore[method-assign]
-    envelopes = a.membership.announce(net.now)
+    envelopes = a.membership.announce(net.now).messages
     ping_size = envelopes[0].message.ByteSize()
     net.send(0, envelopes)
     assert (a.bytes_sent, a.messages_sent) == (ping_size, 1)
@@ -222,7 +222,7 @@ def test_the_transport_is_the_bus_transport_protocol():
     transport: Transport = net.transport(0)
     a, b = net.nodes
     net.run_until(100)
-    transport.send_all(a.membership.announce(net.now))
+    transport.send_all(a.membership.announce(net.now).messages)
     net.run_until(102)
     assert a.membership.nodes[b.id].pong_received == 102
 

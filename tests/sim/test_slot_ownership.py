@@ -14,10 +14,13 @@ from __future__ import annotations
 import pytest
 
 from slotcache.contract import split_slots, to_ranges
-from slotcache_server.membership.machine import PING, UPDATE, NodeFailed, RoleChanged, SlotsLost
+from slotcache_server.membership.machine import Membership
+from slotcache_server.membership.messages import PING, UPDATE
 from slotcache_server.membership.model import FAIL, PRIMARY, MembershipConfig
 from slotcache_server.membership.slot_table import flatten
+from slotcache_server.membership.step import NodeFailed, RoleChanged, SlotsLost
 from slotcache_server.simnet import SimNetwork, SimNode
+from slotcache_server.wire import bus_pb2
 from tests.sim.simhelpers import all_see, formed
 
 NT = 1_000
@@ -26,6 +29,11 @@ CONFIG = MembershipConfig(node_timeout_ms=NT)
 
 def slots_lost(net: SimNetwork) -> list[tuple[int, SlotsLost]]:
     return [(e.node, e.event) for e in net.events if isinstance(e.event, SlotsLost)]
+
+
+def ping(src: Membership, dst: Membership, now: int) -> bus_pb2.BusMessage:
+    """What ``src`` would send ``dst`` right now, for hand-driven exchanges."""
+    return next(e.message for e in src.announce(now).messages if e.dest == dst.myself.address)
 
 
 class OwnershipWatch:
@@ -62,7 +70,8 @@ def test_a_higher_config_epoch_claim_wins_everywhere(seed):
     claimant, loser = net.nodes[3], net.nodes[7]
     start, end = split_slots(n)[7]
     taken = list(range(start, end + 1))
-    claimant.membership.claim_slots(taken, net.now)
+    # The claim alone, without the runtime's announcement: gossip must spread it.
+    claimant.runtime.apply(claimant.membership.claim_slots(taken, net.now))
     assert claimant.membership.myself.config_epoch == n + 1
     watch = OwnershipWatch(net, taken, claimant.id)
     at = net.wait_for(lambda: watch() and net.converged(), 20 * CONFIG.probe_interval_ms, 10)
@@ -84,8 +93,8 @@ def test_equal_config_epochs_are_made_distinct(n):
     net = SimNetwork(CONFIG, seed=6)
     for start, end in split_slots(n):
         node = net.add_node()
-        node.membership.set_config_epoch(1)
-        node.membership.add_slots(range(start, end + 1))
+        node.runtime.set_config_epoch(1)
+        node.runtime.add_slots(range(start, end + 1))
     for i in range(1, n):
         net.meet(0, i)
 
@@ -108,8 +117,8 @@ def test_in_a_collision_the_smaller_id_takes_a_new_epoch():
     net = SimNetwork(CONFIG, seed=7)
     for start, end in split_slots(2):
         node = net.add_node()
-        node.membership.set_config_epoch(1)
-        node.membership.add_slots(range(start, end + 1))
+        node.runtime.set_config_epoch(1)
+        node.runtime.add_slots(range(start, end + 1))
     net.meet(0, 1)
     assert net.wait_for(net.converged, 10_000, step_ms=50) is not None
     small, large = sorted(net.nodes, key=lambda node: node.id)
@@ -124,11 +133,11 @@ def test_update_tells_a_stale_node_that_it_lost_its_slots():
     now = net.now
     a_slots = a.slots.slots_of(a.id)
     b.claim_slots(a_slots, now)
-    c.receive(next(e.message for e in b.announce(now) if e.dest == c.myself.address), now)
+    c.receive(ping(b, c, now), now)
     assert c.slots.owner(a_slots[0]) == b.id
 
-    stale_ping = next(e.message for e in a.announce(now) if e.dest == c.myself.address)
-    _, out = c.receive(stale_ping, now)
+    stale_ping = ping(a, c, now)
+    out = c.receive(stale_ping, now).messages
     assert c.slots.owner(a_slots[0]) == b.id, "a stale header took a slot back"
     updates = [e for e in out if e.message.type == UPDATE]
     assert len(updates) == 1
@@ -140,12 +149,12 @@ def test_update_tells_a_stale_node_that_it_lost_its_slots():
     assert list(update.slots) == c.slots.flat_ranges(b.id)
     assert set(a_slots) <= set(c.slots.slots_of(b.id))
 
-    a.drain_events()
-    a.receive(updates[0].message, now + 1)
+    step = a.receive(updates[0].message, now + 1)
     # Having lost its last slot, A follows the node that took them, as in Redis 7.
-    assert a.drain_events() == [SlotsLost(tuple(a_slots), b.id), RoleChanged(b.id)]
+    assert step.events == (SlotsLost(tuple(a_slots), b.id), RoleChanged(b.id))
+    assert step.persist
     assert a.slots.count(a.id) == 0
-    assert a.myself.primary == b.id
+    assert a.myself.primary_id == b.id
     assert all(a.slots.owner(slot) == b.id for slot in a_slots)
     assert a.nodes[b.id].config_epoch == b.myself.config_epoch
 
@@ -156,7 +165,7 @@ def test_a_node_partitioned_during_a_claim_learns_it_lost_its_slots():
     stale, claimant = net.nodes[2], net.nodes[5]
     taken = stale.membership.slots.slots_of(stale.id)
     net.partition([stale.index])
-    claimant.membership.claim_slots(taken, net.now)
+    claimant.runtime.apply(claimant.membership.claim_slots(taken, net.now))
     others = [node for node in net.nodes if node is not stale]
     watch = OwnershipWatch(net, taken, claimant.id)
     # The rest of the cluster adopts the claim (and marks the isolated node FAIL).
@@ -211,9 +220,7 @@ def test_a_gossiped_claim_never_overrides_a_newer_claim():
     new.membership.claim_slots(taken, now)
     new_epoch = new.membership.myself.config_epoch
     r = receiver.membership
-    r.receive(
-        next(e.message for e in new.membership.announce(now) if e.dest == r.myself.address), now
-    )
+    r.receive(ping(new.membership, r, now), now)
     assert r.slots.owner(taken[0]) == new.id
 
     # A third node still gossips the old claim: it must change nothing.
@@ -242,9 +249,7 @@ def test_a_newer_epoch_does_not_carry_slots_its_owner_gave_up():
     now = net.now
 
     def deliver(src, dst):
-        message = next(e.message for e in src.announce(now) if e.dest == dst.myself.address)
-        _, out = dst.receive(message, now)
-        return out
+        return dst.receive(ping(src, dst, now), now).messages
 
     k = y.slots.slots_of(y.id)[:-1]  # Y keeps one slot, so it stays a primary
     z.claim_slots(k, now)
@@ -265,11 +270,8 @@ def test_a_newer_epoch_does_not_carry_slots_its_owner_gave_up():
     r.receive(s_says, now)
     assert r.slots.owner(k[0]) == z.id
     # ...so Z's header draws no UPDATE from r, and Z keeps K.
-    z.drain_events()
     out = deliver(z, r)
-    for envelope in out:
-        z.receive(envelope.message, now)
-    assert not z.drain_events()
+    assert not [event for envelope in out for event in z.receive(envelope.message, now).events]
     assert z.slots.owner(k[0]) == z.id
     # Once s hears Z's claim, it has the right owner again.
     deliver(z, s)
@@ -281,13 +283,13 @@ def test_an_older_header_overtaken_by_a_newer_one_claims_nothing():
     net = formed(3, CONFIG, seed=13)
     y, z, s = (node.membership for node in net.nodes)
     now = net.now
-    old_header = next(e.message for e in y.announce(now) if e.dest == s.myself.address)
+    old_header = ping(y, s, now)
     k = y.slots.slots_of(y.id)[:-1]  # Y keeps one slot, so it stays a primary
     z.claim_slots(k, now)
-    y.receive(next(e.message for e in z.announce(now) if e.dest == y.myself.address), now)
+    y.receive(ping(z, y, now), now)
     y.claim_slots(s.slots.slots_of(s.id)[:5], now)  # Y moves on to a newer epoch
-    s.receive(next(e.message for e in z.announce(now) if e.dest == s.myself.address), now)
-    s.receive(next(e.message for e in y.announce(now) if e.dest == s.myself.address), now)
+    s.receive(ping(z, s, now), now)
+    s.receive(ping(y, s, now), now)
     assert s.slots.owner(k[0]) == z.id
     s.receive(old_header, now)  # arrives last
     assert s.slots.owner(k[0]) == z.id

@@ -29,10 +29,11 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias, TypeVar
 
+from slotcache._address import check_port
 from slotcache._commands import Command
 from slotcache._nearcache import NOT_CACHED, NearCache, NearCacheSeam, Ticket
 from slotcache._pipeline import MAX_STREAMED_BYTES
-from slotcache._retry import RetryPolicy, never_sent, retryable
+from slotcache._retry import RetryPolicy, could_not_connect, never_sent, retryable
 from slotcache._routing import (
     Redirect,
     check_before_split,
@@ -53,7 +54,7 @@ from slotcache.contract import (
     key_slot,
     key_slots,
 )
-from slotcache.errors import Moved, SlotcacheError, Timeout, Unavailable
+from slotcache.errors import Moved, SlotcacheError, Timeout, Unavailable, with_connect_hint
 from slotcache.v1 import cache_pb2
 
 __all__ = [
@@ -184,7 +185,7 @@ def parse_addresses(addresses: str | Sequence[str]) -> list[str]:
     for item in items:
         for part in item.split(","):
             if part.strip():
-                seeds.setdefault(part.strip(), None)
+                seeds.setdefault(check_port(part.strip()), None)
     if not seeds:
         raise ValueError("at least one address is needed")
     return list(seeds)
@@ -261,6 +262,9 @@ class ClientCore:
         except SlotcacheError as exc:
             stats.fault(op, exc)
             stats.record(op, clock() - started)
+            if not self._reached and could_not_connect(exc):
+                # Nothing ever answered this client: most likely no server, or a wrong address.
+                raise with_connect_hint(exc, self.seeds) from None
             raise
         stats.record(op, clock() - started)
         return result

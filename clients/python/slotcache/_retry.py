@@ -62,14 +62,21 @@ class RetryPolicy:
         return ceiling / 2 + random() * ceiling / 2
 
 
-def never_sent(error: SlotcacheError) -> bool:
-    """The request certainly did not run, so even a non-idempotent command may be resent."""
+def could_not_connect(error: SlotcacheError) -> bool:
+    """No connection to the node could be made (refused, unresolvable): nothing answered."""
     if not isinstance(error, Unavailable):
         return False
-    if isinstance(error, NotSent) or error.reason == Reason.CLUSTER_DOWN:
-        return True
     message = error.message.lower()
     return any(marker in message for marker in _NEVER_SENT_MARKERS)
+
+
+def never_sent(error: SlotcacheError) -> bool:
+    """The request certainly did not run, so even a non-idempotent command may be resent."""
+    if isinstance(error, NotSent) or (
+        isinstance(error, Unavailable) and error.reason == Reason.CLUSTER_DOWN
+    ):
+        return True
+    return could_not_connect(error)
 
 
 def retryable(error: SlotcacheError, idempotent: bool) -> bool:

@@ -6,7 +6,7 @@ pressure, an unreachable node) rather than inspecting status codes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import grpc
@@ -154,6 +154,26 @@ class DecryptionError(DecodeError):
     as associated data), it was encrypted under a key id this keyring does
     not hold, or the value is not encrypted while the keyring requires it.
     """
+
+
+#: What to check when no node could be reached at all (clusterctl says the same).
+CONNECT_HINT = "is it running, and is the address right?"
+
+
+def with_connect_hint(error: SlotcacheError, addresses: Sequence[str]) -> SlotcacheError:
+    """``error`` again, of the same type, saying which addresses failed and what to check.
+
+    gRPC's own words (``failed to connect to all addresses; ...``) are
+    accurate but name neither what the caller gave nor what to do about it.
+    """
+    where = ", ".join(addresses)
+    hinted = type(error)(
+        f"cannot reach {where} ({error.message}); {CONNECT_HINT}",
+        reason=error.reason,
+        metadata=error.metadata,
+    )
+    hinted.code = error.code
+    return hinted
 
 
 _BY_CODE: dict[grpc.StatusCode, type[SlotcacheError]] = {

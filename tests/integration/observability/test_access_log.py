@@ -16,7 +16,7 @@ from slotcache.ctl.rpc import NodeHandle
 from slotcache.latency import from_info, quantile_us
 from slotcache.v1 import cache_pb2 as pb
 from slotcache.v1 import cache_pb2_grpc
-from tests.integration.conftest import CHANNEL_OPTIONS
+from tests.support.nodes import CHANNEL_OPTIONS
 from tests.support.processes import ServerFactory
 
 SAMPLE = 10
@@ -48,10 +48,10 @@ def _stub(server: ServerProcess) -> tuple[grpc.Channel, cache_pb2_grpc.CacheStub
 
 
 def test_failed_and_slow_calls_always_logged_the_rest_sampled(
-    start_server: ServerFactory, tmp_path: Path
+    servers: ServerFactory, tmp_path: Path
 ) -> None:
     log = tmp_path / "access.log"
-    server = start_server(
+    server = servers(
         "--access-log",
         str(log),
         "--access-log-sample",
@@ -93,9 +93,9 @@ def test_failed_and_slow_calls_always_logged_the_rest_sampled(
     assert "user" not in one  # no access control yet: no user, and never a credential
 
 
-def test_keys_can_be_hashed(start_server: ServerFactory, tmp_path: Path) -> None:
+def test_keys_can_be_hashed(servers: ServerFactory, tmp_path: Path) -> None:
     log = tmp_path / "access.log"
-    server = start_server(
+    server = servers(
         "--access-log", str(log), "--access-log-sample", "1", "--access-log-keys", "hash"
     )
     channel, stub = _stub(server)
@@ -124,7 +124,7 @@ def _median_us(server: ServerProcess) -> int:
 
 
 def test_a_blocked_writer_neither_slows_serving_nor_loses_count(
-    start_server: ServerFactory, tmp_path: Path
+    servers: ServerFactory, tmp_path: Path
 ) -> None:
     """The log is a FIFO nobody reads: the writer thread blocks opening it, forever.
 
@@ -134,10 +134,10 @@ def test_a_blocked_writer_neither_slows_serving_nor_loses_count(
     fifo = tmp_path / "blocked.log"
     os.mkfifo(fifo)
     queue = 100
-    blocked = start_server(
+    blocked = servers(
         "--access-log", str(fifo), "--access-log-sample", "1", "--access-log-queue", str(queue)
     )
-    plain = start_server()
+    plain = servers()
     calls = 1500
     for _ in range(3):  # interleaved, so both see the same background load
         _gets(blocked, calls // 3)
@@ -151,8 +151,8 @@ def test_a_blocked_writer_neither_slows_serving_nor_loses_count(
     assert _median_us(blocked) <= _median_us(plain) * 2.5
 
 
-def test_a_full_disk_is_counted_and_serving_goes_on(start_server: ServerFactory) -> None:
-    server = start_server("--access-log", "/dev/full", "--access-log-sample", "1")
+def test_a_full_disk_is_counted_and_serving_goes_on(servers: ServerFactory) -> None:
+    server = servers("--access-log", "/dev/full", "--access-log-sample", "1")
     channel, stub = _stub(server)
     with channel:
         for i in range(200):

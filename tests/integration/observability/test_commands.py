@@ -21,7 +21,6 @@ from collections import Counter
 import pytest
 
 import slotcache
-from tests.ctl.conftest import ctl  # noqa: F401 (the fixture)
 from tests.support.processes import Cluster, ServerFactory
 
 
@@ -36,8 +35,8 @@ def _steady_reads(address: str, stop: threading.Event) -> threading.Thread:
     return thread
 
 
-def test_top_once_json_reports_rates_and_gauges(start_server: ServerFactory, ctl) -> None:  # noqa: F811
-    server = start_server()
+def test_top_once_json_reports_rates_and_gauges(servers: ServerFactory, ctl) -> None:
+    server = servers()
     with slotcache.Client(server.address) as client:
         for i in range(25):
             client.set(f"k{i}", b"v")
@@ -60,9 +59,9 @@ def test_top_once_json_reports_rates_and_gauges(start_server: ServerFactory, ctl
     assert row["memory_used"] > 0
 
 
-def test_slowlog_keeps_the_slow_calls_newest_first(start_server: ServerFactory, ctl) -> None:  # noqa: F811
+def test_slowlog_keeps_the_slow_calls_newest_first(servers: ServerFactory, ctl) -> None:
     # Threshold 0: every call is slow, so what is kept is known exactly.
-    server = start_server("--slowlog-slower-than", "0", "--slowlog-max-len", "4")
+    server = servers("--slowlog-slower-than", "0", "--slowlog-max-len", "4")
     with slotcache.Client(server.address) as client:
         for i in range(6):
             client.set(f"key{i}", b"v")
@@ -77,8 +76,8 @@ def test_slowlog_keeps_the_slow_calls_newest_first(start_server: ServerFactory, 
     assert json.loads(ctl("slowlog", server.address, "--json").out) == []
 
 
-def test_slowlog_is_empty_under_a_high_threshold(start_server: ServerFactory, ctl) -> None:  # noqa: F811
-    server = start_server("--slowlog-slower-than", "10000000")
+def test_slowlog_is_empty_under_a_high_threshold(servers: ServerFactory, ctl) -> None:
+    server = servers("--slowlog-slower-than", "10000000")
     with slotcache.Client(server.address) as client:
         client.set("a", b"v")
     assert json.loads(ctl("slowlog", server.address, "--json").out) == []
@@ -91,10 +90,10 @@ def _zipf_keys(n_keys: int, accesses: int, s: float, seed: int) -> list[str]:
 
 
 def test_hotkeys_finds_the_hot_keys_of_zipf_traffic_across_the_cluster(
-    start_server: ServerFactory,
-    ctl,  # noqa: F811
+    servers: ServerFactory,
+    ctl,
 ) -> None:
-    cluster = Cluster.start(start_server, 3, 1000, "--hotkeys-sample", "4")
+    cluster = Cluster.start(servers, 3, 1000, "--hotkeys-sample", "4")
     accesses = _zipf_keys(2000, 24_000, 1.1, seed=7)
     with slotcache.Client(cluster.addresses[0]) as client:
         # MGet of 100 keys at a time: each key counts as one access on its owner.
@@ -147,8 +146,8 @@ def _read_until(controller: int, text: bytes, timeout_s: float) -> bytes:
 
 
 @pytest.mark.parametrize("how", ["q", "ctrl-c"])
-def test_live_top_refreshes_and_quits_on_q_or_ctrl_c(start_server: ServerFactory, how: str) -> None:
-    server = start_server()
+def test_live_top_refreshes_and_quits_on_q_or_ctrl_c(servers: ServerFactory, how: str) -> None:
+    server = servers()
     proc, controller = _top_on_a_terminal(server.address)
     try:
         shown = _read_until(controller, server.address.encode(), 30)

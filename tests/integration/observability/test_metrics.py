@@ -16,7 +16,8 @@ from slotcache.ctl.launcher import LOOPBACK, free_port, server_command
 from slotcache.ctl.rpc import NodeHandle
 from slotcache.v1 import admin_pb2, cache_pb2_grpc
 from slotcache.v1 import cache_pb2 as pb
-from tests.integration.conftest import CHANNEL_OPTIONS
+from tests.integration.server.conftest import PipelineStream
+from tests.support.nodes import CHANNEL_OPTIONS
 from tests.support.processes import Cluster, ServerFactory
 
 from .scrape import delta, metrics_port, scrape, value
@@ -27,13 +28,13 @@ CALLS = "rpc_server_call_duration_seconds_count"
 
 
 @pytest.fixture
-def node(start_server: ServerFactory):
-    server = start_server("--metrics-port", str(free_port()), "--max-key-bytes", "32")
+def node(servers: ServerFactory):
+    server = servers("--metrics-port", str(free_port()), "--max-key-bytes", "32")
     with grpc.insecure_channel(server.address, options=CHANNEL_OPTIONS) as channel:
         yield server, cache_pb2_grpc.CacheStub(channel)
 
 
-def test_gets_hits_and_misses_move_by_exactly_the_load(node, open_pipeline) -> None:
+def test_gets_hits_and_misses_move_by_exactly_the_load(node) -> None:
     server, stub = node
     port = metrics_port(server)
     hits = GETS - MISSES
@@ -59,7 +60,7 @@ def test_gets_hits_and_misses_move_by_exactly_the_load(node, open_pipeline) -> N
     assert value(after, "slotcache_keyspace_keys") == hits
 
     # Inside a Pipeline message every operation counts, per operation.
-    stream = open_pipeline(stub)
+    stream = PipelineStream(stub, timeout=30)
     stream.send(
         *(pb.Operation(id=i, get=pb.GetRequest(key=b"k%d" % i)) for i in range(5)),
         *(pb.Operation(id=10 + i, set=pb.SetRequest(key=b"p%d" % i, value=b"v")) for i in range(3)),
@@ -97,8 +98,8 @@ def test_an_error_moves_its_code_and_reason_series(node) -> None:
     assert delta(before, after, CALLS, rpc_method="Get", rpc_response_status_code="OK") == 0
 
 
-def test_metrics_port_zero_serves_no_endpoint(start_server: ServerFactory) -> None:
-    server = start_server("--metrics-port", "0")
+def test_metrics_port_zero_serves_no_endpoint(servers: ServerFactory) -> None:
+    server = servers("--metrics-port", "0")
     assert metrics_port(server) == 0
 
 
@@ -119,9 +120,9 @@ def _read(samples, key: str) -> float:
     return value(samples, name, state=state) if state else value(samples, name)
 
 
-def test_stopped_nodes_show_pfail_then_fail(start_server: ServerFactory) -> None:
+def test_stopped_nodes_show_pfail_then_fail(servers: ServerFactory) -> None:
     """Two of three primaries stop: no majority, so PFAIL stays; one comes back: FAIL."""
-    cluster = Cluster.start(start_server, 3, 1000)
+    cluster = Cluster.start(servers, 3, 1000)
     port = metrics_port(cluster.nodes[0])
     assert port, "the automatic metrics port (client port + 1000) was taken"
     _wait_for(
@@ -175,14 +176,17 @@ def test_an_explicit_metrics_port_that_is_taken_stops_the_start(tmp_path) -> Non
     assert "Traceback" not in result.stderr
 
 
-def test_slot_stats_count_the_operations_of_each_slot(node) -> None:
-    server, stub = node
-    key = b"hot-slot-key"
+def test_slot_stats_count_the_operations_of_each_slot(servers: ServerFactory) -> None:
+    """On a node that routes (it owns part of the slots); one that owns all hashes no keys."""
+    cluster = Cluster.start(servers, 2, 1000)
+    key = next(b"k%d" % i for i in range(10_000) if key_slot(b"k%d" % i) < 8192)
     slot = key_slot(key)
-    stub.Set(pb.SetRequest(key=key, value=b"v"))
-    for _ in range(9):
-        stub.Get(pb.GetRequest(key=key))
-    with NodeHandle.open(server.address, 5.0) as admin:
+    with grpc.insecure_channel(cluster.addresses[0], options=CHANNEL_OPTIONS) as channel:
+        stub = cache_pb2_grpc.CacheStub(channel)
+        stub.Set(pb.SetRequest(key=key, value=b"v"))
+        for _ in range(9):
+            stub.Get(pb.GetRequest(key=key))
+    with NodeHandle.open(cluster.addresses[0], 5.0) as admin:
         reply = admin.call(
             "SlotStats", admin_pb2.SlotStatsRequest(ranges=[pb.SlotRange(start=slot, end=slot)])
         )

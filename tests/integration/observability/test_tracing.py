@@ -41,7 +41,7 @@ class _Collector(
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
-def test_a_sampled_call_is_traced_through_forwarding(start_server: ServerFactory) -> None:
+def test_a_sampled_call_is_traced_through_forwarding(servers: ServerFactory) -> None:
     collector = _Collector()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
@@ -49,9 +49,7 @@ def test_a_sampled_call_is_traced_through_forwarding(start_server: ServerFactory
     port = server.add_insecure_port(f"{LOOPBACK}:0")
     server.start()
     try:
-        cluster = Cluster.start(
-            start_server, 2, 1000, "--otlp-endpoint", f"http://{LOOPBACK}:{port}"
-        )
+        cluster = Cluster.start(servers, 2, 1000, "--otlp-endpoint", f"http://{LOOPBACK}:{port}")
         # A key node 1 owns, sent to node 0: a plain client, so node 0 forwards it.
         key = next(b"k%d" % i for i in range(10_000) if key_slot(b"k%d" % i) >= 8192)
         with grpc.insecure_channel(cluster.addresses[0]) as channel:

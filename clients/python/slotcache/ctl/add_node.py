@@ -25,6 +25,7 @@ from slotcache.ctl.rpc import (
     myself,
     wait_for,
 )
+from slotcache.ctl.wording import counted
 from slotcache.v1 import admin_pb2
 
 
@@ -147,7 +148,8 @@ def _wait_until_known(
                 return None
             total = len(members) + 1
             return (
-                f"{total - len(late)}/{total} nodes know each other; waiting for {', '.join(late)}"
+                f"{total - len(late)} of {total} nodes know each other; "
+                f"waiting for {', '.join(late)}"
             )
 
         wait_for(pending, wait_s, "the cluster did not learn about the new node", progress)
@@ -179,7 +181,9 @@ def _wait_until_in_sync(new: NodeHandle, primary: str, wait_s: float, progress: 
             problem = sync_problem(info.stats)
         if problem is None:
             return None
-        return f"{new.address} is syncing from {primary}: {problem}, {keys[0]} keys so far"
+        return (
+            f"{new.address} is syncing from {primary}: {problem}, {counted(keys[0], 'key')} so far"
+        )
 
     wait_for(pending, wait_s, "the new replica did not get in sync", progress)
     return keys[0]

@@ -10,6 +10,7 @@ import argparse
 import string
 from collections.abc import Callable
 
+from slotcache._address import split_host_port
 from slotcache.contract import SLOT_COUNT
 
 
@@ -19,15 +20,10 @@ class UsageError(Exception):
 
 def address(text: str) -> str:
     """``HOST:PORT`` with a port in 1..65535 (``[::1]:7000`` for IPv6)."""
-    host, sep, port = text.rpartition(":")
-    if (
-        not sep
-        or not host
-        or any(c.isspace() for c in text)
-        or not port.isdigit()
-        or not 0 < int(port) < 65536
-    ):
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (for example 127.0.0.1:7000)")
+    try:
+        split_host_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 from slotcache.ctl.replicas import is_replica, replicas_of, sync_problem
 from slotcache.ctl.views import short_id, some_of
+from slotcache.ctl.wording import counted
 from slotcache.v1 import admin_pb2
 
 # Listing every node whose role differs in a badly split view would bury the first ones.
@@ -123,7 +124,7 @@ def sync_warnings(
         if in_sync < len(followers) - explained:
             have = len(followers)
             warnings.append(
-                f"primary {labels[address]} has {have} {'replica' if have == 1 else 'replicas'} "
+                f"primary {labels[address]} has {counted(have, 'replica')} "
                 f"but only {in_sync} connected and in sync"
             )
     return warnings

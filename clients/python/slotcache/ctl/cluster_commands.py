@@ -22,6 +22,7 @@ from slotcache.ctl.cluster_ops import (
     plan_roles,
 )
 from slotcache.ctl.views import format_ranges, short_id
+from slotcache.ctl.wording import counted
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -84,7 +85,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """
     seed_state = fetch_state(args.address, args.timeout)
     expected = check.targets(args.address, seed_state)
-    with output.progress(f"asking {len(expected)} nodes for their view"):
+    with output.progress(f"asking {counted(len(expected), 'node')} for their view"):
         others = fetch_states([a for a in expected if a != args.address], args.timeout)
         states = {args.address: seed_state, **others}
         answered = [a for a, s in states.items() if not isinstance(s, Exception)]
@@ -105,7 +106,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not problems:
         output.console.print(
             f"[green]OK[/green]: all 16384 slots are covered and "
-            f"{len(expected)} nodes agree on the view",
+            f"{counted(len(expected), 'node')} agree on the view",
             highlight=False,
         )
     return 0 if not problems else 1
@@ -129,7 +130,9 @@ def cmd_create(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not args.json:
         _print_plan(args.addresses, primaries, followed)
-    with output.progress(f"forming a cluster of {len(args.addresses)} nodes") as progress:
+    with output.progress(
+        f"forming a cluster of {counted(len(args.addresses), 'node')}"
+    ) as progress:
         created = create_cluster(
             args.addresses,
             replicas=args.replicas,
@@ -146,7 +149,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     )
     synced = " and every replica is in sync" if followed else ""
     output.console.print(
-        f"all {len(nodes)} nodes agree{synced}; check it any time with: "
+        f"all {counted(len(nodes), 'node')} agree{synced}; check it any time with: "
         f"clusterctl check {args.addresses[0]}",
         highlight=False,
         markup=False,
@@ -160,7 +163,7 @@ def _print_plan(addresses: Sequence[str], primaries: int, followed: Sequence[int
         return
     each = len(followed) // primaries
     output.console.print(
-        f"plan: {primaries} primaries with {each} {'replica' if each == 1 else 'replicas'} each",
+        f"plan: {primaries} primaries with {counted(each, 'replica')} each",
         highlight=False,
     )
     for replica, primary in zip(addresses[primaries:], followed, strict=True):

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from slotcache.contract import split_slots
+from slotcache.ctl.agreement import lagging, role_map, slot_map, waiting_text
 from slotcache.ctl.rpc import (
     NodeHandle,
     OperationError,
@@ -30,6 +31,7 @@ from slotcache.ctl.rpc import (
     poll_until,
     wait_for,
 )
+from slotcache.ctl.wording import counted
 from slotcache.v1 import admin_pb2, cache_pb2
 
 __all__ = [
@@ -70,11 +72,12 @@ def check_fresh(node: NodeHandle, state: admin_pb2.ClusterStateReply) -> None:
         )
     if state.slots_assigned:
         raise OperationError(
-            f"{node.address} already owns {state.slots_assigned} slots; nothing was changed"
+            f"{node.address} already owns {counted(state.slots_assigned, 'slot')}; "
+            "nothing was changed"
         )
     keys = node.info().stats.get("keys", 0)
     if keys:
-        raise OperationError(f"{node.address} holds {keys} keys; nothing was changed")
+        raise OperationError(f"{node.address} holds {counted(keys, 'key')}; nothing was changed")
 
 
 def plan_roles(count: int, replicas: int) -> tuple[int, list[int]]:
@@ -88,9 +91,8 @@ def plan_roles(count: int, replicas: int) -> tuple[int, list[int]]:
     primaries = count // (replicas + 1)
     if primaries < 1 or count != primaries * (replicas + 1):
         raise OperationError(
-            f"{count} nodes cannot be split into primaries with {replicas} "
-            f"{'replica' if replicas == 1 else 'replicas'} each; give a multiple of "
-            f"{replicas + 1} nodes"
+            f"{count} nodes cannot be split into primaries with {counted(replicas, 'replica')} "
+            f"each; give a multiple of {replicas + 1} nodes"
         )
     return primaries, [i % primaries for i in range(count - primaries)]
 
@@ -182,35 +184,16 @@ def wait_until_replicated(
         counts = [p.info().stats.get("repl.replicas_in_sync", 0) for p in primaries]
         in_sync = sum(min(c, replicas) for c in counts)
         total = replicas * len(primaries)
-        return None if in_sync == total else f"{in_sync}/{total} replicas in sync"
+        if in_sync == total:
+            return None
+        return f"{in_sync} of {total} replicas have a full copy of their primary's data"
 
     wait_for(pending, wait_s, "replicas did not finish syncing", progress)
 
 
 def views_agree(states: Sequence[admin_pb2.ClusterStateReply], expected_nodes: int) -> bool:
     """Every node is ok, knows the same nodes, and agrees on every slot's owner and every role."""
-    return not _disagreeing(states, expected_nodes) and bool(states)
-
-
-def _disagreeing(states: Sequence[admin_pb2.ClusterStateReply], expected_nodes: int) -> list[int]:
-    """Indexes of the views that are not ok, miss nodes, or differ from the commonest view."""
-    shapes = [(slot_map(s), role_map(s)) for s in states]
-    common = max(shapes, key=shapes.count) if shapes else None
-    return [
-        i
-        for i, (s, shape) in enumerate(zip(states, shapes, strict=True))
-        if not s.cluster_ok or s.known_nodes != expected_nodes or shape != common
-    ]
-
-
-def slot_map(state: admin_pb2.ClusterStateReply) -> tuple[tuple[str, int, int], ...]:
-    """A node's slot ownership as sorted ``(node id, start, end)`` triples."""
-    return tuple(sorted((p.node.id, r.start, r.end) for p in state.peers for r in p.node.slots))
-
-
-def role_map(state: admin_pb2.ClusterStateReply) -> tuple[tuple[str, str], ...]:
-    """Whom each node follows in this view, as sorted ``(node id, primary id or "")`` pairs."""
-    return tuple(sorted((p.node.id, p.node.primary_id) for p in state.peers))
+    return bool(states) and not lagging(states, expected_nodes)
 
 
 def wait_until_agreed(
@@ -222,13 +205,9 @@ def wait_until_agreed(
     """Poll until every node agrees on the view, or raise with what still differs."""
 
     def pending() -> str | None:
-        states = [n.state() for n in nodes]
-        behind = _disagreeing(states, expected_nodes)
+        behind = lagging([n.state() for n in nodes], expected_nodes)
         if not behind:
             return None
-        return f"{len(nodes) - len(behind)}/{len(nodes)} nodes agree; " + ", ".join(
-            f"{nodes[i].address}: ok={states[i].cluster_ok} knows {states[i].known_nodes}"
-            for i in behind
-        )
+        return waiting_text("agree on the cluster", [n.address for n in nodes], behind, len(nodes))
 
     wait_for(pending, wait_s, "the nodes did not agree", progress)

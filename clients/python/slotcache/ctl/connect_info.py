@@ -2,13 +2,15 @@
 
 Pure: it only formats addresses and commands, so the instructions can be
 tested for being runnable (the Python snippet compiles, the JSON in the
-grpcurl commands parses) without starting anything.
+grpcurl commands parses) without starting anything. Where the programs are
+found is the caller's business; :func:`command_for` only words it.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import shlex
 from collections.abc import Sequence
 from typing import Any
@@ -42,20 +44,52 @@ def grpcurl_commands(address: str) -> list[str]:
     ]
 
 
-def down_command(folder: str, default_folder: str) -> str:
+def clusterctl_commands(address: str, ctl: str = "clusterctl") -> list[str]:
+    """The same write and read with clusterctl, which needs nothing more installed."""
+    key, value = EXAMPLE_KEY.decode(), EXAMPLE_VALUE.decode()
+    return [f"{ctl} set {address} {key} {value}", f"{ctl} get {address} {key}"]
+
+
+def command_for(program: str, name: str, on_path: str | None, cwd: str) -> str:
+    """What to type to run ``program`` again: ``name`` if PATH finds that very file.
+
+    Otherwise its path, relative when it is inside ``cwd``: ``.venv/bin/clusterctl``
+    for ``make run``'s venv, which is not on PATH unless activated (a bare
+    ``clusterctl`` would be "command not found"). ``on_path`` is what PATH
+    finds for ``name`` (resolved), or None.
+    """
+    if on_path is not None and on_path == program:
+        return name
+    relative = os.path.relpath(program, cwd)
+    return shlex.quote(program if relative.startswith("..") else relative)
+
+
+def down_command(folder: str, default_folder: str, ctl: str = "clusterctl") -> str:
     """The command that stops the cluster started from ``folder``."""
     if folder == default_folder:
-        return "clusterctl down"
-    return f"clusterctl down --dir {shlex.quote(folder)}"
+        return f"{ctl} down"
+    return f"{ctl} down --dir {shlex.quote(folder)}"
 
 
-def connect_info(addresses: Sequence[str], folder: str, default_folder: str) -> dict[str, Any]:
-    """Everything a person or a script needs to use and stop the cluster."""
+def connect_info(
+    addresses: Sequence[str],
+    folder: str,
+    default_folder: str,
+    ctl: str = "clusterctl",
+    python: str = "python3",
+) -> dict[str, Any]:
+    """Everything a person or a script needs to use and stop the cluster.
+
+    ``ctl`` and ``python`` are how to type clusterctl and the Python that
+    has slotcache installed (see :func:`command_for`).
+    """
     first = addresses[0]
     return {
         "addresses": list(addresses),
+        "python_command": python,
         "python": python_snippet(first),
+        "clusterctl": clusterctl_commands(first, ctl),
         "grpcurl": grpcurl_commands(first),
-        "inspect": [f"clusterctl nodes {first}", f"clusterctl check {first}"],
-        "stop": down_command(folder, default_folder),
+        "inspect": [f"{ctl} nodes {first}", f"{ctl} check {first}"],
+        "stop": down_command(folder, default_folder, ctl),
     }

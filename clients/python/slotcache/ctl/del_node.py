@@ -32,6 +32,7 @@ from slotcache.ctl.rpc import (
     poll_until,
 )
 from slotcache.ctl.views import format_ranges, ranges_of, short_id
+from slotcache.ctl.wording import counted
 from slotcache.v1 import admin_pb2
 
 
@@ -84,7 +85,7 @@ def delete_node(
     if replicas:
         deleted.reassigned = _reassign(state, node_id, replicas, timeout, progress)
 
-    progress(f"asking {len(others)} nodes to forget {label(peer)}")
+    progress(f"asking {counted(len(others), 'node')} to forget {label(peer)}")
 
     def forget(handle: NodeHandle) -> None:
         try:
@@ -109,7 +110,7 @@ def delete_node(
             deleted.forgotten_by.append(other.node.address)
     if failed:
         raise OperationError(
-            f"{len(failed)} nodes refused to forget {label(peer)}: {'; '.join(failed)}; "
+            f"{counted(len(failed), 'node')} refused to forget {label(peer)}: {'; '.join(failed)}; "
             f"{len(deleted.forgotten_by)} did; the node was not stopped"
         )
 
@@ -134,8 +135,8 @@ def _refuse_if_busy(
     if ranges:
         owned = sum(b - a + 1 for a, b in ranges)
         raise OperationError(
-            f"{label(peer)} still owns {owned} slots ({format_ranges(ranges)}); move them "
-            f"away first (clusterctl reshard ... --from {short_id(peer.node.id)}, or "
+            f"{label(peer)} still owns {counted(owned, 'slot')} ({format_ranges(ranges)}); "
+            f"move them away first (clusterctl reshard ... --from {short_id(peer.node.id)}, or "
             f"clusterctl rebalance ... --weight {short_id(peer.node.id)}=0); nothing was changed"
         )
     try:

@@ -41,6 +41,7 @@ from slotcache.ctl.rpc import (
     ignore_progress,
 )
 from slotcache.ctl.views import format_ranges, owner_table, ranges_of, short_id
+from slotcache.ctl.wording import counted
 from slotcache.v1 import admin_pb2, cache_pb2
 
 DEFAULT_STUCK_AFTER_S = 5.0
@@ -270,7 +271,9 @@ def _repair_slots(
     unowned = [s for s in range(SLOT_COUNT) if not owners[s]]
     disputed = [s for s in range(SLOT_COUNT) if len(owners[s]) > 1]
     if disputed:
-        progress(f"{len(disputed)} slots have different owners in different views; waiting")
+        progress(
+            f"{counted(len(disputed), 'slot')} with different owners in different views; waiting"
+        )
         wait_converged(seed, timeout, wait_s, progress, skip_unreachable=True)
         state, views = _views(seed, timeout)
         owners = _owners_by_slot(views.values())
@@ -380,7 +383,7 @@ def _give(
                 node.call("ClaimSlots", admin_pb2.ClaimSlotsRequest(ranges=request))
     except OperationError as exc:
         report.problems.append(
-            f"could not give {len(slots)} slots ({format_ranges(ranges)}) to "
+            f"could not give {counted(len(slots), 'slot')} ({format_ranges(ranges)}) to "
             f"{peer.node.address}: {exc}"
         )
         return
@@ -395,7 +398,7 @@ def _give(
         }
     )
     report.actions.append(
-        f"gave {len(slots)} slots without an owner ({format_ranges(ranges)}) to "
+        f"gave {counted(len(slots), 'slot')} without an owner ({format_ranges(ranges)}) to "
         f"{peer.node.address} ({short_id(peer.node.id)}) with {how}: {why}"
     )
 
@@ -442,8 +445,8 @@ def _settle_disputes(
             }
         )
         report.actions.append(
-            f"{peer.node.address} ({short_id(node_id)}) claimed {len(slots)} slots the views "
-            f"disagreed on ({format_ranges(ranges)})"
+            f"{peer.node.address} ({short_id(node_id)}) claimed "
+            f"{counted(len(slots), 'slot')} the views disagreed on ({format_ranges(ranges)})"
         )
 
 
@@ -500,6 +503,7 @@ def _final_findings(seed: str, report: FixReport, timeout: float) -> None:
         stray = [e for e in got.slots if e.keys and e.slot not in owned.get(node_id, set())]
         if stray:
             report.warnings.append(
-                f"{address} ({short_id(node_id)}) holds {sum(e.keys for e in stray)} "
-                f"keys in {len(stray)} slots it does not own; they are not served"
+                f"{address} ({short_id(node_id)}) holds "
+                f"{counted(sum(e.keys for e in stray), 'key')} in "
+                f"{counted(len(stray), 'slot')} it does not own; they are not served"
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,9 +32,22 @@ def free_port(host: str = LOOPBACK) -> int:
         return port
 
 
+SERVER_SCRIPT = "slotcache-server"
+SERVER_MODULE = "slotcache_server.main"
+
+
 def server_command() -> list[str]:
-    """How to run slotcache-server with this interpreter, installed script or not."""
-    return [sys.executable, "-m", "slotcache_server.main"]
+    """How to run slotcache-server with this interpreter's installation.
+
+    The installed console script comes first: its process is then named
+    ``slotcache-server`` (in ``ps``, ``top`` and ``pgrep -f slotcache-server``)
+    rather than ``python3 -m ...``. Without one (the package imported from a
+    source tree), the module runs under this interpreter.
+    """
+    script = shutil.which(SERVER_SCRIPT, path=str(Path(sys.executable).parent))
+    if script is not None:
+        return [script]
+    return [sys.executable, "-m", SERVER_MODULE]
 
 
 def wait_serving(address: str, timeout: float) -> bool:

@@ -10,8 +10,9 @@ The processes outlive ``clusterctl up``, so later commands find them again
 through the pid files. A pid file is trusted only when the process behind
 it really is a slotcache-server whose data directory is in that folder: a
 stale file whose pid was reused must never get an unrelated process killed.
-A scan of the process table also finds servers whose pid file was lost, so
-``down`` leaves nothing running.
+A scan of the process table also finds servers whose pid file was lost,
+and servers started by hand with a ``--data-dir`` named like a node's in
+that folder (``.cluster/node-7006``), so ``down`` leaves nothing running.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slotcache.ctl.cluster_ops import OperationError
-from slotcache.ctl.launcher import LOOPBACK, ServerProcess
+from slotcache.ctl.launcher import LOOPBACK, SERVER_MODULE, SERVER_SCRIPT, ServerProcess
 
 HOST = LOOPBACK
 NODE_PREFIX = "node-"
@@ -187,16 +188,52 @@ def _all_cmdlines() -> Iterator[tuple[int, list[str]]]:
             yield int(pid), command.split()
 
 
-def server_node(args: Sequence[str], root: Path) -> LocalNode | None:
-    """The node of ``root`` that a process with arguments ``args`` serves, if any."""
-    if not any(a == "slotcache_server.main" or a.endswith("slotcache-server") for a in args):
+def _cwd(pid: int) -> Path | None:
+    """A process's working directory, where its relative paths start (None when unknown)."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
         return None
+
+
+def is_server(args: Sequence[str]) -> bool:
+    """The arguments are those of a slotcache-server: its console script, or the module run."""
+    return any(a == SERVER_MODULE or Path(a).name == SERVER_SCRIPT for a in args)
+
+
+def _data_dir_arg(args: Sequence[str]) -> str | None:
     for flag, value in itertools.pairwise(args):
         if flag == "--data-dir":
-            data_dir = Path(value)
-            if data_dir.parent == root.resolve():
-                return node_of(data_dir)
+            return value
+    for arg in args:
+        if arg.startswith("--data-dir="):
+            return arg.partition("=")[2]
     return None
+
+
+def server_node(args: Sequence[str], root: Path, cwd: Path | None = None) -> LocalNode | None:
+    """The node of ``root`` that a process with arguments ``args`` serves, if any.
+
+    A relative ``--data-dir`` (a node started by hand from the project
+    folder: ``--data-dir .cluster/node-7006``) counts from the process's
+    working directory ``cwd``; without it, such a node is not recognised.
+    """
+    value = _data_dir_arg(args) if is_server(args) else None
+    if value is None:
+        return None
+    data_dir = Path(value)
+    if not data_dir.is_absolute():
+        if cwd is None:
+            return None
+        data_dir = Path(os.path.normpath(cwd / data_dir))
+    if data_dir.parent == root.resolve():
+        return node_of(data_dir)
+    return None
+
+
+def _process_node(pid: int, args: Sequence[str], root: Path) -> LocalNode | None:
+    """:func:`server_node` for a running process (its working directory read only if needed)."""
+    return server_node(args, root, _cwd(pid)) if is_server(args) else None
 
 
 @dataclass(frozen=True)
@@ -220,13 +257,13 @@ def discover(root: Path) -> Found:
             continue
         pid = node.read_pid()
         args = _cmdline(pid) if pid else None
-        if pid and args and server_node(args, root) == node:
+        if pid and args and _process_node(pid, args, root) == node:
             running[pid] = node
         else:
             stale.append(node)
             pid_file.unlink(missing_ok=True)
     for pid, args in _all_cmdlines():
-        node = server_node(args, root)
+        node = _process_node(pid, args, root)
         if node is not None and pid not in running:
             running[pid] = node
     return Found(running, stale)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,9 +26,10 @@ from rich.syntax import Syntax
 from slotcache.ctl import local, output
 from slotcache.ctl.args import UsageError
 from slotcache.ctl.cluster_ops import OperationError, create_cluster
-from slotcache.ctl.connect_info import connect_info, down_command
+from slotcache.ctl.connect_info import command_for, connect_info, down_command
 from slotcache.ctl.launcher import ServerProcess
 from slotcache.ctl.views import created_entries, format_ranges, role_cell, short_id
+from slotcache.ctl.wording import counted
 
 DEFAULT_DIR = ".cluster"
 DEFAULT_BASE_PORT = 7000
@@ -39,6 +42,11 @@ DEFAULT_STOP_TIMEOUT_S = 10.0
 READY_TIMEOUT_S = 30.0
 AGREE_TIMEOUT_S = 60.0
 _WATCH_S = 0.2
+# grpcurl is not packaged by Debian or Ubuntu; its README lists these two routes.
+GRPCURL_HINT = (
+    "to install it: go install github.com/fullstorydev/grpcurl/cmd/grpcurl@latest, "
+    "or a release binary from https://github.com/fullstorydev/grpcurl/releases"
+)
 
 
 class Interrupted(Exception):
@@ -55,11 +63,16 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def _signals(handler: Any) -> Iterator[None]:
-    """Handle SIGTERM and SIGHUP (and SIGINT unless ``handler`` is the default) while inside."""
-    sigs = [signal.SIGTERM, signal.SIGHUP]
-    if handler is signal.SIG_IGN:
-        sigs.append(signal.SIGINT)
-    previous = {sig: signal.signal(sig, handler) for sig in sigs}
+    """Handle SIGTERM and SIGHUP with ``handler`` while inside, and SIGINT as Ctrl-C.
+
+    SIGINT gets Python's KeyboardInterrupt handler, set explicitly: a process
+    started in the background by a script (``make run &``) inherits SIGINT as
+    ignored, and Python then leaves it ignored, so ``up --foreground`` would
+    never stop on it. With ``SIG_IGN`` all three are ignored.
+    """
+    sigint = signal.SIG_IGN if handler is signal.SIG_IGN else signal.default_int_handler
+    handlers = {signal.SIGTERM: handler, signal.SIGHUP: handler, signal.SIGINT: sigint}
+    previous = {sig: signal.signal(sig, wanted) for sig, wanted in handlers.items()}
     try:
         yield
     finally:
@@ -75,6 +88,17 @@ def _stop_all(root: Path, timeout: float) -> list[local.Stopped]:
     """
     with _signals(signal.SIG_IGN):
         return local.stop(local.discover(root).running, timeout)
+
+
+def typed(name: str) -> str:
+    """How to type the program ``name`` installed next to this Python (``.venv/bin/...``)."""
+    program = Path(sys.executable).parent / name
+    if not program.exists():
+        return name
+    found = shutil.which(name)
+    return command_for(
+        os.path.abspath(program), name, os.path.abspath(found) if found else None, os.getcwd()
+    )
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -98,7 +122,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         raise OperationError(
             f"a cluster is already running from {args.dir}: {listed}; "
-            f"stop it first with: {down_command(args.dir, DEFAULT_DIR)}"
+            f"stop it first with: {down_command(args.dir, DEFAULT_DIR, typed('clusterctl'))}"
         )
     ports = [p for s in specs for p in (s.port, s.bus_port)]
     busy = local.busy_ports(ports)
@@ -124,7 +148,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         finally:
             stopped = _stop_all(root, args.stop_timeout)
             output.errors.print(
-                f"stopped {sum(s.outcome != 'survived' for s in stopped)} nodes", highlight=False
+                f"stopped {counted(sum(s.outcome != 'survived' for s in stopped), 'node')}",
+                highlight=False,
             )
     return 0
 
@@ -133,7 +158,7 @@ def _start(
     root: Path, specs: Sequence[local.NodeSpec], args: argparse.Namespace
 ) -> list[ServerProcess]:
     """Start the nodes, form the cluster, wait until it is ok, and print how to connect."""
-    with output.progress(f"starting {len(specs)} nodes in {args.dir}"):
+    with output.progress(f"starting {counted(len(specs), 'node')} in {args.dir}"):
         servers = local.spawn(root, specs, args.node_timeout_ms)
         local.wait_ready(servers, READY_TIMEOUT_S)
     with output.progress("forming the cluster and waiting until every node agrees") as progress:
@@ -154,7 +179,14 @@ def _start(
         }
         for spec, server, entry in zip(specs, servers, created_entries(created), strict=True)
     ]
-    info = connect_info([s.address for s in specs], args.dir, DEFAULT_DIR)
+    python = Path(sys.executable)
+    info = connect_info(
+        [s.address for s in specs],
+        args.dir,
+        DEFAULT_DIR,
+        ctl=typed("clusterctl"),
+        python=typed(python.name),
+    )
     if args.json:
         output.emit_json(
             {
@@ -193,9 +225,17 @@ def _print_up(
     ]
     columns = ("address", "bus", "id", "role", "slots", "pid", "log")
     console.print(output.rows_table("nodes", columns, rows))
-    console.print("\nConnect from Python (any node serves any key; it forwards to the owner):")
+    console.print(
+        f"\nConnect from Python ({info['python_command']}; any node serves any key, "
+        "forwarding it to the owner):",
+        highlight=False,
+        markup=False,
+    )
     console.print(Syntax(info["python"], "python", background_color="default"))
-    console.print("Or with grpcurl (bytes are base64 in JSON):")
+    console.print("Or with clusterctl (it finds the key's node):", highlight=False)
+    for command in info["clusterctl"]:
+        console.print(f"  {command}", highlight=False, markup=False)
+    console.print(f"Or with grpcurl (bytes are base64 in JSON; {GRPCURL_HINT}):", highlight=False)
     for command in info["grpcurl"]:
         console.print(f"  {command}", highlight=False, markup=False)
     console.print("Inspect:", highlight=False)
@@ -207,10 +247,9 @@ def _print_up(
 
 def _shape(primaries: int, replicas: int) -> str:
     """``3 primaries with 1 replica each (6 nodes)``."""
-    shape = f"{primaries} {'primary' if primaries == 1 else 'primaries'}"
+    shape = counted(primaries, "primary", "primaries")
     if replicas:
-        each = "replica" if replicas == 1 else "replicas"
-        shape += f" with {replicas} {each} each ({primaries * (replicas + 1)} nodes)"
+        shape += f" with {counted(replicas, 'replica')} each ({primaries * (replicas + 1)} nodes)"
     return shape
 
 
@@ -246,7 +285,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         else:
             output.console.print(f"nothing is running from {args.dir}", highlight=False)
         return 0
-    with output.progress(f"stopping {len(found.running)} nodes"):
+    with output.progress(f"stopping {counted(len(found.running), 'node')}"):
         stopped = _stop_all(root, args.stop_timeout)
     if args.json:
         output.emit_json(

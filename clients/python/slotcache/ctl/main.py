@@ -1,10 +1,11 @@
 """``clusterctl``: inspect and operate slotcache clusters.
 
 This module is only the command line: it parses, dispatches, and turns
-failures into exit statuses (0 success, 1 an operation failed, 2 bad usage,
-128+N interrupted by signal N). The commands live in ``cluster_commands``
-(talking to running nodes), ``replica_commands`` (add-node and failover) and
-``local_commands`` (local processes).
+failures into exit statuses (0 success, 1 an operation failed or a key was
+not found, 2 bad usage, 128+N interrupted by signal N). The commands live in
+``cluster_commands`` (talking to running nodes), ``replica_commands``
+(add-node and failover), ``reshard_commands`` (moving slots),
+``local_commands`` (local processes) and ``key_commands`` (one key).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from slotcache.ctl import (
 from slotcache.ctl.args import UsageError
 from slotcache.ctl.cluster_ops import OperationError
 from slotcache.ctl.failover import Mode
+from slotcache.ctl.key_commands import cmd_del, cmd_get, cmd_set, cmd_ttl
 from slotcache.ctl.local import MAX_NODES
 from slotcache.ctl.local_commands import Interrupted
 from slotcache.ctl.rebalance_plan import DEFAULT_THRESHOLD_PCT, UNITS
@@ -383,6 +385,32 @@ def _add_fix(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmd.set_defaults(func=reshard_commands.cmd_fix)
 
 
+def _add_key_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """get, set, del and ttl: one key, as redis-cli's GET, SET, DEL and PTTL."""
+    commands = (
+        ("get", "print a key's value (text, bytes, or the object the SDK stored)", cmd_get),
+        ("set", "store VALUE (text, as UTF-8 bytes) under a key", cmd_set),
+        ("del", "delete a key", cmd_del),
+        ("ttl", "print a key's remaining time to live in milliseconds", cmd_ttl),
+    )
+    for name, help_text, func in commands:
+        cmd = _add_node_command(sub, name, help_text, func)
+        cmd.description = (
+            f"{cmd.description} Any node will do: the key's owner is found, and redirects "
+            "followed, as the Python SDK does."
+            + ("" if name == "set" else " Exit status 1 when the key does not exist.")
+        )
+        cmd.add_argument("key", metavar="KEY", help="the key (text, sent as UTF-8)")
+        if name == "set":
+            cmd.add_argument("value", metavar="VALUE", help="the value (text, stored as UTF-8)")
+            cmd.add_argument(
+                "--ttl-ms",
+                type=types.int_in(1, 10**15, "--ttl-ms"),
+                metavar="MS",
+                help="expire the key after MS milliseconds (default: never)",
+            )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The clusterctl command line."""
     parser = argparse.ArgumentParser(
@@ -449,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check that every slot is covered and every node agrees (exit 1 if not)",
         cluster_commands.cmd_check,
     )
+    _add_key_commands(sub)
     _add_observe(sub)
     return parser
 

@@ -21,6 +21,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from slotcache.ctl.wording import counted, key_rate
+
 if TYPE_CHECKING:
     from slotcache.ctl.resharding import BatchResult
 
@@ -135,20 +137,20 @@ class MigrationProgress:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("slots"),
-                TextColumn("{task.fields[keys]} keys, {task.fields[rate]} keys/s"),
+                TextColumn("{task.fields[keys]}{task.fields[rate]}"),
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[note]}"),
                 console=errors,
             )
             self._task = self._bar.add_task(
-                escape(title), total=total_slots, keys="0", rate="0", note=""
+                escape(title), total=total_slots, keys="0 keys", rate="", note=""
             )
         else:
-            errors.print(f"{escape(title)}: {total_slots:,} slots", highlight=False)
+            errors.print(f"{escape(title)}: {counted(total_slots, 'slot')}", highlight=False)
 
     def _rate(self, keys: int) -> str:
-        elapsed = time.monotonic() - self._started
-        return f"{keys / elapsed:,.0f}" if elapsed > 0 else "0"
+        rate = key_rate(keys, time.monotonic() - self._started)
+        return f", {rate}" if rate else ""
 
     def update(self, slots_done: int, keys: int, note: str) -> None:
         """Totals so far, the batch in flight included."""
@@ -156,7 +158,7 @@ class MigrationProgress:
             self._bar.update(
                 self._task,
                 completed=slots_done,
-                keys=f"{keys:,}",
+                keys=counted(keys, "key"),
                 rate=self._rate(keys),
                 note=escape(note),
             )
@@ -168,9 +170,9 @@ class MigrationProgress:
                 self.note(f"batch {index}/{count} {result.outcome}: {result.error}")
             return
         line = (
-            f"  batch {index}/{count}: {len(result.slots)} slots {result.source[:8]} -> "
-            f"{result.target[:8]}: {result.outcome}, {result.keys:,} keys in "
-            f"{result.seconds:.2f}s"
+            f"  batch {index}/{count}: {counted(len(result.slots), 'slot')} "
+            f"{result.source[:8]} -> {result.target[:8]}: {result.outcome}, "
+            f"{counted(result.keys, 'key')} in {result.seconds:.2f}s"
         )
         if result.error:
             line += f" ({result.error})"

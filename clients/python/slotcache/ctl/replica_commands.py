@@ -15,6 +15,7 @@ from slotcache.ctl.add_node import add_node
 from slotcache.ctl.args import UsageError
 from slotcache.ctl.failover import FailoverOutcome, Mode, failover
 from slotcache.ctl.views import short_id
+from slotcache.ctl.wording import counted
 
 # What to try next when a failover mode did not promote the replica in time.
 _NEXT_STEP = {
@@ -57,7 +58,7 @@ def cmd_add_node(args: argparse.Namespace) -> int:
         output.console.print(
             f"[green]added[/green] {who} as a replica of {added.primary_address} "
             f"({short_id(added.primary_id)}): all {added.cluster_size} nodes know it, "
-            f"and it is in sync ({added.keys:,} keys)",
+            f"and it is in sync ({counted(added.keys, 'key')})",
             highlight=False,
         )
     else:

@@ -36,17 +36,14 @@ from slotcache.ctl.resharding import (
 )
 from slotcache.ctl.rpc import OperationError
 from slotcache.ctl.views import format_ranges, short_id
+from slotcache.ctl.wording import counted, human_bytes, key_rate
 
 INTERRUPTED = 130
-
-
-def human_bytes(n: float) -> str:
-    """``1.5 MiB`` style sizes."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+# Under every plan: why its memory column is larger than what the move then reports.
+ESTIMATE_NOTE = (
+    "est. memory: what the keys take in the nodes' memory (SlotStats: keys, values and "
+    "per-key overhead); the move itself reports the smaller count of key and value bytes sent"
+)
 
 
 # ---- reshard --------------------------------------------------------------------------------
@@ -147,9 +144,10 @@ def _print_moves(view: ClusterView, moves: Sequence[Move], title: str) -> None:
     ]
     output.console.print(
         output.rows_table(
-            title, ("from", "to", "slots", "ranges", "keys", "memory"), [*rows, total]
+            title, ("from", "to", "slots", "ranges", "keys", "est. memory"), [*rows, total]
         )
     )
+    output.console.print(ESTIMATE_NOTE, highlight=False)
 
 
 def _outcome_json(outcome: MoveOutcome, converged: str | None) -> dict[str, Any]:
@@ -188,11 +186,12 @@ def _outcome_json(outcome: MoveOutcome, converged: str | None) -> dict[str, Any]
 def _print_outcome(outcome: MoveOutcome, converged: str | None, args: argparse.Namespace) -> None:
     console = output.console
     done = len(outcome.done)
+    rate = key_rate(outcome.keys_moved, outcome.seconds)
     console.print(
-        f"moved {outcome.slots_moved:,} of {outcome.planned_slots:,} slots "
-        f"({outcome.keys_moved:,} keys, {human_bytes(outcome.bytes_moved)}) in "
-        f"{outcome.seconds:.1f}s: {outcome.keys_per_s:,.0f} keys/s, "
-        f"{done} {'migration' if done == 1 else 'migrations'}",
+        f"moved {outcome.slots_moved:,} of {counted(outcome.planned_slots, 'slot')} "
+        f"({counted(outcome.keys_moved, 'key')}, {human_bytes(outcome.bytes_moved)} of keys "
+        f"and values sent) in {outcome.seconds:.1f}s: "
+        f"{f'{rate}, ' if rate else ''}{counted(done, 'migration')}",
         highlight=False,
     )
     if outcome.interrupted:
@@ -407,7 +406,7 @@ def _print_deleted(deleted: DeletedNode) -> None:
             highlight=False,
         )
     console.print(
-        f"[green]removed[/green] {who}: forgotten by {len(deleted.forgotten_by)} nodes",
+        f"[green]removed[/green] {who}: forgotten by {counted(len(deleted.forgotten_by), 'node')}",
         highlight=False,
     )
     if deleted.stopped:

@@ -26,7 +26,7 @@ from types import FrameType
 from typing import Protocol
 
 from slotcache.contract import SLOT_COUNT, to_ranges
-from slotcache.ctl.cluster_ops import role_map, slot_map
+from slotcache.ctl.agreement import lagging, role_map, slot_map, waiting_text
 from slotcache.ctl.rebalance_plan import (
     Move,
     PrimaryLoad,
@@ -44,6 +44,7 @@ from slotcache.ctl.rpc import (
     poll_until,
 )
 from slotcache.ctl.views import ranges_of, short_id
+from slotcache.ctl.wording import counted
 from slotcache.v1 import admin_pb2, cache_pb2
 
 # Measured on 2 cores with 200k keys of 100 bytes over 3 primaries (about 12 keys per
@@ -599,7 +600,7 @@ class Runner:
         slots, keys = self._totals(outcome, flights)
         first = flights[0]
         what = (
-            f"batch {first.index}/{count}: {len(first.batch.slots)} slots "
+            f"batch {first.index}/{count}: {counted(len(first.batch.slots), 'slot')} "
             f"{short_id(first.batch.source)} -> {short_id(first.batch.target)}"
         )
         if len(flights) > 1:
@@ -678,7 +679,10 @@ def wait_converged(
     """Poll until the nodes agree on slots and roles; None, or what still differs.
 
     Nodes the seed flags as failed are left out; with ``skip_unreachable``,
-    so are nodes that do not answer (otherwise they are waited for).
+    so are nodes that do not answer (otherwise they are waited for). The
+    progress counts the nodes that have caught up with the newest view (see
+    :mod:`slotcache.ctl.agreement`), so it does not fall back while the last
+    moves spread by gossip.
     """
 
     def pending() -> str | None:
@@ -689,22 +693,19 @@ def wait_converged(
             for p in state.peers
             if p.node.id != state.myself and "fail" not in p.flags
         ]
-        views = [state]
+        views, addresses = [state], [seed]
         for address, got in fetch_states(others, timeout).items():
             if isinstance(got, OperationError):
                 if skip_unreachable:
                     continue
                 return f"{address} does not answer"
             views.append(got)
-        down = [v.myself for v in views if not v.cluster_ok]
-        if down:
-            return f"{len(down)} nodes report the cluster as down"
+            addresses.append(address)
         if state.slots_assigned != SLOT_COUNT:
-            return f"{SLOT_COUNT - state.slots_assigned} slots have no owner"
-        shapes = [(slot_map(v), role_map(v)) for v in views]
-        agreeing = shapes.count(shapes[0])
-        if agreeing != len(shapes):
-            return f"{agreeing}/{len(shapes)} nodes agree on the slots and roles"
-        return None
+            return f"{SLOT_COUNT - state.slots_assigned} slots have no owner in the view of {seed}"
+        behind = lagging(views)
+        if not behind:
+            return None
+        return waiting_text("know the new slot owners and roles", addresses, behind, len(views))
 
     return poll_until(pending, wait_s, progress)

@@ -18,7 +18,7 @@ from typing import TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from slotcache.errors import from_rpc_error
+from slotcache.errors import CONNECT_HINT, from_rpc_error
 from slotcache.v1 import admin_pb2, admin_pb2_grpc
 
 POLL_S = 0.05
@@ -61,7 +61,7 @@ class NodeHandle:
                 # gRPC's own text is accurate but does not say what the operator should check.
                 raise OperationError(
                     f"{self.address}: cannot reach the node ({err.code.name}: {err.message}); "
-                    "is it running, and is the address right?"
+                    f"{CONNECT_HINT}"
                 ) from None
             raise OperationError(f"{self.address}: {err.code.name}: {err.message}") from None
 

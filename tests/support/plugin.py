@@ -1,0 +1,107 @@
+"""The hooks every tier shares, loaded once from tests/conftest.py.
+
+- Each test gets its tier's marker from its folder, so ``pytest tests/unit``
+  and ``pytest -m unit`` select the same tests; a test outside a tier folder
+  is a collection error.
+- The pure tiers may not start a process or open a network endpoint
+  (:mod:`tests.support.purity`).
+- A failed test's report carries the tail of every live server's log.
+- ``report_figure`` prints a measured figure at once and again, per tier,
+  in the run's summary, where a CI log shows the numbers together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import log_sections
+from tests.support.purity import Refusals, forbid_io
+
+TESTS_ROOT = Path(__file__).resolve().parents[1]
+# Folder name = marker name (registered in pyproject.toml), in the order the
+# summary lists their figures.
+TIERS = ("unit", "heavy", "sim", "integration", "faults")
+# heavy holds pure tests too long for unit (big property runs, tracemalloc, a
+# million keys); they make the same promise.
+PURE_TIERS = frozenset({"unit", "heavy"})
+
+TIER = pytest.StashKey[str]()
+REFUSALS = pytest.StashKey[Refusals]()
+FIGURES = pytest.StashKey[dict[str, list[str]]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[FIGURES] = {}
+
+
+def tier_of(item: pytest.Item) -> str:
+    try:
+        folder = item.path.resolve().relative_to(TESTS_ROOT).parts[0]
+    except ValueError:
+        folder = ""
+    if folder not in TIERS:
+        raise pytest.UsageError(
+            f"{item.nodeid}: every test lives in a tier folder, tests/{{{','.join(TIERS)}}}/"
+        )
+    return folder
+
+
+# First, so that ``-m`` (deselection in the same hook) already sees the tier markers.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(item)
+        item.stash[TIER] = tier
+        item.add_marker(tier)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Guard a pure test's setup, call and teardown, module fixtures included."""
+    tier = item.stash[TIER]
+    if tier not in PURE_TIERS:
+        return (yield)
+    refusals = item.stash[REFUSALS] = Refusals(tier)
+    with forbid_io(refusals):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    refusals = item.stash.get(REFUSALS, None)
+    if refusals is not None and refusals.unreported():
+        refusals.reported = True
+        if report.passed:
+            # The refusal was swallowed (a broad except, or another thread): fail anyway.
+            report.outcome = "failed"
+            report.longrepr = refusals.message()
+    if report.failed:
+        report.sections.extend(log_sections())
+    return report
+
+
+@pytest.fixture
+def report_figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """``report_figure("...")`` prints a measured figure now and in the run's summary."""
+    figures = request.config.stash[FIGURES].setdefault(request.node.stash[TIER], [])
+
+    def record(line: str) -> None:
+        figures.append(line)
+        print(line)
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    figures = terminalreporter.config.stash[FIGURES]
+    for tier in TIERS:
+        if figures.get(tier):
+            terminalreporter.section(f"{tier} measurements")
+            for line in figures[tier]:
+                terminalreporter.write_line(line)
