@@ -28,6 +28,7 @@ WORKLOADS = {
         "w3_p99_us_forwarded_vs_direct",
     ),
     "near": ("p50_us", "p99_us"),
+    "telemetry": ("w1_ops_per_s_on_vs_off", "w1_server_cpu_us_per_op_on_vs_off"),
 }
 HAVE_REDIS = shutil.which("redis-server") is not None
 HAVE_H2LOAD = shutil.which("h2load") is not None
