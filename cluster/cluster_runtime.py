@@ -98,6 +98,11 @@ class ClusterRuntime(MembershipRuntime):
         super().__init__(membership, self._bus, store, clock, self._dispatch)
         self._server: grpc.aio.Server | None = None
 
+    @property
+    def bus(self) -> BusTransport:
+        """The bus transport; its message and byte counters feed the metrics."""
+        return self._bus
+
     async def start(self, add_services: Callable[[grpc.aio.Server], None] | None = None) -> int:
         """Listen on the bus port and say hello to every node we remember; return the port.
 

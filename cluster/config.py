@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .keyspace import EvictionPolicy, SamplerConfig
+from .observability.access_log import KeyMode
 from .persistence.policy import SnapshotPolicy
 
 KIB = 1024
@@ -58,6 +59,26 @@ def _port(text: str) -> int:
     if not 0 < port < 65536:
         raise ValueError(f"port {port} is outside 1..65535")
     return port
+
+
+def _optional_port(text: str) -> int:
+    """A port, or 0 for "off"."""
+    return 0 if text.strip() == "0" else _port(text)
+
+
+AUTO_PORT = -1
+
+
+def _metrics_port(text: str) -> int:
+    """``auto`` (the client port + 1000), 0 (off) or a port."""
+    return AUTO_PORT if text.strip().lower() == "auto" else _optional_port(text)
+
+
+def _count(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise ValueError(f"{value} must be >= 0")
+    return value
 
 
 def _positive_float(text: str) -> float:
@@ -135,6 +156,20 @@ class ServerConfig:
     snapshot: SnapshotPolicy = field(default_factory=SnapshotPolicy)
     # On SIGTERM a primary first hands its slots to an in-sync replica.
     shutdown_failover: bool = True
+    # Telemetry (see docs/observability.md). The metrics port defaults to the
+    # client port + 1000; AUTO_PORT marks that default, 0 turns the endpoint off.
+    metrics_port: int = AUTO_PORT
+    otlp_endpoint: str = ""
+    access_log: str = ""
+    access_log_sample: int = 100
+    access_log_keys: KeyMode = KeyMode.TRUNCATE
+    access_log_max_bytes: int = 64 * MIB
+    access_log_keep: int = 5
+    access_log_queue: int = 10_000
+    slowlog_slower_than_us: int = 10_000
+    slowlog_max_len: int = 128
+    hotkeys_sample: int = 16
+    hotkeys_capacity: int = 128
 
     def __post_init__(self) -> None:
         if self.cluster_enabled and self.bus_port == 0 and self.port + 10000 > 65535:
@@ -162,6 +197,12 @@ class ServerConfig:
             < 1
         ):
             raise ValueError("tracking limits must be >= 1")
+        if self.access_log_sample < 1:
+            raise ValueError("access log sample must be >= 1 (1 logs every call)")
+        if self.access_log_queue < 1:
+            raise ValueError("access log queue must hold >= 1 entry")
+        if self.hotkeys_capacity < 1:
+            raise ValueError("hot-key capacity must be >= 1")
 
     @property
     def address(self) -> str:
@@ -186,6 +227,13 @@ class ServerConfig:
         limit, with a less helpful error than our own check gives.
         """
         return max(self.max_key_bytes + self.max_value_bytes + MIB, 64 * MIB)
+
+    @property
+    def metrics_listen_port(self) -> int:
+        """The Prometheus port to use (0: none): ``auto`` resolves to the client port + 1000."""
+        if self.metrics_port != AUTO_PORT:
+            return self.metrics_port
+        return self.port + 1000 if 0 < self.port <= 64535 else 0
 
 
 @dataclass(frozen=True)
@@ -313,6 +361,56 @@ _OPTIONS: tuple[_Option, ...] = (
         "invalidations waiting for a slow subscriber before they become one flush",
         "N",
     ),
+    _Option(
+        "--metrics-port",
+        "metrics_port",
+        _metrics_port,
+        "Prometheus /metrics port: auto (client port + 1000, the default), 0 (off) or a port",
+        "PORT",
+    ),
+    _Option(
+        "--otlp-endpoint", "otlp_endpoint", str, "also push metrics over OTLP/gRPC here", "URL"
+    ),
+    _Option("--access-log", "access_log", str, "access log file, or stderr (default off)", "PATH"),
+    _Option(
+        "--access-log-sample",
+        "access_log_sample",
+        _int,
+        "log 1 in N successful calls (failed and slow ones always)",
+        "N",
+    ),
+    _Option("--access-log-keys", "access_log_keys", KeyMode.parse, "truncate or hash keys", "MODE"),
+    _Option(
+        "--access-log-max-size",
+        "access_log_max_bytes",
+        parse_size,
+        "rotate the access log at this size",
+        "SIZE",
+    ),
+    _Option("--access-log-keep", "access_log_keep", _count, "rotated access logs kept", "N"),
+    _Option(
+        "--access-log-queue",
+        "access_log_queue",
+        _int,
+        "entries waiting for the writer before new ones are dropped",
+        "N",
+    ),
+    _Option(
+        "--slowlog-slower-than",
+        "slowlog_slower_than_us",
+        _count,
+        "slow-log threshold in microseconds",
+        "US",
+    ),
+    _Option("--slowlog-max-len", "slowlog_max_len", _count, "slow-log entries kept", "N"),
+    _Option(
+        "--hotkeys-sample",
+        "hotkeys_sample",
+        _count,
+        "sample 1 in N key accesses for hot keys (0: off)",
+        "N",
+    ),
+    _Option("--hotkeys-capacity", "hotkeys_capacity", _int, "hot keys tracked", "N"),
 )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from slotcache.contract import HOPS_KEY
+from slotcache.contract import HOPS_KEY, TRACEPARENT_KEY
 from slotcache.v1 import cache_pb2
 
 from .bus import PEER_CHANNEL_OPTIONS
@@ -48,6 +48,9 @@ class Forwarder:
         ]
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._methods: dict[tuple[str, str], Any] = {}
+        # Read by the metrics exporter.
+        self.forwarded_calls = 0
+        self.forwarded_batches = 0
 
     def _method(self, address: str, rpc: str) -> Any:
         key = (address, rpc)
@@ -71,22 +74,37 @@ class Forwarder:
         return method
 
     async def unary(
-        self, address: str, rpc: str, request: Any, hops: int, timeout: float | None
+        self,
+        address: str,
+        rpc: str,
+        request: Any,
+        hops: int,
+        timeout: float | None,
+        trace: str = "",
     ) -> Any:
         """Call ``rpc`` on the node at ``address``; raise ForwardError on failure."""
+        self.forwarded_calls += 1
         try:
             return await self._method(address, rpc)(
-                request, timeout=timeout or DEFAULT_TIMEOUT_S, metadata=((HOPS_KEY, str(hops)),)
+                request,
+                timeout=timeout or DEFAULT_TIMEOUT_S,
+                metadata=forward_metadata(hops, trace),
             )
         except grpc.aio.AioRpcError as exc:
             raise ForwardError(exc) from None
 
     async def pipeline(
-        self, address: str, batch: cache_pb2.PipelineRequest, hops: int, timeout: float | None
+        self,
+        address: str,
+        batch: cache_pb2.PipelineRequest,
+        hops: int,
+        timeout: float | None,
+        trace: str = "",
     ) -> cache_pb2.PipelineReply:
         """Send one batch over a short Pipeline call and return its reply batch."""
+        self.forwarded_batches += 1
         call = self._method(address, "Pipeline")(
-            timeout=timeout or DEFAULT_TIMEOUT_S, metadata=((HOPS_KEY, str(hops)),)
+            timeout=timeout or DEFAULT_TIMEOUT_S, metadata=forward_metadata(hops, trace)
         )
         try:
             await call.write(batch)
@@ -103,3 +121,10 @@ class Forwarder:
         await asyncio.gather(*(c.close() for c in self._channels.values()))
         self._channels.clear()
         self._methods.clear()
+
+
+def forward_metadata(hops: int, trace: str) -> tuple[tuple[str, str], ...]:
+    """The hop count, and the caller's trace context when it sent one."""
+    if trace:
+        return ((HOPS_KEY, str(hops)), (TRACEPARENT_KEY, trace))
+    return ((HOPS_KEY, str(hops)),)

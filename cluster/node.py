@@ -32,6 +32,7 @@ from .keyspace import Keyspace
 from .keyspace.store import wall_clock_ms
 from .migration.manager import Migrations, MigrationService
 from .migration.pacing import Pacer
+from .observability import telemetry
 from .ownership import Ownership
 from .persistence.format import SnapshotMeta
 from .persistence.node_snapshots import NodeSnapshots
@@ -79,6 +80,9 @@ class Node:
             clock_ms=clock_ms,
         )
         self.counters = OpCounters()
+        # Latency, errors, slow log, access log, hot keys (see observability/).
+        self.telemetry = telemetry.Telemetry(config)
+        self.recorder = self.telemetry.recorder
         self.executor = Executor(
             self.keyspace, Limits(config.max_key_bytes, config.max_value_bytes)
         )
@@ -142,6 +146,9 @@ class Node:
         self.sampler_cycles = 0
         self.sampler_overruns = 0
         self.loop_lag_max_ms = 0
+        self.loop_lag_ms = 0
+        self.sampler_stale_permille = 0
+        self.promotions = 0
         self.loop_lag_cpu_max_ms = 0
         self._started_at = time.monotonic()
         self._server: grpc.aio.Server | None = None
@@ -216,6 +223,10 @@ class Node:
             self._apply_role()
             self._tasks.append(asyncio.create_task(self._run_cluster_cron(), name="cluster-cron"))
         self.tracking.start()
+        try:
+            self.telemetry.start(self)
+        except OSError as exc:
+            raise StartupError(f"cannot serve metrics: {exc}") from exc
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
@@ -266,6 +277,8 @@ class Node:
             self.durability,
             self.holds,
             self.tracking,
+            self.recorder,
+            self.telemetry.tracer,
         )
 
     def admin_service(self) -> AdminService:
@@ -278,6 +291,7 @@ class Node:
             self.keyspace,
             self.migrations,
             self.request_shutdown,
+            self.recorder,
         )
 
     def request_shutdown(self, reset: bool = False) -> None:
@@ -322,6 +336,7 @@ class Node:
         if self.runtime is not None:
             await self.runtime.stop()
         await self.forwarder.close()
+        self.telemetry.stop()
         if self.reset_requested:
             # After the runtime's last save: started again, the node is new and alone.
             node_file.node_file(self.config.data_dir).unlink(missing_ok=True)
@@ -337,6 +352,8 @@ class Node:
                 cycle = self.keyspace.run_expiry_cycle()
                 self.sampler_cycles += 1
                 self.sampler_overruns += cycle.out_of_time
+                if cycle.sampled:
+                    self.sampler_stale_permille = cycle.expired * 1000 // cycle.sampled
             next_run += period
             delay = next_run - loop.time()
             if delay < 0:
@@ -359,6 +376,7 @@ class Node:
             cpu = time.thread_time()
             await asyncio.sleep(LOOP_WATCH_PERIOD_S)
             lag_ms = int((loop.time() - expected) * 1000)
+            self.loop_lag_ms = lag_ms
             if lag_ms > self.loop_lag_max_ms:
                 self.loop_lag_max_ms = lag_ms
             lag_cpu_ms = min(lag_ms, int((time.thread_time() - cpu) * 1000))
@@ -403,6 +421,8 @@ class Node:
     def _role_changed(self, primary: bytes) -> None:
         # In the same loop step as the membership change, before any request
         # can see the new role (see NodeReplication.become_primary).
+        if self.ownership.membership.myself.is_primary:
+            self.promotions += 1
         self._apply_role()
         # A write held by a manual failover's pause is routed again now.
         self.holds.changed()
@@ -455,8 +475,10 @@ class Node:
                 "snapshot.last_load_ms": int(self.snapshots.last_load_s * 1000),
                 "snapshot.last_load_cpu_ms": int(self.snapshots.last_load_cpu_s * 1000),
                 "snapshot.loaded_keys": self.snapshots.loaded_keys,
+                "sampler.last_stale_permille": self.sampler_stale_permille,
             }
         )
+        out.update(self.telemetry.stats(self))
         out.update(self.tracking.counters())
         replication = self.replication
         if replication is not None:

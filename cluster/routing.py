@@ -26,6 +26,7 @@ from slotcache.contract import (
     MAX_HOPS,
     REDIRECT_KEY,
     REPLICA_READ_KEY,
+    TRACEPARENT_KEY,
     Op,
     Reason,
 )
@@ -42,11 +43,13 @@ class CallOptions:
     redirect: bool = False
     hops: int = 0
     replica_read: bool = False
+    # The caller's W3C trace context, passed on when the call is forwarded.
+    trace: str = ""
 
 
 def call_options(metadata: Iterable[tuple[str, Any]] | None) -> CallOptions:
     """Parse the routing metadata of a call; a garbled hop count counts as the limit."""
-    redirect, hops, replica_read = False, 0, False
+    redirect, hops, replica_read, trace = False, 0, False, ""
     for key, value in metadata or ():
         if key == REDIRECT_KEY:
             redirect = value not in ("", "0", "false")
@@ -57,7 +60,9 @@ def call_options(metadata: Iterable[tuple[str, Any]] | None) -> CallOptions:
                 hops = int(value)
             except ValueError:
                 hops = MAX_HOPS
-    return CallOptions(redirect, max(hops, 0), replica_read)
+        elif key == TRACEPARENT_KEY:
+            trace = value
+    return CallOptions(redirect, max(hops, 0), replica_read, trace)
 
 
 # ---- what the decision reads -----------------------------------------------------------

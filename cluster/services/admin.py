@@ -8,6 +8,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from slotcache.contract import key_slot
 from slotcache.v1 import admin_pb2 as pb
 from slotcache.v1 import admin_pb2_grpc as pb_grpc
 from slotcache.v1.cache_pb2 import SlotRange
@@ -19,6 +20,7 @@ from ..membership.failover import FailoverMode
 from ..membership.machine import ClusterError
 from ..membership.slot_table import expand, flatten
 from ..migration.manager import Migrations
+from ..observability.calls import CallRecorder
 from ..ownership import Ownership
 from ..services.status import abort
 
@@ -46,6 +48,7 @@ class AdminService(pb_grpc.AdminServicer):
         keyspace: Keyspace,
         migrations: Migrations | None = None,
         shutdown: Callable[[bool], None] | None = None,
+        recorder: CallRecorder | None = None,
     ) -> None:
         self._server_info = server_info
         self._stats = stats
@@ -55,6 +58,8 @@ class AdminService(pb_grpc.AdminServicer):
         self._migrations = migrations
         # Starts the node's graceful stop (the argument: also forget the cluster).
         self._shutdown = shutdown
+        # The slow log, hot keys and per-slot operation counts.
+        self._recorder = recorder
 
     async def Info(self, request: pb.InfoRequest, context: Context) -> pb.InfoReply:
         return pb.InfoReply(server=self._server_info(), stats=self._stats())
@@ -155,11 +160,57 @@ class AdminService(pb_grpc.AdminServicer):
         else:
             slots = keyspace.nonempty_slots()
         reply = pb.SlotStatsReply()
+        slot_ops = self._recorder.slot_ops if self._recorder is not None else None
         for slot in slots:
             reply.slots.add(
-                slot=slot, keys=keyspace.slot_key_count(slot), bytes=keyspace.slot_memory(slot)
+                slot=slot,
+                keys=keyspace.slot_key_count(slot),
+                bytes=keyspace.slot_memory(slot),
+                ops=slot_ops[slot] if slot_ops is not None else 0,
             )
         return reply
+
+    async def SlowLog(self, request: pb.SlowLogRequest, context: Context) -> pb.SlowLogReply:
+        recorder = await self._telemetry(context)
+        slowlog = recorder.slowlog
+        reply = pb.SlowLogReply(
+            slower_than_us=slowlog.threshold_us, max_len=slowlog.max_len, total=slowlog.total
+        )
+        for e in slowlog.latest(request.count):
+            reply.entries.add(
+                id=e.id,
+                time_ms=e.time_ms,
+                latency_us=e.latency_us,
+                op=e.op,
+                key=e.key,
+                keys=e.keys,
+                slot=e.slot,
+                peer=e.peer,
+                status=e.status,
+            )
+        if request.reset:
+            slowlog.reset()
+        return reply
+
+    async def HotKeys(self, request: pb.HotKeysRequest, context: Context) -> pb.HotKeysReply:
+        hotkeys = (await self._telemetry(context)).hotkeys
+        if hotkeys is None:
+            return pb.HotKeysReply(sample=0)
+        reply = pb.HotKeysReply(sample=hotkeys.sample, sampled=hotkeys.sampled)
+        for hot in hotkeys.top(request.count or 10):
+            reply.keys.add(key=hot.key, slot=key_slot(hot.key), count=hot.count, error=hot.error)
+        if request.reset:
+            hotkeys.reset()
+        return reply
+
+    async def _telemetry(self, context: Context) -> CallRecorder:
+        if self._recorder is None:
+            await abort(
+                context,
+                CommandError(grpc.StatusCode.UNIMPLEMENTED, "this node keeps no call telemetry"),
+            )
+            raise AssertionError("unreachable")
+        return self._recorder
 
     async def ImportSlots(
         self, request: pb.ImportSlotsRequest, context: Context

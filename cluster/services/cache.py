@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
@@ -25,6 +26,8 @@ from ..executor import CommandError, Executor, unknown_operation
 from ..forwarding import Forwarder, ForwardError
 from ..holds import WriteHolds
 from ..membership.failover import MANUAL_FAILOVER_TIMEOUT_MS
+from ..observability.calls import CallRecorder
+from ..observability.tracing import Tracer, sampled
 from ..ownership import Ownership
 from ..routing import (
     CallOptions,
@@ -80,6 +83,8 @@ class CacheService(pb_grpc.CacheServicer):
         durability: Durability,
         holds: WriteHolds,
         tracking: Tracking,
+        recorder: CallRecorder,
+        tracer: Tracer | None = None,
     ) -> None:
         self._executor = executor
         self._handlers = executor.handlers
@@ -90,6 +95,8 @@ class CacheService(pb_grpc.CacheServicer):
         self._holds = holds
         # Near-cache invalidation (Subscribe, and reads with slotcache-track).
         self._tracking = tracking
+        self._recorder = recorder
+        self._tracer = tracer
 
     async def Get(self, request: pb.GetRequest, context: Context) -> pb.GetReply:
         return await self._unary(_GET, self._executor.get, request, context)
@@ -147,14 +154,19 @@ class CacheService(pb_grpc.CacheServicer):
             if tracking is not None
             else call_options(context.invocation_metadata())
         )
-        async for batch in request_iterator:
-            if tracking is not None:
-                try:
-                    tracking.before_batch(batch)
-                except CommandError as exc:
-                    await abort(context, exc)
-                    return
-            yield await self._batch(batch, options, context)
+        recorder = self._recorder
+        recorder.streams_open += 1
+        try:
+            async for batch in request_iterator:
+                if tracking is not None:
+                    try:
+                        tracking.before_batch(batch)
+                    except CommandError as exc:
+                        await abort(context, exc)
+                        return
+                yield await self._batch(batch, options, context)
+        finally:
+            recorder.streams_open -= 1
 
     # ---- unary ---------------------------------------------------------------------
 
@@ -162,7 +174,12 @@ class CacheService(pb_grpc.CacheServicer):
         self, op: Op, run: Callable[[_Req], _Rep], request: _Req, context: Context
     ) -> _Rep:
         """Route one call, carry the decision out, count it, and turn refusals into statuses."""
+        recorder = self._recorder
+        started = recorder.started()
         handler: Handler = run
+        # Left None on a node that owns every slot: nothing hashes keys there.
+        keys: list[bytes] | None = None
+        slots: list[int] | None = None
         try:
             options: CallOptions | None = None
             if not op.writes:
@@ -180,15 +197,38 @@ class CacheService(pb_grpc.CacheServicer):
                 if options is None:
                     options = call_options(context.invocation_metadata())
                 decision = decide(op, slots, options, self._ownership)
-                reply = await self._carry_out(
-                    op, decision, handler, request, keys, options, context
-                )
+                if options.trace and self._tracer is not None and sampled(options.trace):
+                    reply = await self._traced(
+                        op, decision, handler, request, keys, options, context
+                    )
+                else:
+                    reply = await self._carry_out(
+                        op, decision, handler, request, keys, options, context
+                    )
         except CommandError as exc:
             self._counters.failed(op.field, exc.code)
+            recorder.unary(op, started, keys, slots, request, None, exc, context)
             await abort(context, exc)
             raise  # abort() always raises; this keeps the type checker honest
         self._counters.ok(op.field)
+        recorder.unary(op, started, keys, slots, request, reply, None, context)
         return reply
+
+    async def _traced(
+        self,
+        op: Op,
+        decision: Decision,
+        handler: Handler,
+        request: Any,
+        keys: list[bytes],
+        options: CallOptions,
+        context: Context,
+    ) -> Any:
+        """Carry out a sampled call inside a server span; forwards carry the span's context."""
+        assert self._tracer is not None
+        with self._tracer.span(op.rpc, options.trace) as trace:
+            options = replace(options, trace=trace)
+            return await self._carry_out(op, decision, handler, request, keys, options, context)
 
     async def _carry_out(
         self,
@@ -242,6 +282,7 @@ class CacheService(pb_grpc.CacheServicer):
         """Split a multi-key request by owner, run the parts concurrently, merge in order."""
         multi = op.multi
         assert multi is not None  # only multi-key operations spread
+        self._recorder.fanned_out += 1
         reply = multi.new_reply(sum(len(idx) for idx in decision.groups.values()))
 
         async def part(address: str | None, indices: list[int]) -> None:
@@ -260,7 +301,7 @@ class CacheService(pb_grpc.CacheServicer):
     ) -> Any:
         try:
             return await self._forwarder.unary(
-                address, rpc, request, options.hops + 1, context.time_remaining()
+                address, rpc, request, options.hops + 1, context.time_remaining(), options.trace
             )
         except ForwardError as exc:
             raise exc.to_command_error() from None
@@ -271,9 +312,11 @@ class CacheService(pb_grpc.CacheServicer):
         self, batch: pb.PipelineRequest, options: CallOptions, context: Context
     ) -> pb.PipelineReply:
         """Plan a message's operations, run them in segments, and answer them in order."""
+        started = self._recorder.started()
         ops = batch.ops
         specs: list[Op | None] = [OPS.get(op.WhichOneof("op") or "") for op in ops]
         pending: list[tuple[int, int]] = []
+        all_slots: list[list[int]] | None = None
         if serves_everything(self._ownership, self._holds.active):
             # A node that owns every slot: no key needs hashing.
             await self._await_replicas(ops, specs, context)
@@ -282,7 +325,7 @@ class CacheService(pb_grpc.CacheServicer):
                 run_op(i, op, specs[i], pending) for i, op in enumerate(ops)
             ]
         else:
-            results = await self._route_batch(ops, specs, pending, options, context)
+            results, all_slots = await self._route_batch(ops, specs, pending, options, context)
         if pending:
             await self._settle(results, pending, context)
         reply = pb.PipelineReply()
@@ -292,6 +335,9 @@ class CacheService(pb_grpc.CacheServicer):
             assert result is not None
             count(spec, result)
             out.append(result)
+        self._recorder.batch(
+            specs, ops, results, all_slots, started, batch.ByteSize(), reply.ByteSize(), context
+        )
         return reply
 
     async def _await_replicas(self, ops: Any, specs: list[Op | None], context: Context) -> None:
@@ -315,8 +361,11 @@ class CacheService(pb_grpc.CacheServicer):
         pending: list[tuple[int, int]],
         options: CallOptions,
         context: Context,
-    ) -> list[pb.OperationResult | None]:
-        """Decide each operation of a message, then run it here or plan the rest."""
+    ) -> tuple[list[pb.OperationResult | None], list[list[int]]]:
+        """Decide each operation of a message, then run it here or plan the rest.
+
+        Returns the results and each operation's slots (for the per-slot counts).
+        """
         results: list[pb.OperationResult | None] = [None] * len(ops)
         all_slots: list[list[int]] = []
         held_slots: list[int] = []
@@ -340,7 +389,7 @@ class CacheService(pb_grpc.CacheServicer):
                 results[i] = self._run_op(i, op, specs[i], pending)
         else:
             await self._run_planned(ops, specs, decisions, results, pending, options, context)
-        return results
+        return results, all_slots
 
     async def _run_planned(
         self,
@@ -416,7 +465,7 @@ class CacheService(pb_grpc.CacheServicer):
         sub = pb.PipelineRequest(ops=[ops[i] for i in indices])
         try:
             reply = await self._forwarder.pipeline(
-                address, sub, options.hops + 1, context.time_remaining()
+                address, sub, options.hops + 1, context.time_remaining(), options.trace
             )
             for i, result in zip(indices, reply.results, strict=True):
                 results[i] = result

@@ -33,6 +33,7 @@ __all__ = [
     "REPLICA_READ_KEY",
     "SLOT_COUNT",
     "STATUS_DETAILS_KEY",
+    "TRACEPARENT_KEY",
     "TRACK_KEY",
     "MultiKey",
     "Op",
@@ -117,6 +118,8 @@ REPLICA_READ_KEY = "slotcache-replica-read"
 HOPS_KEY = "slotcache-hops"
 #: Request metadata: the near-cache subscription a read is tracked for.
 TRACK_KEY = "slotcache-track"
+#: Request metadata: the W3C trace context; nodes pass it on when they forward.
+TRACEPARENT_KEY = "traceparent"
 #: Trailing metadata of a replica read: how stale the answer may be.
 LAG_MS_KEY = "slotcache-replica-lag-ms"
 LAG_OPS_KEY = "slotcache-replica-lag-ops"

@@ -44,6 +44,9 @@ class Context:
     def time_remaining(self) -> None:
         return None
 
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
+
     def set_trailing_metadata(self, metadata: Any) -> None:
         pass
 

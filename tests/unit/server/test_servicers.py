@@ -34,7 +34,7 @@ START_MS = 1_700_000_000_000
 
 
 class _Context:
-    """grpc_testing's context, plus the ``abort_with_status`` it lacks.
+    """grpc_testing's context, plus the ``abort_with_status`` and ``peer`` it lacks.
 
     grpc_testing's abort drops trailing metadata, so the full status is also
     recorded in ``statuses`` for the test to inspect.
@@ -50,6 +50,9 @@ class _Context:
     def abort_with_status(self, status: grpc.Status) -> None:
         self._statuses.append(status)
         self._inner.abort(status.code, status.details)
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
 
 
 class LoopRunner:

@@ -19,6 +19,7 @@ from slotcache.ctl import args as types
 from slotcache.ctl import (
     cluster_commands,
     local_commands,
+    observe_commands,
     output,
     replica_commands,
     reshard_commands,
@@ -43,6 +44,7 @@ DEFAULT_CONVERGE_WAIT_S = 30.0
 DEFAULT_DEL_WAIT_S = 30.0
 DEFAULT_FIX_WAIT_S = 30.0
 DEFAULT_ROLLING_WAIT_S = 60.0
+DEFAULT_TOP_INTERVAL_S = 1.0
 
 
 def _add_seconds(cmd: argparse.ArgumentParser, flag: str, default: float, what: str) -> None:
@@ -495,7 +497,56 @@ def build_parser() -> argparse.ArgumentParser:
         cluster_commands.cmd_check,
     )
     _add_key_commands(sub)
+    _add_observe(sub)
     return parser
+
+
+def _add_observe(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    top = _add_node_command(
+        sub,
+        "top",
+        "a live view of every node: ops/s, hit ratio, p99, memory, keys, clients, lag",
+        observe_commands.cmd_top,
+    )
+    top.add_argument(
+        "--interval",
+        type=types.positive_seconds,
+        default=DEFAULT_TOP_INTERVAL_S,
+        metavar="SECS",
+        help=f"seconds between refreshes (default {DEFAULT_TOP_INTERVAL_S:g})",
+    )
+    top.add_argument(
+        "--once", action="store_true", help="print one refresh (rates over --interval) and exit"
+    )
+    slowlog = _add_node_command(
+        sub,
+        "slowlog",
+        "show the slowest recent operations a node kept (its slow log)",
+        observe_commands.cmd_slowlog,
+    )
+    slowlog.add_argument("--all", action="store_true", help="ask every node of the cluster")
+    slowlog.add_argument(
+        "--count",
+        type=types.int_in(0, 100_000, "--count"),
+        default=0,
+        metavar="N",
+        help="at most N entries per node (default: all kept)",
+    )
+    slowlog.add_argument("--reset", action="store_true", help="empty the logs after reading")
+    hotkeys = _add_node_command(
+        sub,
+        "hotkeys",
+        "show the cluster's most accessed keys, from every node's sampled counts",
+        observe_commands.cmd_hotkeys,
+    )
+    hotkeys.add_argument(
+        "--count",
+        type=types.int_in(1, 10_000, "--count"),
+        default=10,
+        metavar="N",
+        help="how many keys (default 10)",
+    )
+    hotkeys.add_argument("--reset", action="store_true", help="forget the counts after reading")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -104,6 +104,16 @@ class AdminStub:
                 request_serializer=slotcache_dot_v1_dot_admin__pb2.ShutdownRequest.SerializeToString,
                 response_deserializer=slotcache_dot_v1_dot_admin__pb2.ShutdownReply.FromString,
                 _registered_method=True)
+        self.SlowLog = channel.unary_unary(
+                '/slotcache.v1.Admin/SlowLog',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.SlowLogRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.SlowLogReply.FromString,
+                _registered_method=True)
+        self.HotKeys = channel.unary_unary(
+                '/slotcache.v1.Admin/HotKeys',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.HotKeysRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.HotKeysReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -220,6 +230,22 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SlowLog(self, request, context):
+        """The last operations slower than the node's threshold, newest first
+        (Redis's SLOWLOG GET / RESET).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HotKeys(self, request, context):
+        """The most accessed keys, estimated from a sample of accesses (any eviction
+        policy), for `clusterctl hotkeys`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -292,6 +318,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=slotcache_dot_v1_dot_admin__pb2.ShutdownRequest.FromString,
                     response_serializer=slotcache_dot_v1_dot_admin__pb2.ShutdownReply.SerializeToString,
+            ),
+            'SlowLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.SlowLog,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.SlowLogRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.SlowLogReply.SerializeToString,
+            ),
+            'HotKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.HotKeys,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.HotKeysRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.HotKeysReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -672,6 +708,60 @@ class Admin:
             '/slotcache.v1.Admin/Shutdown',
             slotcache_dot_v1_dot_admin__pb2.ShutdownRequest.SerializeToString,
             slotcache_dot_v1_dot_admin__pb2.ShutdownReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SlowLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/SlowLog',
+            slotcache_dot_v1_dot_admin__pb2.SlowLogRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.SlowLogReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HotKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/HotKeys',
+            slotcache_dot_v1_dot_admin__pb2.HotKeysRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.HotKeysReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,254 @@
+"""The request path's one telemetry hook: per-call counting in plain lists and dicts.
+
+:class:`CallRecorder` is called once per unary call and once per Pipeline
+message (looping over its operations). It keeps latency buckets and sums
+per operation and status, errors by reason, per-slot operation counts and
+byte counts, and decides which calls reach the slow log, the access log
+(always when failed or slow, else one in N) and the hot-key sampler. The
+exporters read these fields at collection time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import grpc
+
+from slotcache.contract import SLOT_COUNT, Op, Reason, key_slot
+
+from .access_log import AccessLog, Entry
+from .hotkeys import HotKeys
+from .latency import bucket, new_buckets
+from .slowlog import SlowLog
+
+OK = "OK"
+UNKNOWN_OP = "Unknown"
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+_perf_ns = time.perf_counter_ns
+Series = tuple[str, str]
+"""(method, status code name): one latency series."""
+
+
+class _Failure(Protocol):
+    code: grpc.StatusCode
+    reason: str
+
+
+class _Peer(Protocol):
+    def peer(self) -> str: ...
+
+
+class CallRecorder:
+    """Counts every served operation; everything here is a plain int, list or dict."""
+
+    def __init__(
+        self,
+        slowlog: SlowLog,
+        access: AccessLog | None = None,
+        hotkeys: HotKeys | None = None,
+        wall_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.slowlog = slowlog
+        self.access = access
+        self.hotkeys = hotkeys
+        self._wall_ns = wall_ns
+        self.latency: dict[Series, list[int]] = {}
+        self.latency_sum_ns: defaultdict[Series, int] = defaultdict(int)
+        # (method, code name, reason) -> count; the reason is "" when the error gives none.
+        self.errors: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        self.slot_ops = [0] * SLOT_COUNT
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.redirected = 0
+        self.fanned_out = 0
+        self.streams_open = 0
+        self._slow_ns = slowlog.threshold_us * 1000
+        # Countdowns to the next sampled call: the access log's, and the hot keys'.
+        self._countdown = access.sample if access is not None else 0
+        self._hot_left = hotkeys.sample if hotkeys is not None else 0
+
+    def started(self) -> int:
+        """The clock reading a call's latency is measured from."""
+        return _perf_ns()
+
+    def unary(
+        self,
+        op: Op,
+        started_ns: int,
+        keys: Sequence[bytes] | None,
+        slots: Sequence[int] | None,
+        request: Any,
+        reply: Any,
+        error: _Failure | None,
+        context: _Peer,
+    ) -> None:
+        """Count one unary call (``reply`` is None when it failed with ``error``).
+
+        ``keys`` and ``slots`` are None when the call was served without
+        routing (the node owns every slot): keys are then read only for a
+        sampled or logged call, and per-slot counts are not kept.
+        """
+        elapsed = _perf_ns() - started_ns
+        method = op.rpc
+        status, reason = (OK, "") if error is None else (error.code.name, error.reason)
+        self._observe(method, status, elapsed, 1)
+        if slots is not None:
+            slot_ops = self.slot_ops
+            for slot in slots:
+                slot_ops[slot] += 1
+        size_in = request.ByteSize()
+        size_out = reply.ByteSize() if reply is not None else 0
+        self.bytes_in += size_in
+        self.bytes_out += size_out
+        if error is not None:
+            self._failed(method, status, reason)
+        hot = self.hotkeys
+        if hot is not None:
+            self._hot_left -= 1
+            if not self._hot_left:
+                self._hot_left = hot.sample
+                for key in op.keys(request) if keys is None else keys:
+                    hot.add(key)
+        slow = elapsed >= self._slow_ns
+        if (slow or self.access is not None) and self._wanted(slow, status):
+            if keys is None:
+                keys = op.keys(request)
+            self._emit(method, keys, slots, status, reason, elapsed, (size_in, size_out), context)
+
+    def batch(
+        self,
+        specs: Sequence[Op | None],
+        ops: Sequence[Any],
+        results: Sequence[Any],
+        slots: Sequence[Sequence[int]] | None,
+        started_ns: int,
+        size_in: int,
+        size_out: int,
+        context: _Peer,
+    ) -> None:
+        """Count one Pipeline message, per operation; each op's latency is the message's.
+
+        ``slots`` is None when the message was served without routing.
+
+        This loop runs for every operation a node serves through Pipeline, so
+        it does the least it can: per-series counts gather in a local dict and
+        reach the buckets once per message, and the samplers are countdowns.
+        """
+        elapsed = _perf_ns() - started_ns
+        self.bytes_in += size_in
+        self.bytes_out += size_out
+        slot_ops = self.slot_ops
+        hot = self.hotkeys
+        hot_left = self._hot_left
+        access = self.access
+        log_left = self._countdown
+        slow = elapsed >= self._slow_ns
+        # Per-op bytes are unknown inside a message: entries show the message's share.
+        shares = (size_in // max(len(ops), 1), size_out // max(len(ops), 1))
+        ok: dict[str, int] = {}
+        no_slots: list[int] | None = None
+        per_op = slots if slots is not None else [no_slots] * len(ops)
+        for spec, op, result, op_slots in zip(specs, ops, results, per_op, strict=True):
+            method = spec.rpc if spec is not None else UNKNOWN_OP
+            if result.HasField("error"):
+                error = result.error
+                status, reason = _CODE_NAMES.get(error.code, "UNKNOWN"), error.reason
+                self._failed(method, status, reason)
+                self._observe(method, status, elapsed, 1)
+                emit = True
+            else:
+                status, reason = OK, ""
+                ok[method] = ok.get(method, 0) + 1
+                emit = slow
+                if access is not None and not slow:
+                    log_left -= 1
+                    if not log_left:
+                        log_left = access.sample
+                        emit = True
+            if op_slots is not None:
+                for slot in op_slots:
+                    slot_ops[slot] += 1
+            if hot is not None and spec is not None:
+                hot_left -= 1
+                if not hot_left:
+                    hot_left = hot.sample
+                    for key in spec.keys(getattr(op, spec.field)):
+                        hot.add(key)
+            if emit:
+                keys = spec.keys(getattr(op, spec.field)) if spec is not None else []
+                self._emit(method, keys, op_slots, status, reason, elapsed, shares, context)
+        self._hot_left = hot_left
+        self._countdown = log_left
+        for method, n in ok.items():
+            self._observe(method, OK, elapsed, n)
+
+    def _observe(self, method: str, status: str, elapsed: int, n: int) -> None:
+        series = (method, status)
+        counts = self.latency.get(series)
+        if counts is None:
+            counts = self.latency[series] = new_buckets()
+        counts[bucket(elapsed)] += n
+        self.latency_sum_ns[series] += elapsed * n
+
+    def _failed(self, method: str, status: str, reason: str) -> None:
+        self.errors[(method, status, reason)] += 1
+        if reason == Reason.MOVED:
+            self.redirected += 1
+
+    def _wanted(self, slow: bool, status: str) -> bool:
+        """Failed and slow calls are always logged; one in N of the rest."""
+        if slow or status != OK:
+            return True
+        self._countdown -= 1
+        if self._countdown > 0:
+            return False
+        assert self.access is not None
+        self._countdown = self.access.sample
+        return True
+
+    def _emit(
+        self,
+        method: str,
+        keys: Sequence[bytes],
+        slots: Sequence[int] | None,
+        status: str,
+        reason: str,
+        elapsed: int,
+        sizes: tuple[int, int],
+        context: _Peer,
+    ) -> None:
+        """Write one call to the slow log (if slow) and the access log (if on).
+
+        An entry names the first key and its slot, and how many keys there were.
+        """
+        slow = elapsed >= self._slow_ns
+        access = self.access
+        peer = context.peer()
+        latency_us = elapsed // 1000
+        key = keys[0] if keys else b""
+        # Unrouted calls (slots None) compute their first key's slot only here.
+        known = slots if slots is not None else [key_slot(key)] if keys else []
+        slot = known[0] if known else -1
+        if slow:
+            self.slowlog.add(
+                self._wall_ns() // 1_000_000, latency_us, method, key, len(keys), slot, peer, status
+            )
+        if access is not None:
+            access.put(
+                Entry(
+                    self._wall_ns(),
+                    peer,
+                    "",
+                    method,
+                    key,
+                    len(keys),
+                    slot,
+                    status,
+                    reason,
+                    latency_us,
+                    *sizes,
+                )
+            )
