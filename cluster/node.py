@@ -37,7 +37,6 @@ from .replication.service import ReplicationService
 from .services.admin import AdminService
 from .services.cache import CacheService
 from .services.durability import Durability
-from .stats import OpCounters
 from .tracking.hub import TrackingHub, TrackingLimits
 from .tracking.service import Tracking
 from .wire import migration_pb2_grpc, replication_pb2_grpc
@@ -70,7 +69,6 @@ class Node:
             sampler=config.sampler,
             clock_ms=clock_ms,
         )
-        self.counters = OpCounters()
         # Latency, errors, slow log, access log, hot keys (see observability/).
         self.telemetry = telemetry.Telemetry(config)
         self.recorder = self.telemetry.recorder
@@ -90,13 +88,13 @@ class Node:
             self.replication = NodeReplication(
                 self.keyspace, config.repl_backlog_bytes, membership.id, self._primary_bus
             )
-            counts = self.counters.counts
+            recorder = self.recorder
             self.migrations = Migrations(
                 self.keyspace,
                 self.runtime,
                 self.holds,
                 config.migration_cpu_percent / 100,
-                lambda: sum(counts.values()),
+                lambda: recorder.ops_total,
             )
             self.runtime.attach_replication(
                 lambda: self.replication.offset if self.replication else 0,
@@ -217,7 +215,6 @@ class Node:
         """The Cache servicer over this node's state (the one place it is wired)."""
         return CacheService(
             self.executor,
-            self.counters,
             self.ownership,
             self.forwarder,
             self.durability,
@@ -384,7 +381,7 @@ class Node:
     def stats(self) -> dict[str, int]:
         """Counters and gauges for the Info RPC."""
         ks = self.keyspace
-        out = {f"ops.{name}": n for name, n in self.counters.snapshot().items()}
+        out = {f"ops.{name}": n for name, n in self.recorder.op_counts().items()}
         out.update(
             {
                 "keys": ks.key_count,
