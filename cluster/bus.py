@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -33,16 +34,33 @@ PEER_CHANNEL_OPTIONS: list[tuple[str, int]] = [
 Handle = Callable[[bus_pb2.BusMessage], bus_pb2.BusMessage | None]
 
 
+@dataclass(slots=True)
+class BusTraffic:
+    """Bus messages and their bytes, each way: plain counters the metrics read when scraped."""
+
+    sent_messages: int = 0
+    sent_bytes: int = 0
+    received_messages: int = 0
+    received_bytes: int = 0
+
+    def received(self, message: bus_pb2.BusMessage) -> None:
+        """Count a message from a peer: a request it sent, or its reply to ours."""
+        self.received_messages += 1
+        self.received_bytes += message.ByteSize()
+
+
 class BusService(bus_pb2_grpc.BusServicer):
     """Answers bus exchanges by running them through the membership runtime."""
 
-    def __init__(self, handle: Handle) -> None:
+    def __init__(self, handle: Handle, traffic: BusTraffic) -> None:
         self._handle = handle
+        self._traffic = traffic
 
     async def Exchange(
         self, request: bus_pb2.BusMessage, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bus_pb2.BusMessage:
         """Process one message and return its reply (an empty message when none is due)."""
+        self._traffic.received(request)
         reply = self._handle(request)
         return reply if reply is not None else bus_pb2.BusMessage()
 
@@ -61,8 +79,7 @@ class BusTransport:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, bus_pb2_grpc.BusAsyncStub] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.sent_bytes = 0
-        self.sent_messages = 0
+        self.traffic = BusTraffic()
 
     def stub(self, target: str) -> bus_pb2_grpc.BusAsyncStub:
         """A stub for ``host:bus_port``, reusing its channel."""
@@ -81,8 +98,9 @@ class BusTransport:
             task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, envelope: Envelope) -> None:
-        self.sent_messages += 1
-        self.sent_bytes += envelope.message.ByteSize()
+        traffic = self.traffic
+        traffic.sent_messages += 1
+        traffic.sent_bytes += envelope.message.ByteSize()
         try:
             reply = await self.stub(envelope.dest.bus).Exchange(
                 envelope.message, timeout=self._timeout_s
@@ -91,6 +109,7 @@ class BusTransport:
             log.debug("bus message to %s failed: %s", envelope.dest.bus, exc.code().name)
             return
         if reply.type:
+            traffic.received(reply)
             self._on_reply(reply)
 
     async def exchange(self, target: str, message: bus_pb2.BusMessage) -> bus_pb2.BusMessage:

@@ -100,7 +100,7 @@ class ClusterRuntime(MembershipRuntime):
 
     @property
     def bus(self) -> BusTransport:
-        """The bus transport; its message and byte counters feed the metrics."""
+        """The bus transport; its traffic counters feed the metrics."""
         return self._bus
 
     async def start(self, add_services: Callable[[grpc.aio.Server], None] | None = None) -> int:
@@ -113,7 +113,7 @@ class ClusterRuntime(MembershipRuntime):
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_send_message_length", -1)]
         )
-        bus_pb2_grpc.add_BusServicer_to_server(BusService(self.handle), server)
+        bus_pb2_grpc.add_BusServicer_to_server(BusService(self.handle, self._bus.traffic), server)
         if add_services is not None:
             add_services(server)
         # Lets operators and clusterctl check that peers can reach this port.

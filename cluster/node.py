@@ -41,7 +41,6 @@ from .replication.service import ReplicationService
 from .services.admin import AdminService
 from .services.cache import CacheService
 from .services.durability import Durability
-from .stats import OpCounters
 from .tracking.hub import TrackingHub, TrackingLimits
 from .tracking.service import Tracking
 from .wire import migration_pb2_grpc, replication_pb2_grpc
@@ -79,7 +78,6 @@ class Node:
             sampler=config.sampler,
             clock_ms=clock_ms,
         )
-        self.counters = OpCounters()
         # Latency, errors, slow log, access log, hot keys (see observability/).
         self.telemetry = telemetry.Telemetry(config)
         self.recorder = self.telemetry.recorder
@@ -99,13 +97,13 @@ class Node:
             self.replication = NodeReplication(
                 self.keyspace, config.repl_backlog_bytes, membership.id, self._primary_bus
             )
-            counts = self.counters.counts
+            recorder = self.recorder
             self.migrations = Migrations(
                 self.keyspace,
                 self.runtime,
                 self.holds,
                 config.migration_cpu_percent / 100,
-                lambda: sum(counts.values()),
+                lambda: recorder.ops_total,
             )
             self.runtime.attach_replication(
                 lambda: self.replication.offset if self.replication else 0,
@@ -133,13 +131,13 @@ class Node:
             self.ownership,
             self.executor.limits,
         )
-        counts = self.counters.counts
+        recorder = self.recorder
         self.snapshots = NodeSnapshots(
             self.keyspace,
             config.data_dir,
             config.snapshot,
             self._snapshot_meta,
-            Pacer(config.migration_cpu_percent / 100, lambda: sum(counts.values())).pause_after,
+            Pacer(config.migration_cpu_percent / 100, lambda: recorder.ops_total).pause_after,
         )
         self.port = config.port
         self.bus_port = 0
@@ -271,7 +269,6 @@ class Node:
         """The Cache servicer over this node's state (the one place it is wired)."""
         return CacheService(
             self.executor,
-            self.counters,
             self.ownership,
             self.forwarder,
             self.durability,
@@ -453,7 +450,7 @@ class Node:
     def stats(self) -> dict[str, int]:
         """Counters and gauges for the Info RPC."""
         ks = self.keyspace
-        out = {f"ops.{name}": n for name, n in self.counters.snapshot().items()}
+        out = {f"ops.{name}": n for name, n in self.recorder.op_counts().items()}
         out.update(
             {
                 "keys": ks.key_count,

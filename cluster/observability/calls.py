@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from slotcache.contract import SLOT_COUNT, Op, Reason, key_slot
+from slotcache.contract import OPS_BY_RPC, SLOT_COUNT, Op, Reason, key_slot
 
 from .access_log import AccessLog, Entry
 from .hotkeys import HotKeys
@@ -65,6 +65,8 @@ class CallRecorder:
         self.redirected = 0
         self.fanned_out = 0
         self.streams_open = 0
+        #: Operations counted so far, whatever their outcome (migration pacing reads it).
+        self.ops_total = 0
         self._slow_ns = slowlog.threshold_us * 1000
         # Countdowns to the next sampled call: the access log's, and the hot keys'.
         self._countdown = access.sample if access is not None else 0
@@ -185,7 +187,17 @@ class CallRecorder:
         for method, n in ok.items():
             self._observe(method, OK, elapsed, n)
 
+    def op_counts(self) -> dict[str, int]:
+        """Operations by ``<field>.<status>`` (``get.ok``, ``set.invalid_argument``), for Info."""
+        out: dict[str, int] = {}
+        for (method, status), counts in self.latency.items():
+            spec = OPS_BY_RPC.get(method)
+            name = f"{spec.field if spec is not None else 'unknown'}.{status.lower()}"
+            out[name] = out.get(name, 0) + sum(counts)
+        return out
+
     def _observe(self, method: str, status: str, elapsed: int, n: int) -> None:
+        self.ops_total += n
         series = (method, status)
         counts = self.latency.get(series)
         if counts is None:

@@ -69,8 +69,8 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     _i("slotcache.cluster.nodes.failing", "updown", "{node}", "known nodes by state (pfail, fail)"),
     _i("slotcache.cluster.current_epoch", "updown", "1", "the cluster's current epoch"),
     _i("slotcache.cluster.failovers", "counter", "{failover}", "times this node became primary"),
-    _i("slotcache.gossip.messages", "counter", "{message}", "bus messages sent"),
-    _i("slotcache.gossip.io", "counter", "By", "bus message bytes sent"),
+    _i("slotcache.gossip.messages", "counter", "{message}", "bus messages, by direction"),
+    _i("slotcache.gossip.io", "counter", "By", "bus message bytes, by direction"),
     _i("process.cpu.time", "counter", "s", "CPU seconds, by mode (user, system)"),
     _i("process.memory.usage", "updown", "By", "resident memory"),
     _i("slotcache.eventloop.lag", "gauge", "s", "how late the event loop woke, last period"),
@@ -206,5 +206,8 @@ def _cluster(add: _Add, node: Node) -> None:
     add("slotcache.cluster.failovers", node.promotions)
     runtime = node.runtime
     if runtime is not None:
-        add("slotcache.gossip.messages", runtime.bus.sent_messages, {"direction": "transmit"})
-        add("slotcache.gossip.io", runtime.bus.sent_bytes, {"direction": "transmit"})
+        traffic = runtime.bus.traffic
+        add("slotcache.gossip.messages", traffic.sent_messages, {"direction": "transmit"})
+        add("slotcache.gossip.io", traffic.sent_bytes, {"direction": "transmit"})
+        add("slotcache.gossip.messages", traffic.received_messages, {"direction": "receive"})
+        add("slotcache.gossip.io", traffic.received_bytes, {"direction": "receive"})

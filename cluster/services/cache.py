@@ -44,7 +44,6 @@ from ..routing import (
 )
 from ..services.durability import Durability
 from ..services.status import abort
-from ..stats import OpCounters
 from ..tracking.service import Tracking
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -52,7 +51,6 @@ Handler: TypeAlias = Callable[[Any], Any]
 # A write waits at most this long for a manual failover's pause or a migration's
 # handoff to end; then it is routed again (usually to the new owner).
 WRITE_HOLD_MAX_S = MANUAL_FAILOVER_TIMEOUT_MS / 1000
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
 _Req = TypeVar("_Req")
 _Rep = TypeVar("_Rep")
 _GET, _SET, _DELETE, _EXISTS, _EXPIRE = (
@@ -77,7 +75,6 @@ class CacheService(pb_grpc.CacheServicer):
     def __init__(
         self,
         executor: Executor,
-        counters: OpCounters,
         ownership: Ownership,
         forwarder: Forwarder,
         durability: Durability,
@@ -88,7 +85,6 @@ class CacheService(pb_grpc.CacheServicer):
     ) -> None:
         self._executor = executor
         self._handlers = executor.handlers
-        self._counters = counters
         self._ownership = ownership
         self._forwarder = forwarder
         self._durability = durability
@@ -206,11 +202,9 @@ class CacheService(pb_grpc.CacheServicer):
                         op, decision, handler, request, keys, options, context
                     )
         except CommandError as exc:
-            self._counters.failed(op.field, exc.code)
             recorder.unary(op, started, keys, slots, request, None, exc, context)
             await abort(context, exc)
             raise  # abort() always raises; this keeps the type checker honest
-        self._counters.ok(op.field)
         recorder.unary(op, started, keys, slots, request, reply, None, context)
         return reply
 
@@ -329,12 +323,7 @@ class CacheService(pb_grpc.CacheServicer):
         if pending:
             await self._settle(results, pending, context)
         reply = pb.PipelineReply()
-        out = reply.results
-        count = self._count
-        for spec, result in zip(specs, results, strict=True):
-            assert result is not None
-            count(spec, result)
-            out.append(result)
+        reply.results.extend(results)  # type: ignore[arg-type]  # every slot is filled
         self._recorder.batch(
             specs, ops, results, all_slots, started, batch.ByteSize(), reply.ByteSize(), context
         )
@@ -518,10 +507,3 @@ class CacheService(pb_grpc.CacheServicer):
                 result = results[index]
                 assert result is not None
                 result.CopyFrom(pb.OperationResult(id=result.id, error=exc.to_proto()))
-
-    def _count(self, spec: Op | None, result: pb.OperationResult) -> None:
-        name = spec.field if spec is not None else "unknown"
-        if result.HasField("error"):
-            self._counters.failed(name, _CODES[result.error.code])
-        else:
-            self._counters.ok(name)

@@ -132,6 +132,14 @@ def test_stopped_nodes_show_pfail_then_fail(servers: ServerFactory) -> None:
         slotcache_cluster_known_nodes=3,
         slotcache_cluster_slots__ok=16384,
     )
+    # The bus is counted both ways: pings out, and peers' pings and pongs in.
+    first = scrape(port)
+    time.sleep(0.5)
+    later = scrape(port)
+    for direction in ("transmit", "receive"):
+        for name in ("slotcache_gossip_messages_total", "slotcache_gossip_io_bytes_total"):
+            assert value(first, name, direction=direction) > 0, (name, direction)
+            assert delta(first, later, name, direction=direction) > 0, (name, direction)
     cluster.nodes[1].send_signal(signal.SIGSTOP)
     cluster.nodes[2].send_signal(signal.SIGSTOP)
     _wait_for(

@@ -22,7 +22,7 @@ from slotcache.v1 import cache_pb2 as pb
 from slotcache_server.config import ServerConfig
 from slotcache_server.keyspace import EvictionPolicy, Keyspace
 from slotcache_server.node import Node
-from slotcache_server.stats import OpCounters
+from slotcache_server.observability.calls import CallRecorder
 
 CACHE = cache_pb2.DESCRIPTOR.services_by_name["Cache"]
 ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
@@ -129,7 +129,7 @@ class Served:
     """A grpc_testing server around the servicers, and what a test inspects."""
 
     server: grpc_testing.Server
-    counters: OpCounters
+    counters: CallRecorder
     keyspace: Keyspace
     statuses: list[grpc.Status]  # every status sent with abort_with_status
 
@@ -145,7 +145,7 @@ def build(runner, config: ServerConfig, clock: Clock | None = None) -> Served:
     server = grpc_testing.server_from_dictionary(
         {CACHE: cache, ADMIN: admin}, grpc_testing.strict_real_time()
     )
-    return Served(server, node.counters, node.keyspace, cache.statuses)
+    return Served(server, node.recorder, node.keyspace, cache.statuses)
 
 
 @pytest.fixture
@@ -280,7 +280,7 @@ def test_pipeline(served):
     rpc.requests_closed()
     _, code, _ = rpc.termination()
     assert code == OK
-    assert counters.snapshot() == {
+    assert counters.op_counts() == {
         "set.ok": 1,
         "get.ok": 1,
         "get.invalid_argument": 1,
@@ -307,7 +307,7 @@ def test_empty_key(served, rpc, request_):
     server, counters, keyspace = served
     fails(server, rpc, request_, INVALID, "key must not be empty")
     assert keyspace.key_count == 0
-    assert counters.snapshot() == {f"{rpc.lower()}.invalid_argument": 1}
+    assert counters.op_counts() == {f"{rpc.lower()}.invalid_argument": 1}
 
 
 @pytest.mark.parametrize(
@@ -352,7 +352,7 @@ def test_incr_failed_precondition_carries_a_reason(served):
     assert [reason_of(s) for s in served.statuses] == ["NOT_INTEGER", "INTEGER_OVERFLOW"]
     assert keyspace.get(b"text") == b"abc"
     assert keyspace.get(b"max") == str(2**63 - 1).encode()
-    assert counters.snapshot()["incr.failed_precondition"] == 2
+    assert counters.op_counts()["incr.failed_precondition"] == 2
 
 
 def test_resource_exhausted_under_noeviction(runner, tmp_path):
@@ -373,8 +373,8 @@ def test_resource_exhausted_under_noeviction(runner, tmp_path):
     assert keyspace.used_memory == used
     assert keyspace.get(b"c") is None and keyspace.get(b"d") is None
     assert ok(server, "Get", pb.GetRequest(key=b"a")).value == b"x" * 1000
-    assert counters.snapshot()["set.resource_exhausted"] == 1
-    assert counters.snapshot()["mset.resource_exhausted"] == 1
+    assert counters.op_counts()["set.resource_exhausted"] == 1
+    assert counters.op_counts()["mset.resource_exhausted"] == 1
 
 
 # ---- Admin.Info --------------------------------------------------------------------------------
