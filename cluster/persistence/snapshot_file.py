@@ -75,12 +75,14 @@ async def write(
     path: Path,
     describe: Callable[[], fmt.SnapshotMeta],
     pause_after: Callable[[float], float] | None = None,
+    slice_s: float = SLICE_S,
 ) -> fmt.SnapshotMeta:
     """Write the keyspace to ``path`` atomically; ``describe`` gives the END frame's fields.
 
     ``describe`` is called in the loop step that copies the last slot, so
     the replication offset it reports is the file's. ``pause_after``
-    (seconds a slice took -> seconds to pause) gives the CPU back to clients.
+    (seconds a slice took -> seconds to pause) gives the CPU back to clients;
+    ``slice_s`` is how long the copy holds the loop before it yields.
     """
     tmp = path.with_name(path.name + ".tmp")
     copied = bytearray(SLOT_COUNT)
@@ -94,7 +96,7 @@ async def write(
                 if keyspace.slot_key_count(slot):
                     pending.append(fmt.slot_frame(slot, *keyspace.slot_columns(slot)))
                 copied[slot] = 1
-                if time.monotonic() - began >= SLICE_S:
+                if time.monotonic() - began >= slice_s:
                     pending.append(recorder.take())
                     f.write(b"".join(pending))
                     pending = []

@@ -78,7 +78,11 @@ def test_keys_expired_by_load_time_are_dropped(tmp_path: Path) -> None:
 
 
 def test_writes_during_the_copy_end_up_in_the_file(tmp_path: Path) -> None:
-    """A save that yields between slices records later changes to slots already copied."""
+    """A save that yields between slices records later changes to slots already copied.
+
+    ``slice_s=0`` yields after every slot: a fast machine copies 3000 keys
+    within one default slice and the writer would never get a turn.
+    """
     clock = Clock()
     ks = filled(clock, 3000)
     path = tmp_path / "s.scs"
@@ -89,7 +93,9 @@ def test_writes_during_the_copy_end_up_in_the_file(tmp_path: Path) -> None:
         return meta(ks)
 
     async def save_while_writing() -> fmt.SnapshotMeta:
-        task = asyncio.create_task(snapshot_file.write(ks, path, describe, lambda _: 0.001))
+        task = asyncio.create_task(
+            snapshot_file.write(ks, path, describe, lambda _: 0.0, slice_s=0.0)
+        )
         i = 0
         while not task.done():
             ks.set(b"k%d" % (i % 3000), b"new%d" % i)
