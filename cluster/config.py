@@ -170,6 +170,11 @@ class ServerConfig:
     slowlog_max_len: int = 128
     hotkeys_sample: int = 16
     hotkeys_capacity: int = 128
+    # ---- users and permissions (see docs/security.md) ----
+    # The ACL file of users, token hashes, permissions and key patterns (None: no users).
+    acl_file: Path | None = None
+    # With no users and no required client certificates, serve loopback clients only.
+    protected_mode: bool = True
 
     def __post_init__(self) -> None:
         if self.cluster_enabled and self.bus_port == 0 and self.port + 10000 > 65535:
@@ -411,6 +416,21 @@ _OPTIONS: tuple[_Option, ...] = (
         "N",
     ),
     _Option("--hotkeys-capacity", "hotkeys_capacity", _int, "hot keys tracked", "N"),
+    # ---- users and permissions ----
+    _Option(
+        "--acl-file",
+        "acl_file",
+        Path,
+        "users with token hashes, permissions and key patterns; reloaded on SIGHUP",
+        "PATH",
+    ),
+    _Option(
+        "--protected-mode",
+        "protected_mode",
+        parse_bool,
+        "without users or client certificates, serve loopback clients only (yes/no)",
+        "YES|NO",
+    ),
 )
 
 

@@ -81,14 +81,18 @@ class Forwarder:
         hops: int,
         timeout: float | None,
         trace: str = "",
+        credentials: tuple[tuple[str, str], ...] = (),
     ) -> Any:
-        """Call ``rpc`` on the node at ``address``; raise ForwardError on failure."""
+        """Call ``rpc`` on the node at ``address``; raise ForwardError on failure.
+
+        ``credentials`` carry the caller's identity for the owner to check.
+        """
         self.forwarded_calls += 1
         try:
             return await self._method(address, rpc)(
                 request,
                 timeout=timeout or DEFAULT_TIMEOUT_S,
-                metadata=forward_metadata(hops, trace),
+                metadata=forward_metadata(hops, trace) + credentials,
             )
         except grpc.aio.AioRpcError as exc:
             raise ForwardError(exc) from None
@@ -100,11 +104,13 @@ class Forwarder:
         hops: int,
         timeout: float | None,
         trace: str = "",
+        credentials: tuple[tuple[str, str], ...] = (),
     ) -> cache_pb2.PipelineReply:
         """Send one batch over a short Pipeline call and return its reply batch."""
         self.forwarded_batches += 1
         call = self._method(address, "Pipeline")(
-            timeout=timeout or DEFAULT_TIMEOUT_S, metadata=forward_metadata(hops, trace)
+            timeout=timeout or DEFAULT_TIMEOUT_S,
+            metadata=forward_metadata(hops, trace) + credentials,
         )
         try:
             await call.write(batch)

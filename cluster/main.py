@@ -25,6 +25,8 @@ async def serve(config: ServerConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.request_shutdown)
+    # SIGHUP reads the ACL file again; a bad one is logged and changes nothing.
+    loop.add_signal_handler(signal.SIGHUP, node.access.reload)
     log.info(
         "slotcache-server ready on %s:%d (data in %s)", config.host, node.port, config.data_dir
     )

@@ -38,6 +38,9 @@ from .persistence.format import SnapshotMeta
 from .persistence.node_snapshots import NodeSnapshots
 from .replication.manager import NodeReplication
 from .replication.service import ReplicationService
+from .security.access import Access
+from .security.acl import AclError
+from .security.admin_guard import guard_admin
 from .services.admin import AdminService
 from .services.cache import CacheService
 from .services.durability import Durability
@@ -119,6 +122,15 @@ class Node:
         )
         self.ownership = Ownership(membership, self.holds, self.durability.serves_replica_reads)
         self.forwarder = Forwarder(config.max_message_bytes)
+        # ---- users and permissions (see docs/security.md) ----
+        # Client certificates, once required, replace protected mode as the gate.
+        certs = str(getattr(config, "tls_auth_clients", "no")).lower() in ("yes", "true")
+        self.access = Access(
+            config.acl_file,
+            config.protected_mode and not certs,
+            getattr(self, "node_auth", None),
+        )
+        # ---- end of users and permissions ----
         self.tracking = Tracking(
             TrackingHub(
                 self.keyspace,
@@ -177,6 +189,10 @@ class Node:
             raise
 
     async def _start(self) -> None:
+        try:
+            self.access.load()
+        except AclError as exc:
+            raise StartupError(str(exc)) from None
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self._resume_from(self.snapshots.load())
         if self._identity is not None:
@@ -192,7 +208,9 @@ class Node:
             ]
         )
         cache_pb2_grpc.add_CacheServicer_to_server(self.cache_service(), server)
-        admin_pb2_grpc.add_AdminServicer_to_server(self.admin_service(), server)
+        admin_pb2_grpc.add_AdminServicer_to_server(
+            guard_admin(self.admin_service(), self.access), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -276,6 +294,7 @@ class Node:
             self.tracking,
             self.recorder,
             self.telemetry.tracer,
+            self.access,
         )
 
     def admin_service(self) -> AdminService:
@@ -289,6 +308,7 @@ class Node:
             self.migrations,
             self.request_shutdown,
             self.recorder,
+            self.access,
         )
 
     def request_shutdown(self, reset: bool = False) -> None:
@@ -477,6 +497,7 @@ class Node:
         )
         out.update(self.telemetry.stats(self))
         out.update(self.tracking.counters())
+        out.update(self.access.counters())
         replication = self.replication
         if replication is not None:
             out["repl.offset"] = replication.offset

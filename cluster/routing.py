@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
@@ -33,6 +33,9 @@ from slotcache.contract import (
 
 from .executor import CommandError
 
+if TYPE_CHECKING:
+    from .security.access import Caller
+
 # ---- the caller's options ------------------------------------------------------------
 
 
@@ -45,6 +48,8 @@ class CallOptions:
     replica_read: bool = False
     # The caller's W3C trace context, passed on when the call is forwarded.
     trace: str = ""
+    # Who the caller authenticated as (None without users): forwarded calls name them.
+    caller: Caller | None = None
 
 
 def call_options(metadata: Iterable[tuple[str, Any]] | None) -> CallOptions:

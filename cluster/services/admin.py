@@ -22,6 +22,8 @@ from ..membership.slot_table import expand, flatten
 from ..migration.manager import Migrations
 from ..observability.calls import CallRecorder
 from ..ownership import Ownership
+from ..security.access import Access
+from ..security.admin_guard import AclRpcs
 from ..services.status import abort
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -32,7 +34,7 @@ _FAILOVER_MODES = {
 }
 
 
-class AdminService(pb_grpc.AdminServicer):
+class AdminService(AclRpcs, pb_grpc.AdminServicer):
     """Reports what the node is and applies operator changes to its cluster membership.
 
     Reads go through callbacks and views, so the service holds no state of
@@ -49,6 +51,7 @@ class AdminService(pb_grpc.AdminServicer):
         migrations: Migrations | None = None,
         shutdown: Callable[[bool], None] | None = None,
         recorder: CallRecorder | None = None,
+        access: Access | None = None,
     ) -> None:
         self._server_info = server_info
         self._stats = stats
@@ -60,6 +63,8 @@ class AdminService(pb_grpc.AdminServicer):
         self._shutdown = shutdown
         # The slow log, hot keys and per-slot operation counts.
         self._recorder = recorder
+        # Users: the ACL file to reload and the ACL log (AclRpcs serves both).
+        self.access = access or Access(None, protected_mode=False)
 
     async def Info(self, request: pb.InfoRequest, context: Context) -> pb.InfoReply:
         return pb.InfoReply(server=self._server_info(), stats=self._stats())

@@ -42,6 +42,7 @@ from ..routing import (
     plan_batch,
     serves_everything,
 )
+from ..security.access import Access, Caller, cache_method
 from ..services.durability import Durability
 from ..services.status import abort
 from ..tracking.service import Tracking
@@ -82,6 +83,7 @@ class CacheService(pb_grpc.CacheServicer):
         tracking: Tracking,
         recorder: CallRecorder,
         tracer: Tracer | None = None,
+        access: Access | None = None,
     ) -> None:
         self._executor = executor
         self._handlers = executor.handlers
@@ -93,6 +95,8 @@ class CacheService(pb_grpc.CacheServicer):
         self._tracking = tracking
         self._recorder = recorder
         self._tracer = tracer
+        # Users, permissions and protected mode; inactive, it costs one attribute read.
+        self._access = access or Access(None, protected_mode=False)
 
     async def Get(self, request: pb.GetRequest, context: Context) -> pb.GetReply:
         return await self._unary(_GET, self._executor.get, request, context)
@@ -125,6 +129,8 @@ class CacheService(pb_grpc.CacheServicer):
         return await self._unary(_MDELETE, self._executor.mdelete, request, context)
 
     async def Topology(self, request: pb.TopologyRequest, context: Context) -> pb.TopologyReply:
+        if self._access.active:  # any authenticated user may see the layout
+            await self._authenticate(context, "Topology")
         return self._ownership.topology()
 
     # A coroutine writing with context.write() rather than a generator, so that the
@@ -133,12 +139,20 @@ class CacheService(pb_grpc.CacheServicer):
     async def Subscribe(  # type: ignore[override]
         self, request: pb.SubscribeRequest, context: Context
     ) -> None:
+        if self._access.active:
+            try:
+                self._access.subscribe(context, request)
+            except CommandError as exc:
+                await abort(context, exc)
+                return
         await self._tracking.subscribe(request, context)
 
     async def Pipeline(
         self, request_iterator: AsyncIterator[pb.PipelineRequest], context: Context
     ) -> AsyncIterator[pb.PipelineReply]:
         """Answer each batch with one reply batch; a failed operation never ends the stream."""
+        # The stream is authenticated once; its messages are then checked per operation.
+        caller = await self._authenticate(context, "Pipeline") if self._access.active else None
         try:
             tracking = self._tracking.for_pipeline(context)
         except CommandError as exc:
@@ -150,6 +164,8 @@ class CacheService(pb_grpc.CacheServicer):
             if tracking is not None
             else call_options(context.invocation_metadata())
         )
+        if caller is not None:
+            options = replace(options, caller=caller)
         recorder = self._recorder
         recorder.streams_open += 1
         try:
@@ -160,7 +176,15 @@ class CacheService(pb_grpc.CacheServicer):
                     except CommandError as exc:
                         await abort(context, exc)
                         return
-                yield await self._batch(batch, options, context)
+                if caller is None:
+                    yield await self._batch(batch, options, context)
+                    continue
+                try:
+                    options = self._reauthenticated(options)
+                except CommandError as exc:
+                    await abort(context, exc)
+                    return
+                yield await self._permitted_batch(batch, options, context)
         finally:
             recorder.streams_open -= 1
 
@@ -177,6 +201,8 @@ class CacheService(pb_grpc.CacheServicer):
         keys: list[bytes] | None = None
         slots: list[int] | None = None
         try:
+            # Users: the call is authenticated and its keys checked before anything runs.
+            caller = self._access.unary(context, op, request) if self._access.active else None
             options: CallOptions | None = None
             if not op.writes:
                 tracked = self._tracking.tracked_read(op, handler, context)
@@ -192,6 +218,8 @@ class CacheService(pb_grpc.CacheServicer):
                     await holds.wait(slots, WRITE_HOLD_MAX_S)
                 if options is None:
                     options = call_options(context.invocation_metadata())
+                if caller is not None:
+                    options = replace(options, caller=caller)
                 decision = decide(op, slots, options, self._ownership)
                 if options.trace and self._tracer is not None and sampled(options.trace):
                     reply = await self._traced(
@@ -295,10 +323,52 @@ class CacheService(pb_grpc.CacheServicer):
     ) -> Any:
         try:
             return await self._forwarder.unary(
-                address, rpc, request, options.hops + 1, context.time_remaining(), options.trace
+                address,
+                rpc,
+                request,
+                options.hops + 1,
+                context.time_remaining(),
+                options.trace,
+                self._access.forwarding(options.caller, rpc),
             )
         except ForwardError as exc:
             raise exc.to_command_error() from None
+
+    # ---- users and permissions -----------------------------------------------------
+
+    async def _authenticate(self, context: Context, rpc: str) -> Caller | None:
+        """Authenticate a stream (or Topology) once; a refusal ends the call."""
+        try:
+            return self._access.caller(context, cache_method(rpc))
+        except CommandError as exc:
+            await abort(context, exc)
+            raise  # abort() always raises
+
+    def _reauthenticated(self, options: CallOptions) -> CallOptions:
+        """The stream's options with its caller as the users now in force see it."""
+        caller = options.caller
+        assert caller is not None
+        fresh = self._access.current(caller)
+        return options if fresh is caller else replace(options, caller=fresh)
+
+    async def _permitted_batch(
+        self, batch: pb.PipelineRequest, options: CallOptions, context: Context
+    ) -> pb.PipelineReply:
+        """A message of an authenticated stream: a denied operation answers its own error.
+
+        The others run as one message would, in order; a denial is one
+        operation's error, as any other refusal in a Pipeline message.
+        """
+        assert options.caller is not None
+        refused = self._access.refusals(options.caller, batch.ops)
+        if not refused:
+            return await self._batch(batch, options, context)
+        ops = batch.ops
+        allowed = [i for i in range(len(ops)) if i not in refused]
+        sub = pb.PipelineRequest(ops=[ops[i] for i in allowed])
+        reply = await self._batch(sub, options, context)
+        results = {**refused, **dict(zip(allowed, reply.results, strict=True))}
+        return pb.PipelineReply(results=[results[i] for i in range(len(ops))])
 
     # ---- pipeline ------------------------------------------------------------------
 
@@ -454,7 +524,12 @@ class CacheService(pb_grpc.CacheServicer):
         sub = pb.PipelineRequest(ops=[ops[i] for i in indices])
         try:
             reply = await self._forwarder.pipeline(
-                address, sub, options.hops + 1, context.time_remaining(), options.trace
+                address,
+                sub,
+                options.hops + 1,
+                context.time_remaining(),
+                options.trace,
+                self._access.forwarding(options.caller, "Pipeline"),
             )
             for i, result in zip(indices, reply.results, strict=True):
                 results[i] = result

@@ -28,10 +28,12 @@ from slotcache.errors import (
     NotEnoughReplicas,
     NotSent,
     OutOfMemory,
+    PermissionDenied,
     ReplicationTimeout,
     ResourceExhausted,
     SlotcacheError,
     Timeout,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -56,6 +58,7 @@ __all__ = [
     "NotEnoughReplicas",
     "NotSent",
     "OutOfMemory",
+    "PermissionDenied",
     "PickleCodec",
     "Pipeline",
     "ReplicationTimeout",
@@ -63,6 +66,7 @@ __all__ = [
     "RetryPolicy",
     "SlotcacheError",
     "Timeout",
+    "Unauthenticated",
     "Unavailable",
     "key_slot",
 ]

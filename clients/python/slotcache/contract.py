@@ -147,6 +147,8 @@ class Reason(StrEnum):
     OOM = "OOM"
     #: FAILED_PRECONDITION: a tracked read names a subscription this node does not hold.
     NO_SUBSCRIPTION = "NO_SUBSCRIPTION"
+    #: PERMISSION_DENIED: the user may not run the operation (on that key); metadata user, op.
+    NO_PERMISSION = "NOPERM"
 
 
 #: The ``ErrorInfo.domain`` of every reason above.

@@ -133,6 +133,26 @@ class NotSent(Unavailable):
     """
 
 
+class Unauthenticated(SlotcacheError):
+    """The node has users and the call's credentials prove none (or none were given).
+
+    The message is the same whatever was wrong, so it tells a guesser nothing;
+    check the client's ``token=`` (or ``user=``/``password=``) option.
+    """
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(SlotcacheError):
+    """The authenticated user may not run this operation, or not on this key.
+
+    The message names the operation, the key and the user's rule;
+    ``metadata`` carries ``user`` and ``op``.
+    """
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class Cancelled(SlotcacheError):
     """The call was cancelled before it completed."""
 
@@ -187,6 +207,8 @@ _BY_CODE: dict[grpc.StatusCode, type[SlotcacheError]] = {
         Unavailable,
         Timeout,
         Cancelled,
+        Unauthenticated,
+        PermissionDenied,
     )
 }
 _BY_REASON: dict[str, type[SlotcacheError]] = {

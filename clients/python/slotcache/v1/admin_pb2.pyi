@@ -3,10 +3,11 @@
 isort:skip_file
 Operator RPCs, used by clusterctl. Served on the client port.
 
-Who may call: operators only. There is no access control yet, so the
-client port must be firewalled like Redis's admin commands: reachable by
-applications and operators' tools, never by untrusted networks. SlowLog
-and HotKeys return key names (truncated), which may be sensitive.
+Who may call: operators only. With users (--acl-file), every RPC here needs
+the admin permission (+@admin); without users the node is in protected mode
+(loopback clients only) unless started with --protected-mode no, and then the
+client port must be firewalled like Redis's admin commands. SlowLog, HotKeys
+and AclLog return key names (truncated), which may be sensitive.
 """
 
 from collections import abc as _abc
@@ -998,3 +999,167 @@ class HotKeysReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HotKeysReply: _TypeAlias = HotKeysReply  # noqa: Y015
+
+@_typing.final
+class AclReloadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AclReloadRequest: _TypeAlias = AclReloadRequest  # noqa: Y015
+
+@_typing.final
+class AclReloadReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    USERS_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    """What was loaded, e.g. "loaded 3 users from /etc/slotcache/users.acl"."""
+    users: _builtins.int
+    def __init__(
+        self,
+        *,
+        message: _builtins.str = ...,
+        users: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AclReloadReply: _TypeAlias = AclReloadReply  # noqa: Y015
+
+@_typing.final
+class AclLogRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    RESET_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """At most this many entries, newest first (0: all kept)."""
+    reset: _builtins.bool
+    """Empty the log after reading it (the totals stay)."""
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        reset: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "reset", b"reset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AclLogRequest: _TypeAlias = AclLogRequest  # noqa: Y015
+
+@_typing.final
+class AclLogEntry(_message.Message):
+    """Identical refusals within a minute of each other share one entry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    PEER_FIELD_NUMBER: _builtins.int
+    OP_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_MS_FIELD_NUMBER: _builtins.int
+    LAST_MS_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    reason: _builtins.str
+    """auth (no or bad credentials), command (operation not permitted),
+    key (operation not permitted on this key), protected (protected mode).
+    """
+    user: _builtins.str
+    """The user authenticated or claimed; empty when unknown. Never a secret."""
+    peer: _builtins.str
+    """The client's host as gRPC names it (ipv4:10.0.0.5), without the port."""
+    op: _builtins.str
+    """The operation or RPC refused (set, mget, Shutdown, ...)."""
+    key: _builtins.bytes
+    """The key refused (its first 64 bytes), for key refusals."""
+    count: _builtins.int
+    first_ms: _builtins.int
+    last_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        user: _builtins.str = ...,
+        peer: _builtins.str = ...,
+        op: _builtins.str = ...,
+        key: _builtins.bytes = ...,
+        count: _builtins.int = ...,
+        first_ms: _builtins.int = ...,
+        last_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "first_ms", b"first_ms", "id", b"id", "key", b"key", "last_ms", b"last_ms", "op", b"op", "peer", b"peer", "reason", b"reason", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AclLogEntry: _TypeAlias = AclLogEntry  # noqa: Y015
+
+@_typing.final
+class AclLogReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TotalsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    ACL_ENABLED_FIELD_NUMBER: _builtins.int
+    acl_enabled: _builtins.bool
+    """Whether this node has users (an ACL file)."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AclLogEntry]: ...
+    @_builtins.property
+    def totals(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Refusals since start, by reason."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___AclLogEntry] | None = ...,
+        totals: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        acl_enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_enabled", b"acl_enabled", "entries", b"entries", "totals", b"totals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AclLogReply: _TypeAlias = AclLogReply  # noqa: Y015

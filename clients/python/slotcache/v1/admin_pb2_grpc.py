@@ -114,6 +114,16 @@ class AdminStub:
                 request_serializer=slotcache_dot_v1_dot_admin__pb2.HotKeysRequest.SerializeToString,
                 response_deserializer=slotcache_dot_v1_dot_admin__pb2.HotKeysReply.FromString,
                 _registered_method=True)
+        self.AclReload = channel.unary_unary(
+                '/slotcache.v1.Admin/AclReload',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.AclReloadRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.AclReloadReply.FromString,
+                _registered_method=True)
+        self.AclLog = channel.unary_unary(
+                '/slotcache.v1.Admin/AclLog',
+                request_serializer=slotcache_dot_v1_dot_admin__pb2.AclLogRequest.SerializeToString,
+                response_deserializer=slotcache_dot_v1_dot_admin__pb2.AclLogReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -246,6 +256,23 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AclReload(self, request, context):
+        """Read the ACL file again, as SIGHUP does. A bad file changes nothing: the
+        users in force stay, and the call fails with FAILED_PRECONDITION saying
+        what is wrong with the file.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AclLog(self, request, context):
+        """Recent refusals (authentication, permissions, protected mode), grouped as
+        Redis's ACL LOG groups them, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -328,6 +355,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.HotKeys,
                     request_deserializer=slotcache_dot_v1_dot_admin__pb2.HotKeysRequest.FromString,
                     response_serializer=slotcache_dot_v1_dot_admin__pb2.HotKeysReply.SerializeToString,
+            ),
+            'AclReload': grpc.unary_unary_rpc_method_handler(
+                    servicer.AclReload,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.AclReloadRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.AclReloadReply.SerializeToString,
+            ),
+            'AclLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.AclLog,
+                    request_deserializer=slotcache_dot_v1_dot_admin__pb2.AclLogRequest.FromString,
+                    response_serializer=slotcache_dot_v1_dot_admin__pb2.AclLogReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -762,6 +799,60 @@ class Admin:
             '/slotcache.v1.Admin/HotKeys',
             slotcache_dot_v1_dot_admin__pb2.HotKeysRequest.SerializeToString,
             slotcache_dot_v1_dot_admin__pb2.HotKeysReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AclReload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/AclReload',
+            slotcache_dot_v1_dot_admin__pb2.AclReloadRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.AclReloadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AclLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slotcache.v1.Admin/AclLog',
+            slotcache_dot_v1_dot_admin__pb2.AclLogRequest.SerializeToString,
+            slotcache_dot_v1_dot_admin__pb2.AclLogReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,10 +3,11 @@
 isort:skip_file
 Operator RPCs, used by clusterctl. Served on the client port.
 
-Who may call: operators only. There is no access control yet, so the
-client port must be firewalled like Redis's admin commands: reachable by
-applications and operators' tools, never by untrusted networks. SlowLog
-and HotKeys return key names (truncated), which may be sensitive.
+Who may call: operators only. With users (--acl-file), every RPC here needs
+the admin permission (+@admin); without users the node is in protected mode
+(loopback clients only) unless started with --protected-mode no, and then the
+client port must be firewalled like Redis's admin commands. SlowLog, HotKeys
+and AclLog return key names (truncated), which may be sensitive.
 """
 
 from collections import abc as _abc
@@ -95,6 +96,15 @@ class AdminStub:
     """The most accessed keys, estimated from a sample of accesses (any eviction
     policy), for `clusterctl hotkeys`.
     """
+    AclReload: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AclReloadRequest, _admin_pb2.AclReloadReply]
+    """Read the ACL file again, as SIGHUP does. A bad file changes nothing: the
+    users in force stay, and the call fails with FAILED_PRECONDITION saying
+    what is wrong with the file.
+    """
+    AclLog: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AclLogRequest, _admin_pb2.AclLogReply]
+    """Recent refusals (authentication, permissions, protected mode), grouped as
+    Redis's ACL LOG groups them, newest first.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -156,6 +166,15 @@ class AdminAsyncStub(AdminStub):
     HotKeys: _aio.UnaryUnaryMultiCallable[_admin_pb2.HotKeysRequest, _admin_pb2.HotKeysReply]  # type: ignore[assignment]
     """The most accessed keys, estimated from a sample of accesses (any eviction
     policy), for `clusterctl hotkeys`.
+    """
+    AclReload: _aio.UnaryUnaryMultiCallable[_admin_pb2.AclReloadRequest, _admin_pb2.AclReloadReply]  # type: ignore[assignment]
+    """Read the ACL file again, as SIGHUP does. A bad file changes nothing: the
+    users in force stay, and the call fails with FAILED_PRECONDITION saying
+    what is wrong with the file.
+    """
+    AclLog: _aio.UnaryUnaryMultiCallable[_admin_pb2.AclLogRequest, _admin_pb2.AclLogReply]  # type: ignore[assignment]
+    """Recent refusals (authentication, permissions, protected mode), grouped as
+    Redis's ACL LOG groups them, newest first.
     """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
@@ -311,6 +330,27 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.HotKeysReply, _abc.Awaitable[_admin_pb2.HotKeysReply]]:
         """The most accessed keys, estimated from a sample of accesses (any eviction
         policy), for `clusterctl hotkeys`.
+        """
+
+    @_abc_1.abstractmethod
+    def AclReload(
+        self,
+        request: _admin_pb2.AclReloadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.AclReloadReply, _abc.Awaitable[_admin_pb2.AclReloadReply]]:
+        """Read the ACL file again, as SIGHUP does. A bad file changes nothing: the
+        users in force stay, and the call fails with FAILED_PRECONDITION saying
+        what is wrong with the file.
+        """
+
+    @_abc_1.abstractmethod
+    def AclLog(
+        self,
+        request: _admin_pb2.AclLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.AclLogReply, _abc.Awaitable[_admin_pb2.AclLogReply]]:
+        """Recent refusals (authentication, permissions, protected mode), grouped as
+        Redis's ACL LOG groups them, newest first.
         """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
