@@ -79,9 +79,8 @@ class AsyncClient(ClientBase):
         assert near is not None
         if self._closed or address in self._subscribers:
             return
-        pool = self._pool
         self._subscribers[address] = AioSubscriber(
-            address, near, lambda request: pool.subscribe(address)(request), self._random
+            address, near, self._subscription_opener(address), self._random
         )
 
     async def __aenter__(self) -> AsyncClient:
@@ -157,7 +156,7 @@ class AsyncClient(ClientBase):
                 early_ops=EARLY_OPS,
                 early_bytes=EARLY_BYTES,
             )
-            metadata = call_metadata(redirect, False, track)
+            metadata = call_metadata(redirect, False, track, self._credentials)
             pool = self._pool
 
             def open_stream() -> Any:
@@ -167,7 +166,7 @@ class AsyncClient(ClientBase):
         return pipe
 
     async def _unary(self, call: Call) -> Outcome:
-        metadata = call_metadata(call.redirect, call.replica, call.track)
+        metadata = call_metadata(call.redirect, call.replica, call.track, self._credentials)
         try:
             method = self._pool.method(call.address, call.rpc)
             rpc = method(call.request, timeout=call.timeout, metadata=metadata)

@@ -8,9 +8,10 @@ builders); only their I/O shells differ.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from slotcache._channels import ChannelPool
 from slotcache._commands import Commands, Key, as_key
 from slotcache._core import (
     DEFAULT_ADDRESS,
@@ -19,6 +20,7 @@ from slotcache._core import (
     ClientCore,
     Routing,
 )
+from slotcache._credentials import credentials_metadata
 from slotcache._getorset import GetOrSet
 from slotcache._nearcache import NOT_CACHED, NearCache, NearCacheConfig
 from slotcache._retry import RetryPolicy
@@ -26,6 +28,7 @@ from slotcache._stats import ClientStats
 from slotcache._values import Values
 from slotcache.codecs import Codec, MsgpackCodec
 from slotcache.crypto import Keyring
+from slotcache.v1.cache_pb2 import SubscribeRequest
 
 #: The default codec: msgpack for everything that is not bytes.
 DEFAULT_CODEC = MsgpackCodec()
@@ -45,6 +48,9 @@ class ClientBase:
     See :class:`slotcache.Client` for the arguments.
     """
 
+    #: Made by the shell's ``_setup_io``.
+    _pool: ChannelPool[Any]
+
     def __init__(
         self,
         addresses: str | Sequence[str] = DEFAULT_ADDRESS,
@@ -60,9 +66,14 @@ class ClientBase:
         pipelining: bool = True,
         max_in_flight: int | None = None,
         near_cache: NearCacheConfig | None = None,
+        token: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
+        # Sent with every call and stream (Topology, redirects and Subscribe included).
+        self._credentials = credentials_metadata(token, user, password)
         self._core = ClientCore(
             addresses,
             timeout=timeout,
@@ -95,6 +106,12 @@ class ClientBase:
     def _subscribe(self, address: str) -> None:
         """Open the Subscribe stream of a node the client now reads from (once per node)."""
         raise NotImplementedError
+
+    def _subscription_opener(self, address: str) -> Callable[[SubscribeRequest], Any]:
+        """What opens the Subscribe stream of ``address``, credentials included."""
+        pool = self._pool
+        credentials = self._credentials or None
+        return lambda request: pool.subscribe(address)(request, metadata=credentials)
 
     def _resubscribe(self, address: str) -> None:
         """The node refused our subscription id: replace its stream now."""

@@ -155,7 +155,10 @@ Plan = Generator[list[Action], list[Outcome], T]
 
 
 def call_metadata(
-    redirect: bool, replica: bool, track: str | None
+    redirect: bool,
+    replica: bool,
+    track: str | None,
+    credentials: tuple[tuple[str, str], ...] = (),
 ) -> tuple[tuple[str, str], ...] | None:
     """The request metadata of a call (or of the stream it travels on); None for none."""
     metadata: tuple[tuple[str, str], ...] = REDIRECT_METADATA if redirect else ()
@@ -163,7 +166,7 @@ def call_metadata(
         metadata = (*metadata, *REPLICA_METADATA)
     if track is not None:
         metadata = (*metadata, (TRACK_KEY, track))
-    return metadata or None
+    return (*metadata, *credentials) or None
 
 
 def check_timeout(timeout: float | None) -> float | None:

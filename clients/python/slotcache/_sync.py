@@ -71,7 +71,9 @@ class Client(ClientBase):
     it. A client may (and should) be shared by threads: their concurrent
     calls to a node travel together. Values that are not bytes go through
     ``codec`` (msgpack by default; ``None`` for bytes only); a ``keyring``
-    encrypts every value. See docs/client.md for every option.
+    encrypts every value. A node with users needs ``token=`` (or ``user=``
+    with ``password=``), sent with every call and stream. See docs/client.md
+    for every option.
     """
 
     def _setup_io(self) -> None:
@@ -92,12 +94,11 @@ class Client(ClientBase):
     def _subscribe(self, address: str) -> None:
         near = self._near
         assert near is not None
-        pool = self._pool
         with self._pipes_lock:
             if self._closed or address in self._subscribers:
                 return
             self._subscribers[address] = ThreadSubscriber(
-                address, near, lambda request: pool.subscribe(address)(request), self._random
+                address, near, self._subscription_opener(address), self._random
             )
 
     def __enter__(self) -> Client:
@@ -222,7 +223,7 @@ class Client(ClientBase):
                 batcher = NodeBatcher(
                     address, self._core.stats, max_in_flight=self._max_in_flight or MAX_IN_FLIGHT
                 )
-                metadata = call_metadata(redirect, False, track)
+                metadata = call_metadata(redirect, False, track, self._credentials)
                 pool = self._pool
 
                 def open_stream(requests: Iterator[pb.PipelineRequest]) -> Any:
@@ -235,7 +236,7 @@ class Client(ClientBase):
 
     def _start_unary(self, call: Call) -> Any:
         """Start a unary call; its outcome is collected by :meth:`_finish_unary`."""
-        metadata = call_metadata(call.redirect, call.replica, call.track)
+        metadata = call_metadata(call.redirect, call.replica, call.track, self._credentials)
         try:
             method = self._pool.method(call.address, call.rpc)
             return method.future(call.request, timeout=call.timeout, metadata=metadata)

@@ -15,8 +15,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from slotcache.contract import SLOT_COUNT
-from slotcache.ctl import args as types
 from slotcache.ctl import (
+    acl_commands,
+    auth,
     cluster_commands,
     local_commands,
     observe_commands,
@@ -25,6 +26,7 @@ from slotcache.ctl import (
     reshard_commands,
     rolling_restart,
 )
+from slotcache.ctl import args as types
 from slotcache.ctl.args import UsageError
 from slotcache.ctl.cluster_ops import OperationError
 from slotcache.ctl.failover import Mode
@@ -62,6 +64,7 @@ def _common(json_help: str = "print JSON for scripts") -> argparse.ArgumentParse
     common = argparse.ArgumentParser(add_help=False)
     _add_seconds(common, "--timeout", DEFAULT_TIMEOUT_S, "seconds to wait for each RPC")
     common.add_argument("--json", action="store_true", help=json_help)
+    auth.add_options(common)
     return common
 
 
@@ -498,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_key_commands(sub)
     _add_observe(sub)
+    acl_commands.add_commands(sub, _add_node_command)
     return parser
 
 
@@ -549,6 +553,13 @@ def _add_observe(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     hotkeys.add_argument("--reset", action="store_true", help="forget the counts after reading")
 
 
+def _use_credentials(args: argparse.Namespace) -> None:
+    try:
+        auth.configure(args.token, args.user)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; see the module docstring for the exit statuses."""
     parser = build_parser()
@@ -558,6 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        if hasattr(args, "token"):
+            _use_credentials(args)
         return func(args)
     except UsageError as exc:
         # The same shape as argparse's own usage errors, which also exit 2.

@@ -37,7 +37,7 @@ def _cluster_addresses(address: str, timeout: float) -> list[str]:
     return node_addresses(fetch_state(address, timeout), address)
 
 
-def _report_unreachable(results: dict[str, object]) -> dict[str, object]:
+def report_unreachable(results: dict[str, object]) -> dict[str, object]:
     """Warn about nodes that could not be asked; return the ones that answered."""
     answered = {}
     for address, result in results.items():
@@ -52,7 +52,7 @@ def cmd_slowlog(args: argparse.Namespace) -> int:
     """Show the slowest recent operations of one node, or of every node with --all."""
     addresses = _cluster_addresses(args.address, args.timeout) if args.all else [args.address]
     request = admin_pb2.SlowLogRequest(count=args.count, reset=args.reset)
-    replies = _report_unreachable(
+    replies = report_unreachable(
         ask_all(addresses, args.timeout, lambda node: node.call("SlowLog", request))
     )
     entries = slow_entries(replies)  # type: ignore[arg-type]
@@ -71,7 +71,7 @@ def cmd_hotkeys(args: argparse.Namespace) -> int:
     addresses = _cluster_addresses(args.address, args.timeout)
     # Each node is asked for more than shown: a key may be near the top on several.
     request = admin_pb2.HotKeysRequest(count=max(args.count * 4, 32), reset=args.reset)
-    replies = _report_unreachable(
+    replies = report_unreachable(
         ask_all(addresses, args.timeout, lambda node: node.call("HotKeys", request))
     )
     keys = merge_hot_keys(replies, args.count)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from typing import TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from slotcache.ctl import auth
 from slotcache.errors import CONNECT_HINT, from_rpc_error
 from slotcache.v1 import admin_pb2, admin_pb2_grpc
 
@@ -54,7 +55,9 @@ class NodeHandle:
     def call(self, method: str, request: object) -> object:
         """One Admin RPC; failures become OperationError naming the node."""
         try:
-            return getattr(self.admin, method)(request, timeout=self.timeout)
+            return getattr(self.admin, method)(
+                request, timeout=self.timeout, metadata=auth.metadata()
+            )
         except grpc.RpcError as exc:
             err = from_rpc_error(exc)
             if err.code in _UNREACHABLE:
