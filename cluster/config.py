@@ -170,6 +170,9 @@ class ServerConfig:
     slowlog_max_len: int = 128
     hotkeys_sample: int = 16
     hotkeys_capacity: int = 128
+    # ---- node authentication (see docs/security.md) ----
+    # One secret per line: the first signs this node's bus calls, all are accepted.
+    cluster_secret_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.cluster_enabled and self.bus_port == 0 and self.port + 10000 > 65535:
@@ -411,6 +414,14 @@ _OPTIONS: tuple[_Option, ...] = (
         "N",
     ),
     _Option("--hotkeys-capacity", "hotkeys_capacity", _int, "hot keys tracked", "N"),
+    # ---- node authentication ----
+    _Option(
+        "--cluster-secret-file",
+        "cluster_secret_file",
+        Path,
+        "file of cluster secrets (one per line, the first signs) that authenticate bus calls",
+        "PATH",
+    ),
 )
 
 
