@@ -25,6 +25,7 @@ from .membership.model import Address, MembershipConfig, Peer, new_node_id
 from .membership.snapshot import restore, snapshot
 from .membership.step import Event, NodeFailed, RoleChanged, SlotsLost, StateChanged
 from .membership_runtime import MembershipRuntime
+from .security.node_auth import NodeAuth
 from .wire import bus_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -85,12 +86,14 @@ class ClusterRuntime(MembershipRuntime):
     def __init__(
         self,
         config: ServerConfig,
+        membership: Membership,
+        node_auth: NodeAuth,
         on_slots_lost: Callable[[Iterable[int]], None],
         on_role_changed: Callable[[bytes], None],
         clock: Callable[[], int] = monotonic_ms,
     ) -> None:
-        membership = load_membership(config, clock())
         self.config = config
+        self.node_auth = node_auth
         self._on_slots_lost = on_slots_lost
         self._on_role_changed = on_role_changed
         self._bus = BusTransport(self.on_reply, membership.config.resend_ms / 1000)

@@ -175,6 +175,9 @@ class ServerConfig:
     acl_file: Path | None = None
     # With no users and no required client certificates, serve loopback clients only.
     protected_mode: bool = True
+    # ---- node authentication (see docs/security.md) ----
+    # One secret per line: the first signs this node's bus calls, all are accepted.
+    cluster_secret_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.cluster_enabled and self.bus_port == 0 and self.port + 10000 > 65535:
@@ -430,6 +433,14 @@ _OPTIONS: tuple[_Option, ...] = (
         parse_bool,
         "without users or client certificates, serve loopback clients only (yes/no)",
         "YES|NO",
+    ),
+    # ---- node authentication ----
+    _Option(
+        "--cluster-secret-file",
+        "cluster_secret_file",
+        Path,
+        "file of cluster secrets (one per line, the first signs) that authenticate bus calls",
+        "PATH",
     ),
 )
 

@@ -16,8 +16,8 @@ log = logging.getLogger("slotcache")
 
 async def serve(config: ServerConfig) -> int:
     """Serve until a termination signal arrives, then drain and return the exit status."""
-    node = Node(config)
     try:
+        node = Node(config)
         await node.start()
     except StartupError as exc:
         log.error("%s", exc)

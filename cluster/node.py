@@ -22,7 +22,12 @@ from grpc_reflection.v1alpha import reflection
 from slotcache.v1 import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
 
 from . import node_file
-from .cluster_runtime import ClusterRuntime, monotonic_ms, standalone_membership
+from .cluster_runtime import (
+    ClusterRuntime,
+    load_membership,
+    monotonic_ms,
+    standalone_membership,
+)
 from .config import ServerConfig
 from .executor import Executor, Limits
 from .forwarding import Forwarder
@@ -41,6 +46,8 @@ from .replication.service import ReplicationService
 from .security.access import Access
 from .security.acl import AclError
 from .security.admin_guard import guard_admin
+from .security.cluster_secret import SecretFileError
+from .security.node_auth import NodeAuth, node_auth_for
 from .services.admin import AdminService
 from .services.cache import CacheService
 from .services.durability import Durability
@@ -95,8 +102,11 @@ class Node:
         self._identity: dict[str, Any] | None = None
         self.holds = WriteHolds(lambda: membership.writes_paused(monotonic_ms()))
         if config.cluster_enabled:
-            self.runtime = ClusterRuntime(config, self.drop_slots, self._role_changed)
-            membership = self.runtime.membership
+            membership = load_membership(config, monotonic_ms())
+            self.node_auth = self._node_auth(membership.id)
+            self.runtime = ClusterRuntime(
+                config, membership, self.node_auth, self.drop_slots, self._role_changed
+            )
             self.replication = NodeReplication(
                 self.keyspace, config.repl_backlog_bytes, membership.id, self._primary_bus
             )
@@ -114,6 +124,7 @@ class Node:
             )
         else:
             membership, self._identity = standalone_membership(config, monotonic_ms())
+            self.node_auth = self._node_auth(membership.id)
         self.durability = Durability(
             self.replication,
             config.min_replicas,
@@ -128,7 +139,7 @@ class Node:
         self.access = Access(
             config.acl_file,
             config.protected_mode and not certs,
-            getattr(self, "node_auth", None),
+            self.node_auth,
         )
         # ---- end of users and permissions ----
         self.tracking = Tracking(
@@ -167,6 +178,15 @@ class Node:
         self.shutdown_requested = asyncio.Event()
         # Shutdown(reset=true): delete the node file once stopped.
         self.reset_requested = False
+
+    def _node_auth(self, node_id: bytes) -> NodeAuth:
+        """Who counts as a cluster member: secret holders, node certificates, or anyone."""
+        # --tls-cluster comes with the TLS options; without them there are no node certificates.
+        node_certs = bool(getattr(self.config, "tls_cluster", False))
+        try:
+            return node_auth_for(self.config.cluster_secret_file, node_certs, node_id)
+        except SecretFileError as exc:
+            raise StartupError(str(exc)) from None
 
     async def start(self) -> None:
         """Load the snapshot, bind the ports, start serving and start the cron.
