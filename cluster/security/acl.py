@@ -46,9 +46,10 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from slotcache.contract import OPS, Op
 
@@ -187,6 +188,17 @@ class KeyMatcher:
             regex = re.compile(text.encode("latin-1"), re.DOTALL)
         return cls(False, frozenset(exact), tuple(prefixes), regex)
 
+    def fast(self) -> Callable[[bytes], bool]:
+        """:meth:`__call__` as the cheapest callable for these patterns (the hot path's)."""
+        if self.every:
+            return lambda key: True
+        if self.regex is None and not self.exact:
+            prefixes = self.prefixes
+            return lambda key: key.startswith(prefixes)
+        if self.regex is None and not self.prefixes:
+            return self.exact.__contains__
+        return self.__call__
+
     def __call__(self, key: bytes) -> bool:
         """Whether ``key`` matches any pattern."""
         if self.every or key in self.exact:
@@ -225,6 +237,9 @@ class User:
     rule: str
     #: Operations allowed on every key: they need no key check.
     free: frozenset[str] = field(default=frozenset())
+    #: For the other permitted operations: request -> permitted, the per-op fast check
+    #: (the reason of a refusal is then found by :meth:`check`).
+    checks: Mapping[str, Callable[[Any], bool]] = field(default_factory=dict)
 
     @property
     def unrestricted(self) -> bool:
@@ -364,10 +379,13 @@ class _UserBuilder:
     def build(self) -> User:
         readable, writable = KeyMatcher.of(self.read), KeyMatcher.of(self.write)
         free = set()
+        checks: dict[str, Callable[[Any], bool]] = {}
         for name in self.ops:
             read, write = _needs(name)
             if (not read or readable.every) and (not write or writable.every):
                 free.add(name)
+            elif name in OPS:
+                checks[name] = _fast_check(OPS[name], readable, writable)
         return User(
             name=self.name,
             enabled=self.enabled,
@@ -380,7 +398,19 @@ class _UserBuilder:
             writable=writable,
             rule=" ".join(self.shown) or "(no permissions)",
             free=frozenset(free) - {SUBSCRIBE},
+            checks=checks,
         )
+
+
+def _fast_check(op: Op, readable: KeyMatcher, writable: KeyMatcher) -> Callable[[Any], bool]:
+    """Whether a request of ``op`` is permitted, specialised for single-key operations."""
+    read, write = _needs(op.field)
+    if op.multi is None and read != write:
+        matches = (writable if write else readable).fast()
+        return lambda request: matches(request.key)
+    need = [m.fast() for m, wanted in ((readable, read), (writable, write)) if wanted]
+    keys = op.keys
+    return lambda request: all(m(k) for k in keys(request) for m in need)
 
 
 # ---- credentials ----------------------------------------------------------------------

@@ -176,15 +176,13 @@ class CacheService(pb_grpc.CacheServicer):
                     except CommandError as exc:
                         await abort(context, exc)
                         return
-                if caller is None:
-                    yield await self._batch(batch, options, context)
-                    continue
-                try:
-                    options = self._reauthenticated(options)
-                except CommandError as exc:
-                    await abort(context, exc)
-                    return
-                yield await self._permitted_batch(batch, options, context)
+                if caller is not None:
+                    try:
+                        options = self._reauthenticated(options)
+                    except CommandError as exc:
+                        await abort(context, exc)
+                        return
+                yield await self._batch(batch, options, context)
         finally:
             recorder.streams_open -= 1
 
@@ -351,22 +349,23 @@ class CacheService(pb_grpc.CacheServicer):
         fresh = self._access.current(caller)
         return options if fresh is caller else replace(options, caller=fresh)
 
-    async def _permitted_batch(
-        self, batch: pb.PipelineRequest, options: CallOptions, context: Context
+    async def _without(
+        self,
+        batch: pb.PipelineRequest,
+        refused: dict[int, pb.OperationResult],
+        options: CallOptions,
+        context: Context,
     ) -> pb.PipelineReply:
-        """A message of an authenticated stream: a denied operation answers its own error.
+        """Answer a message whose ``refused`` operations were denied: they get their errors.
 
         The others run as one message would, in order; a denial is one
         operation's error, as any other refusal in a Pipeline message.
         """
-        assert options.caller is not None
-        refused = self._access.refusals(options.caller, batch.ops)
-        if not refused:
-            return await self._batch(batch, options, context)
         ops = batch.ops
         allowed = [i for i in range(len(ops)) if i not in refused]
-        sub = pb.PipelineRequest(ops=[ops[i] for i in allowed])
-        reply = await self._batch(sub, options, context)
+        reply = await self._batch(
+            pb.PipelineRequest(ops=[ops[i] for i in allowed]), options, context
+        )
         results = {**refused, **dict(zip(allowed, reply.results, strict=True))}
         return pb.PipelineReply(results=[results[i] for i in range(len(ops))])
 
@@ -379,6 +378,10 @@ class CacheService(pb_grpc.CacheServicer):
         started = self._recorder.started()
         ops = batch.ops
         specs: list[Op | None] = [OPS.get(op.WhichOneof("op") or "") for op in ops]
+        if options.caller is not None:  # users: each op of the message checked here
+            refused = self._access.refusals(options.caller, ops, specs)
+            if refused:
+                return await self._without(batch, refused, options, context)
         pending: list[tuple[int, int]] = []
         all_slots: list[list[int]] | None = None
         if serves_everything(self._ownership, self._holds.active):

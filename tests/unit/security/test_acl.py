@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slotcache.contract import OPS
+from slotcache.v1 import cache_pb2 as pb
 from slotcache_server.security.acl import (
     AclError,
     Credential,
@@ -220,3 +221,36 @@ def test_rules_apply_left_to_right():
     assert user.ops == {"get"} and not user.admin
     assert user.check(OPS["get"], [b"y1"]) is None
     assert user.check(OPS["get"], [b"x1"]) is not None
+
+
+def _request(name: str, keys: list[bytes]):
+    op = OPS[name]
+    if name == "mset":
+        return pb.MSetRequest(entries=[pb.SetRequest(key=k) for k in keys])
+    if op.multi is not None:
+        return getattr(pb, f"{op.rpc}Request")(keys=keys)
+    return getattr(pb, f"{op.rpc}Request")(key=keys[0])
+
+
+RULES = st.lists(
+    st.sampled_from(
+        ["~a*", "%R~b*", "%W~ab", "%RW~a?", "~[ab]b", "+@read", "+@write", "-get", "+incr"]
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(RULES, st.sampled_from(sorted(OPS)), st.lists(KEY.filter(bool), min_size=1, max_size=3))
+def test_the_fast_per_op_check_agrees_with_the_full_check(rules, name, keys):
+    user = parse_acl("user u on " + " ".join(rules)).users["u"]
+    spec = OPS[name]
+    keys = keys if spec.multi is not None else keys[:1]
+    request = _request(name, keys)
+    full = user.check(spec, spec.keys(request)) is None
+    if name in user.free:
+        assert full
+    elif name in user.checks:
+        assert user.checks[name](request) == full
+    else:
+        assert not full
