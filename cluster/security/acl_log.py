@@ -38,7 +38,7 @@ class Reason(StrEnum):
 
 @dataclass(slots=True)
 class Entry:
-    """One group of identical refusals."""
+    """One group of identical refusals; the fields are the ``AclLogEntry`` message's."""
 
     reason: Reason
     user: str
@@ -49,7 +49,7 @@ class Entry:
     first_ms: int
     last_ms: int
     #: Increases with each entry created, so a client can tell entries apart.
-    entry_id: int
+    id: int
 
 
 def peer_host(peer: str) -> str:
@@ -88,11 +88,11 @@ class AclLog:
         if entry is not None and now_ms - entry.last_ms < self.group_ms:
             entry.count += 1
             entry.last_ms = now_ms
-            self._entries.move_to_end(entry.entry_id)
+            self._entries.move_to_end(entry.id)
             return False
         self._next_id += 1
         entry = Entry(*group, 1, now_ms, now_ms, self._next_id)
-        self._entries[entry.entry_id] = self._open[group] = entry
+        self._entries[entry.id] = self._open[group] = entry
         while len(self._entries) > self.max_entries:
             _, dropped = self._entries.popitem(last=False)
             if self._open.get(_group(dropped)) is dropped:

@@ -10,6 +10,7 @@ remembering to (the wrapped set is the service descriptor's, not a list).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
@@ -71,18 +72,8 @@ class AclRpcs:
         """The grouped refusals, newest first, and the totals by reason."""
         log = self.access.log
         reply = pb.AclLogReply(totals=log.totals, acl_enabled=self.access.acl is not None)
-        for e in log.latest(request.count):
-            reply.entries.add(
-                id=e.entry_id,
-                reason=e.reason.value,
-                user=e.user,
-                peer=e.peer,
-                op=e.op,
-                key=e.key,
-                count=e.count,
-                first_ms=e.first_ms,
-                last_ms=e.last_ms,
-            )
+        for entry in log.latest(request.count):
+            reply.entries.add(**asdict(entry))
         if request.reset:
             log.reset()
         return reply

@@ -61,14 +61,8 @@ def log_rows(replies: dict[str, admin_pb2.AclLogReply]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = [
         {
             "node": address,
-            "reason": e.reason,
-            "user": e.user,
-            "peer": e.peer,
-            "op": e.op,
+            **{f.name: getattr(e, f.name) for f in e.DESCRIPTOR.fields},
             "key": e.key.decode("utf-8", "backslashreplace"),
-            "count": e.count,
-            "first_ms": e.first_ms,
-            "last_ms": e.last_ms,
         }
         for address, reply in replies.items()
         for e in reply.entries
