@@ -134,14 +134,7 @@ class Node:
         self.ownership = Ownership(membership, self.holds, self.durability.serves_replica_reads)
         self.forwarder = Forwarder(config.max_message_bytes)
         # ---- users and permissions (see docs/security.md) ----
-        # Client certificates, once required, replace protected mode as the gate.
-        certs = str(getattr(config, "tls_auth_clients", "no")).lower() in ("yes", "true")
-        self.access = Access(
-            config.acl_file,
-            config.protected_mode and not certs,
-            self.node_auth,
-        )
-        # ---- end of users and permissions ----
+        self.access = Access(config.acl_file, config.protected_mode, self.node_auth)
         self.tracking = Tracking(
             TrackingHub(
                 self.keyspace,

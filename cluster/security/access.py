@@ -26,9 +26,12 @@ believes the name only when node authentication is configured (a cluster
 secret or node certificates) and the call is a member's. Without it the
 header is ignored: otherwise anyone could claim to be any user.
 
-**Protected mode** (with no ACL file and no required client certificates):
-only loopback clients, and calls proven to come from a cluster member, are
-served; others get a message saying how to open the node.
+**Protected mode** (with no ACL file): only loopback clients, clients that
+presented a verified certificate (mutual TLS), and calls proven to come
+from a cluster member are served; others get a message saying how to open
+the node. It is decided per call rather than from the TLS settings, so a
+plaintext port served beside a mutual-TLS port during a migration to TLS
+stays protected.
 
 Refusals say nothing that helps a guesser: every failed authentication is
 the same UNAUTHENTICATED message, tokens are never echoed, logged or
@@ -246,7 +249,7 @@ class Access:
         peer = context.peer()
         acl = self.acl
         if acl is None:
-            if self.protected and not is_loopback(peer) and not self._member(context, method):
+            if self.protected and not is_loopback(peer) and not self._vouched_for(context, method):
                 self._note(LogReason.PROTECTED, "", peer, _rpc(method), None)
                 raise CommandError(grpc.StatusCode.PERMISSION_DENIED, PROTECTED)
             return None
@@ -295,6 +298,10 @@ class Access:
             self._note(LogReason.AUTH, caller.user.name, caller.peer, "stream", None)
             raise unauthenticated(NOT_AUTHENTICATED)
         return Caller(user, proof, self.generation, caller.peer, caller.authorization)
+
+    def _vouched_for(self, context: Context, method: str) -> bool:
+        """Protected mode's exceptions: a verified client certificate, or a member's call."""
+        return bool(certificate_names(context.auth_context())) or self._member(context, method)
 
     def _member(self, context: Context, method: str, vouched: str | None = None) -> bool:
         node_auth = self.node_auth

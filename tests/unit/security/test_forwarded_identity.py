@@ -123,3 +123,10 @@ def test_a_reload_revokes_an_open_streams_caller(tmp_path):
     ok, message = access.reload()
     assert not ok and "stay in force" in message and access.acl is not None
     assert "alice" in access.acl.users
+
+
+def test_protected_mode_serves_clients_with_a_verified_certificate(tmp_path):
+    access = Access(None, protected_mode=True)
+    with_cert = FakeContext(auth={"x509_common_name": [b"app.example.com"]})
+    assert access.caller(with_cert, METHOD) is None
+    assert _refused(access, FakeContext()).code == grpc.StatusCode.PERMISSION_DENIED
