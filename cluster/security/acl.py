@@ -237,9 +237,10 @@ class User:
     rule: str
     #: Operations allowed on every key: they need no key check.
     free: frozenset[str] = field(default=frozenset())
-    #: For the other permitted operations: request -> permitted, the per-op fast check
-    #: (the reason of a refusal is then found by :meth:`check`).
-    checks: Mapping[str, Callable[[Any], bool]] = field(default_factory=dict)
+    #: The per-op fast check, by operation: None when the operation is allowed on
+    #: every key, else request -> permitted; absent when it is not permitted at all.
+    #: A refusal's reason is then found by :meth:`check`.
+    checks: Mapping[str, Callable[[Any], bool] | None] = field(default_factory=dict)
 
     @property
     def unrestricted(self) -> bool:
@@ -379,11 +380,12 @@ class _UserBuilder:
     def build(self) -> User:
         readable, writable = KeyMatcher.of(self.read), KeyMatcher.of(self.write)
         free = set()
-        checks: dict[str, Callable[[Any], bool]] = {}
+        checks: dict[str, Callable[[Any], bool] | None] = {}
         for name in self.ops:
             read, write = _needs(name)
             if (not read or readable.every) and (not write or writable.every):
                 free.add(name)
+                checks[name] = None
             elif name in OPS:
                 checks[name] = _fast_check(OPS[name], readable, writable)
         return User(
@@ -403,10 +405,18 @@ class _UserBuilder:
 
 
 def _fast_check(op: Op, readable: KeyMatcher, writable: KeyMatcher) -> Callable[[Any], bool]:
-    """Whether a request of ``op`` is permitted, specialised for single-key operations."""
+    """Whether a request of ``op`` is permitted: the hot path's check.
+
+    A single-key operation's key is matched by one call (for prefix
+    patterns, one ``startswith``); the others go through every key.
+    """
     read, write = _needs(op.field)
     if op.multi is None and read != write:
-        matches = (writable if write else readable).fast()
+        matcher = writable if write else readable
+        if matcher.regex is None and not matcher.exact:
+            prefixes = matcher.prefixes
+            return lambda request: request.key.startswith(prefixes)
+        matches = matcher.fast()
         return lambda request: matches(request.key)
     need = [m.fast() for m, wanted in ((readable, read), (writable, write)) if wanted]
     keys = op.keys

@@ -42,7 +42,7 @@ from ..routing import (
     plan_batch,
     serves_everything,
 )
-from ..security.access import Access, Caller, cache_method
+from ..security.access import Access, Caller, cache_method, not_permitted
 from ..services.durability import Durability
 from ..services.status import abort
 from ..tracking.service import Tracking
@@ -349,25 +349,11 @@ class CacheService(pb_grpc.CacheServicer):
         fresh = self._access.current(caller)
         return options if fresh is caller else replace(options, caller=fresh)
 
-    async def _without(
-        self,
-        batch: pb.PipelineRequest,
-        refused: dict[int, pb.OperationResult],
-        options: CallOptions,
-        context: Context,
-    ) -> pb.PipelineReply:
-        """Answer a message whose ``refused`` operations were denied: they get their errors.
-
-        The others run as one message would, in order; a denial is one
-        operation's error, as any other refusal in a Pipeline message.
-        """
-        ops = batch.ops
-        allowed = [i for i in range(len(ops)) if i not in refused]
-        reply = await self._batch(
-            pb.PipelineRequest(ops=[ops[i] for i in allowed]), options, context
-        )
-        results = {**refused, **dict(zip(allowed, reply.results, strict=True))}
-        return pb.PipelineReply(results=[results[i] for i in range(len(ops))])
+    @staticmethod
+    def _restricted(options: CallOptions) -> Caller | None:
+        """The caller whose operations need a look: None without users or for a user of all keys."""
+        caller = options.caller
+        return None if caller is None or caller.user.unrestricted else caller
 
     # ---- pipeline ------------------------------------------------------------------
 
@@ -378,18 +364,14 @@ class CacheService(pb_grpc.CacheServicer):
         started = self._recorder.started()
         ops = batch.ops
         specs: list[Op | None] = [OPS.get(op.WhichOneof("op") or "") for op in ops]
-        if options.caller is not None:  # users: each op of the message checked here
-            refused = self._access.refusals(options.caller, ops, specs)
-            if refused:
-                return await self._without(batch, refused, options, context)
         pending: list[tuple[int, int]] = []
         all_slots: list[list[int]] | None = None
         if serves_everything(self._ownership, self._holds.active):
             # A node that owns every slot: no key needs hashing.
             await self._await_replicas(ops, specs, context)
-            run_op = self._run_op
+            run_op, caller = self._run_op, self._restricted(options)
             results: list[pb.OperationResult | None] = [
-                run_op(i, op, specs[i], pending) for i, op in enumerate(ops)
+                run_op(i, op, specs[i], pending, caller) for i, op in enumerate(ops)
             ]
         else:
             results, all_slots = await self._route_batch(ops, specs, pending, options, context)
@@ -447,8 +429,9 @@ class CacheService(pb_grpc.CacheServicer):
         ]
         if all(d is None or type(d) is Local for d in decisions):
             # Everything is served here after all, in message order.
+            caller = self._restricted(options)
             for i, op in enumerate(ops):
-                results[i] = self._run_op(i, op, specs[i], pending)
+                results[i] = self._run_op(i, op, specs[i], pending, caller)
         else:
             await self._run_planned(ops, specs, decisions, results, pending, options, context)
         return results, all_slots
@@ -465,6 +448,7 @@ class CacheService(pb_grpc.CacheServicer):
     ) -> None:
         """Run a message whose operations do not all stay here, segment by segment."""
         planned: list[Planned | None] = []
+        caller = self._restricted(options)
         for i, (op, spec, decision) in enumerate(zip(ops, specs, decisions, strict=True)):
             if spec is None or decision is None:
                 results[i] = self._run_op(i, op, None, pending)  # unknown: an error result
@@ -473,6 +457,11 @@ class CacheService(pb_grpc.CacheServicer):
             request = getattr(op, spec.field)
             keys = spec.keys(request)
             if type(decision) is not Local:
+                # Users: checked here before it leaves, so no split write is half-done.
+                if caller is not None and not self._access.permits(caller, spec, request):
+                    results[i] = self._access.refused(caller, spec, request, op.id)
+                    planned.append(None)
+                    continue
                 try:
                     self._executor.check(spec, request, keys)
                     if type(decision) is Refused:
@@ -484,7 +473,7 @@ class CacheService(pb_grpc.CacheServicer):
             planned.append(Planned(keys, spec.writes, spec.multi is not None, decision))
         for segment in plan_batch(planned):
             for i in segment.local:
-                results[i] = self._run_op(i, ops[i], specs[i], pending)
+                results[i] = self._run_op(i, ops[i], specs[i], pending, caller)
             await asyncio.gather(
                 *(
                     self._send(address, ops, indices, results, options, context)
@@ -497,12 +486,25 @@ class CacheService(pb_grpc.CacheServicer):
             )
 
     def _run_op(
-        self, index: int, op: pb.Operation, spec: Op | None, pending: list[tuple[int, int]]
+        self,
+        index: int,
+        op: pb.Operation,
+        spec: Op | None,
+        pending: list[tuple[int, int]],
+        caller: Caller | None = None,
     ) -> pb.OperationResult:
-        """Run one operation here; a write that needs replicas is noted in ``pending``."""
+        """Run one operation here; a write that needs replicas is noted in ``pending``.
+
+        With ``caller`` (a user narrowed by patterns or permissions), an
+        operation it may not run answers its NOPERM error instead.
+        """
         if spec is None:
             return pb.OperationResult(id=op.id, error=unknown_operation().to_proto())
         request = getattr(op, spec.field)
+        if caller is not None:
+            permitted = caller.user.checks.get(spec.field, not_permitted)
+            if permitted is not None and not permitted(request):
+                return self._access.refused(caller, spec, request, op.id)
         needed = self._durability.required(spec, request) if spec.writes else 0
         if needed:
             try:
