@@ -78,7 +78,7 @@ GLOB = st.binary(max_size=8).map(lambda b: bytes(b"ab*?[]^-\\"[x % 9] for x in b
 KEY = st.binary(max_size=8).map(lambda b: bytes(b"ab-]^\\["[x % 7] for x in b))
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(GLOB, KEY)
 def test_key_patterns_match_exactly_what_redis_matches(pattern, key):
     assert KeyMatcher.of([pattern])(key) == redis_match(pattern, key)
