@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import node_file
@@ -26,7 +27,6 @@ from .membership.snapshot import restore, snapshot
 from .membership.step import Event, NodeFailed, RoleChanged, SlotsLost, StateChanged
 from .membership_runtime import MembershipRuntime
 from .security.node_auth import NodeAuth
-from .wire import bus_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class ClusterRuntime(MembershipRuntime):
         self.node_auth = node_auth
         self._on_slots_lost = on_slots_lost
         self._on_role_changed = on_role_changed
-        self._bus = BusTransport(self.on_reply, membership.config.resend_ms / 1000)
+        self._bus = BusTransport(self.on_reply, membership.config.resend_ms / 1000, node_auth)
         store = node_file.NodeFile(node_file.node_file(config.data_dir))
         super().__init__(membership, self._bus, store, clock, self._dispatch)
         self._server: grpc.aio.Server | None = None
@@ -116,7 +116,8 @@ class ClusterRuntime(MembershipRuntime):
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_send_message_length", -1)]
         )
-        bus_pb2_grpc.add_BusServicer_to_server(BusService(self.handle, self._bus.traffic), server)
+        bus = BusService(self.handle, self._bus.traffic, self.node_auth)
+        server.add_generic_rpc_handlers((bus.handler(),))
         if add_services is not None:
             add_services(server)
         # Lets operators and clusterctl check that peers can reach this port.
@@ -167,6 +168,8 @@ class ClusterRuntime(MembershipRuntime):
             raise ConnectionError(
                 f"cannot reach the bus of {target}: {exc.code().name}: {exc.details()}"
             ) from None
+        except DecodeError:
+            raise ConnectionError(f"{target} does not answer as a bus port") from None
         return self.complete_meet(reply)
 
 

@@ -17,6 +17,8 @@ from slotcache.v1 import cache_pb2
 
 from .bus import PEER_CHANNEL_OPTIONS
 from .executor import CommandError
+from .security.member_rpc import method_path
+from .security.node_auth import NodeAuth
 from .services.status import from_rpc_error
 
 _SERVICE = cache_pb2.DESCRIPTOR.services_by_name["Cache"]
@@ -39,7 +41,9 @@ class ForwardError(Exception):
 class Forwarder:
     """One channel per peer client address, created on first use and reused."""
 
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(self, max_message_bytes: int, auth: NodeAuth | None = None) -> None:
+        # Proves to the owner that this node, a member, relays the call.
+        self._auth = auth or NodeAuth()
         self._options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -88,7 +92,7 @@ class Forwarder:
             return await self._method(address, rpc)(
                 request,
                 timeout=timeout or DEFAULT_TIMEOUT_S,
-                metadata=forward_metadata(hops, trace),
+                metadata=self._metadata(rpc, hops, trace),
             )
         except grpc.aio.AioRpcError as exc:
             raise ForwardError(exc) from None
@@ -104,7 +108,7 @@ class Forwarder:
         """Send one batch over a short Pipeline call and return its reply batch."""
         self.forwarded_batches += 1
         call = self._method(address, "Pipeline")(
-            timeout=timeout or DEFAULT_TIMEOUT_S, metadata=forward_metadata(hops, trace)
+            timeout=timeout or DEFAULT_TIMEOUT_S, metadata=self._metadata("Pipeline", hops, trace)
         )
         try:
             await call.write(batch)
@@ -115,6 +119,11 @@ class Forwarder:
             raise ForwardError(exc) from None
         finally:
             call.cancel()
+
+    def _metadata(self, rpc: str, hops: int, trace: str) -> tuple[tuple[str, str], ...]:
+        return forward_metadata(hops, trace) + self._auth.call_metadata(
+            method_path(_SERVICE.full_name, rpc)
+        )
 
     async def close(self) -> None:
         """Close every channel."""

@@ -105,7 +105,12 @@ class Node:
                 config, membership, self.node_auth, self.drop_slots, self._role_changed
             )
             self.replication = NodeReplication(
-                self.keyspace, config.repl_backlog_bytes, membership.id, self._primary_bus
+                self.keyspace,
+                config.repl_backlog_bytes,
+                membership.id,
+                self._primary_bus,
+                self.node_auth,
+                self._primary_id,
             )
             recorder = self.recorder
             self.migrations = Migrations(
@@ -114,6 +119,7 @@ class Node:
                 self.holds,
                 config.migration_cpu_percent / 100,
                 lambda: recorder.ops_total,
+                self.node_auth,
             )
             self.runtime.attach_replication(
                 lambda: self.replication.offset if self.replication else 0,
@@ -129,7 +135,7 @@ class Node:
             lambda: live_replicas(membership),
         )
         self.ownership = Ownership(membership, self.holds, self.durability.serves_replica_reads)
-        self.forwarder = Forwarder(config.max_message_bytes)
+        self.forwarder = Forwarder(config.max_message_bytes, self.node_auth)
         self.tracking = Tracking(
             TrackingHub(
                 self.keyspace,
@@ -225,10 +231,10 @@ class Node:
             raise StartupError(f"cannot listen on {self.config.address}")
         if self.runtime is not None:
             replication_service = ReplicationService(
-                lambda: self.replication.primary if self.replication else None
+                lambda: self.replication.primary if self.replication else None, self.node_auth
             )
             assert self.migrations is not None
-            migration_service = MigrationService(self.migrations)
+            migration_service = MigrationService(self.migrations, self.node_auth)
 
             def add_bus_services(bus: grpc.aio.Server) -> None:
                 replication_pb2_grpc.add_ReplicationServicer_to_server(replication_service, bus)
@@ -326,7 +332,7 @@ class Node:
         grace = self.config.shutdown_grace_s if grace is None else grace
         deadline = loop.time() + grace
         if self.config.shutdown_failover and self.runtime is not None and self.replication:
-            await hand_off(self.runtime.membership, self.replication.primary, grace)
+            await hand_off(self.runtime.membership, self.replication.primary, grace, self.node_auth)
         await self.health.enter_graceful_shutdown()
         # Calls already read but not yet dispatched are cancelled by grpc's stop()
         # (grpc/grpc#41785); a short pause lets them reach their handlers first,
@@ -435,6 +441,10 @@ class Node:
         primary = self.ownership.membership.my_primary()
         return primary.address.bus if primary is not None else None
 
+    def _primary_id(self) -> bytes:
+        primary = self.ownership.membership.my_primary()
+        return primary.id if primary is not None else b""
+
     def _role_changed(self, primary: bytes) -> None:
         # In the same loop step as the membership change, before any request
         # can see the new role (see NodeReplication.become_primary).
@@ -493,6 +503,8 @@ class Node:
                 "snapshot.last_load_cpu_ms": int(self.snapshots.last_load_cpu_s * 1000),
                 "snapshot.loaded_keys": self.snapshots.loaded_keys,
                 "sampler.last_stale_permille": self.sampler_stale_permille,
+                # Node-to-node calls refused as not a member's (see security/node_auth.py).
+                "cluster.calls_refused": self.node_auth.refused_total,
             }
         )
         out.update(self.telemetry.stats(self))

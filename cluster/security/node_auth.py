@@ -62,6 +62,8 @@ NONCE_BYTES = 12
 # The URI SAN that makes a certificate a node certificate (see docs/security.md).
 NODE_CERT_URI = "urn:slotcache:node"
 LOG_EVERY_S = 10.0
+# Appended to the method an answer's token is signed over, so no answer passes as a call.
+REPLY = "#reply"
 
 
 class Refusal(Enum):
@@ -251,9 +253,56 @@ class NodeAuth:
         """
         if self._secrets is None:
             return ()
-        ts, nonce, aud = self._clock_ms(), self._nonce(), audience.hex()
-        mac = sign(self._secrets()[0], method, body, ts, nonce, aud)
-        return ((METADATA_KEY, Token(ts, nonce, aud, mac).encode()),)
+        return self._token(method, body, self._nonce(), audience.hex())
+
+    def _token(
+        self, method: str, body: bytes, nonce: str, audience: str
+    ) -> tuple[tuple[str, str], ...]:
+        assert self._secrets is not None
+        ts = self._clock_ms()
+        mac = sign(self._secrets()[0], method, body, ts, nonce, audience)
+        return ((METADATA_KEY, Token(ts, nonce, audience, mac).encode()),)
+
+    @property
+    def signs(self) -> bool:
+        """Whether calls and answers carry tokens (a cluster secret is configured)."""
+        return self._secrets is not None
+
+    def check_reply(
+        self, sent: Iterable[Any], received: Iterable[Any], method: str, body: bytes
+    ) -> Refusal | None:
+        """None when an answer to our call ``sent`` comes from a member; otherwise why not.
+
+        An answer's token reuses the nonce of the call it answers, so it
+        cannot be replayed as the answer to any other call, and needs no
+        nonce cache.
+        """
+        if self._secrets is None:
+            return None
+        asked = Token.parse(_metadata_value(sent, METADATA_KEY) or "")
+        value = _metadata_value(received, METADATA_KEY)
+        if value is None:
+            return Refusal.MISSING
+        token = Token.parse(value)
+        if token is None or asked is None:
+            return Refusal.MALFORMED
+        if token.nonce != asked.nonce:
+            return Refusal.REPLAYED
+        if not verify(self._secrets(), method + REPLY, body, token):
+            return Refusal.BAD_MAC
+        if abs(self._clock_ms() - token.timestamp_ms) > self._guard.window_ms:
+            return Refusal.STALE
+        return None
+
+    def is_member_reply(
+        self, sent: Iterable[Any], received: Iterable[Any], method: str, body: bytes, peer: str
+    ) -> bool:
+        """Whether the answer to our call comes from a member; a refusal is counted and logged."""
+        refusal = self.check_reply(sent, received, method, body)
+        if refusal is None:
+            return True
+        self.note_refusal(refusal, method + REPLY, peer)
+        return False
 
     # ---- the receiver's side -----------------------------------------------------
 
@@ -295,6 +344,19 @@ class NodeAuth:
             return True
         self.note_refusal(refusal, method, context.peer())
         return False
+
+    def reply_metadata(
+        self, context: grpc.aio.ServicerContext[Any, Any], method: str, body: bytes = b""
+    ) -> tuple[tuple[str, str], ...]:
+        """Metadata proving to a member's call that this answer, ``body``, is a member's."""
+        if self._secrets is None:
+            return ()
+        asked = Token.parse(
+            _metadata_value(context.invocation_metadata() or (), METADATA_KEY) or ""
+        )
+        if asked is None:
+            return ()
+        return self._token(method + REPLY, body, asked.nonce, "")
 
     def note_refusal(self, refusal: Refusal, method: str, peer: str) -> None:
         """Count a refused call and log it, at most once per period per reason."""
