@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from .membership.step import Envelope
+from .peer_channels import open_peer_channel
 from .wire import bus_pb2, bus_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class BusTransport:
         """A stub for ``host:bus_port``, reusing its channel."""
         stub = self._stubs.get(target)
         if stub is None:
-            channel = grpc.aio.insecure_channel(target, options=PEER_CHANNEL_OPTIONS)
+            channel = open_peer_channel(target, PEER_CHANNEL_OPTIONS)
             self._channels[target] = channel
             stub = self._stubs[target] = bus_pb2_grpc.BusStub(channel)
         return stub

@@ -19,6 +19,8 @@ import grpc
 
 from slotcache.v1 import admin_pb2, admin_pb2_grpc
 
+from .peer_channels import open_peer_channel
+
 if TYPE_CHECKING:
     from .membership.machine import Membership
     from .replication.primary import PrimaryReplication
@@ -74,7 +76,7 @@ async def hand_off(
         mode=admin_pb2.FAILOVER_MODE_GRACEFUL, wait_ms=int(budget_s * 1000)
     )
     try:
-        async with grpc.aio.insecure_channel(peer.address.client) as channel:
+        async with open_peer_channel(peer.address.client) as channel:
             await admin_pb2_grpc.AdminStub(channel).Failover(request, timeout=budget_s)
     except grpc.aio.AioRpcError as exc:
         log.warning("replica %s refused the failover: %s", peer.hex_id, exc.details())

@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from slotcache.v1 import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
 
-from . import node_file
+from . import node_file, peer_channels
 from .cluster_runtime import ClusterRuntime, monotonic_ms, standalone_membership
 from .config import ServerConfig
 from .executor import Executor, Limits
@@ -38,6 +38,7 @@ from .persistence.format import SnapshotMeta
 from .persistence.node_snapshots import NodeSnapshots
 from .replication.manager import NodeReplication
 from .replication.service import ReplicationService
+from .security.tls import NodeTls, TlsError
 from .services.admin import AdminService
 from .services.cache import CacheService
 from .services.durability import Durability
@@ -139,7 +140,7 @@ class Node:
             self._snapshot_meta,
             Pacer(config.migration_cpu_percent / 100, lambda: recorder.ops_total).pause_after,
         )
-        self.port = config.port
+        self.port = config.client_port
         self.bus_port = 0
         self.sampler_cycles = 0
         self.sampler_overruns = 0
@@ -198,11 +199,11 @@ class Node:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         try:
-            self.port = server.add_insecure_port(self.config.address)
-        except RuntimeError as exc:
-            raise StartupError(f"cannot listen on {self.config.address}: {exc}") from exc
-        if self.port == 0:
-            raise StartupError(f"cannot listen on {self.config.address}")
+            tls = NodeTls.load(self.config.tls)
+        except TlsError as exc:
+            raise StartupError(str(exc)) from exc
+        peer_channels.use_tls(tls.watcher if self.config.tls_cluster else None)
+        self._listen(server, tls)
         if self.runtime is not None:
             replication_service = ReplicationService(
                 lambda: self.replication.primary if self.replication else None
@@ -215,7 +216,7 @@ class Node:
                 migration_pb2_grpc.add_MigrationServicer_to_server(migration_service, bus)
 
             try:
-                self.bus_port = await self.runtime.start(add_bus_services)
+                self.bus_port = await self.runtime.start(add_bus_services, tls.bus)
             except OSError as exc:
                 raise StartupError(str(exc)) from exc
             self._apply_role()
@@ -232,6 +233,24 @@ class Node:
         self._tasks.append(asyncio.create_task(self._run_cron(), name="slotcache-cron"))
         self._tasks.append(asyncio.create_task(self._watch_loop(), name="loop-watch"))
         self.snapshots.start()
+
+    def _listen(self, server: grpc.aio.Server, tls: NodeTls) -> None:
+        """Bind the plaintext and TLS client ports that are on; ``port`` is the announced one."""
+        ports = {self.config.port: None, self.config.tls_port: tls.client}
+        for port, credentials in ports.items():
+            if not port:
+                continue
+            address = f"{self.config.host}:{port}"
+            try:
+                if credentials is None:
+                    bound = server.add_insecure_port(address)
+                else:
+                    bound = server.add_secure_port(address, credentials)
+            except RuntimeError as exc:
+                raise StartupError(f"cannot listen on {address}: {exc}") from exc
+            if bound == 0:
+                raise StartupError(f"cannot listen on {address}")
+        self.port = self.config.client_port
 
     def _resume_from(self, meta: SnapshotMeta | None) -> None:
         """Continue the snapshot's replication history, so replicas resync partially.

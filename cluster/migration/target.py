@@ -22,6 +22,7 @@ from ..keyspace import Keyspace
 from ..membership.slot_table import flatten
 from ..migration.pacing import Pacer
 from ..migration.progress import MigrationRecord
+from ..peer_channels import open_peer_channel
 from ..replication.snapshots import apply_ops, load_snapshots
 from ..wire import migration_pb2 as pb
 from ..wire import migration_pb2_grpc as pb_grpc
@@ -109,8 +110,8 @@ class IncomingMigration:
             target=self.my_id, slots=flatten(to_ranges(slots)), migration_id=record.migration_id
         )
         self._outbox.put_nowait(pb.MigrationRequest(start=start))
-        async with grpc.aio.insecure_channel(
-            self.source_bus, options=[("grpc.max_receive_message_length", -1)]
+        async with open_peer_channel(
+            self.source_bus, [("grpc.max_receive_message_length", -1)]
         ) as channel:
             call = pb_grpc.MigrationStub(channel).Migrate(self._requests())
             loaded = bytearray(SLOT_COUNT)
