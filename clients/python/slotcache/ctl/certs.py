@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from slotcache._tls import TlsOptions
-from slotcache.ctl.transport import ENV_CA, ENV_CERT, ENV_KEY
+from slotcache.ctl.connect_info import TlsFiles
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 DEFAULT_DAYS = 30
@@ -151,11 +151,19 @@ class LocalCerts:
             str(self.client.key),
         ]
 
+    def client_files(self, cwd: Path | None = None) -> TlsFiles:
+        """The client's files as a person types them: relative to ``cwd`` when inside it."""
+
+        def typed(path: Path) -> str:
+            if cwd is not None and path.is_relative_to(cwd):
+                return str(path.relative_to(cwd))
+            return str(path)
+
+        return TlsFiles(typed(self.ca), typed(self.client.cert), typed(self.client.key))
+
     def ctl_env(self) -> dict[str, str]:
         """The same for clusterctl, as environment variables."""
-        flags = self.ctl_flags()
-        names = (ENV_CA, ENV_CERT, ENV_KEY)
-        return dict(zip(names, flags[1::2], strict=True))
+        return self.client_files().env()
 
 
 NODE_NAME = "node"

@@ -137,6 +137,12 @@ def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     _add_dir(up)
     up.add_argument(
+        "--tls",
+        action="store_true",
+        help="generate a throwaway CA and certificates into DIR/tls and run the nodes with "
+        "TLS only (mutual TLS on client ports and between nodes)",
+    )
+    up.add_argument(
         "--foreground",
         action="store_true",
         help="stay attached; Ctrl-C or SIGTERM stops the cluster",
