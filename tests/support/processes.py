@@ -10,8 +10,10 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
+from slotcache.ctl.certs import LocalCerts
 from slotcache.ctl.cluster_ops import create_cluster
 from slotcache.ctl.launcher import ServerProcess
+from tests.support import security
 
 # Servers currently running, newest last; their logs go into failure reports.
 LIVE: list[ServerProcess] = []
@@ -37,17 +39,28 @@ class ServerFactory:
         self._servers: list[ServerProcess] = []
 
     def start(
-        self, *extra_args: str, ready_timeout: float = 20.0, cluster: bool = False
+        self,
+        *extra_args: str,
+        ready_timeout: float = 20.0,
+        cluster: bool = False,
+        tls: LocalCerts | None = None,
     ) -> ServerProcess:
-        server = self.create(*extra_args, cluster=cluster)
+        server = self.create(*extra_args, cluster=cluster, tls=tls)
         return server.start(ready_timeout)
 
     __call__ = start
 
-    def create(self, *extra_args: str, cluster: bool = False) -> ServerProcess:
-        """A registered server that is not started yet."""
+    def create(
+        self, *extra_args: str, cluster: bool = False, tls: LocalCerts | None = None
+    ) -> ServerProcess:
+        """A registered server that is not started yet; TLS only with ``tls`` or the session's."""
         n = len(self._servers)
-        server = ServerProcess(self._base_dir / f"node{n}", extra_args=extra_args, cluster=cluster)
+        server = ServerProcess(
+            self._base_dir / f"node{n}",
+            extra_args=extra_args,
+            cluster=cluster,
+            tls=tls or security.current().certs,
+        )
         self._servers.append(server)
         LIVE.append(server)
         return server

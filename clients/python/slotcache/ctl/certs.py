@@ -79,6 +79,16 @@ class Authority:
         pair = _write(directory, "ca", cert, key)
         return cls(cert, key, pair.cert)
 
+    @classmethod
+    def load(cls, cert_path: Path) -> Authority:
+        """The CA :meth:`create` wrote (its key beside it), to issue more or re-issue."""
+        key = serialization.load_pem_private_key(
+            cert_path.with_suffix(".key").read_bytes(), password=None
+        )
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{cert_path.with_suffix('.key')} is not an EC key")
+        return cls(x509.load_pem_x509_certificate(cert_path.read_bytes()), key, cert_path)
+
     def issue(
         self,
         directory: Path,
@@ -93,6 +103,7 @@ class Authority:
         under the same name replaces the files (a rotation): the new one has
         a new serial number and a new key.
         """
+        directory.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         cert = (
