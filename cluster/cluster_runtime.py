@@ -25,6 +25,7 @@ from .membership.model import Address, MembershipConfig, Peer, new_node_id
 from .membership.snapshot import restore, snapshot
 from .membership.step import Event, NodeFailed, RoleChanged, SlotsLost, StateChanged
 from .membership_runtime import MembershipRuntime
+from .security.tls import add_port
 from .wire import bus_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -126,10 +127,7 @@ class ClusterRuntime(MembershipRuntime):
         health_pb2_grpc.add_HealthServicer_to_server(bus_health, server)
         bind = f"{self.config.host}:{self.config.cluster_bus_port}"
         try:
-            if credentials is None:
-                port = server.add_insecure_port(bind)
-            else:
-                port = server.add_secure_port(bind, credentials)
+            port = add_port(server, bind, credentials)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on bus address {bind}: {exc}") from exc
         await server.start()

@@ -38,7 +38,7 @@ from .persistence.format import SnapshotMeta
 from .persistence.node_snapshots import NodeSnapshots
 from .replication.manager import NodeReplication
 from .replication.service import ReplicationService
-from .security.tls import NodeTls, TlsError
+from .security.tls import NodeTls, TlsError, add_port
 from .services.admin import AdminService
 from .services.cache import CacheService
 from .services.durability import Durability
@@ -242,10 +242,7 @@ class Node:
                 continue
             address = f"{self.config.host}:{port}"
             try:
-                if credentials is None:
-                    bound = server.add_insecure_port(address)
-                else:
-                    bound = server.add_secure_port(address, credentials)
+                bound = add_port(server, address, credentials)
             except RuntimeError as exc:
                 raise StartupError(f"cannot listen on {address}: {exc}") from exc
             if bound == 0:

@@ -140,7 +140,9 @@ def _server_config(material: Material, trust_clients: bool) -> Any:
     )
 
 
-def server_credentials(watcher: CertificateWatcher, client_auth: ClientAuth) -> Any:
+def server_credentials(
+    watcher: CertificateWatcher, client_auth: ClientAuth
+) -> grpc.ServerCredentials:
     """Credentials for a TLS port that serve the watcher's current certificate.
 
     ``ClientAuth.YES`` requires a client certificate signed by the CA.
@@ -210,6 +212,15 @@ def peer_certificate(context: grpc.aio.ServicerContext[Any, Any]) -> PeerCertifi
             str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         )
     return PeerCertificate(common[0] if common else "", sans)
+
+
+def add_port(
+    server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None
+) -> int:
+    """Listen on ``address``, TLS when there are ``credentials``; the bound port (0: failed)."""
+    if credentials is None:
+        return server.add_insecure_port(address)
+    return server.add_secure_port(address, credentials)
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,30 @@ and registered before it starts, so even a half-started process is stopped.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from slotcache.ctl.certs import LocalCerts
 from slotcache.ctl.cluster_ops import create_cluster
-from slotcache.ctl.launcher import ServerProcess
+from slotcache.ctl.launcher import ServerProcess, server_command
 from tests.support import security
+
+
+def run_to_completion(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """One server run to completion (for starts that fail fast), with flags only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTCACHE_")}
+    return subprocess.run(
+        [*server_command(), "--data-dir", str(data_dir), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
 
 # Servers currently running, newest last; their logs go into failure reports.
 LIVE: list[ServerProcess] = []

@@ -16,10 +16,10 @@ from cryptography import x509
 
 import slotcache
 from slotcache.ctl.certs import Authority, LocalCerts
-from slotcache.ctl.launcher import ServerProcess, server_command
+from slotcache.ctl.launcher import ServerProcess
 from slotcache.v1 import cache_pb2 as pb
 from slotcache.v1 import cache_pb2_grpc as pb_grpc
-from tests.support.processes import ServerFactory
+from tests.support.processes import ServerFactory, run_to_completion
 
 SHORT = 3.0
 
@@ -115,6 +115,7 @@ def _served_serial(address: str, certs: LocalCerts) -> int:
     return x509.load_der_x509_certificate(der).serial_number
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated")
 def test_only_tls_1_2_and_later_are_accepted(tls_node: ServerProcess, certs: LocalCerts) -> None:
     assert _handshake(tls_node.address, certs, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
     assert _handshake(tls_node.address, certs, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
@@ -123,13 +124,7 @@ def test_only_tls_1_2_and_later_are_accepted(tls_node: ServerProcess, certs: Loc
 
 
 def _bad_start(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*server_command(), "--data-dir", str(tmp_path / "data"), *flags],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_to_completion(tmp_path / "data", *flags)
 
 
 def test_contradictory_or_broken_tls_settings_stop_the_start_with_a_reason(

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.support.ctl import Ctl, brought_down, run_cli
+from tests.support.ctl import Ctl, brought_down, run_cli, run_python
 from tests.support.ports import free_port_block
 
 
@@ -29,13 +27,7 @@ def test_up_tls_starts_a_mutual_tls_cluster_and_says_how_to_connect(
         assert not list(root.glob("*.crt"))  # the certificates stay in their own folder
 
         # The printed snippet runs as printed.
-        snippet = subprocess.run(
-            [sys.executable, "-c", connect["python"]],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        snippet = run_python(connect["python"])
         assert snippet.returncode == 0, snippet.stderr
         assert snippet.stdout.strip() == "b'hello'"
 
