@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from .membership.step import Envelope
+from .peer_channels import open_peer_channel
 from .security.member_rpc import (
     NotAMember,
     admit_member,
@@ -119,7 +120,7 @@ class BusTransport:
         """Exchange on ``host:bus_port`` (raw bytes both ways), reusing its channel."""
         method = self._methods.get(target)
         if method is None:
-            channel = grpc.aio.insecure_channel(target, options=PEER_CHANNEL_OPTIONS)
+            channel = open_peer_channel(target, PEER_CHANNEL_OPTIONS)
             self._channels[target] = channel
             method = self._methods[target] = channel.unary_unary(EXCHANGE)
         return method

@@ -27,6 +27,7 @@ from .membership.snapshot import restore, snapshot
 from .membership.step import Event, NodeFailed, RoleChanged, SlotsLost, StateChanged
 from .membership_runtime import MembershipRuntime
 from .security.node_auth import NodeAuth
+from .security.tls import add_port
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def membership_config(config: ServerConfig) -> MembershipConfig:
 
 def _myself(config: ServerConfig, node_id: bytes | None) -> Peer:
     """This node where it listens now, with a fresh id unless ``node_id`` is kept."""
-    address = Address(config.public_host, config.port, config.cluster_bus_port)
+    address = Address(config.public_host, config.client_port, config.cluster_bus_port)
     return Peer(id=node_id or new_node_id(random.SystemRandom().randbytes), address=address)
 
 
@@ -106,11 +107,16 @@ class ClusterRuntime(MembershipRuntime):
         """The bus transport; its traffic counters feed the metrics."""
         return self._bus
 
-    async def start(self, add_services: Callable[[grpc.aio.Server], None] | None = None) -> int:
+    async def start(
+        self,
+        add_services: Callable[[grpc.aio.Server], None] | None = None,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> int:
         """Listen on the bus port and say hello to every node we remember; return the port.
 
         ``add_services`` registers other node-to-node services (replication)
-        on the bus port, which is the one peers are allowed to reach.
+        on the bus port, which is the one peers are allowed to reach. With
+        ``credentials`` (``--tls-cluster``) the port speaks mutual TLS only.
         """
         self.save()
         server = grpc.aio.server(
@@ -125,7 +131,7 @@ class ClusterRuntime(MembershipRuntime):
         health_pb2_grpc.add_HealthServicer_to_server(bus_health, server)
         bind = f"{self.config.host}:{self.config.cluster_bus_port}"
         try:
-            port = server.add_insecure_port(bind)
+            port = add_port(server, bind, credentials)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on bus address {bind}: {exc}") from exc
         await server.start()

@@ -17,6 +17,7 @@ from slotcache.v1 import cache_pb2
 
 from .bus import PEER_CHANNEL_OPTIONS
 from .executor import CommandError
+from .peer_channels import open_peer_channel
 from .security.member_rpc import method_path
 from .security.node_auth import NodeAuth
 from .services.status import from_rpc_error
@@ -62,9 +63,7 @@ class Forwarder:
         if method is None:
             channel = self._channels.get(address)
             if channel is None:
-                channel = self._channels[address] = grpc.aio.insecure_channel(
-                    address, options=self._options
-                )
+                channel = self._channels[address] = open_peer_channel(address, self._options)
             desc = _SERVICE.methods_by_name[rpc]
             request_cls = getattr(cache_pb2, desc.input_type.name)
             reply_cls = getattr(cache_pb2, desc.output_type.name)

@@ -19,6 +19,7 @@ import grpc
 
 from slotcache.v1 import admin_pb2, admin_pb2_grpc
 
+from .peer_channels import open_peer_channel
 from .security.member_rpc import method_path
 from .security.node_auth import NodeAuth
 
@@ -82,7 +83,7 @@ async def hand_off(
     # The replica's Admin port needs proof that a member, not a client, asks.
     metadata = (auth or NodeAuth()).call_metadata(FAILOVER, audience=peer.id)
     try:
-        async with grpc.aio.insecure_channel(peer.address.client) as channel:
+        async with open_peer_channel(peer.address.client) as channel:
             await admin_pb2_grpc.AdminStub(channel).Failover(
                 request, timeout=budget_s, metadata=metadata
             )

@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from slotcache.v1 import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
 
-from . import node_file
+from . import node_file, peer_channels
 from .cluster_runtime import (
     ClusterRuntime,
     load_membership,
@@ -45,6 +45,7 @@ from .replication.manager import NodeReplication
 from .replication.service import ReplicationService
 from .security.cluster_secret import SecretFileError
 from .security.node_auth import NodeAuth, node_auth_for
+from .security.tls import NodeTls, TlsError, add_port
 from .services.admin import AdminService
 from .services.cache import CacheService
 from .services.durability import Durability
@@ -156,7 +157,7 @@ class Node:
             self._snapshot_meta,
             Pacer(config.migration_cpu_percent / 100, lambda: recorder.ops_total).pause_after,
         )
-        self.port = config.port
+        self.port = config.client_port
         self.bus_port = 0
         self.sampler_cycles = 0
         self.sampler_overruns = 0
@@ -175,10 +176,8 @@ class Node:
 
     def _node_auth(self, node_id: bytes) -> NodeAuth:
         """Who counts as a cluster member: secret holders, node certificates, or anyone."""
-        # --tls-cluster comes with the TLS options; without them there are no node certificates.
-        node_certs = bool(getattr(self.config, "tls_cluster", False))
         try:
-            return node_auth_for(self.config.cluster_secret_file, node_certs, node_id)
+            return node_auth_for(self.config.cluster_secret_file, self.config.tls_cluster, node_id)
         except SecretFileError as exc:
             raise StartupError(str(exc)) from None
 
@@ -224,11 +223,11 @@ class Node:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         try:
-            self.port = server.add_insecure_port(self.config.address)
-        except RuntimeError as exc:
-            raise StartupError(f"cannot listen on {self.config.address}: {exc}") from exc
-        if self.port == 0:
-            raise StartupError(f"cannot listen on {self.config.address}")
+            tls = NodeTls.load(self.config.tls)
+        except TlsError as exc:
+            raise StartupError(str(exc)) from exc
+        peer_channels.use_tls(tls.watcher if self.config.tls_cluster else None)
+        self._listen(server, tls)
         if self.runtime is not None:
             replication_service = ReplicationService(
                 lambda: self.replication.primary if self.replication else None, self.node_auth
@@ -241,7 +240,7 @@ class Node:
                 migration_pb2_grpc.add_MigrationServicer_to_server(migration_service, bus)
 
             try:
-                self.bus_port = await self.runtime.start(add_bus_services)
+                self.bus_port = await self.runtime.start(add_bus_services, tls.bus)
             except OSError as exc:
                 raise StartupError(str(exc)) from exc
             self._apply_role()
@@ -258,6 +257,21 @@ class Node:
         self._tasks.append(asyncio.create_task(self._run_cron(), name="slotcache-cron"))
         self._tasks.append(asyncio.create_task(self._watch_loop(), name="loop-watch"))
         self.snapshots.start()
+
+    def _listen(self, server: grpc.aio.Server, tls: NodeTls) -> None:
+        """Bind the plaintext and TLS client ports that are on; ``port`` is the announced one."""
+        ports = {self.config.port: None, self.config.tls_port: tls.client}
+        for port, credentials in ports.items():
+            if not port:
+                continue
+            address = f"{self.config.host}:{port}"
+            try:
+                bound = add_port(server, address, credentials)
+            except RuntimeError as exc:
+                raise StartupError(f"cannot listen on {address}: {exc}") from exc
+            if bound == 0:
+                raise StartupError(f"cannot listen on {address}")
+        self.port = self.config.client_port
 
     def _resume_from(self, meta: SnapshotMeta | None) -> None:
         """Continue the snapshot's replication history, so replicas resync partially.

@@ -22,6 +22,7 @@ from ..keyspace import Keyspace
 from ..membership.slot_table import flatten
 from ..migration.pacing import Pacer
 from ..migration.progress import MigrationRecord
+from ..peer_channels import open_peer_channel
 from ..replication.snapshots import apply_ops, load_snapshots
 from ..security.member_rpc import NotAMember, check_answer, method_path
 from ..security.node_auth import NodeAuth
@@ -115,8 +116,8 @@ class IncomingMigration:
             target=self.my_id, slots=flatten(to_ranges(slots)), migration_id=record.migration_id
         )
         self._outbox.put_nowait(pb.MigrationRequest(start=start))
-        async with grpc.aio.insecure_channel(
-            self.source_bus, options=[("grpc.max_receive_message_length", -1)]
+        async with open_peer_channel(
+            self.source_bus, [("grpc.max_receive_message_length", -1)]
         ) as channel:
             sent = self._auth.call_metadata(MIGRATE, audience=bytes.fromhex(record.source_id))
             call = pb_grpc.MigrationStub(channel).Migrate(self._requests(), metadata=sent)

@@ -20,6 +20,7 @@ import grpc
 from slotcache.contract import SLOT_COUNT
 
 from ..keyspace import Keyspace
+from ..peer_channels import open_peer_channel
 from ..replication.backlog import Backlog
 from ..replication.ops import OpRecorder
 from ..replication.service import REPLICATE
@@ -148,10 +149,7 @@ class ReplicaSync:
             delay = min(delay * 2, RETRY_MAX_S)
 
     async def _session(self, target: str) -> None:
-        async with grpc.aio.insecure_channel(
-            target,
-            options=[("grpc.max_receive_message_length", -1)],
-        ) as channel:
+        async with open_peer_channel(target, [("grpc.max_receive_message_length", -1)]) as channel:
             sent = self._auth.call_metadata(REPLICATE, audience=self._primary_id())
             call = pb_grpc.ReplicationStub(channel).Replicate(metadata=sent)
             hello = pb.ReplicaHello(replica=self.my_id)

@@ -83,6 +83,8 @@ class Target:
     peer: str
     nodes: tuple[Node, ...]
     routing: Routing = "smart"
+    # How the slotcache SDK connects (None: plaintext).
+    tls: slotcache.TlsOptions | None = None
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -131,7 +133,9 @@ async def async_client(target: Target, concurrency: int) -> AsyncIterator[AsyncK
     one connection per in-flight command, so its pool is sized to the tasks.
     """
     if target.peer == SLOTCACHE:
-        async with slotcache.AsyncClient(target.seeds, routing=target.routing) as sc:
+        async with slotcache.AsyncClient(
+            target.seeds, routing=target.routing, tls=target.tls
+        ) as sc:
             yield cast(AsyncKV, sc)
     else:
         rc = redis.asyncio.Redis(host=LOOPBACK, port=target.port, max_connections=concurrency)
@@ -145,7 +149,7 @@ async def async_client(target: Target, concurrency: int) -> AsyncIterator[AsyncK
 def sync_client(target: Target) -> Iterator[SyncKV]:
     """The peer's blocking client."""
     if target.peer == SLOTCACHE:
-        with slotcache.Client(target.seeds, routing=target.routing) as sc:
+        with slotcache.Client(target.seeds, routing=target.routing, tls=target.tls) as sc:
             yield cast(SyncKV, sc)
     else:
         with redis.Redis(host=LOOPBACK, port=target.port) as rc:
