@@ -40,6 +40,8 @@ from typing import Any
 
 import grpc
 
+from slotcache.contract import NODE_CERT_URI
+
 from .cluster_secret import SecretFile
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,6 @@ WINDOW_MS = 30_000
 # under load instead of replays getting through). About 250 bytes each.
 NONCE_CAPACITY = 50_000
 NONCE_BYTES = 12
-# The URI SAN that makes a certificate a node certificate (see docs/security.md).
-NODE_CERT_URI = "urn:slotcache:node"
 LOG_EVERY_S = 10.0
 # Appended to the method an answer's token is signed over, so no answer passes as a call.
 REPLY = "#reply"

@@ -6,6 +6,10 @@ without a token, with a token under a wrong secret, with a stale one, one
 meant for another node, or a valid one a second time. Each is refused,
 counted, and leaves every node's view (nodes, roles, slots, epochs) as it
 was. The same cluster then fails over as any cluster does.
+
+When the session runs with TLS (``SLOTCACHE_TEST_TLS``) the outsider
+connects with the client certificate of the cluster's CA, and every
+refusal is for that: it is not a node certificate.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from slotcache import TlsOptions
+from slotcache.ctl.certs import LocalCerts
 from slotcache.ctl.rpc import NodeHandle, OperationError
 from slotcache.v1 import admin_pb2
 from slotcache_server.security.node_auth import METADATA_KEY, NodeAuth, wall_ms
@@ -24,7 +30,15 @@ from slotcache_server.wire import bus_pb2, bus_pb2_grpc, migration_pb2, migratio
 from slotcache_server.wire import replication_pb2 as repl_pb2
 from slotcache_server.wire import replication_pb2_grpc as repl_grpc
 from tests.integration.observability.scrape import metrics_port, scrape, value
-from tests.support.nodes import Nodes, comparable, expect_failure, key_in_slot, wait_for
+from tests.support import security
+from tests.support.nodes import (
+    Nodes,
+    NodeStubs,
+    comparable,
+    expect_failure,
+    key_in_slot,
+    wait_for,
+)
 from tests.support.processes import Cluster, ServerFactory
 from tests.support.workload import replica_matches_primary
 
@@ -38,6 +52,7 @@ STRANGER = bytes(range(100, 120))
 HIGH_EPOCH = 1_000_000
 EVERY_SLOT = (0, 16383)
 REFUSED = "cluster.calls_refused"
+REASONS = ("missing", "malformed", "bad_mac", "stale", "wrong_node", "not_node_cert")
 Metadata = tuple[tuple[str, str], ...]
 
 
@@ -147,8 +162,23 @@ def credentials(ids: list[bytes], to: int) -> dict[str, Callable[[str, bytes], M
     }
 
 
-def exchange(address: str, message: bus_pb2.BusMessage, metadata: Metadata) -> grpc.StatusCode:
-    with grpc.insecure_channel(address) as channel:
+def bus_channel(address: str, certs: LocalCerts | None, as_node: bool = False) -> grpc.Channel:
+    """A channel to a bus port: plaintext, or mutual TLS with the client or a node certificate."""
+    if certs is None:
+        return grpc.insecure_channel(address)
+    pair = certs.node if as_node else certs.client
+    tls = TlsOptions(ca=certs.ca, cert=pair.cert, key=pair.key)
+    return grpc.secure_channel(address, tls.credentials())
+
+
+def exchange(
+    address: str,
+    message: bus_pb2.BusMessage,
+    metadata: Metadata,
+    certs: LocalCerts | None = None,
+    as_node: bool = False,
+) -> grpc.StatusCode:
+    with bus_channel(address, certs, as_node) as channel:
         try:
             bus_pb2_grpc.BusStub(channel).Exchange(message, metadata=metadata, timeout=5)
         except grpc.RpcError as exc:
@@ -160,13 +190,15 @@ def test_forged_bus_messages_are_dropped_counted_and_change_nothing(
     secured: Cluster, nodes: Nodes
 ) -> None:
     ids = node_ids(nodes)
+    certs = security.current().certs
     before, refused_before = view(nodes), refused(nodes)
     scraped_before = scrape(metrics_port(secured.nodes[1]))
     outcomes = {}
     for name, (to, message) in forgeries(ids).items():
         body = message.SerializeToString()
         for how, metadata in credentials(ids, to).items():
-            code = exchange(secured.nodes[to].bus_address, message, metadata(EXCHANGE, body))
+            sent = metadata(EXCHANGE, body)
+            code = exchange(secured.nodes[to].bus_address, message, sent, certs)
             outcomes[(name, how)] = code
     assert set(outcomes.values()) == {grpc.StatusCode.UNAUTHENTICATED}, outcomes
 
@@ -178,10 +210,9 @@ def test_forged_bus_messages_are_dropped_counted_and_change_nothing(
     token = NodeAuth(lambda: (SECRET,)).call_metadata(
         EXCHANGE, harmless.SerializeToString(), ids[0]
     )
-    assert exchange(secured.nodes[0].bus_address, harmless, token) == grpc.StatusCode.OK
-    assert exchange(secured.nodes[0].bus_address, harmless, token) == (
-        grpc.StatusCode.UNAUTHENTICATED
-    )
+    bus = secured.nodes[0].bus_address
+    assert exchange(bus, harmless, token, certs, as_node=True) == grpc.StatusCode.OK
+    assert exchange(bus, harmless, token, certs, as_node=True) == grpc.StatusCode.UNAUTHENTICATED
 
     # A believed message would have changed its receiver's view before its call returned.
     assert refused(nodes) - refused_before == len(outcomes) + 1
@@ -192,10 +223,13 @@ def test_forged_bus_messages_are_dropped_counted_and_change_nothing(
     name = "slotcache_cluster_calls_refused_total"
     moved = {
         reason: value(scraped, name, reason=reason) - value(scraped_before, name, reason=reason)
-        for reason in ("missing", "malformed", "bad_mac", "stale", "wrong_node")
+        for reason in REASONS
     }
     # Node 1 got three of the forgeries, each in five ways.
-    assert moved == dict.fromkeys(moved, 3), moved
+    expected = {**dict.fromkeys(REASONS, 3), "not_node_cert": 0}
+    if certs is not None:
+        expected = {**dict.fromkeys(REASONS, 0), "not_node_cert": 15}
+    assert moved == expected, moved
 
 
 def test_replication_and_migration_refuse_non_members(secured: Cluster, nodes: Nodes) -> None:
@@ -207,7 +241,7 @@ def test_replication_and_migration_refuse_non_members(secured: Cluster, nodes: N
     start = migration_pb2.MigrationRequest(
         start=migration_pb2.MigrationStart(target=STRANGER, slots=(0, 100), migration_id="x")
     )
-    with grpc.insecure_channel(primary.bus_address) as channel:
+    with bus_channel(primary.bus_address, security.current().certs) as channel:
         for how, metadata in credentials(ids, 0).items():
             stream = repl_grpc.ReplicationStub(channel).Replicate(
                 iter([hello]), metadata=metadata(REPLICATE, b""), timeout=5
@@ -271,3 +305,26 @@ def test_the_cluster_fails_over_as_usual(secured: Cluster, nodes: Nodes) -> None
     wait_for(failed_over, 10 * NODE_TIMEOUT_MS / 1000, "node 3 to take node 0's slots")
     lost = [key for i, key in enumerate(keys) if nodes[2].get(key) != b"v%d" % i]
     assert lost == []
+
+
+def test_under_tls_cluster_a_client_certificate_of_the_same_ca_cannot_speak_on_the_bus(
+    servers: ServerFactory, certs: LocalCerts
+) -> None:
+    node = servers.start("--node-timeout", str(NODE_TIMEOUT_MS), cluster=True, tls=certs)
+    harmless = bus_pb2.BusMessage(
+        type=bus_pb2.MESSAGE_TYPE_FAIL, header=bus_pb2.Header(sender=STRANGER), failing=STRANGER
+    )
+    # The node certificate is heard; the client certificate, from the same CA, is not.
+    assert exchange(node.bus_address, harmless, (), certs, as_node=True) == grpc.StatusCode.OK
+    claim = forgeries([STRANGER] * 4)["UPDATE giving node0 every slot"][1]
+    assert exchange(node.bus_address, claim, (), certs) == grpc.StatusCode.UNAUTHENTICATED
+    with bus_channel(node.bus_address, certs) as channel:
+        hello = repl_pb2.ReplicaMessage(hello=repl_pb2.ReplicaHello(replica=STRANGER))
+        stream = repl_grpc.ReplicationStub(channel).Replicate(iter([hello]), timeout=5)
+        assert expect_failure(lambda: list(stream)).code == grpc.StatusCode.UNAUTHENTICATED
+    stub = NodeStubs.open(node.address, security.Security(certs))
+    try:
+        assert stub.admin.Info(admin_pb2.InfoRequest(), timeout=5).stats[REFUSED] == 2
+        assert stub.state().known_nodes == 1
+    finally:
+        stub.close()

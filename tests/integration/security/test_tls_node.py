@@ -173,7 +173,9 @@ def test_a_rotated_certificate_reaches_new_connections_while_open_streams_go_on(
         before = _served_serial(node.address, own_certs)
 
         # Re-issued by the same CA: a new key and serial number, renamed into place.
-        Authority.load(own_certs.ca).issue(own_certs.node.cert.parent, own_certs.node.cert.stem)
+        Authority.load(own_certs.ca).issue(
+            own_certs.node.cert.parent, own_certs.node.cert.stem, node=True
+        )
         rotated = x509.load_pem_x509_certificate(own_certs.node.cert.read_bytes()).serial_number
         assert rotated != before
         assert _served_serial(node.address, own_certs) == rotated

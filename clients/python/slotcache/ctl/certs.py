@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from slotcache._tls import TlsOptions
+from slotcache.contract import NODE_CERT_URI
 from slotcache.ctl.connect_info import TlsFiles
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
@@ -95,13 +96,15 @@ class Authority:
         name: str,
         hosts: Sequence[str] = LOCAL_HOSTS,
         days: int = DEFAULT_DAYS,
+        node: bool = False,
     ) -> KeyPair:
         """A certificate for ``name`` valid for server and client use, as ``directory/name.*``.
 
         Nodes present the same certificate to clients and, as clients, to
         their peers, so every certificate allows both uses. Issuing again
         under the same name replaces the files (a rotation): the new one has
-        a new serial number and a new key.
+        a new serial number and a new key. A ``node`` certificate carries the
+        node URI (NODE_CERT_URI), which a client one must not.
         """
         directory.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
@@ -115,7 +118,7 @@ class Authority:
             .not_valid_before(now - BACKDATE)
             .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName(_names(hosts)), critical=False)
+            .add_extension(x509.SubjectAlternativeName(_names(hosts, node)), critical=False)
             .add_extension(
                 x509.ExtendedKeyUsage(
                     [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -190,13 +193,13 @@ def generate_local(directory: Path, hosts: Sequence[str] = LOCAL_HOSTS) -> Local
     authority = Authority.create(directory)
     return LocalCerts(
         authority.cert_path,
-        authority.issue(directory, NODE_NAME, hosts),
+        authority.issue(directory, NODE_NAME, hosts, node=True),
         authority.issue(directory, CLIENT_NAME, ()),
     )
 
 
-def _names(hosts: Sequence[str]) -> list[x509.GeneralName]:
-    names: list[x509.GeneralName] = []
+def _names(hosts: Sequence[str], node: bool) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(NODE_CERT_URI)] if node else []
     for host in hosts:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
