@@ -91,7 +91,7 @@ class BusService:
         self._traffic.received(request)
         reply = self._handle(request)
         answer = reply.SerializeToString() if reply is not None else b""
-        await answer_as_member(self._auth, context, EXCHANGE, answer)
+        await answer_as_member(self._auth, context, EXCHANGE, answer, unary=True)
         return answer
 
 
@@ -156,7 +156,7 @@ class BusTransport:
         traffic.sent_bytes += len(body)
         call = self._exchange(target)(body, metadata=sent, timeout=self._timeout_s)
         answer = await call
-        await check_answer(self._auth, call, sent, EXCHANGE, target, answer)
+        await check_answer(self._auth, call, sent, EXCHANGE, target, answer, unary=True)
         reply = bus_pb2.BusMessage.FromString(answer)
         if reply.type:
             traffic.received(reply)

@@ -2,7 +2,7 @@
 
 A node-to-node call is proven both ways. The callee admits only a
 member's call (:func:`admit_member`), and proves its answer in the
-response headers (:func:`answer_as_member`), signed over the caller's
+response's metadata (:func:`answer_as_member`), signed over the caller's
 nonce. The caller then checks that answer (:func:`check_answer`) before
 it acts on it, so a stranger answering at a member's address (one that
 took over a departed node's IP, or an operator's mistyped MEET) is not
@@ -46,10 +46,19 @@ async def answer_as_member(
     context: grpc.aio.ServicerContext[Any, Any],
     method: str,
     body: bytes = b"",
+    unary: bool = False,
 ) -> None:
-    """Send the response headers, with a proof that this answer (``body``) is a member's."""
+    """Prove that this answer (``body``) is a member's.
+
+    A unary call's proof rides in the trailers, sent with the answer in the
+    same write; a stream's goes in the response headers, sent at once.
+    """
     metadata = auth.reply_metadata(context, method, body)
-    if metadata:
+    if not metadata:
+        return
+    if unary:
+        context.set_trailing_metadata(metadata)
+    else:
         await context.send_initial_metadata(metadata)
 
 
@@ -60,11 +69,15 @@ async def check_answer(
     method: str,
     peer: str,
     body: bytes = b"",
+    unary: bool = False,
 ) -> None:
-    """Raise NotAMember unless the answer to ``call`` (made with ``sent``) is a member's."""
+    """Raise NotAMember unless the answer to ``call`` (made with ``sent``) is a member's.
+
+    ``unary`` as for :func:`answer_as_member`: where the proof travels.
+    """
     if not auth.signs:
         return
-    received = await call.initial_metadata()
+    received = await (call.trailing_metadata() if unary else call.initial_metadata())
     if not received and call.done() and await call.code() != grpc.StatusCode.OK:
         # The call failed before any answer (the callee may have refused us):
         # nothing is acted on, and reading the call raises the real error.

@@ -26,7 +26,6 @@ an injected clock (:func:`sign`, :func:`verify`, :class:`ReplayGuard`);
 from __future__ import annotations
 
 import base64
-import hashlib
 import heapq
 import hmac
 import logging
@@ -112,11 +111,17 @@ def sign(
     secret: bytes, method: str, body: bytes, timestamp_ms: int, nonce: str, audience: str = ""
 ) -> str:
     """The MAC over one call; every field is length-prefixed so none can bleed into another."""
-    mac = hmac.new(secret, digestmod=hashlib.sha256)
-    for field in (VERSION, method, str(timestamp_ms), nonce, audience):
-        mac.update(b"%d:%s;" % (len(field), field.encode()))
-    mac.update(body)
-    return _b64(mac.digest())
+    head = b"".join(
+        b"%d:%s;" % (len(f), f)
+        for f in (
+            VERSION.encode(),
+            method.encode(),
+            b"%d" % timestamp_ms,
+            nonce.encode(),
+            audience.encode(),
+        )
+    )
+    return _b64(hmac.digest(secret, head + body, "sha256"))
 
 
 def verify(secrets: Sequence[bytes], method: str, body: bytes, token: Token) -> bool:
