@@ -14,6 +14,7 @@ refusal is for that: it is not a node certificate.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -77,11 +78,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def nodes(secured: Cluster) -> Iterator[Nodes]:
-    stubs = Nodes(secured.addresses)
-    try:
+    with contextlib.closing(Nodes(secured.addresses)) as stubs:
         yield stubs
-    finally:
-        stubs.close()
 
 
 def view(nodes: Nodes) -> list[tuple[object, ...]]:
