@@ -31,7 +31,7 @@ import hmac
 import logging
 import secrets as random_source
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -204,12 +204,15 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _metadata_value(metadata: Iterable[Any], key: str) -> str | None:
+def _metadata_values(metadata: Iterable[Any], key: str) -> Iterator[str]:
     for item in metadata:
         if item[0] == key:
             value = item[1]
-            return value.decode() if isinstance(value, bytes) else str(value)
-    return None
+            yield value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _metadata_value(metadata: Iterable[Any], key: str) -> str | None:
+    return next(_metadata_values(metadata, key), None)
 
 
 class NodeAuth:
@@ -323,18 +326,22 @@ class NodeAuth:
             return Refusal.NOT_NODE_CERT
         if self._secrets is None:
             return None
-        value = _metadata_value(metadata, METADATA_KEY)
-        if value is None:
-            return Refusal.MISSING
-        token = Token.parse(value)
-        if token is None:
-            return Refusal.MALFORMED
-        # The MAC first: an outsider's tokens never reach the nonce cache.
-        if not verify(self._secrets(), method, body, token):
-            return Refusal.BAD_MAC
-        if token.audience not in ("", self.node_id):
-            return Refusal.WRONG_NODE
-        return self._guard.admit(token.timestamp_ms, token.nonce, self._clock_ms())
+        # A call may carry more than one token, each signed over its own body
+        # (a forwarded call: the forwarding node's, and one vouching for the
+        # user it relays); the one signed over this body is the one checked.
+        refusal = Refusal.MISSING
+        for value in _metadata_values(metadata, METADATA_KEY):
+            token = Token.parse(value)
+            if token is None:
+                refusal = Refusal.MALFORMED
+            # The MAC first: an outsider's tokens never reach the nonce cache.
+            elif not verify(self._secrets(), method, body, token):
+                refusal = Refusal.BAD_MAC
+            elif token.audience not in ("", self.node_id):
+                return Refusal.WRONG_NODE
+            else:
+                return self._guard.admit(token.timestamp_ms, token.nonce, self._clock_ms())
+        return refusal
 
     def is_member_call(
         self, context: grpc.aio.ServicerContext[Any, Any], method: str, body: bytes = b""

@@ -230,3 +230,15 @@ def test_an_answer_from_a_stranger_is_refused_and_counted():
     answer = stranger.reply_metadata(FakeContext(sent), METHOD, b"pong")  # type: ignore[arg-type]
     assert not caller.is_member_reply(sent, answer, METHOD, b"pong", "127.0.0.1:1")
     assert caller.refused["bad_mac"] == 1
+
+
+def test_of_several_tokens_the_one_signed_over_this_body_is_checked():
+    clock = Clock()
+    sender, receiver = pair(clock)
+    relaying = sender.call_metadata(METHOD, b"", ME)
+    vouching = sender.call_metadata(METHOD, b"user:alice", ME)
+    both = relaying + vouching
+    assert receiver.check(both, METHOD, b"user:alice", {}) is None
+    assert receiver.check(both, METHOD, b"", {}) is None
+    assert receiver.check(both, METHOD, b"user:alice", {}) is Refusal.REPLAYED
+    assert receiver.check(both, METHOD, b"user:mallory", {}) is Refusal.BAD_MAC
