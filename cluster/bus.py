@@ -15,9 +15,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from .membership.step import Envelope
-from .wire import bus_pb2, bus_pb2_grpc
+from .peer_channels import open_peer_channel
+from .security.member_rpc import (
+    NotAMember,
+    admit_member,
+    answer_as_member,
+    check_answer,
+    method_path,
+)
+from .security.node_auth import NodeAuth
+from .wire import bus_pb2
+
+BUS_SERVICE = bus_pb2.DESCRIPTOR.services_by_name["Bus"].full_name
+EXCHANGE = method_path(BUS_SERVICE, "Exchange")
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +62,37 @@ class BusTraffic:
         self.received_bytes += message.ByteSize()
 
 
-class BusService(bus_pb2_grpc.BusServicer):
-    """Answers bus exchanges by running them through the membership runtime."""
+class BusService:
+    """Answers bus exchanges from members by running them through the membership runtime.
 
-    def __init__(self, handle: Handle, traffic: BusTraffic) -> None:
+    Registered with raw bytes in and out (see :meth:`handler`): a token
+    covers exactly the bytes that were sent, with no second serialization,
+    and a non-member's message is refused before it is even parsed.
+    """
+
+    def __init__(self, handle: Handle, traffic: BusTraffic, auth: NodeAuth) -> None:
         self._handle = handle
         self._traffic = traffic
+        self._auth = auth
 
-    async def Exchange(
-        self, request: bus_pb2.BusMessage, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> bus_pb2.BusMessage:
-        """Process one message and return its reply (an empty message when none is due)."""
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The Bus service's handler, to add to a server."""
+        return grpc.method_handlers_generic_handler(
+            BUS_SERVICE, {"Exchange": grpc.unary_unary_rpc_method_handler(self.exchange)}
+        )
+
+    async def exchange(self, body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        """Process one member's message and return its reply (empty when none is due)."""
+        await admit_member(self._auth, context, EXCHANGE, body)
+        try:
+            request = bus_pb2.BusMessage.FromString(body)
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not a bus message")
         self._traffic.received(request)
         reply = self._handle(request)
-        return reply if reply is not None else bus_pb2.BusMessage()
+        answer = reply.SerializeToString() if reply is not None else b""
+        await answer_as_member(self._auth, context, EXCHANGE, answer, unary=True)
+        return answer
 
 
 class BusTransport:
@@ -71,24 +101,29 @@ class BusTransport:
     Sends are fire-and-forget tasks: the state machine never waits on the
     network. A reply (a PONG) is fed back through ``on_reply``; failures are
     left to the state machine's own timeouts, as lost messages would be.
+    Every message carries this node's proof of membership, and a reply is
+    believed only with the callee's.
     """
 
-    def __init__(self, on_reply: Callable[[bus_pb2.BusMessage], None], timeout_s: float) -> None:
+    def __init__(
+        self, on_reply: Callable[[bus_pb2.BusMessage], None], timeout_s: float, auth: NodeAuth
+    ) -> None:
         self._on_reply = on_reply
         self._timeout_s = timeout_s
+        self._auth = auth
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._stubs: dict[str, bus_pb2_grpc.BusAsyncStub] = {}
+        self._methods: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.traffic = BusTraffic()
 
-    def stub(self, target: str) -> bus_pb2_grpc.BusAsyncStub:
-        """A stub for ``host:bus_port``, reusing its channel."""
-        stub = self._stubs.get(target)
-        if stub is None:
-            channel = grpc.aio.insecure_channel(target, options=PEER_CHANNEL_OPTIONS)
+    def _exchange(self, target: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+        """Exchange on ``host:bus_port`` (raw bytes both ways), reusing its channel."""
+        method = self._methods.get(target)
+        if method is None:
+            channel = open_peer_channel(target, PEER_CHANNEL_OPTIONS)
             self._channels[target] = channel
-            stub = self._stubs[target] = bus_pb2_grpc.BusStub(channel)
-        return stub
+            method = self._methods[target] = channel.unary_unary(EXCHANGE)
+        return method
 
     def send_all(self, envelopes: Sequence[Envelope]) -> None:
         """Start delivering each envelope."""
@@ -98,23 +133,42 @@ class BusTransport:
             task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, envelope: Envelope) -> None:
-        traffic = self.traffic
-        traffic.sent_messages += 1
-        traffic.sent_bytes += envelope.message.ByteSize()
+        target = envelope.dest.bus
         try:
-            reply = await self.stub(envelope.dest.bus).Exchange(
-                envelope.message, timeout=self._timeout_s
-            )
+            reply = await self._call(target, envelope.message, envelope.node)
         except grpc.aio.AioRpcError as exc:
-            log.debug("bus message to %s failed: %s", envelope.dest.bus, exc.code().name)
+            log.debug("bus message to %s failed: %s", target, exc.code().name)
+            return
+        except (NotAMember, DecodeError) as exc:
+            # A refused answer is already counted and logged by the authenticator.
+            log.debug("bus reply from %s dropped: %s", target, exc)
             return
         if reply.type:
-            traffic.received(reply)
             self._on_reply(reply)
 
+    async def _call(
+        self, target: str, message: bus_pb2.BusMessage, audience: bytes = b""
+    ) -> bus_pb2.BusMessage:
+        body = message.SerializeToString()
+        sent = self._auth.call_metadata(EXCHANGE, body, audience)
+        traffic = self.traffic
+        traffic.sent_messages += 1
+        traffic.sent_bytes += len(body)
+        call = self._exchange(target)(body, metadata=sent, timeout=self._timeout_s)
+        answer = await call
+        await check_answer(self._auth, call, sent, EXCHANGE, target, answer, unary=True)
+        reply = bus_pb2.BusMessage.FromString(answer)
+        if reply.type:
+            traffic.received(reply)
+        return reply
+
     async def exchange(self, target: str, message: bus_pb2.BusMessage) -> bus_pb2.BusMessage:
-        """One exchange whose reply the caller needs (MEET); raises on failure."""
-        return await self.stub(target).Exchange(message, timeout=self._timeout_s)
+        """One exchange whose reply the caller needs (MEET, to a node not known yet).
+
+        Raises AioRpcError when the call fails and NotAMember when the
+        answer does not come from a member.
+        """
+        return await self._call(target, message)
 
     async def close(self) -> None:
         """Cancel pending sends and close every channel."""
@@ -123,4 +177,4 @@ class BusTransport:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(c.close() for c in self._channels.values()))
         self._channels.clear()
-        self._stubs.clear()
+        self._methods.clear()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import node_file
@@ -26,7 +27,7 @@ from .membership.snapshot import restore, snapshot
 from .membership.step import Event, NodeFailed, RoleChanged, SlotsLost, StateChanged
 from .membership_runtime import MembershipRuntime
 from .security.node_auth import NodeAuth
-from .wire import bus_pb2_grpc
+from .security.tls import add_port
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def membership_config(config: ServerConfig) -> MembershipConfig:
 
 def _myself(config: ServerConfig, node_id: bytes | None) -> Peer:
     """This node where it listens now, with a fresh id unless ``node_id`` is kept."""
-    address = Address(config.public_host, config.port, config.cluster_bus_port)
+    address = Address(config.public_host, config.client_port, config.cluster_bus_port)
     return Peer(id=node_id or new_node_id(random.SystemRandom().randbytes), address=address)
 
 
@@ -96,7 +97,7 @@ class ClusterRuntime(MembershipRuntime):
         self.node_auth = node_auth
         self._on_slots_lost = on_slots_lost
         self._on_role_changed = on_role_changed
-        self._bus = BusTransport(self.on_reply, membership.config.resend_ms / 1000)
+        self._bus = BusTransport(self.on_reply, membership.config.resend_ms / 1000, node_auth)
         store = node_file.NodeFile(node_file.node_file(config.data_dir))
         super().__init__(membership, self._bus, store, clock, self._dispatch)
         self._server: grpc.aio.Server | None = None
@@ -106,17 +107,23 @@ class ClusterRuntime(MembershipRuntime):
         """The bus transport; its traffic counters feed the metrics."""
         return self._bus
 
-    async def start(self, add_services: Callable[[grpc.aio.Server], None] | None = None) -> int:
+    async def start(
+        self,
+        add_services: Callable[[grpc.aio.Server], None] | None = None,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> int:
         """Listen on the bus port and say hello to every node we remember; return the port.
 
         ``add_services`` registers other node-to-node services (replication)
-        on the bus port, which is the one peers are allowed to reach.
+        on the bus port, which is the one peers are allowed to reach. With
+        ``credentials`` (``--tls-cluster``) the port speaks mutual TLS only.
         """
         self.save()
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_send_message_length", -1)]
         )
-        bus_pb2_grpc.add_BusServicer_to_server(BusService(self.handle, self._bus.traffic), server)
+        bus = BusService(self.handle, self._bus.traffic, self.node_auth)
+        server.add_generic_rpc_handlers((bus.handler(),))
         if add_services is not None:
             add_services(server)
         # Lets operators and clusterctl check that peers can reach this port.
@@ -124,7 +131,7 @@ class ClusterRuntime(MembershipRuntime):
         health_pb2_grpc.add_HealthServicer_to_server(bus_health, server)
         bind = f"{self.config.host}:{self.config.cluster_bus_port}"
         try:
-            port = server.add_insecure_port(bind)
+            port = add_port(server, bind, credentials)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on bus address {bind}: {exc}") from exc
         await server.start()
@@ -167,6 +174,8 @@ class ClusterRuntime(MembershipRuntime):
             raise ConnectionError(
                 f"cannot reach the bus of {target}: {exc.code().name}: {exc.details()}"
             ) from None
+        except DecodeError:
+            raise ConnectionError(f"{target} does not answer as a bus port") from None
         return self.complete_meet(reply)
 
 

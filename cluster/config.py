@@ -18,6 +18,7 @@ from typing import Any
 from .keyspace import EvictionPolicy, SamplerConfig
 from .observability.access_log import KeyMode
 from .persistence.policy import SnapshotPolicy
+from .security.tls_settings import ClientAuth, TlsSettings
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -175,13 +176,23 @@ class ServerConfig:
     acl_file: Path | None = None
     # With no users and no required client certificates, serve loopback clients only.
     protected_mode: bool = True
+    # Transport security (see docs/security.md). --port 0 turns plaintext off.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
+    tls_auth_clients: ClientAuth = ClientAuth.YES
+    tls_port: int = 0
+    tls_cluster: bool = False
     # ---- node authentication (see docs/security.md) ----
     # One secret per line: the first signs this node's bus calls, all are accepted.
     cluster_secret_file: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.cluster_enabled and self.bus_port == 0 and self.port + 10000 > 65535:
-            raise ValueError(f"port {self.port} leaves no room for the bus port; set --bus-port")
+        self.tls.check(self.port, self.cluster_enabled)
+        if self.cluster_enabled and self.bus_port == 0 and self.client_port + 10000 > 65535:
+            raise ValueError(
+                f"port {self.client_port} leaves no room for the bus port; set --bus-port"
+            )
         if self.max_key_bytes < 1:
             raise ValueError("max key size must be >= 1 byte")
         if self.max_value_bytes < 0:
@@ -214,13 +225,30 @@ class ServerConfig:
 
     @property
     def address(self) -> str:
-        """``host:port`` to listen on for clients."""
+        """``host:port`` to listen on for plaintext clients (port 0: none)."""
         return f"{self.host}:{self.port}"
 
     @property
+    def tls(self) -> TlsSettings:
+        """The TLS flags together."""
+        return TlsSettings(
+            self.tls_cert_file,
+            self.tls_key_file,
+            self.tls_ca_file,
+            self.tls_auth_clients,
+            self.tls_port,
+            self.tls_cluster,
+        )
+
+    @property
+    def client_port(self) -> int:
+        """The client port announced to peers and clients (see TlsSettings.announced_port)."""
+        return self.tls.announced_port(self.port)
+
+    @property
     def cluster_bus_port(self) -> int:
-        """The bus port actually used."""
-        return self.bus_port or self.port + 10000
+        """The bus port actually used: by default the announced client port + 10000."""
+        return self.bus_port or self.client_port + 10000
 
     @property
     def public_host(self) -> str:
@@ -241,7 +269,7 @@ class ServerConfig:
         """The Prometheus port to use (0: none): ``auto`` resolves to the client port + 1000."""
         if self.metrics_port != AUTO_PORT:
             return self.metrics_port
-        return self.port + 1000 if 0 < self.port <= 64535 else 0
+        return self.client_port + 1000 if 0 < self.client_port <= 64535 else 0
 
 
 @dataclass(frozen=True)
@@ -259,7 +287,7 @@ class _Option:
 
 _OPTIONS: tuple[_Option, ...] = (
     _Option("--host", "host", str, "address to listen on", "HOST"),
-    _Option("--port", "port", _port, "client port", "PORT"),
+    _Option("--port", "port", _optional_port, "plaintext client port (0: none)", "PORT"),
     _Option("--data-dir", "data_dir", Path, "directory for the node's files", "DIR"),
     _Option("--maxmemory", "maxmemory", parse_size, "memory limit; 0 means none", "SIZE"),
     _Option("--maxmemory-policy", "maxmemory_policy", EvictionPolicy.parse, "eviction policy"),
@@ -432,6 +460,27 @@ _OPTIONS: tuple[_Option, ...] = (
         "protected_mode",
         parse_bool,
         "without users or client certificates, serve loopback clients only (yes/no)",
+        "YES|NO",
+    ),
+    # Transport security (see docs/security.md).
+    _Option("--tls-port", "tls_port", _optional_port, "TLS client port (0: none)", "PORT"),
+    _Option("--tls-cert-file", "tls_cert_file", Path, "this node's certificate (PEM)", "PATH"),
+    _Option("--tls-key-file", "tls_key_file", Path, "the certificate's private key", "PATH"),
+    _Option(
+        "--tls-ca-file", "tls_ca_file", Path, "CA that signs client and node certificates", "PATH"
+    ),
+    _Option(
+        "--tls-auth-clients",
+        "tls_auth_clients",
+        ClientAuth.parse,
+        "TLS clients must present a certificate: yes (the default), no or optional",
+        "YES|NO|OPTIONAL",
+    ),
+    _Option(
+        "--tls-cluster",
+        "tls_cluster",
+        parse_bool,
+        "bus, replication, migration and forwarding use mutual TLS (yes/no)",
         "YES|NO",
     ),
     # ---- node authentication ----

@@ -17,6 +17,9 @@ from slotcache.v1 import cache_pb2
 
 from .bus import PEER_CHANNEL_OPTIONS
 from .executor import CommandError
+from .peer_channels import open_peer_channel
+from .security.member_rpc import method_path
+from .security.node_auth import NodeAuth
 from .services.status import from_rpc_error
 
 _SERVICE = cache_pb2.DESCRIPTOR.services_by_name["Cache"]
@@ -39,7 +42,9 @@ class ForwardError(Exception):
 class Forwarder:
     """One channel per peer client address, created on first use and reused."""
 
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(self, max_message_bytes: int, auth: NodeAuth | None = None) -> None:
+        # Proves to the owner that this node, a member, relays the call.
+        self._auth = auth or NodeAuth()
         self._options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -58,9 +63,7 @@ class Forwarder:
         if method is None:
             channel = self._channels.get(address)
             if channel is None:
-                channel = self._channels[address] = grpc.aio.insecure_channel(
-                    address, options=self._options
-                )
+                channel = self._channels[address] = open_peer_channel(address, self._options)
             desc = _SERVICE.methods_by_name[rpc]
             request_cls = getattr(cache_pb2, desc.input_type.name)
             reply_cls = getattr(cache_pb2, desc.output_type.name)
@@ -92,7 +95,7 @@ class Forwarder:
             return await self._method(address, rpc)(
                 request,
                 timeout=timeout or DEFAULT_TIMEOUT_S,
-                metadata=forward_metadata(hops, trace) + credentials,
+                metadata=self._metadata(rpc, hops, trace) + credentials,
             )
         except grpc.aio.AioRpcError as exc:
             raise ForwardError(exc) from None
@@ -110,7 +113,7 @@ class Forwarder:
         self.forwarded_batches += 1
         call = self._method(address, "Pipeline")(
             timeout=timeout or DEFAULT_TIMEOUT_S,
-            metadata=forward_metadata(hops, trace) + credentials,
+            metadata=self._metadata("Pipeline", hops, trace) + credentials,
         )
         try:
             await call.write(batch)
@@ -121,6 +124,11 @@ class Forwarder:
             raise ForwardError(exc) from None
         finally:
             call.cancel()
+
+    def _metadata(self, rpc: str, hops: int, trace: str) -> tuple[tuple[str, str], ...]:
+        return forward_metadata(hops, trace) + self._auth.call_metadata(
+            method_path(_SERVICE.full_name, rpc)
+        )
 
     async def close(self) -> None:
         """Close every channel."""

@@ -19,11 +19,17 @@ import grpc
 
 from slotcache.v1 import admin_pb2, admin_pb2_grpc
 
+from .peer_channels import open_peer_channel
+from .security.member_rpc import method_path
+from .security.node_auth import NodeAuth
+
 if TYPE_CHECKING:
     from .membership.machine import Membership
     from .replication.primary import PrimaryReplication
 
 log = logging.getLogger(__name__)
+
+FAILOVER = method_path(admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name, "Failover")
 
 POLL_S = 0.01
 
@@ -52,6 +58,7 @@ async def hand_off(
     membership: Membership,
     primary: PrimaryReplication | None,
     budget_s: float,
+    auth: NodeAuth | None = None,
 ) -> bool:
     """Make an in-sync replica primary in this node's place; True once this node is a replica.
 
@@ -73,9 +80,13 @@ async def hand_off(
     request = admin_pb2.FailoverRequest(
         mode=admin_pb2.FAILOVER_MODE_GRACEFUL, wait_ms=int(budget_s * 1000)
     )
+    # The replica's Admin port needs proof that a member, not a client, asks.
+    metadata = (auth or NodeAuth()).call_metadata(FAILOVER, audience=peer.id)
     try:
-        async with grpc.aio.insecure_channel(peer.address.client) as channel:
-            await admin_pb2_grpc.AdminStub(channel).Failover(request, timeout=budget_s)
+        async with open_peer_channel(peer.address.client) as channel:
+            await admin_pb2_grpc.AdminStub(channel).Failover(
+                request, timeout=budget_s, metadata=metadata
+            )
     except grpc.aio.AioRpcError as exc:
         log.warning("replica %s refused the failover: %s", peer.hex_id, exc.details())
         return False

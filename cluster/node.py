@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from slotcache.v1 import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
 
-from . import node_file
+from . import node_file, peer_channels
 from .cluster_runtime import (
     ClusterRuntime,
     load_membership,
@@ -48,6 +48,7 @@ from .security.acl import AclError
 from .security.admin_guard import guard_admin
 from .security.cluster_secret import SecretFileError
 from .security.node_auth import NodeAuth, node_auth_for
+from .security.tls import NodeTls, TlsError, add_port
 from .services.admin import AdminService
 from .services.cache import CacheService
 from .services.durability import Durability
@@ -108,7 +109,12 @@ class Node:
                 config, membership, self.node_auth, self.drop_slots, self._role_changed
             )
             self.replication = NodeReplication(
-                self.keyspace, config.repl_backlog_bytes, membership.id, self._primary_bus
+                self.keyspace,
+                config.repl_backlog_bytes,
+                membership.id,
+                self._primary_bus,
+                self.node_auth,
+                self._primary_id,
             )
             recorder = self.recorder
             self.migrations = Migrations(
@@ -117,6 +123,7 @@ class Node:
                 self.holds,
                 config.migration_cpu_percent / 100,
                 lambda: recorder.ops_total,
+                self.node_auth,
             )
             self.runtime.attach_replication(
                 lambda: self.replication.offset if self.replication else 0,
@@ -132,7 +139,7 @@ class Node:
             lambda: live_replicas(membership),
         )
         self.ownership = Ownership(membership, self.holds, self.durability.serves_replica_reads)
-        self.forwarder = Forwarder(config.max_message_bytes)
+        self.forwarder = Forwarder(config.max_message_bytes, self.node_auth)
         # ---- users and permissions (see docs/security.md) ----
         self.access = Access(config.acl_file, config.protected_mode, self.node_auth)
         self.tracking = Tracking(
@@ -155,7 +162,7 @@ class Node:
             self._snapshot_meta,
             Pacer(config.migration_cpu_percent / 100, lambda: recorder.ops_total).pause_after,
         )
-        self.port = config.port
+        self.port = config.client_port
         self.bus_port = 0
         self.sampler_cycles = 0
         self.sampler_overruns = 0
@@ -174,10 +181,8 @@ class Node:
 
     def _node_auth(self, node_id: bytes) -> NodeAuth:
         """Who counts as a cluster member: secret holders, node certificates, or anyone."""
-        # --tls-cluster comes with the TLS options; without them there are no node certificates.
-        node_certs = bool(getattr(self.config, "tls_cluster", False))
         try:
-            return node_auth_for(self.config.cluster_secret_file, node_certs, node_id)
+            return node_auth_for(self.config.cluster_secret_file, self.config.tls_cluster, node_id)
         except SecretFileError as exc:
             raise StartupError(str(exc)) from None
 
@@ -229,24 +234,24 @@ class Node:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         try:
-            self.port = server.add_insecure_port(self.config.address)
-        except RuntimeError as exc:
-            raise StartupError(f"cannot listen on {self.config.address}: {exc}") from exc
-        if self.port == 0:
-            raise StartupError(f"cannot listen on {self.config.address}")
+            tls = NodeTls.load(self.config.tls)
+        except TlsError as exc:
+            raise StartupError(str(exc)) from exc
+        peer_channels.use_tls(tls.watcher if self.config.tls_cluster else None)
+        self._listen(server, tls)
         if self.runtime is not None:
             replication_service = ReplicationService(
-                lambda: self.replication.primary if self.replication else None
+                lambda: self.replication.primary if self.replication else None, self.node_auth
             )
             assert self.migrations is not None
-            migration_service = MigrationService(self.migrations)
+            migration_service = MigrationService(self.migrations, self.node_auth)
 
             def add_bus_services(bus: grpc.aio.Server) -> None:
                 replication_pb2_grpc.add_ReplicationServicer_to_server(replication_service, bus)
                 migration_pb2_grpc.add_MigrationServicer_to_server(migration_service, bus)
 
             try:
-                self.bus_port = await self.runtime.start(add_bus_services)
+                self.bus_port = await self.runtime.start(add_bus_services, tls.bus)
             except OSError as exc:
                 raise StartupError(str(exc)) from exc
             self._apply_role()
@@ -263,6 +268,21 @@ class Node:
         self._tasks.append(asyncio.create_task(self._run_cron(), name="slotcache-cron"))
         self._tasks.append(asyncio.create_task(self._watch_loop(), name="loop-watch"))
         self.snapshots.start()
+
+    def _listen(self, server: grpc.aio.Server, tls: NodeTls) -> None:
+        """Bind the plaintext and TLS client ports that are on; ``port`` is the announced one."""
+        ports = {self.config.port: None, self.config.tls_port: tls.client}
+        for port, credentials in ports.items():
+            if not port:
+                continue
+            address = f"{self.config.host}:{port}"
+            try:
+                bound = add_port(server, address, credentials)
+            except RuntimeError as exc:
+                raise StartupError(f"cannot listen on {address}: {exc}") from exc
+            if bound == 0:
+                raise StartupError(f"cannot listen on {address}")
+        self.port = self.config.client_port
 
     def _resume_from(self, meta: SnapshotMeta | None) -> None:
         """Continue the snapshot's replication history, so replicas resync partially.
@@ -339,7 +359,7 @@ class Node:
         grace = self.config.shutdown_grace_s if grace is None else grace
         deadline = loop.time() + grace
         if self.config.shutdown_failover and self.runtime is not None and self.replication:
-            await hand_off(self.runtime.membership, self.replication.primary, grace)
+            await hand_off(self.runtime.membership, self.replication.primary, grace, self.node_auth)
         await self.health.enter_graceful_shutdown()
         # Calls already read but not yet dispatched are cancelled by grpc's stop()
         # (grpc/grpc#41785); a short pause lets them reach their handlers first,
@@ -448,6 +468,10 @@ class Node:
         primary = self.ownership.membership.my_primary()
         return primary.address.bus if primary is not None else None
 
+    def _primary_id(self) -> bytes:
+        primary = self.ownership.membership.my_primary()
+        return primary.id if primary is not None else b""
+
     def _role_changed(self, primary: bytes) -> None:
         # In the same loop step as the membership change, before any request
         # can see the new role (see NodeReplication.become_primary).
@@ -506,6 +530,8 @@ class Node:
                 "snapshot.last_load_cpu_ms": int(self.snapshots.last_load_cpu_s * 1000),
                 "snapshot.loaded_keys": self.snapshots.loaded_keys,
                 "sampler.last_stale_permille": self.sampler_stale_permille,
+                # Node-to-node calls refused as not a member's (see security/node_auth.py).
+                "cluster.calls_refused": self.node_auth.refused_total,
             }
         )
         out.update(self.telemetry.stats(self))

@@ -248,7 +248,7 @@ class Claims:
                     slots=table.flat_ranges(stale_against.id),
                 )
             )
-            turn.send(Envelope(owner.address, update))
+            turn.send(Envelope(owner.address, update, owner.id))
 
 
 __all__ = ["Claims"]

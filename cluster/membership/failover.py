@@ -152,7 +152,9 @@ class Elections:
         self.mf_can_start = mode is FailoverMode.FORCE
         self.mf_primary_offset = -1
         if mode is FailoverMode.GRACEFUL:
-            turn.send(Envelope(primary.address, self._host.message(MFSTART, turn, primary)))
+            turn.send(
+                Envelope(primary.address, self._host.message(MFSTART, turn, primary), primary.id)
+            )
 
     def on_primary_header(self, header: bus_pb2.Header) -> None:
         """A message from our primary: note where it paused, if it did."""
@@ -241,7 +243,7 @@ class Elections:
             header.mflags |= FORCEACK
         for p in self._view.peers():
             if p.is_primary:
-                turn.send(Envelope(p.address, request))
+                turn.send(Envelope(p.address, request, p.id))
 
     def on_auth_ack(self, sender: Peer, header: bus_pb2.Header, turn: Turn) -> None:
         """A primary voted for us."""
@@ -273,7 +275,7 @@ class Elections:
         self.last_vote_epoch = self._view.current_epoch
         self.voted_time[bytes(header.primary)] = turn.now
         turn.persist = True
-        turn.send(Envelope(sender.address, self._host.message(AUTH_ACK, turn, sender)))
+        turn.send(Envelope(sender.address, self._host.message(AUTH_ACK, turn, sender), sender.id))
 
     def _refusal(self, header: bus_pb2.Header, now: int) -> str:
         view = self._view

@@ -44,7 +44,7 @@ class FailureDetector:
             peer.ping_sent = now
         peer.ping_attempt = now
         self.schedule(peer, now)
-        return Envelope(peer.address, self._messages.build(kind, turn, peer))
+        return Envelope(peer.address, self._messages.build(kind, turn, peer), peer.id)
 
     def heard_from(self, sender: Peer, kind: MessageType, now: int, out: Outputs) -> None:
         """A message from ``sender``; a PONG is the evidence of life that clears suspicion."""
@@ -130,7 +130,7 @@ class FailureDetector:
             report.failing = peer.id
             for p in view.peers():
                 if p is not peer and p.is_primary:
-                    turn.send(Envelope(p.address, report))
+                    turn.send(Envelope(p.address, report, p.id))
         self._mark_failing_if_needed(peer, turn)
 
     def suspicion(self, reporter: Peer, suspect: Peer, turn: Turn) -> None:
@@ -169,7 +169,7 @@ class FailureDetector:
             message.failing = node.id
             for p in view.peers():
                 if p is not node:
-                    turn.send(Envelope(p.address, message))
+                    turn.send(Envelope(p.address, message, p.id))
 
     def fail_announced(self, node: Peer, now: int, out: Outputs) -> None:
         """A FAIL message about ``node``: believe it, as Redis does."""

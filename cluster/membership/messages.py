@@ -69,7 +69,7 @@ class Messages:
 
     def to(self, peer: Peer, kind: MessageType, turn: Turn) -> Envelope:
         """A message of ``kind`` for ``peer``."""
-        return Envelope(peer.address, self.build(kind, turn, peer))
+        return Envelope(peer.address, self.build(kind, turn, peer), peer.id)
 
 
 __all__ = [

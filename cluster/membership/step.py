@@ -22,6 +22,8 @@ class Envelope:
 
     dest: Address
     message: bus_pb2.BusMessage
+    # The id of the node at ``dest``: a message signed for it is refused by any other.
+    node: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,9 @@ from ..membership.machine import ClusterError
 from ..migration.pacing import Pacer
 from ..migration.progress import MigrationRecord
 from ..migration.source import MigrationSources
-from ..migration.target import IncomingMigration
+from ..migration.target import MIGRATE, IncomingMigration
+from ..security.member_rpc import admit_member, answer_as_member
+from ..security.node_auth import NodeAuth
 from ..wire import migration_pb2, migration_pb2_grpc
 
 # Finished migrations kept for MigrationStatus.
@@ -35,8 +37,10 @@ class Migrations:
         holds: WriteHolds,
         cpu_share: float = 1.0,
         activity: Callable[[], int] | None = None,
+        auth: NodeAuth | None = None,
     ) -> None:
         self.keyspace = keyspace
+        self.auth = auth or NodeAuth()
         self.runtime = runtime
         self.records: dict[str, MigrationRecord] = {}
         # A new Pacer per migration and side (see pacing.py).
@@ -89,6 +93,7 @@ class Migrations:
             source.address.bus,
             self.runtime.claim_slots,
             self._pacer(),
+            self.auth,
         )
         task = asyncio.get_running_loop().create_task(incoming.run())
         self._incoming[migration_id] = (incoming, task)
@@ -144,10 +149,11 @@ class Migrations:
 
 
 class MigrationService(migration_pb2_grpc.MigrationServicer):
-    """The source's end of Migrate streams, on the bus port."""
+    """The source's end of Migrate streams from members, on the bus port."""
 
-    def __init__(self, migrations: Migrations) -> None:
+    def __init__(self, migrations: Migrations, auth: NodeAuth | None = None) -> None:
         self._migrations = migrations
+        self._auth = auth or NodeAuth()
 
     async def Migrate(
         self,
@@ -155,5 +161,7 @@ class MigrationService(migration_pb2_grpc.MigrationServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[migration_pb2.MigrationEvent]:
         """Serve one migration out of this node."""
+        await admit_member(self._auth, context, MIGRATE)
+        await answer_as_member(self._auth, context, MIGRATE)
         async for event in self._migrations.sources.serve(request_iterator):
             yield event

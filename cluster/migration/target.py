@@ -22,11 +22,16 @@ from ..keyspace import Keyspace
 from ..membership.slot_table import flatten
 from ..migration.pacing import Pacer
 from ..migration.progress import MigrationRecord
+from ..peer_channels import open_peer_channel
 from ..replication.snapshots import apply_ops, load_snapshots
+from ..security.member_rpc import NotAMember, check_answer, method_path
+from ..security.node_auth import NodeAuth
 from ..wire import migration_pb2 as pb
 from ..wire import migration_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
+
+MIGRATE = method_path(pb.DESCRIPTOR.services_by_name["Migration"].full_name, "Migrate")
 
 # The source holds writes during the handoff; if the tail does not arrive in
 # this long, the target gives up so the source can carry on.
@@ -52,8 +57,10 @@ class IncomingMigration:
         source_bus: str,
         claim: Callable[[list[int]], int],
         pacer: Pacer | None = None,
+        auth: NodeAuth | None = None,
     ) -> None:
         self.keyspace = keyspace
+        self._auth = auth or NodeAuth()
         # Paces the loading while this node also serves clients (see pacing.py).
         self._pace = pacer.pause_after if pacer is not None else None
         self.record = record
@@ -75,7 +82,7 @@ class IncomingMigration:
             raise
         except grpc.aio.AioRpcError as exc:
             self._clean(f"the stream to the source broke: {exc.code().name}: {exc.details()}")
-        except MigrationFailed as exc:
+        except (MigrationFailed, NotAMember) as exc:
             self._clean(str(exc))
         except Exception as exc:
             log.exception("migration %s failed", record.migration_id)
@@ -109,10 +116,12 @@ class IncomingMigration:
             target=self.my_id, slots=flatten(to_ranges(slots)), migration_id=record.migration_id
         )
         self._outbox.put_nowait(pb.MigrationRequest(start=start))
-        async with grpc.aio.insecure_channel(
-            self.source_bus, options=[("grpc.max_receive_message_length", -1)]
+        async with open_peer_channel(
+            self.source_bus, [("grpc.max_receive_message_length", -1)]
         ) as channel:
-            call = pb_grpc.MigrationStub(channel).Migrate(self._requests())
+            sent = self._auth.call_metadata(MIGRATE, audience=bytes.fromhex(record.source_id))
+            call = pb_grpc.MigrationStub(channel).Migrate(self._requests(), metadata=sent)
+            await check_answer(self._auth, call, sent, MIGRATE, self.source_bus)
             loaded = bytearray(SLOT_COUNT)
             while True:
                 try:

@@ -71,6 +71,12 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     _i("slotcache.cluster.failovers", "counter", "{failover}", "times this node became primary"),
     _i("slotcache.gossip.messages", "counter", "{message}", "bus messages, by direction"),
     _i("slotcache.gossip.io", "counter", "By", "bus message bytes, by direction"),
+    _i(
+        "slotcache.cluster.calls.refused",
+        "counter",
+        "{call}",
+        "node-to-node calls and answers refused as not a cluster member's, by reason",
+    ),
     _i("process.cpu.time", "counter", "s", "CPU seconds, by mode (user, system)"),
     _i("process.memory.usage", "updown", "By", "resident memory"),
     _i("slotcache.eventloop.lag", "gauge", "s", "how late the event loop woke, last period"),
@@ -204,6 +210,8 @@ def _cluster(add: _Add, node: Node) -> None:
     for flag, n in nodes.items():
         add("slotcache.cluster.nodes.failing", n, {"state": flag})
     add("slotcache.cluster.failovers", node.promotions)
+    for reason, n in node.node_auth.refused.items():
+        add("slotcache.cluster.calls.refused", n, {"reason": reason})
     runtime = node.runtime
     if runtime is not None:
         traffic = runtime.bus.traffic

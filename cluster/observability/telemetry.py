@@ -65,7 +65,7 @@ class Telemetry:
         return {
             "service.name": "slotcache",
             "service.version": version("slotcache"),
-            "service.instance.id": f"{cfg.public_host}:{cfg.port if port is None else port}",
+            "service.instance.id": f"{cfg.public_host}:{cfg.client_port if port is None else port}",
         }
 
     def start(self, node: Node) -> None:

@@ -16,6 +16,7 @@ from ..keyspace import Keyspace
 from ..replication.backlog import Backlog
 from ..replication.primary import PrimaryReplication
 from ..replication.replica import ReplicaSync
+from ..security.node_auth import NodeAuth
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,15 @@ class NodeReplication:
         backlog_bytes: int,
         my_id: bytes,
         primary_bus: Callable[[], str | None],
+        auth: NodeAuth | None = None,
+        primary_id: Callable[[], bytes] = bytes,
     ) -> None:
         self.keyspace = keyspace
         self.backlog = Backlog(backlog_bytes)
         self.my_id = my_id
         self._primary_bus = primary_bus
+        self._auth = auth
+        self._primary_id = primary_id
         self._maxmemory = keyspace.maxmemory
         self.primary: PrimaryReplication | None = None
         self.replica: ReplicaSync | None = None
@@ -87,7 +92,14 @@ class NodeReplication:
             self.primary = None
         if self.replica is None:
             self.keyspace.maxmemory = 0
-            self.replica = ReplicaSync(self.keyspace, self.backlog, self.my_id, self._primary_bus)
+            self.replica = ReplicaSync(
+                self.keyspace,
+                self.backlog,
+                self.my_id,
+                self._primary_bus,
+                self._auth,
+                self._primary_id,
+            )
             self.replica.start()
         else:
             self.replica.retarget()

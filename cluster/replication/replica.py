@@ -20,9 +20,13 @@ import grpc
 from slotcache.contract import SLOT_COUNT
 
 from ..keyspace import Keyspace
+from ..peer_channels import open_peer_channel
 from ..replication.backlog import Backlog
 from ..replication.ops import OpRecorder
+from ..replication.service import REPLICATE
 from ..replication.snapshots import APPLY_SLICE_S, apply_ops, load_snapshots
+from ..security.member_rpc import NotAMember, check_answer
+from ..security.node_auth import NodeAuth
 from ..wire import replication_pb2 as pb
 from ..wire import replication_pb2_grpc as pb_grpc
 
@@ -41,11 +45,16 @@ class ReplicaSync:
         backlog: Backlog,
         my_id: bytes,
         primary_bus: Callable[[], str | None],
+        auth: NodeAuth | None = None,
+        primary_id: Callable[[], bytes] = bytes,
     ) -> None:
         self.keyspace = keyspace
         self.backlog = backlog
         self.my_id = my_id
         self._primary_bus = primary_bus
+        # Proves this node a member to the primary, and the primary one to this node.
+        self._auth = auth or NodeAuth()
+        self._primary_id = primary_id
         # Whether this node's data matches its backlog's history, so that it may
         # ask for a partial sync. True at first (an empty node's history is
         # empty, and a demoted primary's data is its own history); false while
@@ -131,6 +140,8 @@ class ReplicaSync:
                     delay = RETRY_MIN_S
                 except grpc.aio.AioRpcError as exc:
                     log.info("replication from %s interrupted: %s", target, exc.code().name)
+                except NotAMember as exc:
+                    log.info("replication from %s refused: %s", target, exc)
                 except Exception:
                     log.exception("replication from %s failed", target)
             self.syncing = False
@@ -138,16 +149,15 @@ class ReplicaSync:
             delay = min(delay * 2, RETRY_MAX_S)
 
     async def _session(self, target: str) -> None:
-        async with grpc.aio.insecure_channel(
-            target,
-            options=[("grpc.max_receive_message_length", -1)],
-        ) as channel:
-            call = pb_grpc.ReplicationStub(channel).Replicate()
+        async with open_peer_channel(target, [("grpc.max_receive_message_length", -1)]) as channel:
+            sent = self._auth.call_metadata(REPLICATE, audience=self._primary_id())
+            call = pb_grpc.ReplicationStub(channel).Replicate(metadata=sent)
             hello = pb.ReplicaHello(replica=self.my_id)
             if self.synced:
                 hello.replid, hello.offset = self.backlog.replid, self.backlog.offset
             self.syncing = False
             await call.write(pb.ReplicaMessage(hello=hello))
+            await check_answer(self._auth, call, sent, REPLICATE, target)
             snapshotted: bytearray | None = None
             async for message in call:
                 self.last_contact = time.monotonic()

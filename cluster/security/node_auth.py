@@ -26,19 +26,20 @@ an injected clock (:func:`sign`, :func:`verify`, :class:`ReplayGuard`);
 from __future__ import annotations
 
 import base64
-import hashlib
 import heapq
 import hmac
 import logging
 import secrets as random_source
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import grpc
+
+from slotcache.contract import NODE_CERT_URI
 
 from .cluster_secret import SecretFile
 
@@ -59,9 +60,9 @@ WINDOW_MS = 30_000
 # under load instead of replays getting through). About 250 bytes each.
 NONCE_CAPACITY = 50_000
 NONCE_BYTES = 12
-# The URI SAN that makes a certificate a node certificate (see docs/security.md).
-NODE_CERT_URI = "urn:slotcache:node"
 LOG_EVERY_S = 10.0
+# Appended to the method an answer's token is signed over, so no answer passes as a call.
+REPLY = "#reply"
 
 
 class Refusal(Enum):
@@ -110,11 +111,17 @@ def sign(
     secret: bytes, method: str, body: bytes, timestamp_ms: int, nonce: str, audience: str = ""
 ) -> str:
     """The MAC over one call; every field is length-prefixed so none can bleed into another."""
-    mac = hmac.new(secret, digestmod=hashlib.sha256)
-    for field in (VERSION, method, str(timestamp_ms), nonce, audience):
-        mac.update(b"%d:%s;" % (len(field), field.encode()))
-    mac.update(body)
-    return _b64(mac.digest())
+    head = b"".join(
+        b"%d:%s;" % (len(f), f)
+        for f in (
+            VERSION.encode(),
+            method.encode(),
+            b"%d" % timestamp_ms,
+            nonce.encode(),
+            audience.encode(),
+        )
+    )
+    return _b64(hmac.digest(secret, head + body, "sha256"))
 
 
 def verify(secrets: Sequence[bytes], method: str, body: bytes, token: Token) -> bool:
@@ -197,12 +204,15 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _metadata_value(metadata: Iterable[Any], key: str) -> str | None:
+def _metadata_values(metadata: Iterable[Any], key: str) -> Iterator[str]:
     for item in metadata:
         if item[0] == key:
             value = item[1]
-            return value.decode() if isinstance(value, bytes) else str(value)
-    return None
+            yield value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _metadata_value(metadata: Iterable[Any], key: str) -> str | None:
+    return next(_metadata_values(metadata, key), None)
 
 
 class NodeAuth:
@@ -251,9 +261,56 @@ class NodeAuth:
         """
         if self._secrets is None:
             return ()
-        ts, nonce, aud = self._clock_ms(), self._nonce(), audience.hex()
-        mac = sign(self._secrets()[0], method, body, ts, nonce, aud)
-        return ((METADATA_KEY, Token(ts, nonce, aud, mac).encode()),)
+        return self._token(method, body, self._nonce(), audience.hex())
+
+    def _token(
+        self, method: str, body: bytes, nonce: str, audience: str
+    ) -> tuple[tuple[str, str], ...]:
+        assert self._secrets is not None
+        ts = self._clock_ms()
+        mac = sign(self._secrets()[0], method, body, ts, nonce, audience)
+        return ((METADATA_KEY, Token(ts, nonce, audience, mac).encode()),)
+
+    @property
+    def signs(self) -> bool:
+        """Whether calls and answers carry tokens (a cluster secret is configured)."""
+        return self._secrets is not None
+
+    def check_reply(
+        self, sent: Iterable[Any], received: Iterable[Any], method: str, body: bytes
+    ) -> Refusal | None:
+        """None when an answer to our call ``sent`` comes from a member; otherwise why not.
+
+        An answer's token reuses the nonce of the call it answers, so it
+        cannot be replayed as the answer to any other call, and needs no
+        nonce cache.
+        """
+        if self._secrets is None:
+            return None
+        asked = Token.parse(_metadata_value(sent, METADATA_KEY) or "")
+        value = _metadata_value(received, METADATA_KEY)
+        if value is None:
+            return Refusal.MISSING
+        token = Token.parse(value)
+        if token is None or asked is None:
+            return Refusal.MALFORMED
+        if token.nonce != asked.nonce:
+            return Refusal.REPLAYED
+        if not verify(self._secrets(), method + REPLY, body, token):
+            return Refusal.BAD_MAC
+        if abs(self._clock_ms() - token.timestamp_ms) > self._guard.window_ms:
+            return Refusal.STALE
+        return None
+
+    def is_member_reply(
+        self, sent: Iterable[Any], received: Iterable[Any], method: str, body: bytes, peer: str
+    ) -> bool:
+        """Whether the answer to our call comes from a member; a refusal is counted and logged."""
+        refusal = self.check_reply(sent, received, method, body)
+        if refusal is None:
+            return True
+        self.note_refusal(refusal, method + REPLY, peer)
+        return False
 
     # ---- the receiver's side -----------------------------------------------------
 
@@ -269,18 +326,22 @@ class NodeAuth:
             return Refusal.NOT_NODE_CERT
         if self._secrets is None:
             return None
-        value = _metadata_value(metadata, METADATA_KEY)
-        if value is None:
-            return Refusal.MISSING
-        token = Token.parse(value)
-        if token is None:
-            return Refusal.MALFORMED
-        # The MAC first: an outsider's tokens never reach the nonce cache.
-        if not verify(self._secrets(), method, body, token):
-            return Refusal.BAD_MAC
-        if token.audience not in ("", self.node_id):
-            return Refusal.WRONG_NODE
-        return self._guard.admit(token.timestamp_ms, token.nonce, self._clock_ms())
+        # A call may carry more than one token, each signed over its own body
+        # (a forwarded call: the forwarding node's, and one vouching for the
+        # user it relays); the one signed over this body is the one checked.
+        refusal = Refusal.MISSING
+        for value in _metadata_values(metadata, METADATA_KEY):
+            token = Token.parse(value)
+            if token is None:
+                refusal = Refusal.MALFORMED
+            # The MAC first: an outsider's tokens never reach the nonce cache.
+            elif not verify(self._secrets(), method, body, token):
+                refusal = Refusal.BAD_MAC
+            elif token.audience not in ("", self.node_id):
+                return Refusal.WRONG_NODE
+            else:
+                return self._guard.admit(token.timestamp_ms, token.nonce, self._clock_ms())
+        return refusal
 
     def is_member_call(
         self, context: grpc.aio.ServicerContext[Any, Any], method: str, body: bytes = b""
@@ -295,6 +356,19 @@ class NodeAuth:
             return True
         self.note_refusal(refusal, method, context.peer())
         return False
+
+    def reply_metadata(
+        self, context: grpc.aio.ServicerContext[Any, Any], method: str, body: bytes = b""
+    ) -> tuple[tuple[str, str], ...]:
+        """Metadata proving to a member's call that this answer, ``body``, is a member's."""
+        if self._secrets is None:
+            return ()
+        asked = Token.parse(
+            _metadata_value(context.invocation_metadata() or (), METADATA_KEY) or ""
+        )
+        if asked is None:
+            return ()
+        return self._token(method + REPLY, body, asked.nonce, "")
 
     def note_refusal(self, refusal: Refusal, method: str, peer: str) -> None:
         """Count a refused call and log it, at most once per period per reason."""

@@ -30,7 +30,7 @@ from benchlib.peers import (
     redirects,
     sync_client,
 )
-from benchlib.results import MetricDef, WorkloadResult, compare
+from benchlib.results import Metric, MetricDef, WorkloadResult, compare
 from benchlib.schedule import alternating
 from benchlib.shared_servers import SharedServers
 from benchlib.stats import per_item, percentile
@@ -354,6 +354,23 @@ def measure(sides: Mapping[str, Side], spec: LoadSpec) -> dict[str, LoopResult]:
     for r, side in alternating(list(sides), spec.rounds):
         windows[side].append(sides[side](replace(round_spec, seed=spec.seed + r)))
     return {side: LoopResult.merge(parts) for side, parts in windows.items()}
+
+
+def w1_against_itself(
+    sides: Mapping[str, Side], spec: LoadSpec, tried: str, reference: str
+) -> tuple[list[Metric], dict[str, LoopResult]]:
+    """W1 on two slotcache sides in alternating rounds: ``tried`` over ``reference`` ratios.
+
+    The metrics are named ``w1_<metric>_<tried>_vs_<reference>``; the merged
+    windows come back too, for the details.
+    """
+    merged = measure(sides, spec)
+    figures = {side: W1.figures(res, spec) for side, res in merged.items()}
+    metrics = [
+        replace(m, name=f"w1_{m.name}_{tried}_vs_{reference}", sides=(tried, reference))
+        for m in compare(W1.metrics, figures[tried], figures[reference])
+    ]
+    return metrics, merged
 
 
 def bound(workload: ClientWorkload, target: Target) -> Side:

@@ -23,6 +23,7 @@ WORKLOADS = (
     "near",
     "restart",
     "telemetry",
+    "tls",
     "auth",
 )
 CLIENT_WORKLOADS = ("w1", "w2", "w3")

@@ -85,6 +85,8 @@ class Target:
     routing: Routing = "smart"
     # A slotcache user's token, for nodes with users (sent by the SDK with every call).
     token: str | None = None
+    # How the slotcache SDK connects (None: plaintext).
+    tls: slotcache.TlsOptions | None = None
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -134,7 +136,7 @@ async def async_client(target: Target, concurrency: int) -> AsyncIterator[AsyncK
     """
     if target.peer == SLOTCACHE:
         async with slotcache.AsyncClient(
-            target.seeds, routing=target.routing, token=target.token
+            target.seeds, routing=target.routing, tls=target.tls, token=target.token
         ) as sc:
             yield cast(AsyncKV, sc)
     else:
@@ -149,7 +151,9 @@ async def async_client(target: Target, concurrency: int) -> AsyncIterator[AsyncK
 def sync_client(target: Target) -> Iterator[SyncKV]:
     """The peer's blocking client."""
     if target.peer == SLOTCACHE:
-        with slotcache.Client(target.seeds, routing=target.routing, token=target.token) as sc:
+        with slotcache.Client(
+            target.seeds, routing=target.routing, tls=target.tls, token=target.token
+        ) as sc:
             yield cast(SyncKV, sc)
     else:
         with redis.Redis(host=LOOPBACK, port=target.port) as rc:

@@ -210,7 +210,9 @@ def slotcache_server(work_dir: Path, extra_args: Sequence[str] = ()) -> Iterator
 
 
 @contextlib.contextmanager
-def slotcache_cluster(work_dir: Path, primaries: int) -> Iterator[list[ServerProcess]]:
+def slotcache_cluster(
+    work_dir: Path, primaries: int, extra_args: Sequence[str] = ()
+) -> Iterator[list[ServerProcess]]:
     """Fresh cluster-mode nodes formed into one cluster (slots split evenly); all stopped on exit.
 
     The nodes boot in parallel (each boot is mostly waiting for a Python
@@ -219,7 +221,11 @@ def slotcache_cluster(work_dir: Path, primaries: int) -> Iterator[list[ServerPro
     fails or is interrupted.
     """
     servers = [
-        ServerProcess(Path(tempfile.mkdtemp(prefix="slotcache-node-", dir=work_dir)), cluster=True)
+        ServerProcess(
+            Path(tempfile.mkdtemp(prefix="slotcache-node-", dir=work_dir)),
+            extra_args=extra_args,
+            cluster=True,
+        )
         for _ in range(primaries)
     ]
     try:

@@ -16,7 +16,6 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 from benchlib.client_workloads import (
@@ -25,13 +24,13 @@ from benchlib.client_workloads import (
     Side,
     bound,
     load_details,
-    measure,
+    w1_against_itself,
     window_details,
 )
 from benchlib.loops import LoopResult
 from benchlib.peers import SLOTCACHE, Target
 from benchlib.processes import slotcache_server
-from benchlib.results import Metric, WorkloadResult, compare
+from benchlib.results import WorkloadResult
 from benchlib.shared_servers import SharedServers
 from slotcache.ctl.launcher import free_port
 
@@ -108,9 +107,7 @@ def run(stack: ExitStack, servers: SharedServers, work_dir: Path, spec: LoadSpec
         ON: scraped(bound(W1, targets[ON]), ports[ON], scrapes),
         OFF: bound(W1, targets[OFF]),
     }
-    merged = measure(sides, spec)
-    figures = {side: W1.figures(res, spec) for side, res in merged.items()}
-    metrics = [_named(m) for m in compare(W1.metrics, figures[ON], figures[OFF])]
+    metrics, merged = w1_against_itself(sides, spec, ON, OFF)
     access_log = work_dir / f"telemetry-{ON}" / "access.log"
     lines = len(access_log.read_text().splitlines()) if access_log.exists() else 0
     return WorkloadResult(
@@ -133,7 +130,3 @@ def run(stack: ExitStack, servers: SharedServers, work_dir: Path, spec: LoadSpec
             "CPU per op ratio <= 1.05."
         ],
     )
-
-
-def _named(metric: Metric) -> Metric:
-    return replace(metric, name=f"w1_{metric.name}_on_vs_off", sides=(ON, OFF))

@@ -57,6 +57,13 @@ def run_cli(*argv: str, timeout: float = 180.0) -> subprocess.CompletedProcess[s
     )
 
 
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """Python ``code`` (a snippet clusterctl printed) run as a user would, in its own process."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def kill_everything_from(root: Path) -> None:
     """Last resort after a test: stop (and if need be SIGKILL) any server still running there."""
     local.stop(local.discover(root).running, timeout=1.0)

@@ -18,6 +18,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from slotcache.v1 import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
+from tests.support import security
 
 SLOTS = 16384
 REDIRECT = (("slotcache-redirect", "1"),)
@@ -81,8 +82,9 @@ class NodeStubs:
     admin: admin_pb2_grpc.AdminStub
 
     @classmethod
-    def open(cls, address: str) -> NodeStubs:
-        channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    def open(cls, address: str, via: security.Security | None = None) -> NodeStubs:
+        """Stubs connecting as ``via`` says (default: as the session's servers require)."""
+        channel = (via or security.current()).channel(address, CHANNEL_OPTIONS)
         return cls(
             address, channel, cache_pb2_grpc.CacheStub(channel), admin_pb2_grpc.AdminStub(channel)
         )

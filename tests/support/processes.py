@@ -6,12 +6,30 @@ and registered before it starts, so even a half-started process is stopped.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from slotcache.ctl.certs import LocalCerts
 from slotcache.ctl.cluster_ops import create_cluster
-from slotcache.ctl.launcher import ServerProcess
+from slotcache.ctl.launcher import ServerProcess, server_command
+from tests.support import security
+
+
+def run_to_completion(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """One server run to completion (for starts that fail fast), with flags only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTCACHE_")}
+    return subprocess.run(
+        [*server_command(), "--data-dir", str(data_dir), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
 
 # Servers currently running, newest last; their logs go into failure reports.
 LIVE: list[ServerProcess] = []
@@ -37,17 +55,28 @@ class ServerFactory:
         self._servers: list[ServerProcess] = []
 
     def start(
-        self, *extra_args: str, ready_timeout: float = 20.0, cluster: bool = False
+        self,
+        *extra_args: str,
+        ready_timeout: float = 20.0,
+        cluster: bool = False,
+        tls: LocalCerts | None = None,
     ) -> ServerProcess:
-        server = self.create(*extra_args, cluster=cluster)
+        server = self.create(*extra_args, cluster=cluster, tls=tls)
         return server.start(ready_timeout)
 
     __call__ = start
 
-    def create(self, *extra_args: str, cluster: bool = False) -> ServerProcess:
-        """A registered server that is not started yet."""
+    def create(
+        self, *extra_args: str, cluster: bool = False, tls: LocalCerts | None = None
+    ) -> ServerProcess:
+        """A registered server that is not started yet; TLS only with ``tls`` or the session's."""
         n = len(self._servers)
-        server = ServerProcess(self._base_dir / f"node{n}", extra_args=extra_args, cluster=cluster)
+        server = ServerProcess(
+            self._base_dir / f"node{n}",
+            extra_args=extra_args,
+            cluster=cluster,
+            tls=tls or security.current().certs,
+        )
         self._servers.append(server)
         LIVE.append(server)
         return server

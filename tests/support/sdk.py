@@ -9,6 +9,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import slotcache
+from tests.support import security
 
 
 class AsyncDriver:
@@ -45,6 +46,13 @@ class AsyncDriver:
             self._loop.close()
 
 
+def client(*args: Any, **kwargs: Any) -> slotcache.Client:
+    """A Client that connects as this session's servers require (see tests.support.security)."""
+    return slotcache.Client(*args, **security.current().client_kwargs(), **kwargs)
+
+
 def open_client(kind: str, *args: Any, **kwargs: Any) -> Any:
     """A Client (``kind`` "sync") or a driven AsyncClient ("async"); the caller closes it."""
-    return slotcache.Client(*args, **kwargs) if kind == "sync" else AsyncDriver(*args, **kwargs)
+    if kind == "sync":
+        return client(*args, **kwargs)
+    return AsyncDriver(*args, **security.current().client_kwargs(), **kwargs)

@@ -14,6 +14,7 @@ from slotcache._nearcache import NearCacheConfig
 from slotcache._retry import RetryPolicy
 from slotcache._stats import ClientStats, Histogram
 from slotcache._sync import Client, Pipeline
+from slotcache._tls import TlsOptions
 from slotcache.codecs import Codec, JsonCodec, MsgpackCodec, PickleCodec
 from slotcache.contract import key_slot
 from slotcache.crypto import Keyring
@@ -66,6 +67,7 @@ __all__ = [
     "RetryPolicy",
     "SlotcacheError",
     "Timeout",
+    "TlsOptions",
     "Unauthenticated",
     "Unavailable",
     "key_slot",

@@ -22,7 +22,7 @@ import grpc
 from slotcache._aio_pipe import AioPipe, Holds
 from slotcache._base import ClientBase, now_ms
 from slotcache._batch import Batch, finish
-from slotcache._channels import CHANNEL_OPTIONS, ChannelPool
+from slotcache._channels import ChannelPool, connector
 from slotcache._commands import Command, Key
 from slotcache._core import (
     Action,
@@ -46,10 +46,6 @@ T = TypeVar("T")
 _CLOSED = "the call was cancelled: the client was closed"
 
 
-def _connect(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-
-
 def _consume(task: asyncio.Task[None]) -> None:
     """Mark a refresh's failure as seen; the core has counted it, and callers got it."""
     if not task.cancelled():
@@ -65,7 +61,9 @@ class AsyncClient(ClientBase):
     """
 
     def _setup_io(self) -> None:
-        self._pool: ChannelPool[grpc.aio.Channel] = ChannelPool(_connect)
+        self._pool: ChannelPool[grpc.aio.Channel] = ChannelPool(
+            connector(grpc.aio.insecure_channel, grpc.aio.secure_channel, self._tls)
+        )
         # By (address, redirect, near-cache subscription id): see Client._pipes.
         self._pipes: dict[tuple[str, bool, str | None], AioPipe] = {}
         self._subscribers: dict[str, AioSubscriber] = {}

@@ -25,6 +25,7 @@ from slotcache._getorset import GetOrSet
 from slotcache._nearcache import NOT_CACHED, NearCache, NearCacheConfig
 from slotcache._retry import RetryPolicy
 from slotcache._stats import ClientStats
+from slotcache._tls import TlsOptions
 from slotcache._values import Values
 from slotcache.codecs import Codec, MsgpackCodec
 from slotcache.crypto import Keyring
@@ -69,7 +70,12 @@ class ClientBase:
         token: str | None = None,
         user: str | None = None,
         password: str | None = None,
+        tls: TlsOptions | None = None,
     ) -> None:
+        if tls is not None and not isinstance(tls, TlsOptions):
+            raise TypeError("tls must be a slotcache.TlsOptions")
+        #: TLS for every channel the client opens (None: plaintext).
+        self._tls = tls
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
         # Sent with every call and stream (Topology, redirects and Subscribe included).

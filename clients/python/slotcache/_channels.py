@@ -1,18 +1,20 @@
 """One gRPC channel per node, created on first use and reused by every later call.
 
 Both clients use this pool; they differ only in the channel factory they
-pass (blocking ``grpc.insecure_channel`` or ``grpc.aio.insecure_channel``)
-and in how they close what it holds. A gRPC channel multiplexes any number
-of concurrent calls over one HTTP/2 connection, so one per node is enough:
-the node's Pipeline stream and any unary calls share it.
+pass (made by :func:`connector` from blocking ``grpc`` or ``grpc.aio``
+channels, plaintext or TLS) and in how they close what it holds. A gRPC
+channel multiplexes any number of concurrent calls over one HTTP/2
+connection, so one per node is enough: the node's Pipeline stream and any
+unary calls share it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from slotcache._tls import TlsOptions
 from slotcache.v1 import cache_pb2
 
 C = TypeVar("C")
@@ -29,6 +31,25 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
 ]
+
+
+def connector(
+    insecure: Callable[..., C],
+    secure: Callable[..., C],
+    tls: TlsOptions | None,
+    options: Sequence[tuple[str, Any]] = CHANNEL_OPTIONS,
+) -> Callable[[str], C]:
+    """How to open a channel to an address: ``insecure`` or, with ``tls``, ``secure``.
+
+    The TLS files are read here, once, so a missing file fails when the
+    client is created rather than at its first call.
+    """
+    if tls is None:
+        plain = list(options)
+        return lambda address: insecure(address, options=plain)
+    credentials = tls.credentials()
+    secured = [*options, *tls.channel_options()]
+    return lambda address: secure(address, credentials, options=secured)
 
 
 def unary_methods() -> dict[str, tuple[str, Any, Any]]:

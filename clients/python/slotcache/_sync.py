@@ -21,7 +21,7 @@ import grpc
 
 from slotcache._base import ClientBase, now_ms
 from slotcache._batch import Batch, finish
-from slotcache._channels import CHANNEL_OPTIONS, ChannelPool
+from slotcache._channels import ChannelPool, connector
 from slotcache._commands import Command, Key
 from slotcache._core import (
     Action,
@@ -45,10 +45,6 @@ from slotcache.v1 import cache_pb2 as pb
 T = TypeVar("T")
 
 _CLOSED = "the call was cancelled: the client was closed"
-
-
-def _connect(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 
 class _Failed:
@@ -77,7 +73,9 @@ class Client(ClientBase):
     """
 
     def _setup_io(self) -> None:
-        self._pool: ChannelPool[grpc.Channel] = ChannelPool(_connect)
+        self._pool: ChannelPool[grpc.Channel] = ChannelPool(
+            connector(grpc.insecure_channel, grpc.secure_channel, self._tls)
+        )
         # By (address, redirect, near-cache subscription id): tracked reads need a
         # stream opened with their id. A stream of an id that is gone has ended
         # (its node refused it or the connection broke) and holds no thread.

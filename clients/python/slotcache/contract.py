@@ -27,6 +27,7 @@ __all__ = [
     "LAG_MS_KEY",
     "LAG_OPS_KEY",
     "MAX_HOPS",
+    "NODE_CERT_URI",
     "OPS",
     "OPS_BY_RPC",
     "REDIRECT_KEY",
@@ -126,6 +127,14 @@ LAG_OPS_KEY = "slotcache-replica-lag-ops"
 #: Forwarding hops allowed before a call is refused, so that views which
 #: disagree for a moment cannot bounce a call around forever.
 MAX_HOPS = 3
+
+# ---- node certificates -------------------------------------------------------------
+
+#: The URI subject alternative name that makes a certificate a node's: with
+#: --tls-cluster a node acts only on node-to-node calls whose mTLS client
+#: certificate carries it, so a client certificate from the same CA cannot
+#: pose as a node. Whoever issues certificates puts it in node ones only.
+NODE_CERT_URI = "urn:slotcache:node"
 
 
 class Reason(StrEnum):

@@ -182,6 +182,34 @@ class DecryptionError(DecodeError):
 CONNECT_HINT = "is it running, and is the address right?"
 
 
+#: gRPC's words when the peer closed the connection right after it opened, as a node
+#: does to a plaintext client on a TLS port, or to a TLS client without a certificate
+#: when it requires one.
+_CLOSED = ("Socket closed", "Connection reset")
+#: gRPC's words when the TLS handshake itself failed.
+_HANDSHAKE = ("handshake", "SSL", "certificate")
+
+
+def connect_hint(message: str) -> str:
+    """What to check after a connection failure gRPC described as ``message``.
+
+    Transport security problems look like a dead node to gRPC; the hint
+    names the TLS settings when the words suggest them.
+    """
+    if any(word in message for word in _CLOSED):
+        return (
+            f"{CONNECT_HINT} The node closed the connection at once: it may require TLS "
+            "(SDK: tls=slotcache.TlsOptions(ca=...); clusterctl: --tls-ca), or a client "
+            "certificate (TlsOptions cert= and key=; clusterctl: --tls-cert and --tls-key)"
+        )
+    if any(word in message for word in _HANDSHAKE):
+        return (
+            f"{CONNECT_HINT} The TLS handshake failed: is this the node's TLS port, and "
+            "does the CA given sign the node's certificate?"
+        )
+    return CONNECT_HINT
+
+
 def with_connect_hint(error: SlotcacheError, addresses: Sequence[str]) -> SlotcacheError:
     """``error`` again, of the same type, saying which addresses failed and what to check.
 
@@ -190,7 +218,7 @@ def with_connect_hint(error: SlotcacheError, addresses: Sequence[str]) -> Slotca
     """
     where = ", ".join(addresses)
     hinted = type(error)(
-        f"cannot reach {where} ({error.message}); {CONNECT_HINT}",
+        f"cannot reach {where} ({error.message}); {connect_hint(error.message)}",
         reason=error.reason,
         metadata=error.metadata,
     )

@@ -31,6 +31,7 @@ WORKLOADS = {
     "restart": ("save_s", "load_s", "restart_s", "save_cpu_s", "load_cpu_s"),
     "telemetry": ("w1_ops_per_s_on_vs_off", "w1_server_cpu_us_per_op_on_vs_off"),
     "auth": ("w1_ops_per_s_auth_on_vs_off", "w1_server_cpu_us_per_op_auth_on_vs_off"),
+    "tls": ("w1_ops_per_s_tls_vs_plaintext", "w1_server_cpu_us_per_op_tls_vs_plaintext"),
 }
 HAVE_REDIS = shutil.which("redis-server") is not None
 HAVE_H2LOAD = shutil.which("h2load") is not None

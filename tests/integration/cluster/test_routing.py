@@ -16,6 +16,7 @@ from slotcache.contract import split_slots
 from slotcache.v1 import admin_pb2
 from slotcache.v1 import cache_pb2 as pb
 from slotcache.v1 import cache_pb2_grpc as pb_grpc
+from tests.support import security
 from tests.support.nodes import (
     REDIRECT,
     RPC_TIMEOUT,
@@ -580,7 +581,7 @@ def test_forwarded_get_latency_against_direct(nodes3, slots_by_node, keys, serve
     entry.set(direct_key, b"x" * 100)
     entry.set(forwarded_key, b"x" * 100)
     standalone = servers.start()
-    with grpc.insecure_channel(standalone.address) as channel:
+    with security.current().channel(standalone.address) as channel:
         alone = pb_grpc.CacheStub(channel)
         alone.Set(pb.SetRequest(key=direct_key, value=b"x" * 100), timeout=5)
         for stub, key in (

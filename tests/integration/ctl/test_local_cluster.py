@@ -19,7 +19,7 @@ import pytest
 
 from slotcache.ctl import local, local_commands
 from slotcache.ctl.cluster_ops import OperationError, fetch_state
-from tests.support.ctl import Ctl, foreground_up, run_cli
+from tests.support.ctl import Ctl, foreground_up, run_cli, run_python
 from tests.support.ports import free_port_block
 
 FAST = ("--node-timeout-ms", "1000", "--stop-timeout", "5")
@@ -66,13 +66,7 @@ def test_up_then_down_leaves_nothing_running(cluster_dir: Path) -> None:
     assert state.size == 3
 
     # The printed Python snippet works as printed.
-    snippet = subprocess.run(
-        [sys.executable, "-c", data["connect"]["python"]],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    snippet = run_python(data["connect"]["python"])
     assert snippet.returncode == 0, snippet.stderr
     assert snippet.stdout.strip() == "b'hello'"
 

@@ -21,11 +21,11 @@ from typing import Any
 import grpc
 import pytest
 
-import slotcache
 from slotcache.ctl.add_node import add_node
 from slotcache.ctl.cluster_ops import NodeHandle, fetch_state
 from slotcache.ctl.launcher import ServerProcess
 from slotcache.v1 import admin_pb2, cache_pb2, cache_pb2_grpc
+from tests.support import sdk, security
 from tests.support.ctl import run_cli, start_nodes
 from tests.support.nodes import owners_by_slot, wait_for
 from tests.support.processes import Cluster, ServerFactory
@@ -76,7 +76,7 @@ def slot_ranges(address: str, owner: str) -> list[tuple[int, int]]:
 
 
 def topology(address: str) -> cache_pb2.TopologyReply:
-    with grpc.insecure_channel(address) as channel:
+    with security.current().channel(address) as channel:
         reply: cache_pb2.TopologyReply = cache_pb2_grpc.CacheStub(channel).Topology(
             cache_pb2.TopologyRequest(), timeout=5
         )
@@ -109,7 +109,7 @@ def wait_check_passes(address: str, within: float = 20.0) -> dict[str, Any]:
 def load_keys(address: str, count: int, prefix: str = "k") -> dict[bytes, int]:
     """Write ``count`` keys of 100 bytes; every fourth has a long TTL. Key -> TTL (0: none)."""
     keys = {f"{prefix}:{i}".encode(): (LONG_TTL_MS if i % 4 == 0 else 0) for i in range(count)}
-    with slotcache.Client(address, timeout=30.0) as client:
+    with sdk.client(address, timeout=30.0) as client:
         plain = [k for k, ttl in keys.items() if not ttl]
         timed = [k for k, ttl in keys.items() if ttl]
         for chunk in range(0, len(plain), 5000):
@@ -130,7 +130,7 @@ def one_batch_reshard(seed: str, source: str, target: str, slots: int, keys: int
 def missing_keys(address: str, keys: Sequence[bytes]) -> list[bytes]:
     """Keys that do not read back with their value."""
     missing = []
-    with slotcache.Client(address, timeout=30.0) as client:
+    with sdk.client(address, timeout=30.0) as client:
         for chunk in range(0, len(keys), 5000):
             part = list(keys[chunk : chunk + 5000])
             for key, value in zip(part, client.mget(part), strict=True):
@@ -176,7 +176,7 @@ class Load:
 
     def __init__(self, addresses: Sequence[str], initial: Sequence[bytes]) -> None:
         self.stop = threading.Event()
-        self.client = slotcache.Client(list(addresses), timeout=20.0)
+        self.client = sdk.client(list(addresses), timeout=20.0)
         self.workers: list[Worker] = []
         self.threads: list[threading.Thread] = []
         self._initial = list(initial)
@@ -243,7 +243,7 @@ class Load:
 
     def _stub(self, worker: Worker) -> None:
         rng = random.Random(worker.name)
-        channel = grpc.insecure_channel(self._stub_address)
+        channel = security.current().channel(self._stub_address)
         stub = cache_pb2_grpc.CacheStub(channel)
         seq = 0
         try:
@@ -289,7 +289,7 @@ def verify_acked(address: str, workers: Sequence[Worker]) -> tuple[int, list[str
     acked = {k: a for w in workers for k, a in w.acked.items()}
     problems: list[str] = []
     keys = list(acked)
-    with slotcache.Client(address, timeout=30.0) as client:
+    with sdk.client(address, timeout=30.0) as client:
         for chunk in range(0, len(keys), 2000):
             part = keys[chunk : chunk + 2000]
             asked = time.monotonic()
@@ -359,7 +359,7 @@ def test_rebalance_under_load_moves_a_quarter_without_errors_or_loss(
 
     # Nothing acknowledged was lost; TTLs survived the move.
     assert not missing_keys(seed, list(initial))
-    with slotcache.Client(seed) as client:
+    with sdk.client(seed) as client:
         timed = [k for k, ttl in initial.items() if ttl][:2000]
         ttls = client.pipeline()
         for key in timed:

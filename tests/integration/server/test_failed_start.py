@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from slotcache.ctl.launcher import LOOPBACK, ServerProcess, free_port, server_command
+from slotcache.ctl.launcher import LOOPBACK, ServerProcess, free_port
+from tests.support.processes import run_to_completion as start
 
 NODE_FILE = "nodes.json"
 
@@ -23,19 +22,6 @@ def taken_port() -> Iterator[int]:
         holder.bind((LOOPBACK, 0))
         holder.listen()
         yield holder.getsockname()[1]
-
-
-def start(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """One server run to completion (it fails fast), with flags only."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTCACHE_")}
-    return subprocess.run(
-        [*server_command(), "--data-dir", str(data_dir), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
 
 
 def test_a_taken_client_port_leaves_no_directory_and_no_node_file(

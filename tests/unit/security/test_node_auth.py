@@ -194,3 +194,51 @@ def test_refusals_are_counted_and_logged_at_a_bounded_rate(caplog: pytest.LogCap
     assert len(lines) == 2
     assert "4 more refused" in lines[1]
     assert all(SECRET.decode() not in line for line in lines)
+
+
+class FakeContext:
+    """Just enough of a servicer context for the answering side."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._metadata = metadata
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+
+def test_an_answer_is_believed_only_for_the_call_it_answers():
+    clock = Clock()
+    caller, callee = pair(clock)
+    first = caller.call_metadata(METHOD, b"ping", ME)
+    second = caller.call_metadata(METHOD, b"ping", ME)
+    answer = callee.reply_metadata(FakeContext(first), METHOD, b"pong")  # type: ignore[arg-type]
+    assert caller.check_reply(first, answer, METHOD, b"pong") is None
+    # Not for another call, not for another body, not as a call itself.
+    assert caller.check_reply(second, answer, METHOD, b"pong") is Refusal.REPLAYED
+    assert caller.check_reply(first, answer, METHOD, b"pwned") is Refusal.BAD_MAC
+    assert callee.check(answer, METHOD, b"pong", {}) is Refusal.BAD_MAC
+    assert caller.check_reply(first, (), METHOD, b"pong") is Refusal.MISSING
+    clock.now_ms += 30_001
+    assert caller.check_reply(first, answer, METHOD, b"pong") is Refusal.STALE
+
+
+def test_an_answer_from_a_stranger_is_refused_and_counted():
+    clock = Clock()
+    caller, _ = pair(clock)
+    stranger = NodeAuth(lambda: (OTHER,), clock_ms=clock)
+    sent = caller.call_metadata(METHOD, b"meet")
+    answer = stranger.reply_metadata(FakeContext(sent), METHOD, b"pong")  # type: ignore[arg-type]
+    assert not caller.is_member_reply(sent, answer, METHOD, b"pong", "127.0.0.1:1")
+    assert caller.refused["bad_mac"] == 1
+
+
+def test_of_several_tokens_the_one_signed_over_this_body_is_checked():
+    clock = Clock()
+    sender, receiver = pair(clock)
+    relaying = sender.call_metadata(METHOD, b"", ME)
+    vouching = sender.call_metadata(METHOD, b"user:alice", ME)
+    both = relaying + vouching
+    assert receiver.check(both, METHOD, b"user:alice", {}) is None
+    assert receiver.check(both, METHOD, b"", {}) is None
+    assert receiver.check(both, METHOD, b"user:alice", {}) is Refusal.REPLAYED
+    assert receiver.check(both, METHOD, b"user:mallory", {}) is Refusal.BAD_MAC

@@ -18,6 +18,7 @@ from rich.pretty import Pretty
 import slotcache
 from slotcache.ctl import auth, output
 from slotcache.ctl.rpc import OperationError
+from slotcache.ctl.transport import current_tls
 from slotcache.ctl.value_view import ttl_text, view
 from slotcache.errors import SlotcacheError
 
@@ -31,7 +32,11 @@ def _call(args: argparse.Namespace, do: Callable[[slotcache.Client], T]) -> T:
     """Run ``do`` with a bytes-only client; SDK errors become OperationError (exit 1)."""
     try:
         with slotcache.Client(
-            args.address, timeout=args.timeout, codec=None, **auth.client_options()
+            args.address,
+            timeout=args.timeout,
+            codec=None,
+            tls=current_tls(),
+            **auth.client_options(),
         ) as cache:
             return do(cache)
     except SlotcacheError as exc:

@@ -21,6 +21,10 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from slotcache._tls import TlsOptions
+from slotcache.ctl.certs import LocalCerts
+from slotcache.ctl.transport import open_channel
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -50,10 +54,14 @@ def server_command() -> list[str]:
     return [sys.executable, "-m", SERVER_MODULE]
 
 
-def wait_serving(address: str, timeout: float) -> bool:
-    """Poll the standard health service until it reports SERVING or ``timeout`` passes."""
+def wait_serving(address: str, timeout: float, tls: TlsOptions | None = None) -> bool:
+    """Poll the standard health service until it reports SERVING or ``timeout`` passes.
+
+    Without ``tls`` it connects as the rest of clusterctl does (its TLS flags).
+    """
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    channel = open_channel(address) if tls is None else _tls_channel(address, tls)
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
@@ -82,6 +90,7 @@ class ServerProcess:
         host: str = LOOPBACK,
         cluster: bool = False,
         bus_port: int | None = None,
+        tls: LocalCerts | None = None,
     ) -> None:
         self.host = host
         self._auto_port = port is None
@@ -92,6 +101,8 @@ class ServerProcess:
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
         self.log_path = log_path or data_dir / "server.log"
+        # With certificates, the client port is TLS only (and so is the bus in cluster mode).
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -146,8 +157,7 @@ class ServerProcess:
             *server_command(),
             "--host",
             self.host,
-            "--port",
-            str(self.port),
+            *self._port_args(),
             "--data-dir",
             str(self.data_dir),
             *(
@@ -168,6 +178,11 @@ class ServerProcess:
             )
         return self.proc
 
+    def _port_args(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return ["--port", "0", "--tls-port", str(self.port), *self.tls.server_flags(self.cluster)]
+
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the spawned process serves; False if it exits or ``timeout`` passes."""
         assert self.proc is not None, "server not spawned"
@@ -175,7 +190,8 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
-            if wait_serving(self.address, min(1.0, deadline - time.monotonic())):
+            tls = None if self.tls is None else self.tls.client_options()
+            if wait_serving(self.address, min(1.0, deadline - time.monotonic()), tls):
                 return True
         return False
 
@@ -222,6 +238,10 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _tls_channel(address: str, tls: TlsOptions) -> grpc.Channel:
+    return grpc.secure_channel(address, tls.credentials(), options=tls.channel_options())
 
 
 def _child_env() -> dict[str, str]:

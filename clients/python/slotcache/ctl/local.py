@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from slotcache.ctl.certs import LocalCerts
 from slotcache.ctl.cluster_ops import OperationError
 from slotcache.ctl.launcher import LOOPBACK, SERVER_MODULE, SERVER_SCRIPT, ServerProcess
 
@@ -295,8 +296,13 @@ def reset(node: LocalNode) -> None:
     node.dir.mkdir(parents=True, exist_ok=True)
 
 
-def spawn(root: Path, specs: Sequence[NodeSpec], node_timeout_ms: int) -> list[ServerProcess]:
-    """Start every node in the background, fresh, and record its pid; do not wait for it."""
+def spawn(
+    root: Path, specs: Sequence[NodeSpec], node_timeout_ms: int, tls: LocalCerts | None = None
+) -> list[ServerProcess]:
+    """Start every node in the background, fresh, and record its pid; do not wait for it.
+
+    With ``tls`` the nodes serve TLS only, with mutual TLS between them.
+    """
     servers = []
     for spec in specs:
         node = LocalNode(root.resolve(), spec.port)
@@ -311,6 +317,7 @@ def spawn(root: Path, specs: Sequence[NodeSpec], node_timeout_ms: int) -> list[S
             log_path=node.log_file,
             # A restarted node (rolling-restart) comes back with its keys.
             extra_args=["--node-timeout", str(node_timeout_ms), "--snapshot", "on-shutdown"],
+            tls=tls,
         )
         server.spawn()
         node.pid_file.write_text(f"{server.pid}\n")

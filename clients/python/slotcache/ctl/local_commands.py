@@ -23,8 +23,9 @@ from typing import Any
 
 from rich.syntax import Syntax
 
-from slotcache.ctl import local, output
+from slotcache.ctl import local, output, transport
 from slotcache.ctl.args import UsageError
+from slotcache.ctl.certs import generate_local
 from slotcache.ctl.cluster_ops import OperationError, create_cluster
 from slotcache.ctl.connect_info import command_for, connect_info, down_command
 from slotcache.ctl.launcher import ServerProcess
@@ -39,6 +40,8 @@ DEFAULT_BUS_PORT_OFFSET = 10000
 # 5 s still rides out a laptop's scheduling hiccups and a paused debugger step.
 DEFAULT_NODE_TIMEOUT_MS = 5000
 DEFAULT_STOP_TIMEOUT_S = 10.0
+# Where up --tls writes its certificates, inside the cluster folder.
+TLS_FOLDER = "tls"
 READY_TIMEOUT_S = 30.0
 AGREE_TIMEOUT_S = 60.0
 _WATCH_S = 0.2
@@ -158,8 +161,13 @@ def _start(
     root: Path, specs: Sequence[local.NodeSpec], args: argparse.Namespace
 ) -> list[ServerProcess]:
     """Start the nodes, form the cluster, wait until it is ok, and print how to connect."""
+    certs = None
+    if args.tls:
+        # Throwaway: a new CA on every up, trusted by nothing but this cluster.
+        certs = generate_local(root.resolve() / TLS_FOLDER)
+        transport.use_tls(certs.client_options())
     with output.progress(f"starting {counted(len(specs), 'node')} in {args.dir}"):
-        servers = local.spawn(root, specs, args.node_timeout_ms)
+        servers = local.spawn(root, specs, args.node_timeout_ms, certs)
         local.wait_ready(servers, READY_TIMEOUT_S)
     with output.progress("forming the cluster and waiting until every node agrees") as progress:
         created = create_cluster(
@@ -186,12 +194,14 @@ def _start(
         DEFAULT_DIR,
         ctl=typed("clusterctl"),
         python=typed(python.name),
+        tls=None if certs is None else certs.client_files(Path.cwd()),
     )
     if args.json:
         output.emit_json(
             {
                 "dir": str(root.resolve()),
                 "node_timeout_ms": args.node_timeout_ms,
+                "tls": certs is not None,
                 "foreground": args.foreground,
                 "nodes": nodes,
                 "connect": info,
@@ -232,6 +242,13 @@ def _print_up(
         markup=False,
     )
     console.print(Syntax(info["python"], "python", background_color="default"))
+    if "tls_env" in info:
+        console.print(
+            "TLS is on (client port and cluster bus, mutual TLS); clusterctl needs the "
+            "client certificate, from these variables or --tls-ca, --tls-cert, --tls-key:",
+            highlight=False,
+        )
+        console.print(f"  {info['tls_env']}", highlight=False, markup=False)
     console.print("Or with clusterctl (it finds the key's node):", highlight=False)
     for command in info["clusterctl"]:
         console.print(f"  {command}", highlight=False, markup=False)

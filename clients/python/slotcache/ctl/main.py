@@ -11,6 +11,7 @@ not found, 2 bad usage, 128+N interrupted by signal N). The commands live in
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -25,6 +26,7 @@ from slotcache.ctl import (
     replica_commands,
     reshard_commands,
     rolling_restart,
+    transport,
 )
 from slotcache.ctl import args as types
 from slotcache.ctl.args import UsageError
@@ -65,7 +67,24 @@ def _common(json_help: str = "print JSON for scripts") -> argparse.ArgumentParse
     _add_seconds(common, "--timeout", DEFAULT_TIMEOUT_S, "seconds to wait for each RPC")
     common.add_argument("--json", action="store_true", help=json_help)
     auth.add_options(common)
+    _add_tls(common)
     return common
+
+
+def _add_tls(cmd: argparse.ArgumentParser) -> None:
+    """``--tls-ca``, ``--tls-cert``, ``--tls-key``: TLS for every connection the command makes."""
+    flags = (
+        ("--tls-ca", transport.ENV_CA, "CA certificate the nodes' certificates are checked with"),
+        ("--tls-cert", transport.ENV_CERT, "client certificate, for nodes that require one"),
+        ("--tls-key", transport.ENV_KEY, "the client certificate's private key"),
+    )
+    for flag, env, what in flags:
+        cmd.add_argument(
+            flag,
+            default=os.environ.get(env),
+            metavar="PATH",
+            help=f"{what}; connect over TLS (env {env})",
+        )
 
 
 def _add_node_command(
@@ -120,6 +139,12 @@ def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="bus port = client port + N (default 10000, as in Redis Cluster)",
     )
     _add_dir(up)
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="generate a throwaway CA and certificates into DIR/tls and run the nodes with "
+        "TLS only (mutual TLS on client ports and between nodes)",
+    )
     up.add_argument(
         "--foreground",
         action="store_true",
@@ -560,6 +585,17 @@ def _use_credentials(args: argparse.Namespace) -> None:
         raise UsageError(str(exc)) from None
 
 
+def _use_tls(args: argparse.Namespace) -> None:
+    """Connect with the TLS flags (commands without them connect with the environment's)."""
+    try:
+        if hasattr(args, "tls_ca"):
+            transport.use_tls(transport.tls_options(args.tls_ca, args.tls_cert, args.tls_key))
+        else:
+            transport.use_tls(transport.tls_from_env())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; see the module docstring for the exit statuses."""
     parser = build_parser()
@@ -571,6 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if hasattr(args, "token"):
             _use_credentials(args)
+        _use_tls(args)
         return func(args)
     except UsageError as exc:
         # The same shape as argparse's own usage errors, which also exit 2.

@@ -19,7 +19,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from slotcache.ctl import auth
-from slotcache.errors import CONNECT_HINT, from_rpc_error
+from slotcache.ctl.transport import open_channel
+from slotcache.errors import connect_hint, from_rpc_error
 from slotcache.v1 import admin_pb2, admin_pb2_grpc
 
 POLL_S = 0.05
@@ -49,7 +50,7 @@ class NodeHandle:
     @classmethod
     def open(cls, address: str, timeout: float) -> NodeHandle:
         """Connect (lazily, as gRPC does) to ``address``."""
-        channel = grpc.insecure_channel(address)
+        channel = open_channel(address)
         return cls(address, channel, admin_pb2_grpc.AdminStub(channel), timeout)
 
     def call(self, method: str, request: object) -> object:
@@ -64,7 +65,7 @@ class NodeHandle:
                 # gRPC's own text is accurate but does not say what the operator should check.
                 raise OperationError(
                     f"{self.address}: cannot reach the node ({err.code.name}: {err.message}); "
-                    f"{CONNECT_HINT}"
+                    f"{connect_hint(err.message)}"
                 ) from None
             raise OperationError(f"{self.address}: {err.code.name}: {err.message}") from None
 
@@ -160,7 +161,7 @@ def myself(state: admin_pb2.ClusterStateReply) -> admin_pb2.PeerState:
 
 def check_bus(bus_address: str, timeout: float) -> None:
     """Make sure a node's bus port answers, before anything is changed."""
-    with grpc.insecure_channel(bus_address) as channel:
+    with open_channel(bus_address) as channel:
         try:
             health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=timeout
