@@ -43,7 +43,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
@@ -58,6 +58,7 @@ from ..executor import CommandError
 from .acl import Acl, AclError, Credential, Denial, User, load_acl, parse_authorization
 from .acl_log import AclLog
 from .acl_log import Reason as LogReason
+from .tls import peer_certificate
 
 log = logging.getLogger(__name__)
 
@@ -123,19 +124,16 @@ def is_loopback(peer: str) -> bool:
     return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
-_CN = "x509_common_name"
-_SAN_KEYS = ("x509_subject_alternative_name", "peer_dns", "peer_uri", "peer_email", "peer_ip")
-
-
-def certificate_names(auth_context: Mapping[str, Iterable[bytes]]) -> list[str]:
+def certificate_names(context: Context) -> tuple[str, ...]:
     """The verified client certificate's names as ACL rules spell them: ``cn:x``, ``san:y``.
 
-    Empty without a verified certificate (gRPC fills these keys only then).
+    Empty without a verified certificate (see :func:`~.tls.peer_certificate`).
     """
-    names = [f"cn:{v.decode(errors='replace')}" for v in auth_context.get(_CN, ())]
-    for key in _SAN_KEYS:
-        names.extend(f"san:{v.decode(errors='replace')}" for v in auth_context.get(key, ()))
-    return list(dict.fromkeys(names))
+    cert = peer_certificate(context)
+    if cert is None:
+        return ()
+    cn = (f"cn:{cert.common_name}",) if cert.common_name else ()
+    return (*cn, *(f"san:{name}" for name in cert.sans))
 
 
 def denied(user: User, denial: Denial) -> CommandError:
@@ -270,7 +268,7 @@ class Access:
             user = user if user is not None and user.enabled else None
             claimed, proof = vouched, vouched
         else:
-            names = tuple(certificate_names(context.auth_context()))
+            names = certificate_names(context)
             user = acl.for_certificate(names) if names else acl.anonymous
             claimed, proof = "", names or None
         if user is None:
@@ -301,7 +299,7 @@ class Access:
 
     def _vouched_for(self, context: Context, method: str) -> bool:
         """Protected mode's exceptions: a verified client certificate, or a member's call."""
-        return bool(certificate_names(context.auth_context())) or self._member(context, method)
+        return bool(certificate_names(context)) or self._member(context, method)
 
     def _member(self, context: Context, method: str, vouched: str | None = None) -> bool:
         node_auth = self.node_auth

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 import slotcache
+from slotcache.ctl.certs import Authority
 from slotcache.ctl.launcher import ServerProcess
 from slotcache.v1 import admin_pb2
 from slotcache.v1 import cache_pb2 as pb
@@ -205,3 +206,27 @@ def test_reload_by_sighup_and_by_rpc_and_a_bad_file_keeps_the_users(servers, tmp
     with Stubs(node.address, newcomer) as gone:
         err = error_of(lambda: gone.call(gone.cache, "Get", pb.GetRequest(key=b"k")))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_client_certificate_maps_to_its_user(servers, certs, tmp_path: Path):
+    issued = Authority.load(certs.ca).issue(tmp_path, "reporting-app", ("app.internal",))
+    acl = write_acl(
+        tmp_path / "users.acl",
+        f"user admin on {rule(ADMIN)} ~* +@all",
+        "user reports on san:app.internal %R~* +@read",
+    )
+    node = servers("--acl-file", str(acl), tls=certs)
+    reports = slotcache.TlsOptions(ca=certs.ca, cert=issued.cert, key=issued.key)
+    with slotcache.Client(node.address, tls=certs.client_options(), token=ADMIN) as admin:
+        admin.set(b"report:1", b"42")
+    with slotcache.Client(node.address, tls=reports, codec=None) as client:
+        assert client.get(b"report:1") == b"42"
+        with pytest.raises(slotcache.PermissionDenied) as err:
+            client.set(b"report:1", b"0")
+    assert "'reports'" in err.value.message
+    # The node's own client certificate names no user: it proves nobody.
+    with (
+        slotcache.Client(node.address, tls=certs.client_options()) as anonymous,
+        pytest.raises(slotcache.Unauthenticated),
+    ):
+        anonymous.get(b"report:1")

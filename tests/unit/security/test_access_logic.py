@@ -30,19 +30,30 @@ def test_only_this_hosts_addresses_count_as_loopback(peer, loopback):
     assert is_loopback(peer) is loopback
 
 
+class _Certified:
+    def __init__(self, properties: dict[str, list[bytes]]) -> None:
+        self.properties = properties
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return self.properties
+
+
 def test_certificate_names_are_spelled_as_the_rules_spell_them():
-    context = {
-        "x509_common_name": [b"ops.example.com"],
-        "x509_subject_alternative_name": [b"ops.example.com", b"spiffe://x/ops"],
-        "peer_dns": [b"ops.example.com"],
-        "transport_security_type": [b"ssl"],
-    }
-    assert certificate_names(context) == [
+    context = _Certified(
+        {
+            "x509_pem_cert": [b"-----BEGIN CERTIFICATE-----"],
+            "x509_common_name": [b"ops.example.com"],
+            "x509_subject_alternative_name": [b"ops.example.com", b"spiffe://x/ops"],
+            "transport_security_type": [b"ssl"],
+        }
+    )
+    assert certificate_names(context) == (
         "cn:ops.example.com",
         "san:ops.example.com",
         "san:spiffe://x/ops",
-    ]
-    assert certificate_names({}) == []
+    )
+    # Without a verified certificate gRPC gives no x509 properties: no names.
+    assert certificate_names(_Certified({"transport_security_type": [b"ssl"]})) == ()
 
 
 def test_a_denial_names_the_op_the_key_and_the_rule_but_no_secret():

@@ -68,7 +68,7 @@ def test_a_token_caller_is_forwarded_with_its_own_header(tmp_path):
 
 def test_a_certificate_user_is_vouched_for_by_node_authentication(tmp_path):
     entry, owner = _access(tmp_path, _shared_secret()), _access(tmp_path, _shared_secret())
-    cert = {"x509_common_name": [b"ops.example.com"]}
+    cert = {"x509_pem_cert": [b"pem"], "x509_common_name": [b"ops.example.com"]}
     caller = entry.caller(FakeContext(auth=cert), METHOD)
     assert caller is not None and caller.user.name == "ops"
     forwarded = entry.forwarding(caller, "Get")
@@ -86,7 +86,7 @@ def test_a_certificate_user_is_vouched_for_by_node_authentication(tmp_path):
 def test_without_node_authentication_a_claimed_name_is_ignored(tmp_path):
     access = _access(tmp_path, NodeAuth())  # no secret, no node certificates
     caller = access.caller(
-        FakeContext(auth={"x509_common_name": [b"ops.example.com"]}),
+        FakeContext(auth={"x509_pem_cert": [b"pem"], "x509_common_name": [b"ops.example.com"]}),
         METHOD,
     )
     assert caller is not None
@@ -127,6 +127,8 @@ def test_a_reload_revokes_an_open_streams_caller(tmp_path):
 
 def test_protected_mode_serves_clients_with_a_verified_certificate(tmp_path):
     access = Access(None, protected_mode=True)
-    with_cert = FakeContext(auth={"x509_common_name": [b"app.example.com"]})
+    with_cert = FakeContext(
+        auth={"x509_pem_cert": [b"pem"], "x509_common_name": [b"app.example.com"]}
+    )
     assert access.caller(with_cert, METHOD) is None
     assert _refused(access, FakeContext()).code == grpc.StatusCode.PERMISSION_DENIED
