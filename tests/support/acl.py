@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 
 from slotcache.v1 import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
+from tests.support import security
 from tests.support.nodes import CHANNEL_OPTIONS, RPC_TIMEOUT
 
 ADMIN = "admin-token-5f2c"
@@ -45,7 +46,7 @@ class Stubs:
     """Plain generated stubs for one node, calling as one user (or as nobody)."""
 
     def __init__(self, address: str, token: str | None = None) -> None:
-        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = security.current().channel(address, CHANNEL_OPTIONS)
         self.cache = cache_pb2_grpc.CacheStub(self.channel)
         self.admin = admin_pb2_grpc.AdminStub(self.channel)
         self.metadata: Metadata = bearer(token) if token else ()

@@ -19,6 +19,9 @@ from slotcache.v1 import admin_pb2
 from slotcache.v1 import cache_pb2 as pb
 from tests.support.acl import ADMIN, APP, READER, USERS, Stubs, error_of, rule, write_acl
 from tests.support.processes import ServerFactory
+from tests.support.security import current as session_security
+
+SESSION = session_security().client_kwargs()
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +36,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 def test_a_read_only_user_can_get_and_a_set_fails_with_permission_denied(node):
-    with slotcache.Client(node.address, token=ADMIN, codec=None) as admin:
+    with slotcache.Client(node.address, token=ADMIN, codec=None, **SESSION) as admin:
         admin.set(b"stock:1", b"7")
-    with slotcache.Client(node.address, token=READER, codec=None) as reader:
+    with slotcache.Client(node.address, token=READER, codec=None, **SESSION) as reader:
         assert reader.get(b"stock:1") == b"7"
         assert reader.mget([b"stock:1", b"none"]) == [b"7", None]
         with pytest.raises(slotcache.PermissionDenied) as err:
@@ -71,14 +74,14 @@ def test_calls_without_valid_credentials_are_unauthenticated_and_told_nothing(no
     assert wrong.details() == wrong_user.details()
     assert "guessed" not in wrong.details() and "admin" not in wrong_user.details()
     with (
-        slotcache.Client(node.address, token="guessed-token-123") as client,
+        slotcache.Client(node.address, token="guessed-token-123", **SESSION) as client,
         pytest.raises(slotcache.Unauthenticated),
     ):
         client.get(b"k")
 
 
 def test_key_patterns_hold_for_single_and_multi_key_operations(node):
-    with slotcache.Client(node.address, token=APP, codec=None) as app:
+    with slotcache.Client(node.address, token=APP, codec=None, **SESSION) as app:
         app.set(b"app:1", b"one")
         assert app.get(b"app:1") == b"one"
         with pytest.raises(slotcache.PermissionDenied):

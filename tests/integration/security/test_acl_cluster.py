@@ -23,9 +23,13 @@ from slotcache.v1 import cache_pb2 as pb
 from tests.support.acl import ADMIN, APP, Stubs, error_of, rule, write_acl
 from tests.support.nodes import key_in_slot
 from tests.support.processes import ServerFactory
+from tests.support.security import current as session_security
 
 ENTRY_SLOT, OWNER_SLOT = 100, 16000  # node 0 owns 0-8191, node 1 8192-16383
 ADMIN_LINE = f"user admin on {rule(ADMIN)} ~* +@all"
+
+
+SESSION = session_security().client_kwargs()
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +127,12 @@ def test_the_smart_client_sends_its_token_on_redirects_and_on_subscribe(nodes):
     key = key_in_slot(b"app:", OWNER_SLOT, "near")
     near = slotcache.NearCacheConfig(max_staleness_ms=None)
     with (
-        slotcache.Client(entry.address, token=APP, codec=None, near_cache=near) as reader,
-        slotcache.Client(owner.address, token=APP, codec=None, routing="proxy") as writer,
+        slotcache.Client(
+            entry.address, token=APP, codec=None, near_cache=near, **SESSION
+        ) as reader,
+        slotcache.Client(
+            owner.address, token=APP, codec=None, routing="proxy", **SESSION
+        ) as writer,
     ):
         writer.set(key, b"1")
         assert reader.get(key) == b"1"
