@@ -58,6 +58,7 @@ from ..executor import CommandError
 from .acl import Acl, AclError, Credential, Denial, User, load_acl, parse_authorization
 from .acl_log import AclLog
 from .acl_log import Reason as LogReason
+from .member_rpc import method_path
 from .tls import peer_certificate
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ _REPORT_EVERY_S = 1.0
 
 def cache_method(rpc: str) -> str:
     """A Cache method's full path, as node authentication binds a forwarded call to it."""
-    return f"/{CACHE_SERVICE}/{rpc}"
+    return method_path(CACHE_SERVICE, rpc)
 
 
 class MemberCheck(Protocol):
@@ -351,7 +352,7 @@ class Access:
 
     def admin(self, context: Context, rpc: str) -> None:
         """Every Admin RPC needs the admin permission once there are users."""
-        caller = self.caller(context, f"/{ADMIN_SERVICE}/{rpc}")
+        caller = self.caller(context, method_path(ADMIN_SERVICE, rpc))
         if caller is not None and not caller.user.admin:
             raise self.refuse(caller, Denial(rpc))
 
