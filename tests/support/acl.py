@@ -46,7 +46,7 @@ class Stubs:
     """Plain generated stubs for one node, calling as one user (or as nobody)."""
 
     def __init__(self, address: str, token: str | None = None) -> None:
-        self.channel = security.current().channel(address, CHANNEL_OPTIONS)
+        self.channel = security.current().channel(address, CHANNEL_OPTIONS, as_session_user=False)
         self.cache = cache_pb2_grpc.CacheStub(self.channel)
         self.admin = admin_pb2_grpc.AdminStub(self.channel)
         self.metadata: Metadata = bearer(token) if token else ()

@@ -21,7 +21,7 @@ from tests.support.acl import ADMIN, APP, READER, USERS, Stubs, error_of, rule, 
 from tests.support.processes import ServerFactory
 from tests.support.security import current as session_security
 
-SESSION = session_security().client_kwargs()
+SESSION = session_security().client_kwargs(as_session_user=False)
 
 
 @pytest.fixture(scope="module")

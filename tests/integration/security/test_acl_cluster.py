@@ -29,7 +29,7 @@ ENTRY_SLOT, OWNER_SLOT = 100, 16000  # node 0 owns 0-8191, node 1 8192-16383
 ADMIN_LINE = f"user admin on {rule(ADMIN)} ~* +@all"
 
 
-SESSION = session_security().client_kwargs()
+SESSION = session_security().client_kwargs(as_session_user=False)
 
 
 @pytest.fixture(scope="module")
