@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from .membership.step import Envelope
-from .peer_channels import open_peer_channel
+from .peer_channels import Rotation, open_peer_channel, retire
 from .wire import bus_pb2, bus_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -80,10 +80,15 @@ class BusTransport:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, bus_pb2_grpc.BusAsyncStub] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._rotation = Rotation()
         self.traffic = BusTraffic()
 
     def stub(self, target: str) -> bus_pb2_grpc.BusAsyncStub:
         """A stub for ``host:bus_port``, reusing its channel."""
+        if self._rotation.happened():
+            retire(self._channels.values())
+            self._channels.clear()
+            self._stubs.clear()
         stub = self._stubs.get(target)
         if stub is None:
             channel = open_peer_channel(target, PEER_CHANNEL_OPTIONS)
