@@ -9,6 +9,7 @@ import pytest
 import slotcache
 from slotcache._tls import read_pem
 from slotcache.ctl import transport
+from slotcache.ctl.main import build_parser
 from slotcache.errors import CONNECT_HINT, connect_hint
 
 
@@ -42,9 +43,11 @@ def test_a_closed_connection_or_a_failed_handshake_points_at_tls() -> None:
     assert connect_hint("Connection refused") == CONNECT_HINT
 
 
-def test_clusterctl_takes_tls_from_flags_or_the_environment() -> None:
+def test_clusterctl_takes_tls_from_flags_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert transport.tls_options(None, None, None) is None
     assert transport.tls_options("ca.crt", None, None) == slotcache.TlsOptions(ca="ca.crt")
-    env = {transport.ENV_CA: "ca.crt", transport.ENV_CERT: "c.crt", transport.ENV_KEY: "c.key"}
-    assert transport.tls_from_env(env) == slotcache.TlsOptions("ca.crt", "c.crt", "c.key")
-    assert transport.tls_from_env({}) is None
+    monkeypatch.setenv(transport.ENV_CA, "env-ca.crt")
+    args = build_parser().parse_args(["nodes", "127.0.0.1:7000", "--tls-cert", "c.crt"])
+    assert (args.tls_ca, args.tls_cert, args.tls_key) == ("env-ca.crt", "c.crt", None)
