@@ -191,3 +191,24 @@ def _queued(requests: list[pb.PipelineRequest]) -> Iterator[pb.PipelineRequest]:
             yield requests[sent]
             sent += 1
         time.sleep(0.01)
+
+
+def test_the_near_cache_subscribes_over_tls(tls_node: ServerProcess, certs: LocalCerts) -> None:
+    tls = certs.client_options()
+    with (
+        slotcache.Client(
+            tls_node.address, tls=tls, near_cache=slotcache.NearCacheConfig(max_entries=100)
+        ) as reader,
+        slotcache.Client(tls_node.address, tls=tls) as writer,
+    ):
+        writer.set(b"near", b"old")
+        deadline = time.monotonic() + 5
+        while reader.stats.near_cache_hits == 0 and time.monotonic() < deadline:
+            assert reader.get(b"near") == b"old"  # the first read subscribes, later ones hit
+        assert reader.near_cache is not None
+        assert reader.near_cache.subscriptions()
+        writer.set(b"near", b"new")
+        # The invalidation arrives over the TLS Subscribe stream; stale reads stop.
+        while reader.get(b"near") != b"new" and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert reader.get(b"near") == b"new"
