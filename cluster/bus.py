@@ -18,7 +18,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from .membership.step import Envelope
-from .peer_channels import open_peer_channel
+from .peer_channels import Rotation, open_peer_channel, retire
 from .security.member_rpc import (
     NotAMember,
     admit_member,
@@ -114,10 +114,15 @@ class BusTransport:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._methods: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._rotation = Rotation()
         self.traffic = BusTraffic()
 
     def _exchange(self, target: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
         """Exchange on ``host:bus_port`` (raw bytes both ways), reusing its channel."""
+        if self._rotation.happened():
+            retire(self._channels.values())
+            self._channels.clear()
+            self._methods.clear()
         method = self._methods.get(target)
         if method is None:
             channel = open_peer_channel(target, PEER_CHANNEL_OPTIONS)

@@ -17,7 +17,7 @@ from slotcache.v1 import cache_pb2
 
 from .bus import PEER_CHANNEL_OPTIONS
 from .executor import CommandError
-from .peer_channels import open_peer_channel
+from .peer_channels import Rotation, open_peer_channel, retire
 from .security.member_rpc import method_path
 from .security.node_auth import NodeAuth
 from .services.status import from_rpc_error
@@ -53,12 +53,17 @@ class Forwarder:
         ]
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._methods: dict[tuple[str, str], Any] = {}
+        self._rotation = Rotation()
         # Read by the metrics exporter.
         self.forwarded_calls = 0
         self.forwarded_batches = 0
 
     def _method(self, address: str, rpc: str) -> Any:
         key = (address, rpc)
+        if self._rotation.happened():
+            retire(self._channels.values())
+            self._channels.clear()
+            self._methods.clear()
         method = self._methods.get(key)
         if method is None:
             channel = self._channels.get(address)

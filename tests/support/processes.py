@@ -73,7 +73,7 @@ class ServerFactory:
         n = len(self._servers)
         server = ServerProcess(
             self._base_dir / f"node{n}",
-            extra_args=extra_args,
+            extra_args=(*security.current().server_args(), *extra_args),
             cluster=cluster,
             tls=tls or security.current().certs,
         )

@@ -37,6 +37,10 @@ class Security:
 
     certs: LocalCerts | None = None
 
+    def server_args(self) -> tuple[str, ...]:
+        """Server flags beyond TLS's (ServerProcess adds those from ``certs`` itself)."""
+        return ()
+
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``slotcache.Client`` and ``AsyncClient``."""
         return {} if self.certs is None else {"tls": self.certs.client_options()}

@@ -36,6 +36,12 @@ def test_a_node_restarts_with_every_flag_but_those_the_launcher_sets() -> None:
     assert extra == ["--node-timeout", "1000", "--snapshot", "on-shutdown"]
 
 
+def test_a_tls_only_node_stays_tls_only() -> None:
+    tls = ["--tls-port", "7000", "--tls-cert-file", "n.crt", "--tls-cluster", "yes"]
+    cmdline = ["slotcache-server", "--port", "0", "--bus-port", "17000", *tls]
+    assert server_flags(cmdline) == (17000, [*tls, "--port", "0"])
+
+
 def test_a_node_without_a_bus_port_flag_is_refused() -> None:
     with pytest.raises(OperationError, match="--bus-port"):
         server_flags(["slotcache-server", "--port", "7000"])

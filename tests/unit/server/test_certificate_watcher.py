@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from slotcache.ctl.certs import Authority, generate_local
+from slotcache_server import peer_channels
 from slotcache_server.security.tls import CertificateWatcher, TlsError, load_material
 
 
@@ -38,3 +39,19 @@ def test_unusable_files_are_named(tmp_path: Path) -> None:
         load_material(certs.node.key, certs.node.key, None)
     with pytest.raises(TlsError, match="cannot read the CA file"):
         load_material(certs.node.cert, certs.node.key, tmp_path / "missing.crt")
+
+
+def test_peer_channel_pools_learn_of_a_rotation_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    certs = generate_local(tmp_path)
+    monkeypatch.setattr(peer_channels, "CHECK_PERIOD_S", 0.0)
+    peer_channels.use_tls(CertificateWatcher(certs.node.cert, certs.node.key, certs.ca))
+    try:
+        bus, forwarding = peer_channels.Rotation(), peer_channels.Rotation()
+        assert not bus.happened()
+        Authority.load(certs.ca).issue(tmp_path, "node")
+        assert bus.happened() and forwarding.happened()
+        assert not bus.happened() and not forwarding.happened()
+    finally:
+        peer_channels.use_tls(None)

@@ -575,12 +575,12 @@ def _add_observe(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _use_tls(args: argparse.Namespace) -> None:
-    """Connect with the TLS flags (commands without them connect with the environment's)."""
+    """Connect with the TLS flags; commands without them (``down``) connect to nothing."""
     try:
+        tls = None
         if hasattr(args, "tls_ca"):
-            transport.use_tls(transport.tls_options(args.tls_ca, args.tls_cert, args.tls_key))
-        else:
-            transport.use_tls(transport.tls_from_env())
+            tls = transport.tls_options(args.tls_ca, args.tls_cert, args.tls_key)
+        transport.use_tls(tls)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

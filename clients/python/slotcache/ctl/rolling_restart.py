@@ -50,7 +50,9 @@ def server_flags(cmdline: Sequence[str]) -> tuple[int, list[str]]:
     """From a running server's command line: its bus port and the flags to start it with again.
 
     The launcher adds the host, ports, folder and cluster mode itself; every
-    other flag (node timeout, snapshot policy, ...) is kept as it was.
+    other flag (node timeout, snapshot policy, TLS, ...) is kept as it was. A
+    TLS-only node (``--port 0``, its client port being ``--tls-port``) stays
+    TLS only: the ``--port 0`` after the launcher's ``--port`` wins.
     """
     start = next((i for i, a in enumerate(cmdline) if a.startswith("--")), len(cmdline))
     flags = list(cmdline[start:])
@@ -64,6 +66,8 @@ def server_flags(cmdline: Sequence[str]) -> tuple[int, list[str]]:
             next(rest, None)  # its value
         else:
             extra.append(flag)
+    if values.get("--port") == "0":
+        extra += ["--port", "0"]
     return int(values["--bus-port"]), extra
 
 

@@ -7,9 +7,6 @@ process-wide: one clusterctl run talks to one cluster with one identity.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-
 import grpc
 
 from slotcache._channels import connector
@@ -30,12 +27,6 @@ def tls_options(ca: str | None, cert: str | None, key: str | None) -> TlsOptions
     if ca is None and cert is None and key is None:
         return None
     return TlsOptions(ca=ca, cert=cert, key=key)
-
-
-def tls_from_env(environ: Mapping[str, str] | None = None) -> TlsOptions | None:
-    """TLS from ``SLOTCACHE_TLS_CA``, ``SLOTCACHE_TLS_CERT`` and ``SLOTCACHE_TLS_KEY``."""
-    env = os.environ if environ is None else environ
-    return tls_options(env.get(ENV_CA), env.get(ENV_CERT), env.get(ENV_KEY))
 
 
 def use_tls(tls: TlsOptions | None) -> None:
