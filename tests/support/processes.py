@@ -46,8 +46,14 @@ class ServerFactory:
 
     def create(self, *extra_args: str, cluster: bool = False) -> ServerProcess:
         """A registered server that is not started yet."""
-        n = len(self._servers)
-        server = ServerProcess(self._base_dir / f"node{n}", extra_args=extra_args, cluster=cluster)
+        return self.add(ServerProcess(self.next_dir(), extra_args=extra_args, cluster=cluster))
+
+    def next_dir(self) -> Path:
+        """The data directory of the next server this factory registers."""
+        return self._base_dir / f"node{len(self._servers)}"
+
+    def add(self, server: ServerProcess) -> ServerProcess:
+        """Register a server built elsewhere (not started yet), so :meth:`close` stops it."""
         self._servers.append(server)
         LIVE.append(server)
         return server
