@@ -109,6 +109,21 @@ def create_host(tag: str, net: ipaddress.IPv4Network, index: int, ns: str) -> li
                 ["iptables", "-N", FAULT_OUT],
                 ["iptables", "-A", "INPUT", "-j", FAULT_IN],
                 ["iptables", "-A", "OUTPUT", "-j", FAULT_OUT],
+                # Changes nothing (the policy accepts), but makes the namespace
+                # track connections from their first packet: one picked up
+                # mid-stream later may get its directions the wrong way round,
+                # and drop_calls_from depends on them.
+                [
+                    "iptables",
+                    "-A",
+                    "INPUT",
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "INVALID",
+                    "-j",
+                    "ACCEPT",
+                ],
             ],
         ),
     ]
