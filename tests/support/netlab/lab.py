@@ -94,6 +94,8 @@ class NetLab:
         self.hosts: list[Host] = []
         self.proxies: list[DelayProxy] = []
         self._lock = lock
+        # Namespaces with faults to lift, and those with a rate limit among them.
+        self._faulted: set[str] = set()
         self._limited: set[str] = set()
         self._processes: list[subprocess.Popen[bytes]] = []
         self._closed = False
@@ -153,27 +155,44 @@ class NetLab:
     # ---- faults --------------------------------------------------------------------------
 
     def _in(self, host: Host, commands: Sequence[rules.Argv]) -> None:
-        run(rules.batch(host.ns, commands))
+        self._in_each([(host, commands)])
+
+    def _in_each(self, batches: Sequence[tuple[Host, Sequence[rules.Argv]]]) -> None:
+        """Run each host's commands, all hosts at once, so a fault starts everywhere together."""
+        procs = [
+            (subprocess.Popen(rules.batch(h.ns, c), stderr=subprocess.PIPE, text=True), h)
+            for h, c in batches
+        ]
+        errors = []
+        for proc, host in procs:
+            _, err = proc.communicate(timeout=30)
+            self._faulted.add(host.ns)
+            if proc.returncode != 0:
+                errors.append(f"{host.name}: {err.strip()}")
+        if errors:
+            raise RuntimeError("fault commands failed: " + "; ".join(errors))
 
     def cut(self, a: Sequence[Host], b: Sequence[Host], one_way: bool = False) -> None:
         """Drop every packet between the groups ``a`` and ``b`` (only a -> b with ``one_way``)."""
         if one_way:
-            for y in b:
-                self._in(y, [rules.drop_from([x.ip for x in a])])
+            sources = [x.ip for x in a]
+            self._in_each([(y, [rules.drop_from(sources)]) for y in b])
             return
         ips = [y.ip for y in b]
-        for x in a:
-            self._in(x, [rules.drop_from(ips), rules.drop_to(ips)])
+        self._in_each([(x, [rules.drop_from(ips), rules.drop_to(ips)]) for x in a])
 
     def block_calls(self, callers: Sequence[Host], callees: Sequence[Host]) -> None:
-        """``callers`` can no longer send requests to ``callees``; the reverse still works."""
-        for y in callees:
-            self._in(y, [rules.drop_calls_from([x.ip for x in callers])])
+        """``callers`` can no longer send requests to ``callees``; the reverse still works.
+
+        A connection a caller already has open stays cut in the caller's
+        direction only: the callee's replies and stream messages still arrive.
+        """
+        sources = [x.ip for x in callers]
+        self._in_each([(y, [rules.drop_calls_from(sources)]) for y in callees])
 
     def lose(self, hosts: Sequence[Host], share: float, port: int) -> None:
         """Each of ``hosts`` drops ``share`` of the packets it receives to or from ``port``."""
-        for host in hosts:
-            self._in(host, rules.drop_share(share, port))
+        self._in_each([(h, rules.drop_share(share, port)) for h in hosts])
 
     def limit_rate(self, host: Host, rate: str, to: Host | None = None) -> None:
         """Limit what ``host`` sends (to ``to`` only, if given) to ``rate`` (tc syntax: 1mbit)."""
@@ -193,10 +212,14 @@ class NetLab:
 
     def heal(self) -> None:
         """Lift every fault: packet drops, rate limits and delays."""
-        for host in self.hosts:
-            self._in(host, rules.heal())
-            if host.ns in self._limited:
-                run(host.exec_argv(rules.unlimit()), check=False)
+        self._in_each(
+            [
+                (h, [*rules.heal(), *([rules.unlimit()] if h.ns in self._limited else [])])
+                for h in self.hosts
+                if h.ns in self._faulted
+            ]
+        )
+        self._faulted.clear()
         self._limited.clear()
         for proxy in self.proxies:
             proxy.delay_s = 0.0
