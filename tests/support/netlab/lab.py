@@ -36,7 +36,7 @@ from typing import IO
 from tests.support.netlab import rules
 from tests.support.netlab.proxy import DelayProxy
 
-TOOLS = ("ip", "iptables", "tc")
+TOOLS = ("ip", "iptables", "tc", "ss")
 LOCK_DIR = Path("/run/lock/slotcache-netlab")
 _serial = itertools.count()
 _open_labs: set[NetLab] = set()
@@ -200,14 +200,20 @@ class NetLab:
         self._limited.add(host.ns)
 
     def delay(self, src: Host, dest: Host, port: int) -> DelayProxy:
-        """Route ``src``'s new connections to ``dest:port`` through a proxy; set its ``delay_s``.
+        """Route ``src``'s connections to ``dest:port`` through a proxy; set its ``delay_s``.
 
-        Only connections opened after this call go through the proxy, so set
-        it up before the processes connect (the delay starts at zero).
+        The connections ``src`` has open are reset, so they come back
+        through the proxy; the delay starts at zero.
         """
         proxy = DelayProxy(self.gateway, (dest.ip, port)).start()
         self.proxies.append(proxy)
-        self._in(src, [rules.redirect(dest.ip, port, self.gateway, proxy.port)])
+        self._in(
+            src,
+            [
+                rules.redirect(dest.ip, port, self.gateway, proxy.port),
+                rules.reset_connections(dest.ip, port),
+            ],
+        )
         return proxy
 
     def heal(self) -> None:

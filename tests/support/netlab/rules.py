@@ -217,35 +217,24 @@ def heal() -> list[Argv]:
 def limit_rate(rate: str, to: str | None = None, burst: str = "16kb") -> list[Argv]:
     """Limit what this host sends (to ``to`` only, if given) to ``rate`` with tc's tbf.
 
-    For one destination a prio qdisc sends that traffic to its third band,
-    which carries the tbf; everything else keeps the other bands (ordinary
-    traffic uses the second one) at full speed.
+    For one destination an htb root (this kernel has no prio qdisc) sends
+    that traffic to a class whose qdisc is the tbf; everything else matches
+    no class and leaves at full speed.
     """
     tbf = ["tbf", "rate", rate, "burst", burst, "latency", "2s"]
     if to is None:
         return [["tc", "qdisc", "replace", "dev", DEVICE, "root", *tbf]]
+    tc = ["tc"]
     return [
-        ["tc", "qdisc", "replace", "dev", DEVICE, "root", "handle", "1:", "prio"],
-        ["tc", "qdisc", "replace", "dev", DEVICE, "parent", "1:3", "handle", "30:", *tbf],
+        [*tc, "qdisc", "replace", "dev", DEVICE, "root", "handle", "1:", "htb", "default", "99"],
+        [*tc, "class", "add", "dev", DEVICE, "parent", "1:", "classid", "1:1",
+         "htb", "rate", "10gbit"],
+        [*tc, "qdisc", "add", "dev", DEVICE, "parent", "1:1", "handle", "10:", *tbf],
         [
-            "tc",
-            "filter",
-            "add",
-            "dev",
-            DEVICE,
-            "parent",
-            "1:",
-            "protocol",
-            "ip",
-            "u32",
-            "match",
-            "ip",
-            "dst",
-            f"{to}/32",
-            "flowid",
-            "1:3",
+            *tc, "filter", "add", "dev", DEVICE, "parent", "1:", "protocol", "ip",
+            "u32", "match", "ip", "dst", f"{to}/32", "flowid", "1:1",
         ],
-    ]
+    ]  # fmt: skip
 
 
 def unlimit() -> Argv:
@@ -272,3 +261,8 @@ def redirect(dest: str, port: int, proxy: str, proxy_port: int) -> Argv:
         "--to-destination",
         f"{proxy}:{proxy_port}",
     ]
+
+
+def reset_connections(dest: str, port: int) -> Argv:
+    """Reset this host's open connections to ``dest:port``, so they reconnect (through a proxy)."""
+    return ["ss", "-K", "dst", dest, "dport", "=", str(port)]

@@ -59,11 +59,11 @@ def test_heal_flushes_only_the_fault_chains():
     ]
 
 
-def test_a_rate_limit_to_one_peer_filters_it_into_a_tbf_band():
+def test_a_rate_limit_to_one_peer_filters_it_into_a_tbf_class():
     whole = rules.limit_rate("1mbit")
     assert len(whole) == 1 and "tbf" in whole[0]
     one = rules.limit_rate("1mbit", to="10.0.0.5")
-    assert "prio" in one[0] and "tbf" in one[1] and "10.0.0.5/32" in one[2]
+    assert "htb" in one[0] and "tbf" in one[2] and "10.0.0.5/32" in one[3]
 
 
 def test_a_batch_runs_every_command_in_one_namespace_process():
@@ -76,3 +76,8 @@ def test_a_redirect_sends_new_connections_through_the_proxy():
     rule = rules.redirect("10.0.0.5", 17000, "10.0.0.1", 40000)
     assert rule[:4] == ["iptables", "-t", "nat", "-A"]
     assert rule[-1] == "10.0.0.1:40000"
+
+
+def test_resetting_connections_names_the_destination_and_port():
+    argv = rules.reset_connections("10.0.0.5", 17000)
+    assert argv == ["ss", "-K", "dst", "10.0.0.5", "dport", "=", "17000"]
