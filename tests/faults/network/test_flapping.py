@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.support.history import OK
-from tests.support.netlab.clients import start_client, stop_all
+from tests.support.netlab.clients import start_client, stop_all, wait_acknowledged
 from tests.support.netlab.scenario import keys_of, settle_and_check, wait_until
 from tests.support.netlab.servers import start_lab_cluster
 from tests.support.nodes import Nodes
@@ -29,6 +29,7 @@ FLAP_FOR_S = 10 * NODE_TIMEOUT_S
 # may still happen when a cut and a slow tick line up on a loaded machine.
 MAX_PROMOTIONS = 1
 KEYS = 150
+WARM_ACKS = 20
 
 
 def current_epoch(nodes: Nodes) -> int:
@@ -54,7 +55,7 @@ def test_a_flapping_link_causes_no_failover_storm(lab, factory, tmp_path, report
         epoch_before = current_epoch(nodes)
         cuts = 0
         try:
-            time.sleep(1.0)
+            wait_acknowledged(clients, WARM_ACKS)
             start = time.monotonic()
             while (at := start + cuts * 2 * HALF_PERIOD_S) < start + FLAP_FOR_S:
                 wait_until(at)

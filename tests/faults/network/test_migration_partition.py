@@ -17,7 +17,7 @@ import pytest
 
 from slotcache.v1 import admin_pb2, cache_pb2
 from tests.support.history import OK, SET, Op
-from tests.support.netlab.clients import start_client, stop_all
+from tests.support.netlab.clients import start_client, stop_all, wait_acknowledged
 from tests.support.netlab.scenario import settle_and_check
 from tests.support.netlab.servers import start_lab_cluster
 from tests.support.nodes import Nodes, NodeStubs, wait_for
@@ -26,6 +26,7 @@ from tests.support.workload import NODE_TIMEOUT_MS, keys_in_slots, node_id, slot
 pytestmark = pytest.mark.slow
 
 SOURCE, TARGET = 0, 1
+WARM_ACKS = 20
 PRELOAD = 30_000
 CUT_S = 3 * NODE_TIMEOUT_MS / 1000
 # The target gives up on a source silent for 10 s (cluster/migration/target.py).
@@ -71,7 +72,7 @@ def test_a_partition_between_source_and_target_mid_migration_loses_nothing(
             keys_in_slots("live", moving, 500), tmp_path / "clients", "--timeout", "5",
         )  # fmt: skip
         try:
-            time.sleep(0.5)
+            wait_acknowledged([writer], WARM_ACKS)
             ranges = [cache_pb2.SlotRange(start=s, end=s) for s in moving]
             reply = nodes[TARGET].admin.ImportSlots(
                 admin_pb2.ImportSlotsRequest(source_id=source_id, ranges=ranges), timeout=10

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.support.history import OK, REFUSED
-from tests.support.netlab.clients import start_client, stop_all
+from tests.support.netlab.clients import start_client, stop_all, wait_acknowledged
 from tests.support.netlab.scenario import first, keys_of, last, settle_and_check, wait_until
 from tests.support.netlab.servers import start_lab_cluster
 from tests.support.nodes import Nodes, wait_for
@@ -31,7 +31,7 @@ NODE_TIMEOUT_S = NODE_TIMEOUT_MS / 1000
 REFUSE_BOUND_S = 1.5 * NODE_TIMEOUT_S + 0.5
 # FAIL after about 1.5 x node_timeout, then the election (docs/replication.md).
 FAILOVER_BOUND_S = 2 * NODE_TIMEOUT_S + 1.5
-LOAD_BEFORE_S = 1.5
+WARM_ACKS = 20
 PARTITION_S = 4 * NODE_TIMEOUT_S
 KEYS = 150
 
@@ -67,7 +67,7 @@ def test_minority_primary_refuses_writes_and_loses_only_async_ones(
             ),
         ]
         try:
-            time.sleep(LOAD_BEFORE_S)
+            wait_acknowledged(clients, WARM_ACKS)
             minority = [lc.hosts[minority_node], inside]
             majority = [h for h in lc.hosts if h not in minority] + [outside]
             lab.cut(minority, majority)

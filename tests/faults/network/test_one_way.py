@@ -18,7 +18,7 @@ import time
 import pytest
 
 from tests.support.history import OK
-from tests.support.netlab.clients import start_client, stop_all
+from tests.support.netlab.clients import start_client, stop_all, wait_acknowledged
 from tests.support.netlab.scenario import first, keys_of, settle_and_check, wait_until
 from tests.support.netlab.servers import start_lab_cluster
 from tests.support.nodes import Nodes, wait_for
@@ -32,7 +32,7 @@ FAILOVER_BOUND_S = 2 * NODE_TIMEOUT_S + 1.5
 # Node 0 hears of its replacement in the PONG to its next PING (every peer
 # is pinged within node_timeout/2), plus a tick.
 DEMOTION_BOUND_S = FAILOVER_BOUND_S + NODE_TIMEOUT_S / 2 + 0.5
-LOAD_BEFORE_S = 1.5
+WARM_ACKS = 20
 PARTITION_S = 4 * NODE_TIMEOUT_S
 KEYS = 150
 # Enough keys that the min_replicas=0 writer does not come back to a key
@@ -57,7 +57,7 @@ def test_a_primary_nobody_can_reach_is_failed_over_and_follows(
             start_client(lab, client_host, "async", entry, async_keys, work, "--min-replicas", "0"),
         ]
         try:
-            time.sleep(LOAD_BEFORE_S)
+            wait_acknowledged(clients, WARM_ACKS)
             peers = [h for i, h in enumerate(lc.hosts) if i != isolated]
             lab.block_calls(peers, [lc.hosts[isolated]])
             cut_at = time.monotonic()

