@@ -108,8 +108,31 @@ class PrimaryReplication:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        for link in self.links.values():
+        start = self.backlog.start
+        for link in list(self.links.values()):
             link.flush()
+            if not link.syncing and link.acked < start:
+                self._drop(link)
+
+    def _drop(self, link: ReplicaLink) -> None:
+        """Stop feeding a replica that is further behind than the backlog reaches.
+
+        A replica cut off by the network does not close its stream: nothing
+        arrives and nothing fails, so without a limit every write would wait
+        in its queue, without bound. Once it lacks operations the backlog no
+        longer holds, it needs a full sync whatever happens (as a Redis replica
+        whose output buffer overflows), so its queue is dropped now; the stream
+        ends when the connection moves again, and the replica reconnects.
+        """
+        del self.links[link.replica_id]
+        link.pending = []
+        while not link.queue.empty():
+            link.queue.get_nowait()
+        link.queue.put_nowait(pb.PrimaryMessage())
+        log.warning(
+            "replica %s is further behind than the backlog holds; dropped its stream",
+            link.replica_id.hex(),
+        )
 
     @property
     def offset(self) -> int:
