@@ -51,6 +51,12 @@ class ReplicaLink:
     # Still receiving its full sync: its acknowledgements do not count yet.
     syncing: bool = True
     last_ack: float = 0.0
+    # Where its full sync left it: it lacks nothing before this offset.
+    synced_to: int = 0
+
+    def behind(self, start: int) -> bool:
+        """Whether it lacks operations from before ``start`` (those the backlog dropped)."""
+        return not self.syncing and max(self.acked, self.synced_to) < start
 
     def flush(self) -> None:
         """Queue the operations gathered since the last flush as one message."""
@@ -111,7 +117,7 @@ class PrimaryReplication:
         start = self.backlog.start
         for link in list(self.links.values()):
             link.flush()
-            if not link.syncing and link.acked < start:
+            if link.behind(start):
                 self._drop(link)
 
     def _drop(self, link: ReplicaLink) -> None:
@@ -288,6 +294,7 @@ class PrimaryReplication:
         link.flush()
         link.queue.put_nowait(pb.PrimaryMessage(done=pb.FullSyncDone(offset=self.backlog.offset)))
         # Its acknowledgements count from now on; they will be at least the done offset.
+        link.synced_to = self.backlog.offset
         link.syncing = False
         self.in_sync_changed()
         log.info("full sync of replica %s sent", link.replica_id.hex())

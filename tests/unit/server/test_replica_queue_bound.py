@@ -48,3 +48,14 @@ async def test_a_replica_in_its_full_sync_is_not_judged_by_its_acknowledgements(
         keyspace.set(f"k{i}".encode(), b"v" * 100)
         await asyncio.sleep(0)
     assert b"s" in primary.links
+
+
+async def test_a_replica_just_past_its_full_sync_is_judged_from_where_the_sync_left_it() -> None:
+    keyspace, primary, _, _ = primary_with_replicas()
+    for i in range(200):  # the backlog has dropped its oldest operations
+        keyspace.set(f"k{i}".encode(), b"v" * 100)
+        await asyncio.sleep(0)
+    primary.links[b"s"] = fresh = ReplicaLink(b"s", syncing=False, synced_to=primary.offset)
+    keyspace.set(b"after", b"v")
+    await asyncio.sleep(0)
+    assert primary.links.get(b"s") is fresh and fresh.acked == 0
