@@ -13,8 +13,14 @@ import time
 import pytest
 
 from tests.support.history import OK
-from tests.support.netlab.clients import start_client, stop_all, wait_acknowledged
-from tests.support.netlab.scenario import keys_of, settle_and_check, wait_until
+from tests.support.netlab.clients import stop_all, wait_acknowledged
+from tests.support.netlab.scenario import (
+    NODE_TIMEOUT_S,
+    WARM_ACKS,
+    settle_and_check,
+    start_writers,
+    wait_until,
+)
 from tests.support.netlab.servers import start_lab_cluster
 from tests.support.nodes import Nodes
 from tests.support.readback import MARKED_FAIL, PROMOTED, log_events
@@ -22,14 +28,12 @@ from tests.support.workload import NODE_TIMEOUT_MS
 
 pytestmark = pytest.mark.slow
 
-NODE_TIMEOUT_S = NODE_TIMEOUT_MS / 1000
 HALF_PERIOD_S = 0.5 * NODE_TIMEOUT_S
 FLAP_FOR_S = 10 * NODE_TIMEOUT_S
 # A storm would be a failover per cut or more; one failover (and its epoch)
 # may still happen when a cut and a slow tick line up on a loaded machine.
 MAX_PROMOTIONS = 1
 KEYS = 150
-WARM_ACKS = 20
 
 
 def current_epoch(nodes: Nodes) -> int:
@@ -43,13 +47,7 @@ def test_a_flapping_link_causes_no_failover_storm(lab, factory, tmp_path, report
         flapping = 0
         client_host = lab.add_host("c0")
         work = tmp_path / "clients"
-        entry = [lc.addresses[flapping]]
-        sync_keys = keys_of(nodes, flapping, "sync", KEYS)
-        async_keys = keys_of(nodes, flapping, "async", KEYS)
-        clients = [
-            start_client(lab, client_host, "sync", entry, sync_keys, work, "--min-replicas", "1"),
-            start_client(lab, client_host, "async", entry, async_keys, work, "--min-replicas", "0"),
-        ]
+        clients = start_writers(lab, client_host, nodes, flapping, work, KEYS)
         side = [lc.hosts[flapping], client_host]
         rest = [h for h in lc.hosts if h not in side]
         epoch_before = current_epoch(nodes)

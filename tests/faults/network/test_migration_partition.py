@@ -18,7 +18,7 @@ import pytest
 from slotcache.v1 import admin_pb2, cache_pb2
 from tests.support.history import OK, SET, Op
 from tests.support.netlab.clients import start_client, stop_all, wait_acknowledged
-from tests.support.netlab.scenario import settle_and_check
+from tests.support.netlab.scenario import WARM_ACKS, settle_and_check
 from tests.support.netlab.servers import start_lab_cluster
 from tests.support.nodes import Nodes, NodeStubs, wait_for
 from tests.support.workload import NODE_TIMEOUT_MS, keys_in_slots, node_id, slots_owned_by
@@ -26,7 +26,6 @@ from tests.support.workload import NODE_TIMEOUT_MS, keys_in_slots, node_id, slot
 pytestmark = pytest.mark.slow
 
 SOURCE, TARGET = 0, 1
-WARM_ACKS = 20
 PRELOAD = 30_000
 CUT_S = 3 * NODE_TIMEOUT_MS / 1000
 # The target gives up on a source silent for 10 s (cluster/migration/target.py).
@@ -54,6 +53,16 @@ def migration(node: NodeStubs, migration_id: str) -> admin_pb2.MigrationProgress
         admin_pb2.MigrationStatusRequest(migration_id=migration_id), timeout=5
     )
     return reply.migrations[0] if reply.migrations else None
+
+
+def wait_ended(node: NodeStubs, migration_id: str, what: str) -> admin_pb2.MigrationProgress:
+    """The migration's record on ``node`` once it is done or failed."""
+
+    def ended() -> admin_pb2.MigrationProgress | None:
+        record = migration(node, migration_id)
+        return record if record is not None and record.state in FINAL else None
+
+    return wait_for(ended, END_TIMEOUT_S, what, interval=0.1)
 
 
 def test_a_partition_between_source_and_target_mid_migration_loses_nothing(
@@ -91,23 +100,9 @@ def test_a_partition_between_source_and_target_mid_migration_loses_nothing(
             cut_at = time.monotonic()
             time.sleep(CUT_S)
             lab.heal()
-            ended = wait_for(
-                lambda: (
-                    (m := migration(nodes[TARGET], reply.migration_id)) and m.state in FINAL and m
-                ),
-                END_TIMEOUT_S,
-                "the migration to end after heal",
-                interval=0.1,
-            )
+            ended = wait_ended(nodes[TARGET], reply.migration_id, "the migration to end after heal")
             ended_at = time.monotonic()
-            source_side = wait_for(
-                lambda: (
-                    (m := migration(nodes[SOURCE], reply.migration_id)) and m.state in FINAL and m
-                ),
-                END_TIMEOUT_S,
-                "the source's side to end",
-                interval=0.1,
-            )
+            source_side = wait_ended(nodes[SOURCE], reply.migration_id, "the source's side to end")
             time.sleep(0.5)
         finally:
             ops = stop_all([writer])

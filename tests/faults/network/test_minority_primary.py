@@ -16,7 +16,17 @@ import pytest
 
 from tests.support.history import OK, REFUSED
 from tests.support.netlab.clients import start_client, stop_all, wait_acknowledged
-from tests.support.netlab.scenario import first, keys_of, last, settle_and_check, wait_until
+from tests.support.netlab.scenario import (
+    FAILOVER_BOUND_S,
+    NODE_TIMEOUT_S,
+    WARM_ACKS,
+    first,
+    keys_of,
+    last,
+    settle_and_check,
+    start_writers,
+    wait_until,
+)
 from tests.support.netlab.servers import start_lab_cluster
 from tests.support.nodes import Nodes, wait_for
 from tests.support.readback import PROMOTED, log_events
@@ -24,14 +34,10 @@ from tests.support.workload import NODE_TIMEOUT_MS, node_id, role
 
 pytestmark = pytest.mark.slow
 
-NODE_TIMEOUT_S = NODE_TIMEOUT_MS / 1000
 # A minority primary refuses once it has marked a majority of primaries PFAIL:
 # a ping unanswered for node_timeout, and the ping goes out up to
 # node_timeout/2 after the last pong (docs/gossip.md), then a tick or two.
 REFUSE_BOUND_S = 1.5 * NODE_TIMEOUT_S + 0.5
-# FAIL after about 1.5 x node_timeout, then the election (docs/replication.md).
-FAILOVER_BOUND_S = 2 * NODE_TIMEOUT_S + 1.5
-WARM_ACKS = 20
 PARTITION_S = 4 * NODE_TIMEOUT_S
 KEYS = 150
 
@@ -44,27 +50,14 @@ def test_minority_primary_refuses_writes_and_loses_only_async_ones(
     try:
         minority_node, replica = 0, 3
         replica_id = node_id(nodes[replica])
-        sync_keys = keys_of(nodes, minority_node, "sync", KEYS)
-        async_keys = keys_of(nodes, minority_node, "async", KEYS)
         outside_keys = keys_of(nodes, minority_node, "outside", KEYS)
         inside = lab.add_host("c-inside")
         outside = lab.add_host("c-outside")
         work = tmp_path / "clients"
-        here = [lc.addresses[minority_node]]
         clients = [
-            start_client(lab, inside, "sync", here, sync_keys, work, "--min-replicas", "1"),
-            start_client(lab, inside, "async", here, async_keys, work, "--min-replicas", "0"),
+            *start_writers(lab, inside, nodes, minority_node, work, KEYS),
             # Through node 1, which forwards to whoever owns the slot in its view.
-            start_client(
-                lab,
-                outside,
-                "outside",
-                [lc.addresses[1]],
-                outside_keys,
-                work,
-                "--min-replicas",
-                "0",
-            ),
+            start_client(lab, outside, "outside", [lc.addresses[1]], outside_keys, work),
         ]
         try:
             wait_acknowledged(clients, WARM_ACKS)

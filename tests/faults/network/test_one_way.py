@@ -18,8 +18,16 @@ import time
 import pytest
 
 from tests.support.history import OK
-from tests.support.netlab.clients import start_client, stop_all, wait_acknowledged
-from tests.support.netlab.scenario import first, keys_of, settle_and_check, wait_until
+from tests.support.netlab.clients import stop_all, wait_acknowledged
+from tests.support.netlab.scenario import (
+    FAILOVER_BOUND_S,
+    NODE_TIMEOUT_S,
+    WARM_ACKS,
+    first,
+    settle_and_check,
+    start_writers,
+    wait_until,
+)
 from tests.support.netlab.servers import start_lab_cluster
 from tests.support.nodes import Nodes, wait_for
 from tests.support.readback import PROMOTED, log_events
@@ -27,12 +35,9 @@ from tests.support.workload import NODE_TIMEOUT_MS, node_id, role
 
 pytestmark = pytest.mark.slow
 
-NODE_TIMEOUT_S = NODE_TIMEOUT_MS / 1000
-FAILOVER_BOUND_S = 2 * NODE_TIMEOUT_S + 1.5
 # Node 0 hears of its replacement in the PONG to its next PING (every peer
 # is pinged within node_timeout/2), plus a tick.
 DEMOTION_BOUND_S = FAILOVER_BOUND_S + NODE_TIMEOUT_S / 2 + 0.5
-WARM_ACKS = 20
 PARTITION_S = 4 * NODE_TIMEOUT_S
 KEYS = 150
 # Enough keys that the min_replicas=0 writer does not come back to a key
@@ -47,15 +52,10 @@ def test_a_primary_nobody_can_reach_is_failed_over_and_follows(
     nodes = Nodes(lc.addresses)
     try:
         isolated, replica = 0, 3
-        sync_keys = keys_of(nodes, isolated, "sync", KEYS)
-        async_keys = keys_of(nodes, isolated, "async", ONCE_KEYS)
         client_host = lab.add_host("c0")
-        work = tmp_path / "clients"
-        entry = [lc.addresses[isolated]]
-        clients = [
-            start_client(lab, client_host, "sync", entry, sync_keys, work, "--min-replicas", "1"),
-            start_client(lab, client_host, "async", entry, async_keys, work, "--min-replicas", "0"),
-        ]
+        clients = start_writers(
+            lab, client_host, nodes, isolated, tmp_path / "clients", KEYS, ONCE_KEYS
+        )
         try:
             wait_acknowledged(clients, WARM_ACKS)
             peers = [h for i, h in enumerate(lc.hosts) if i != isolated]

@@ -16,8 +16,8 @@ import time
 import pytest
 
 from tests.support.history import OK, Op
-from tests.support.netlab.clients import start_client, stop_all, wait_acknowledged
-from tests.support.netlab.scenario import keys_of, settle_and_check
+from tests.support.netlab.clients import stop_all, wait_acknowledged
+from tests.support.netlab.scenario import WARM_ACKS, settle_and_check, start_writers
 from tests.support.netlab.servers import BUS_PORT, start_lab_cluster
 from tests.support.nodes import Nodes
 from tests.support.readback import MARKED_FAIL, PROMOTED, log_events
@@ -28,7 +28,6 @@ pytestmark = pytest.mark.slow
 LOSS = 0.2
 PHASE_S = 8.0
 KEYS = 150
-WARM_ACKS = 20
 
 
 def rate(ops: list[Op], client: str, start: float, end: float) -> float:
@@ -43,13 +42,7 @@ def test_packet_loss_on_the_bus(lab, factory, tmp_path, report_figure):
     try:
         client_host = lab.add_host("c0")
         work = tmp_path / "clients"
-        entry = [lc.addresses[0]]
-        clients = [
-            start_client(lab, client_host, "sync", entry, keys_of(nodes, 0, "sync", KEYS), work,
-                         "--min-replicas", "1"),
-            start_client(lab, client_host, "async", entry, keys_of(nodes, 0, "async", KEYS), work,
-                         "--min-replicas", "0"),
-        ]  # fmt: skip
+        clients = start_writers(lab, client_host, nodes, 0, work, KEYS)
         try:
             wait_acknowledged(clients, WARM_ACKS)
             clean_at = time.monotonic()

@@ -18,7 +18,7 @@ import pytest
 from tests.support.history import OK, UNKNOWN, Op
 from tests.support.netlab.clients import start_client, stop_all, wait_acknowledged
 from tests.support.netlab.lab import NetLab
-from tests.support.netlab.scenario import keys_of, settle_and_check
+from tests.support.netlab.scenario import WARM_ACKS, keys_of, settle_and_check
 from tests.support.netlab.servers import BUS_PORT, LabCluster, start_lab_cluster
 from tests.support.nodes import Nodes
 from tests.support.readback import PROMOTED, log_events
@@ -35,7 +35,6 @@ PADDING = 2000
 FAULT_S = 5.0
 KEYS = 100
 PRIMARY, REPLICA = 0, 3
-WARM_ACKS = 20
 
 
 def slow_by_latency(lab: NetLab, lc: LabCluster) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from slotcache.ctl.local import alive
 from tests.support.netlab import rules
 from tests.support.netlab.proxy import DelayProxy
 
@@ -260,22 +261,12 @@ def remove_namespace(ns: str) -> None:
     run(["ip", "netns", "del", ns], check=False)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_leftovers() -> None:
     """Remove namespaces and links of labs whose creating process is gone."""
     for line in run(["ip", "netns", "list"], check=False).splitlines():
         ns = line.split()[0] if line.split() else ""
         pid = rules.owner_pid(ns)
-        if pid is not None and not _alive(pid):
+        if pid is not None and not alive(pid):
             remove_namespace(ns)
     for line in run(["ip", "-o", "link", "show"], check=False).splitlines():
         parts = line.split(":")
@@ -283,7 +274,7 @@ def sweep_leftovers() -> None:
             continue
         name = parts[1].strip().split("@")[0]
         pid = rules.owner_pid(name)
-        if pid is not None and not _alive(pid):
+        if pid is not None and not alive(pid):
             run(["ip", "link", "del", name], check=False)
 
 

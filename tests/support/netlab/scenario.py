@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from tests.support.history import OK, Op, Report, check
+from tests.support.netlab.clients import ClientProcess, start_client
+from tests.support.netlab.lab import Host, NetLab
 from tests.support.nodes import Nodes, NodeStubs
 from tests.support.readback import own_claims, read_from_owners
 from tests.support.workload import (
+    NODE_TIMEOUT_MS,
     keys_in_slots,
     node_id,
     single_primary_per_slot,
@@ -17,6 +21,12 @@ from tests.support.workload import (
 )
 
 SETTLE_TIMEOUT_S = 20.0
+NODE_TIMEOUT_S = NODE_TIMEOUT_MS / 1000
+# FAIL about 1.5 x node_timeout after the fault (docs/gossip.md), then the
+# election's delay (docs/replication.md), with a margin for a loaded machine.
+FAILOVER_BOUND_S = 2 * NODE_TIMEOUT_S + 1.5
+# Before injecting a fault, every client has this many writes acknowledged.
+WARM_ACKS = 20
 
 
 def keys_of(nodes: Nodes, owner: int, prefix: str, count: int) -> list[bytes]:
@@ -55,3 +65,27 @@ def last(ops: Sequence[Op], before: float, outcome: str = OK) -> Op | None:
 def wait_until(seconds: float) -> None:
     """Sleep until ``time.monotonic()`` reaches ``seconds``."""
     time.sleep(max(0.0, seconds - time.monotonic()))
+
+
+def start_writers(
+    lab: NetLab,
+    host: Host,
+    nodes: Nodes,
+    owner: int,
+    workdir: Path,
+    keys: int,
+    async_keys: int | None = None,
+) -> list[ClientProcess]:
+    """Two writers in ``host`` on node ``owner``'s slots, sending to it directly.
+
+    ``sync`` writes with ``min_replicas=1`` and ``async`` with ``min_replicas=0``,
+    each on keys of its own (``async_keys`` of them, if given).
+    """
+    entry = [nodes[owner].address]
+    return [
+        start_client(
+            lab, host, name, entry, keys_of(nodes, owner, name, count), workdir,
+            "--min-replicas", mode,
+        )
+        for name, mode, count in (("sync", "1", keys), ("async", "0", async_keys or keys))
+    ]  # fmt: skip
