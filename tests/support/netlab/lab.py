@@ -248,6 +248,10 @@ class NetLab:
         for host in self.hosts:
             remove_namespace(host.ns)
         run(["ip", "link", "del", rules.bridge_name(self.tag)], check=False)
+        # Unlinked while still held: a lab choosing this network from now on
+        # makes a new lock file (and sees no bridge on it any more).
+        with contextlib.suppress(OSError):
+            os.unlink(self._lock.name)
         self._lock.close()
         with _guard:
             _open_labs.discard(self)
