@@ -20,9 +20,15 @@ from tests.support.netlab.clients import start_client, stop_all, wait_acknowledg
 from tests.support.netlab.lab import NetLab
 from tests.support.netlab.scenario import WARM_ACKS, keys_of, settle_and_check
 from tests.support.netlab.servers import BUS_PORT, LabCluster, start_lab_cluster
-from tests.support.nodes import Nodes
+from tests.support.nodes import Nodes, wait_for
 from tests.support.readback import PROMOTED, log_events
-from tests.support.workload import NODE_TIMEOUT_MS, REPLICATION_TIMEOUT, read_values, stats
+from tests.support.workload import (
+    NODE_TIMEOUT_MS,
+    REPLICATION_TIMEOUT,
+    read_values,
+    replica_matches_primary,
+    stats,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -37,13 +43,18 @@ KEYS = 100
 PRIMARY, REPLICA = 0, 3
 
 
-def slow_by_latency(lab: NetLab, lc: LabCluster) -> None:
+def slow_by_latency(lab: NetLab, lc: LabCluster, nodes: Nodes) -> None:
     proxy = lab.delay(lc.hosts[REPLICA], lc.hosts[PRIMARY], BUS_PORT)
-    time.sleep(1.0)  # the replica reconnects through the proxy
+    # The replica's stream was reset: slow it down once it is back in sync.
+    wait_for(
+        lambda: proxy.bytes_forwarded and stats(nodes[PRIMARY])["repl.replicas_in_sync"] == 1,
+        15,
+        "the replica to stream through the proxy",
+    )
     proxy.delay_s = DELAY_S
 
 
-def slow_by_bandwidth(lab: NetLab, lc: LabCluster) -> None:
+def slow_by_bandwidth(lab: NetLab, lc: LabCluster, nodes: Nodes) -> None:
     lab.limit_rate(lc.hosts[PRIMARY], RATE, to=lc.hosts[REPLICA])
 
 
@@ -52,7 +63,7 @@ def slow_by_bandwidth(lab: NetLab, lc: LabCluster) -> None:
     [pytest.param(slow_by_latency, id="latency"), pytest.param(slow_by_bandwidth, id="bandwidth")],
 )
 def test_a_slow_replica_link_times_sync_writes_out_and_they_stay_applied(
-    lab, factory, tmp_path, report_figure, slow_down: Callable[[NetLab, LabCluster], None]
+    lab, factory, tmp_path, report_figure, slow_down: Callable[[NetLab, LabCluster, Nodes], None]
 ):
     lc = start_lab_cluster(lab, factory, 3, 1, "--min-replicas-timeout", str(REPLICA_TIMEOUT_MS))
     nodes = Nodes(lc.addresses)
@@ -72,7 +83,7 @@ def test_a_slow_replica_link_times_sync_writes_out_and_they_stay_applied(
         max_lag_ops = max_lag_ms = 0
         try:
             wait_acknowledged(clients, WARM_ACKS)
-            slow_down(lab, lc)
+            slow_down(lab, lc, nodes)
             slowed_at = time.monotonic()
             while time.monotonic() - slowed_at < FAULT_S:
                 p, r = stats(nodes[PRIMARY]), stats(nodes[REPLICA])
@@ -92,6 +103,9 @@ def test_a_slow_replica_link_times_sync_writes_out_and_they_stay_applied(
         }  # fmt: skip
         on_primary = read_values(nodes[PRIMARY], list(timed_out))
         lab.heal()
+        healed_at = time.monotonic()
+        _, differing = replica_matches_primary(nodes[PRIMARY], nodes[REPLICA], async_keys, 30)
+        caught_up_s = time.monotonic() - healed_at
         report, _ = settle_and_check(list(nodes), ops)
         during = [o for o in sync_ops if o.sent >= slowed_at]
         errors = sorted({o.error for o in during if o.outcome != OK})
@@ -103,13 +117,15 @@ def test_a_slow_replica_link_times_sync_writes_out_and_they_stay_applied(
             f"{sum(o.error.endswith(REPLICATION_TIMEOUT) for o in during)} REPLICATION_TIMEOUT "
             f"(errors {errors}), {len(timed_out)} keys ended on a timed-out write, all on the "
             f"primary: {all(on_primary[k] == o.value for k, o in timed_out.items())}; replica lag "
-            f"up to {max_lag_ops} ops / {max_lag_ms} ms; promotions {promotions}; "
+            f"up to {max_lag_ops} ops / {max_lag_ms} ms, caught up {caught_up_s:.1f} s after heal; "
+            f"promotions {promotions}; "
             f"{report.summary()}"
         )
         assert timed_out, "no min_replicas=1 write timed out on the slow link"
         assert errors == [f"DEADLINE_EXCEEDED/{REPLICATION_TIMEOUT}"]
         assert {k: on_primary[k] for k in timed_out} == {k: o.value for k, o in timed_out.items()}
         assert max_lag_ops > 0
+        assert differing == [], "the replica did not catch up after heal"
         assert report.stale_reads, "reads from a lagging replica were never stale"
         assert promotions == 0
         assert not report.unowned_slots and not report.doubly_owned
