@@ -97,7 +97,12 @@ class ClusterRuntime(MembershipRuntime):
         self.node_auth = node_auth
         self._on_slots_lost = on_slots_lost
         self._on_role_changed = on_role_changed
-        self._bus = BusTransport(self.on_reply, membership.config.resend_ms / 1000, node_auth)
+        # A reply counts until node_timeout, as in Redis: with the resend
+        # interval as the deadline, a peer slower than node_timeout/5 to answer
+        # (a 400 ms round trip with node_timeout 1000 ms) never counted as alive.
+        self._bus = BusTransport(
+            self.on_reply, membership.config.node_timeout_ms / 1000, node_auth
+        )
         store = node_file.NodeFile(node_file.node_file(config.data_dir))
         super().__init__(membership, self._bus, store, clock, self._dispatch)
         self._server: grpc.aio.Server | None = None

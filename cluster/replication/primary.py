@@ -51,6 +51,12 @@ class ReplicaLink:
     # Still receiving its full sync: its acknowledgements do not count yet.
     syncing: bool = True
     last_ack: float = 0.0
+    # Where its full sync left it: it lacks nothing before this offset.
+    synced_to: int = 0
+
+    def behind(self, start: int) -> bool:
+        """Whether it lacks operations from before ``start`` (those the backlog dropped)."""
+        return not self.syncing and max(self.acked, self.synced_to) < start
 
     def flush(self) -> None:
         """Queue the operations gathered since the last flush as one message."""
@@ -108,8 +114,31 @@ class PrimaryReplication:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        for link in self.links.values():
+        start = self.backlog.start
+        for link in list(self.links.values()):
             link.flush()
+            if link.behind(start):
+                self._drop(link)
+
+    def _drop(self, link: ReplicaLink) -> None:
+        """Stop feeding a replica that is further behind than the backlog reaches.
+
+        A replica cut off by the network does not close its stream: nothing
+        arrives and nothing fails, so without a limit every write would wait
+        in its queue, without bound. Once it lacks operations the backlog no
+        longer holds, it needs a full sync whatever happens (as a Redis replica
+        whose output buffer overflows), so its queue is dropped now; the stream
+        ends when the connection moves again, and the replica reconnects.
+        """
+        del self.links[link.replica_id]
+        link.pending = []
+        while not link.queue.empty():
+            link.queue.get_nowait()
+        link.queue.put_nowait(pb.PrimaryMessage())
+        log.warning(
+            "replica %s is further behind than the backlog holds; dropped its stream",
+            link.replica_id.hex(),
+        )
 
     @property
     def offset(self) -> int:
@@ -265,6 +294,7 @@ class PrimaryReplication:
         link.flush()
         link.queue.put_nowait(pb.PrimaryMessage(done=pb.FullSyncDone(offset=self.backlog.offset)))
         # Its acknowledgements count from now on; they will be at least the done offset.
+        link.synced_to = self.backlog.offset
         link.syncing = False
         self.in_sync_changed()
         log.info("full sync of replica %s sent", link.replica_id.hex())

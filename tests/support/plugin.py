@@ -8,6 +8,7 @@
 - A failed test's report carries the tail of every live server's log.
 - ``report_figure`` prints a measured figure at once and again, per tier,
   in the run's summary, where a CI log shows the numbers together.
+- ``--long`` makes soak tests run for minutes instead of their CI length.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ PURE_TIERS = frozenset({"unit", "heavy"})
 TIER = pytest.StashKey[str]()
 REFUSALS = pytest.StashKey[Refusals]()
 FIGURES = pytest.StashKey[dict[str, list[str]]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="run soak tests for their long duration (minutes) instead of the CI one",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -70,13 +70,21 @@ class ServerFactory:
         self, *extra_args: str, cluster: bool = False, tls: LocalCerts | None = None
     ) -> ServerProcess:
         """A registered server that is not started yet; TLS only with ``tls`` or the session's."""
-        n = len(self._servers)
-        server = ServerProcess(
-            self._base_dir / f"node{n}",
-            extra_args=(*security.current().server_args(), *extra_args),
-            cluster=cluster,
-            tls=tls or security.current().certs,
+        return self.add(
+            ServerProcess(
+                self.next_dir(),
+                extra_args=(*security.current().server_args(), *extra_args),
+                cluster=cluster,
+                tls=tls or security.current().certs,
+            )
         )
+
+    def next_dir(self) -> Path:
+        """The data directory of the next server this factory registers."""
+        return self._base_dir / f"node{len(self._servers)}"
+
+    def add(self, server: ServerProcess) -> ServerProcess:
+        """Register a server built elsewhere (not started yet), so :meth:`close` stops it."""
         self._servers.append(server)
         LIVE.append(server)
         return server

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from slotcache.ctl.cluster_ops import create_cluster
-from slotcache.ctl.launcher import free_port
+from slotcache.ctl.launcher import ServerProcess, free_port
 from slotcache.v1 import admin_pb2, cache_pb2
 from tests.support.nodes import (
     NodeStubs,
@@ -55,24 +55,31 @@ def start_cluster(
     replicas: int,
     *flags: str,
     node_timeout_ms: int = NODE_TIMEOUT_MS,
+    create: Callable[[int, tuple[str, ...]], ServerProcess] | None = None,
 ) -> Cluster:
     """Like ``Cluster.start`` (same node order), but the processes boot in parallel.
 
     Nodes ``0..primaries-1`` are the primaries; node ``primaries + i`` is the
-    first replica of primary ``i``.
+    first replica of primary ``i``. ``create(index, flags)`` builds node
+    ``index`` (registered with ``factory``) when the default, a server on
+    loopback, will not do: a server inside a network namespace, say.
     """
     args = ("--node-timeout", str(node_timeout_ms), *flags)
-    nodes = [factory.create(*args, cluster=True) for _ in range(primaries * (replicas + 1))]
+    count = primaries * (replicas + 1)
+    if create is None:
+        nodes = [factory.create(*args, cluster=True) for _ in range(count)]
+    else:
+        nodes = [create(i, args) for i in range(count)]
     # Ports are picked before any node binds one, so the kernel may offer the
     # same free port twice: pick again until every port is distinct.
-    taken: set[int] = set()
+    taken: set[tuple[str, int]] = set()
     for node in nodes:
-        while node.port in taken:
+        while (node.host, node.port) in taken:
             node.port = free_port(node.host)
-        taken.add(node.port)
-        while node.bus_port in taken:
+        taken.add((node.host, node.port))
+        while (node.host, node.bus_port) in taken:
             node.bus_port = free_port(node.host)
-        taken.add(node.bus_port)
+        taken.add((node.host, node.bus_port))
     for node in nodes:
         node.spawn()
     for node in nodes:

@@ -153,7 +153,20 @@ class ServerProcess:
         and it survives the caller's exit.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_child_env(),
+                start_new_session=True,
+            )
+        return self.proc
+
+    def command(self) -> list[str]:
+        """The server's command line; a subclass may wrap it (e.g. in a network namespace)."""
+        return [
             *server_command(),
             "--host",
             self.host,
@@ -167,16 +180,6 @@ class ServerProcess:
             ),
             *self.extra_args,
         ]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_child_env(),
-                start_new_session=True,
-            )
-        return self.proc
 
     def _port_args(self) -> list[str]:
         if self.tls is None:
