@@ -112,6 +112,16 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not yes or no")
 
 
+RESP_ROUTING = ("moved", "forward")
+
+
+def _resp_routing(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in RESP_ROUTING:
+        raise ValueError(f"unknown RESP routing {text!r}; expected moved or forward")
+    return mode
+
+
 def _node_timeout(text: str) -> int:
     value = _int(text)
     if value < 50:
@@ -170,6 +180,12 @@ class ServerConfig:
     slowlog_max_len: int = 128
     hotkeys_sample: int = 16
     hotkeys_capacity: int = 128
+    # ---- Redis protocol (RESP) listener (see docs/resp.md) ----
+    # 0 turns it off. moved: keys served elsewhere get -MOVED (cluster-aware
+    # clients); forward: the node relays them to the owner (plain clients).
+    resp_port: int = 0
+    resp_routing: str = "moved"
+    # ---- end of the RESP block ----
 
     def __post_init__(self) -> None:
         if self.cluster_enabled and self.bus_port == 0 and self.port + 10000 > 65535:
@@ -411,6 +427,22 @@ _OPTIONS: tuple[_Option, ...] = (
         "N",
     ),
     _Option("--hotkeys-capacity", "hotkeys_capacity", _int, "hot keys tracked", "N"),
+    # ---- Redis protocol (RESP) listener ----
+    _Option(
+        "--resp-port",
+        "resp_port",
+        _optional_port,
+        "Redis-protocol port (0: off, the default)",
+        "PORT",
+    ),
+    _Option(
+        "--resp-routing",
+        "resp_routing",
+        _resp_routing,
+        "keys served elsewhere: moved (answer -MOVED) or forward (relay to the owner)",
+        "MODE",
+    ),
+    # ---- end of the RESP block ----
 )
 
 
