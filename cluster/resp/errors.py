@@ -46,7 +46,8 @@ def not_an_integer() -> RespError:
 def unknown_command(args: list[bytes]) -> RespError:
     """Redis's message for a command it does not have, naming it and its first arguments."""
     name = args[0].decode("utf-8", "replace")
-    shown = " ".join(f"'{a.decode('utf-8', 'replace')[:128]}'" for a in args[1:20])
+    # Redis follows every argument shown with a space, the last one too.
+    shown = "".join(f"'{a.decode('utf-8', 'replace')[:128]}' " for a in args[1:20])
     return RespError(
         f"ERR unknown command '{name[:128]}', with args beginning with: {shown}", "UNIMPLEMENTED"
     )
