@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import hiredis
 
-from slotcache.contract import OPS, Reason, key_slot, key_slots
+from slotcache.contract import OPS, Op, Reason, key_slot, key_slots
 
 from ..executor import CommandError
 from ..observability.calls import OK as STATUS_OK
 from ..observability.calls import RESP, UNKNOWN_OP, Served
 from ..observability.procstats import cpu_seconds, rss_bytes
-from ..routing import CallOptions, Local, decide, serves_everything
+from ..routing import CallOptions, Decision, Local, Refused, Spread, decide, serves_everything
 from ..services.cache import WRITE_HOLD_MAX_S
 from ..tracking.hub import Mode, Subscriber
 from . import cluster_info, info
@@ -393,7 +393,7 @@ class RespConnection(asyncio.Protocol):
             return replace(self.options, redirect=True)
         return self.options
 
-    def _run(self, call: Call) -> Any:
+    def _run(self, call: Call, relay: bool = False) -> Any:
         """Run a call here now if the decision allows it; else a coroutine that carries it out."""
         deps = self.deps
         op, request = call.op, call.request
@@ -410,10 +410,34 @@ class RespConnection(asyncio.Protocol):
         slots = key_slots(keys)
         if op.writes and deps.holds.held(slots):
             return self._carry_out(call, handler, keys, slots, None)
-        decision = decide(op, slots, self._options(op.writes), ownership)
+        decision = self._decide(op, slots, relay)
         if type(decision) is Local and not needed:
             return handler(request)
         return self._carry_out(call, handler, keys, slots, decision)
+
+    def _decide(self, op: Op, slots: list[int], relay: bool = False) -> Decision:
+        """The routing decision, with one difference for multi-key commands.
+
+        A client that follows redirects gets MOVED for keys that all live on
+        one other node, as from Redis; keys that live on several nodes are
+        fanned out (where Redis answers CROSSSLOT), unless the read is
+        tracked, which must stay where its keys are written. ``relay``: this
+        call is one part of a command fanned out that way.
+        """
+        options = self._options(op.writes)
+        if relay:
+            options = replace(options, redirect=False)
+        decision = decide(op, slots, options, self.deps.ownership)
+        if (
+            op.multi is not None
+            and type(decision) is Refused
+            and decision.error.reason == Reason.MOVED
+            and self.sub is None
+        ):
+            spread = decide(op, slots, replace(options, redirect=False), self.deps.ownership)
+            if type(spread) is Spread:
+                return spread
+        return decision
 
     def _tracked(self, handler: Callable[[Any], Any], call: Call) -> Callable[[Any], Any]:
         """A read handler that registers its keys for invalidation in the step it runs."""
@@ -443,7 +467,7 @@ class RespConnection(asyncio.Protocol):
         if decision is None:
             assert slots is not None
             await deps.holds.wait(slots, WRITE_HOLD_MAX_S)
-            decision = decide(op, slots, self._options(op.writes), deps.ownership)
+            decision = self._decide(op, slots)
         try:
             return await deps.service.carry_out(
                 op, decision, handler, call.request, keys, self.options, NO_DEADLINE
@@ -463,7 +487,9 @@ class RespConnection(asyncio.Protocol):
         return call.reply(await pending, self.codec)
 
     def _split(self, split: Split) -> Answer:
-        results = [self._run(c) for c in split.calls]
+        keys = [key for call in split.calls for key in call.keys]
+        relay = self.sub is None and self._spans_nodes(keys)
+        results = [self._run(c, relay) for c in split.calls]
         if not any(isinstance(r, Coroutine) for r in results):
             return split.combine(results, self.codec)
         return self._combine_later(split, results)
@@ -474,6 +500,15 @@ class RespConnection(asyncio.Protocol):
 
         replies = await asyncio.gather(*(settled(r) for r in results))
         return split.combine(list(replies), self.codec)
+
+    def _spans_nodes(self, keys: list[bytes]) -> bool:
+        """The keys live on more than one node."""
+        ownership = self.deps.ownership
+        homes = set()
+        for slot in key_slots(keys):
+            owner = None if ownership.is_local(slot) else ownership.owner(slot)
+            homes.add(owner.id if owner is not None else "")
+        return len(homes) > 1
 
     def _moved_to(self, metadata: dict[str, str]) -> str:
         return self.listener.resp_endpoint(metadata.get("node_id", "")) or _NO_ENDPOINT
