@@ -183,6 +183,8 @@ class RespConnection(asyncio.Protocol):
                 if self._fed - self._mark > deps.max_request_bytes:
                     self._protocol_error(out, "Protocol error: request exceeds the size limit")
                 break
+            # hiredis keeps up to 1 KiB of consumed input in len(): the mark may
+            # trail by that much, which only matters against a 64 MiB limit.
             self._mark = self._fed - reader.len()
             if type(args) is not list:
                 self._protocol_error(out, "Protocol error: expected an array of bulk strings")
