@@ -122,6 +122,16 @@ def _resp_routing(text: str) -> str:
     return mode
 
 
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def _event_loop(text: str) -> str:
+    loop = text.strip().lower()
+    if loop not in EVENT_LOOPS:
+        raise ValueError(f"unknown event loop {text!r}; expected auto, asyncio or uvloop")
+    return loop
+
+
 def _node_timeout(text: str) -> int:
     value = _int(text)
     if value < 50:
@@ -185,6 +195,8 @@ class ServerConfig:
     # clients); forward: the node relays them to the owner (plain clients).
     resp_port: int = 0
     resp_routing: str = "moved"
+    # asyncio, uvloop, or auto: uvloop when the RESP port is on and uvloop is installed.
+    event_loop: str = "auto"
     # ---- end of the RESP block ----
 
     def __post_init__(self) -> None:
@@ -441,6 +453,13 @@ _OPTIONS: tuple[_Option, ...] = (
         _resp_routing,
         "keys served elsewhere: moved (answer -MOVED) or forward (relay to the owner)",
         "MODE",
+    ),
+    _Option(
+        "--event-loop",
+        "event_loop",
+        _event_loop,
+        "asyncio, uvloop, or auto (uvloop when --resp-port is on and uvloop is installed)",
+        "LOOP",
     ),
     # ---- end of the RESP block ----
 )

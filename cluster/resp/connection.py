@@ -171,7 +171,9 @@ class RespConnection(asyncio.Protocol):
         executor = deps.executor
         everything = self.sub is None and serves_everything(deps.ownership, False)
         get_value = executor.get_value if everything else None
-        set_value = executor.set_value if everything and self._writes_here() else None
+        # Whether writes are held is asked at the first SET of the read, if any.
+        set_value = executor.set_value if everything else None
+        writes_checked = False
         null = self.codec.null
         while not self._closing:
             try:
@@ -203,8 +205,12 @@ class RespConnection(asyncio.Protocol):
                     served.append(("Get", args[1:], None, STATUS_OK, ""))
                     continue
             elif n == 3 and set_value is not None and args[0] in _SET_NAMES:
+                if not writes_checked:
+                    writes_checked = True
+                    if not self._writes_here():
+                        set_value = None
                 key, value = args[1], args[2]
-                if type(key) is bytes and type(value) is bytes:
+                if set_value is not None and type(key) is bytes and type(value) is bytes:
                     try:
                         set_value(key, value)
                     except CommandError as exc:
