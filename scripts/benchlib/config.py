@@ -13,7 +13,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-WORKLOADS = ("w1", "w2", "w3", "server", "memory", "routing", "near", "restart", "telemetry")
+WORKLOADS = (
+    "w1",
+    "w2",
+    "w3",
+    "server",
+    "memory",
+    "routing",
+    "near",
+    "restart",
+    "telemetry",
+    "resp",
+)
 CLIENT_WORKLOADS = ("w1", "w2", "w3")
 
 FULL = {"duration": 10.0, "keys": 100_000, "mem_keys": 1_000_000}

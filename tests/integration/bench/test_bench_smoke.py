@@ -30,6 +30,7 @@ WORKLOADS = {
     "near": ("p50_us", "p99_us"),
     "restart": ("save_s", "load_s", "restart_s", "save_cpu_s", "load_cpu_s"),
     "telemetry": ("w1_ops_per_s_on_vs_off", "w1_server_cpu_us_per_op_on_vs_off"),
+    "resp": ("get_rps", "set_rps", "get_p16_rps", "set_p16_rps", "p50_us", "p99_us"),
 }
 HAVE_REDIS = shutil.which("redis-server") is not None
 HAVE_H2LOAD = shutil.which("h2load") is not None
