@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -64,10 +65,12 @@ class RespListener:
         self._next_id = 0
         self._server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen on ``host:port``; return the port bound."""
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        """Listen on ``host:port`` (with TLS when ``tls`` is given); return the port bound."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._connection, host, port, reuse_address=True)
+        self._server = await loop.create_server(
+            self._connection, host, port, reuse_address=True, ssl=tls
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("RESP on %s:%d (routing: %s)", host, self.port, self.deps.routing)
         return self.port
