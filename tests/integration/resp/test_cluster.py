@@ -153,15 +153,19 @@ def test_redis_benchmark_cluster_mode(resp_cluster: RespCluster) -> None:
 
 
 class Writer:
-    """Writes key i = i through RedisCluster until stopped; remembers what was acknowledged."""
+    """Writes key i = i through RedisCluster until stopped; remembers what was acknowledged.
 
-    def __init__(self, resp: RespCluster, prefix: str) -> None:
-        self.rc = _cluster_client(resp)
+    ``asyncio`` uses redis.asyncio's RedisCluster on a loop of its own thread.
+    """
+
+    def __init__(self, resp: RespCluster, prefix: str, asyncio: bool = False) -> None:
+        self.resp = resp
         self.prefix = prefix
         self.acked: list[int] = []
         self.errors = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        target = self._run_async if asyncio else self._run
+        self._thread = threading.Thread(target=target, daemon=True)
 
     def __enter__(self) -> Writer:
         self._thread.start()
@@ -170,22 +174,46 @@ class Writer:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(30)
-        self.rc.close()
 
     def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            try:
-                self.rc.set(f"{self.prefix}:{i}", str(i))
-                self.acked.append(i)
-            except redis.RedisError:
-                self.errors += 1
-                time.sleep(0.01)
-            i += 1
+        rc = _cluster_client(self.resp)
+        try:
+            i = 0
+            while not self._stop.is_set():
+                try:
+                    rc.set(f"{self.prefix}:{i}", str(i))
+                    self.acked.append(i)
+                except redis.RedisError:
+                    self.errors += 1
+                    time.sleep(0.01)
+                i += 1
+        finally:
+            rc.close()
 
-    def lost(self, resp: RespCluster) -> list[int]:
+    def _run_async(self) -> None:
+        async def run() -> None:
+            nodes = [redis.asyncio.cluster.ClusterNode(LOOPBACK, p) for p in self.resp.ports]
+            rc = redis.asyncio.RedisCluster(startup_nodes=nodes, cluster_error_retry_attempts=10)
+            try:
+                i = 0
+                while not self._stop.is_set():
+                    try:
+                        await rc.set(f"{self.prefix}:{i}", str(i))
+                        self.acked.append(i)
+                    except (redis.RedisError, AttributeError):
+                        # redis.asyncio can trip over a connection it is closing
+                        # (AttributeError on its writer) while the topology changes.
+                        self.errors += 1
+                        await asyncio.sleep(0.01)
+                    i += 1
+            finally:
+                await rc.aclose()
+
+        asyncio.run(run())
+
+    def lost(self) -> list[int]:
         """Acknowledged writes that cannot be read back."""
-        rc = _cluster_client(resp)
+        rc = _cluster_client(self.resp)
         try:
             keys = [f"{self.prefix}:{i}" for i in self.acked]
             values = rc.mget_nonatomic(keys) if keys else []
@@ -201,7 +229,7 @@ def _node_id(resp: RespCluster, index: int) -> str:
 
 def test_a_live_migration_loses_no_acknowledged_write(resp_cluster: RespCluster) -> None:
     source, target = _node_id(resp_cluster, 0), _node_id(resp_cluster, 1)
-    with Writer(resp_cluster, "mig") as writer:
+    with Writer(resp_cluster, "mig") as writer, Writer(resp_cluster, "amig", True) as aio:
         time.sleep(0.5)
         moved = run_cli(
             "reshard",
@@ -216,8 +244,8 @@ def test_a_live_migration_loses_no_acknowledged_write(resp_cluster: RespCluster)
         )
         time.sleep(0.5)
     assert moved.returncode == 0, moved.stdout + moved.stderr
-    assert len(writer.acked) > 50
-    assert writer.lost(resp_cluster) == []
+    assert len(writer.acked) > 50 and len(aio.acked) > 50
+    assert writer.lost() == [] and aio.lost() == []
     wait_slots_known(resp_cluster.ports, replicas=1)
     expected = f"^0 .*:{resp_cluster.ports[1]}$"
     with resp_cluster.client(0) as r, pytest.raises(redis.ResponseError, match=expected):
@@ -226,13 +254,13 @@ def test_a_live_migration_loses_no_acknowledged_write(resp_cluster: RespCluster)
 
 def test_a_failover_loses_no_acknowledged_write(resp_cluster: RespCluster) -> None:
     replica = resp_cluster.nodes[5]  # replica of primary 2
-    with Writer(resp_cluster, "fo") as writer:
+    with Writer(resp_cluster, "fo") as writer, Writer(resp_cluster, "afo", True) as aio:
         time.sleep(0.5)
         done = run_cli("failover", replica.address)
         time.sleep(1.0)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert len(writer.acked) > 50
-    assert writer.lost(resp_cluster) == []
+    assert len(writer.acked) > 50 and len(aio.acked) > 50
+    assert writer.lost() == [] and aio.lost() == []
     key = key_in_slot(b"promoted", THIRDS[2][0])
     expected = f":{resp_cluster.ports[5]}$"
     with resp_cluster.client(2) as old, pytest.raises(redis.ResponseError, match=expected):
