@@ -217,11 +217,19 @@ class CallRecorder:
         shares = (size_in // n, size_out // n)
         slot_ops = self.slot_ops
         hot = self.hotkeys
+        access = self.access
+        # The samplers' countdowns, kept in locals for the loop (as in batch()).
+        hot_left, log_left = self._hot_left, self._countdown
         ok: dict[str, int] = {}
         for method, keys, slots, status, reason in served:
             if status == OK:
                 ok[method] = ok.get(method, 0) + 1
-                emit = slow or (self.access is not None and self._wanted(False, OK))
+                emit = slow
+                if access is not None and not slow:
+                    log_left -= 1
+                    if not log_left:
+                        log_left = access.sample
+                        emit = True
             else:
                 self._failed(method, status, reason, protocol)
                 self._observe(method, status, elapsed, 1, protocol)
@@ -230,13 +238,14 @@ class CallRecorder:
                 for slot in slots:
                     slot_ops[slot] += 1
             if hot is not None and keys:
-                self._hot_left -= 1
-                if not self._hot_left:
-                    self._hot_left = hot.sample
+                hot_left -= 1
+                if not hot_left:
+                    hot_left = hot.sample
                     for key in keys:
                         hot.add(key)
             if emit:
                 self._emit(method, keys, slots, status, reason, elapsed, shares, peer, protocol)
+        self._hot_left, self._countdown = hot_left, log_left
         for method, count in ok.items():
             self._observe(method, OK, elapsed, count, protocol)
 
