@@ -37,6 +37,14 @@ Served = tuple[str, Sequence[bytes], Sequence[int] | None, str, str]
 """One command of a non-gRPC connection: (method, keys, slots or None, status, reason)."""
 
 
+def countdown(left: int, every: int) -> tuple[bool, int]:
+    """One step of a 1-in-``every`` sampler: whether this one is taken, and the count left."""
+    left -= 1
+    if left:
+        return False, left
+    return True, every
+
+
 class _Failure(Protocol):
     code: grpc.StatusCode
     reason: str
@@ -172,17 +180,13 @@ class CallRecorder:
                 ok[method] = ok.get(method, 0) + 1
                 emit = slow
                 if access is not None and not slow:
-                    log_left -= 1
-                    if not log_left:
-                        log_left = access.sample
-                        emit = True
+                    emit, log_left = countdown(log_left, access.sample)
             if op_slots is not None:
                 for slot in op_slots:
                     slot_ops[slot] += 1
             if hot is not None and spec is not None:
-                hot_left -= 1
-                if not hot_left:
-                    hot_left = hot.sample
+                sampled, hot_left = countdown(hot_left, hot.sample)
+                if sampled:
                     for key in spec.keys(getattr(op, spec.field)):
                         hot.add(key)
             if emit:
@@ -226,10 +230,7 @@ class CallRecorder:
                 ok[method] = ok.get(method, 0) + 1
                 emit = slow
                 if access is not None and not slow:
-                    log_left -= 1
-                    if not log_left:
-                        log_left = access.sample
-                        emit = True
+                    emit, log_left = countdown(log_left, access.sample)
             else:
                 self._failed(method, status, reason, protocol)
                 self._observe(method, status, elapsed, 1, protocol)
@@ -238,9 +239,8 @@ class CallRecorder:
                 for slot in slots:
                     slot_ops[slot] += 1
             if hot is not None and keys:
-                hot_left -= 1
-                if not hot_left:
-                    hot_left = hot.sample
+                sampled, hot_left = countdown(hot_left, hot.sample)
+                if sampled:
                     for key in keys:
                         hot.add(key)
             if emit:
