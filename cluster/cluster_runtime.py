@@ -48,7 +48,9 @@ def membership_config(config: ServerConfig) -> MembershipConfig:
 
 def _myself(config: ServerConfig, node_id: bytes | None) -> Peer:
     """This node where it listens now, with a fresh id unless ``node_id`` is kept."""
-    address = Address(config.public_host, config.client_port, config.cluster_bus_port)
+    address = Address(
+        config.public_host, config.client_port, config.cluster_bus_port, config.resp_port
+    )
     return Peer(id=node_id or new_node_id(random.SystemRandom().randbytes), address=address)
 
 
@@ -100,9 +102,7 @@ class ClusterRuntime(MembershipRuntime):
         # A reply counts until node_timeout, as in Redis: with the resend
         # interval as the deadline, a peer slower than node_timeout/5 to answer
         # (a 400 ms round trip with node_timeout 1000 ms) never counted as alive.
-        self._bus = BusTransport(
-            self.on_reply, membership.config.node_timeout_ms / 1000, node_auth
-        )
+        self._bus = BusTransport(self.on_reply, membership.config.node_timeout_ms / 1000, node_auth)
         store = node_file.NodeFile(node_file.node_file(config.data_dir))
         super().__init__(membership, self._bus, store, clock, self._dispatch)
         self._server: grpc.aio.Server | None = None

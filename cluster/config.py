@@ -113,6 +113,26 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not yes or no")
 
 
+RESP_ROUTING = ("moved", "forward")
+
+
+def _resp_routing(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in RESP_ROUTING:
+        raise ValueError(f"unknown RESP routing {text!r}; expected moved or forward")
+    return mode
+
+
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def _event_loop(text: str) -> str:
+    loop = text.strip().lower()
+    if loop not in EVENT_LOOPS:
+        raise ValueError(f"unknown event loop {text!r}; expected auto, asyncio or uvloop")
+    return loop
+
+
 def _node_timeout(text: str) -> int:
     value = _int(text)
     if value < 50:
@@ -186,6 +206,14 @@ class ServerConfig:
     # ---- node authentication (see docs/security.md) ----
     # One secret per line: the first signs this node's bus calls, all are accepted.
     cluster_secret_file: Path | None = None
+    # ---- Redis protocol (RESP) listener (see docs/resp.md) ----
+    # 0 turns it off. moved: keys served elsewhere get -MOVED (cluster-aware
+    # clients); forward: the node relays them to the owner (plain clients).
+    resp_port: int = 0
+    resp_routing: str = "moved"
+    # asyncio, uvloop, or auto: uvloop when the RESP port is on and uvloop is installed.
+    event_loop: str = "auto"
+    # ---- end of the RESP block ----
 
     def __post_init__(self) -> None:
         self.tls.check(self.port, self.cluster_enabled)
@@ -491,6 +519,29 @@ _OPTIONS: tuple[_Option, ...] = (
         "file of cluster secrets (one per line, the first signs) that authenticate bus calls",
         "PATH",
     ),
+    # ---- Redis protocol (RESP) listener ----
+    _Option(
+        "--resp-port",
+        "resp_port",
+        _optional_port,
+        "Redis-protocol port (0: off, the default)",
+        "PORT",
+    ),
+    _Option(
+        "--resp-routing",
+        "resp_routing",
+        _resp_routing,
+        "keys served elsewhere: moved (answer -MOVED) or forward (relay to the owner)",
+        "MODE",
+    ),
+    _Option(
+        "--event-loop",
+        "event_loop",
+        _event_loop,
+        "asyncio, uvloop, or auto (uvloop when --resp-port is on and uvloop is installed)",
+        "LOOP",
+    ),
+    # ---- end of the RESP block ----
 )
 
 

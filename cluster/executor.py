@@ -111,21 +111,49 @@ class Executor:
 
     def get(self, req: pb.GetRequest) -> pb.GetReply:
         """Read one key."""
-        self.limits.check_key(req.key)
-        value = self.keyspace.get(req.key)
+        value = self.get_value(req.key)
         if value is None:
             return pb.GetReply()
         return pb.GetReply(found=True, value=value)
 
+    def get_value(self, key: bytes) -> bytes | None:
+        """Get without messages: the Redis-protocol listener's fast path calls this directly."""
+        if not key or len(key) > self.limits.max_key_bytes:
+            self.limits.check_key(key)
+        return self.keyspace.get(key)
+
     def set(self, req: pb.SetRequest) -> pb.SetReply:
-        """Write one key."""
+        """Write one key; with ``return_previous``, also answer the value it replaced."""
         key, value, ttl_ms, condition, keep_ttl = self._set_args(req)
-        applied = _memory_guard(
+        if not req.return_previous:
+            return pb.SetReply(applied=self._write(key, value, ttl_ms, condition, keep_ttl))
+        # Read and write in one step: nothing can change the key in between.
+        previous = self.keyspace.get(key)
+        reply = pb.SetReply(applied=self._write(key, value, ttl_ms, condition, keep_ttl))
+        if previous is not None:
+            reply.previous = previous
+        return reply
+
+    def set_value(
+        self,
+        key: bytes,
+        value: bytes,
+        ttl_ms: int = 0,
+        condition: Condition = Condition.ALWAYS,
+        keep_ttl: bool = False,
+    ) -> bool:
+        """Set without messages, validated as Set is (the Redis-protocol fast path)."""
+        self._check_set(key, value, ttl_ms, keep_ttl, None)
+        return self._write(key, value, ttl_ms, condition, keep_ttl)
+
+    def _write(
+        self, key: bytes, value: bytes, ttl_ms: int, condition: Condition, keep_ttl: bool
+    ) -> bool:
+        return _memory_guard(
             lambda: self.keyspace.set(
                 key, value, ttl_ms=ttl_ms, condition=condition, keep_ttl=keep_ttl
             )
         )
-        return pb.SetReply(applied=applied)
 
     def delete(self, req: pb.DeleteRequest) -> pb.DeleteReply:
         """Remove one key."""
@@ -251,7 +279,19 @@ class Executor:
         an MSet validates every entry before writing any, and that must stay
         cheap for large batches.
         """
-        key, value, ttl_ms = req.key, req.value, req.ttl_ms
+        key, value, ttl_ms, keep_ttl = req.key, req.value, req.ttl_ms, req.keep_ttl
+        self._check_set(key, value, ttl_ms, keep_ttl, index)
+        condition = _CONDITIONS.get(req.condition)
+        if condition is None:
+            field = _field(index, "condition")
+            raise invalid(f"{field} {req.condition} is not a known SetCondition")
+        if index is not None and req.return_previous:
+            raise invalid(f"{_field(index, 'return_previous')} is not allowed in an MSet")
+        return key, value, ttl_ms, condition, keep_ttl
+
+    def _check_set(
+        self, key: bytes, value: bytes, ttl_ms: int, keep_ttl: bool, index: int | None
+    ) -> None:
         limits = self.limits
         if not key or len(key) > limits.max_key_bytes:
             limits.check_key(key, _field(index, "key"))
@@ -259,15 +299,9 @@ class Executor:
             limits.check_value(value, _field(index, "value"))
         if ttl_ms < 0 or ttl_ms > MAX_TTL_MS:
             check_ttl(ttl_ms, _field(index, "ttl_ms"))
-        keep_ttl = req.keep_ttl
         if keep_ttl and ttl_ms:
             keep, ttl = _field(index, "keep_ttl"), _field(index, "ttl_ms")
             raise invalid(f"{keep} and {ttl} cannot both be set")
-        condition = _CONDITIONS.get(req.condition)
-        if condition is None:
-            field = _field(index, "condition")
-            raise invalid(f"{field} {req.condition} is not a known SetCondition")
-        return key, value, ttl_ms, condition, keep_ttl
 
 
 def _field(index: int | None, name: str) -> str:

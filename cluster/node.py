@@ -43,6 +43,8 @@ from .persistence.format import SnapshotMeta
 from .persistence.node_snapshots import NodeSnapshots
 from .replication.manager import NodeReplication
 from .replication.service import ReplicationService
+from .resp.gate import Gate
+from .resp.listener import RespDeps, RespListener
 from .security.access import Access
 from .security.acl import AclError
 from .security.admin_guard import guard_admin
@@ -178,6 +180,8 @@ class Node:
         self.shutdown_requested = asyncio.Event()
         # Shutdown(reset=true): delete the node file once stopped.
         self.reset_requested = False
+        # The Redis-protocol listener (--resp-port), when on.
+        self.resp: RespListener | None = None
 
     def _node_auth(self, node_id: bytes) -> NodeAuth:
         """Who counts as a cluster member: secret holders, node certificates, or anyone."""
@@ -261,6 +265,15 @@ class Node:
             self.telemetry.start(self)
         except OSError as exc:
             raise StartupError(f"cannot serve metrics: {exc}") from exc
+        # ---- Redis protocol (RESP) listener ----
+        if self.config.resp_port:
+            self.resp = self.resp_listener()
+            try:
+                await self.resp.start(self.config.host, self.config.resp_port)
+            except OSError as exc:
+                where = f"{self.config.host}:{self.config.resp_port}"
+                raise StartupError(f"cannot listen for RESP on {where}: {exc}") from exc
+        # ---- end of the RESP block ----
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
@@ -330,6 +343,27 @@ class Node:
             self.access,
         )
 
+    def resp_listener(self) -> RespListener:
+        """The RESP listener over this node's state (the one place it is wired)."""
+        config = self.config
+        return RespListener(
+            RespDeps(
+                executor=self.executor,
+                ownership=self.ownership,
+                holds=self.holds,
+                durability=self.durability,
+                service=self.cache_service(),
+                tracking=self.tracking,
+                recorder=self.recorder,
+                server_info=self.server_info,
+                stats=self.stats,
+                cluster_enabled=self.runtime is not None,
+                routing=config.resp_routing,
+                max_request_bytes=config.max_message_bytes,
+                gate=Gate(),
+            )
+        )
+
     def admin_service(self) -> AdminService:
         """The Admin servicer over this node's state (the one place it is wired)."""
         return AdminService(
@@ -371,6 +405,8 @@ class Node:
                 await task
         # Subscribe streams never end on their own; end them so they do not hold the grace.
         await self.tracking.stop()
+        if self.resp is not None:
+            await self.resp.stop()
         if self._server is not None:
             drain = max(deadline - loop.time(), SHUTDOWN_SETTLE_S)
             if self.runtime is not None and not owns_slots(self.runtime.membership):
@@ -537,6 +573,8 @@ class Node:
         out.update(self.telemetry.stats(self))
         out.update(self.tracking.counters())
         out.update(self.access.counters())
+        if self.resp is not None:
+            out.update(self.resp.counters())
         replication = self.replication
         if replication is not None:
             out["repl.offset"] = replication.offset

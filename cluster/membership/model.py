@@ -27,11 +27,12 @@ def new_node_id(randbytes: Callable[[int], bytes]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """Where a node listens: its client port and its bus port."""
+    """Where a node listens: its client port, its bus port and its RESP port (0: none)."""
 
     host: str
     port: int
     bus_port: int
+    resp_port: int = 0
 
     @property
     def client(self) -> str:
@@ -45,12 +46,14 @@ class Address:
 
     def to_proto(self) -> bus_pb2.NodeAddress:
         """The wire form."""
-        return bus_pb2.NodeAddress(host=self.host, port=self.port, bus_port=self.bus_port)
+        return bus_pb2.NodeAddress(
+            host=self.host, port=self.port, bus_port=self.bus_port, resp_port=self.resp_port
+        )
 
     @classmethod
     def from_proto(cls, msg: bus_pb2.NodeAddress) -> Address:
         """Read the wire form."""
-        return cls(msg.host, msg.port, msg.bus_port)
+        return cls(msg.host, msg.port, msg.bus_port, msg.resp_port)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ def _node(m: Membership, peer: Peer) -> dict[str, Any]:
         "host": peer.address.host,
         "port": peer.address.port,
         "bus_port": peer.address.bus_port,
+        "resp_port": peer.address.resp_port,
         "role": "replica" if peer.is_replica else "primary",
         "primary": peer.primary_id.hex(),
         "config_epoch": peer.config_epoch,
@@ -59,7 +60,13 @@ def restore(
         node_id = bytes.fromhex(entry["id"])
         peers[node_id] = Peer(
             id=node_id,
-            address=Address(entry["host"], int(entry["port"]), int(entry["bus_port"])),
+            address=Address(
+                entry["host"],
+                int(entry["port"]),
+                int(entry["bus_port"]),
+                # Node files written before the RESP listener existed have none.
+                int(entry.get("resp_port", 0)),
+            ),
             flags=REPLICA if entry["role"] == "replica" else PRIMARY,
             config_epoch=int(entry["config_epoch"]),
             primary_id=bytes.fromhex(entry["primary"]),

@@ -60,6 +60,8 @@ class Entry(NamedTuple):
     latency_us: int
     bytes_in: int
     bytes_out: int
+    # "grpc" or "resp"; entries show it only when it is not gRPC.
+    protocol: str = "grpc"
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ def format_entry(entry: Entry, mode: KeyMode) -> str:
     if entry.user:
         record["user"] = entry.user
     record["op"] = entry.op
+    if entry.protocol != "grpc":
+        record["protocol"] = entry.protocol
     if entry.keys:
         record.update(render_key(entry.key, mode))
         if entry.keys > 1:

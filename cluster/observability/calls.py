@@ -26,10 +26,23 @@ from .slowlog import SlowLog
 
 OK = "OK"
 UNKNOWN_OP = "Unknown"
+# The protocol a call came in by: the label that keeps gRPC and RESP series apart.
+GRPC = "grpc"
+RESP = "resp"
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 _perf_ns = time.perf_counter_ns
-Series = tuple[str, str]
-"""(method, status code name): one latency series."""
+Series = tuple[str, str, str]
+"""(method, status code name, protocol): one latency series."""
+Served = tuple[str, Sequence[bytes], Sequence[int] | None, str, str]
+"""One command of a non-gRPC connection: (method, keys, slots or None, status, reason)."""
+
+
+def countdown(left: int, every: int) -> tuple[bool, int]:
+    """One step of a 1-in-``every`` sampler: whether this one is taken, and the count left."""
+    left -= 1
+    if left:
+        return False, left
+    return True, every
 
 
 class _Failure(Protocol):
@@ -57,8 +70,8 @@ class CallRecorder:
         self._wall_ns = wall_ns
         self.latency: dict[Series, list[int]] = {}
         self.latency_sum_ns: defaultdict[Series, int] = defaultdict(int)
-        # (method, code name, reason) -> count; the reason is "" when the error gives none.
-        self.errors: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        # (method, code name, reason, protocol) -> count; the reason is "" when none is given.
+        self.errors: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
         self.slot_ops = [0] * SLOT_COUNT
         self.bytes_in = 0
         self.bytes_out = 0
@@ -118,7 +131,8 @@ class CallRecorder:
         if (slow or self.access is not None) and self._wanted(slow, status):
             if keys is None:
                 keys = op.keys(request)
-            self._emit(method, keys, slots, status, reason, elapsed, (size_in, size_out), context)
+            sizes = (size_in, size_out)
+            self._emit(method, keys, slots, status, reason, elapsed, sizes, context.peer())
 
     def batch(
         self,
@@ -166,47 +180,97 @@ class CallRecorder:
                 ok[method] = ok.get(method, 0) + 1
                 emit = slow
                 if access is not None and not slow:
-                    log_left -= 1
-                    if not log_left:
-                        log_left = access.sample
-                        emit = True
+                    emit, log_left = countdown(log_left, access.sample)
             if op_slots is not None:
                 for slot in op_slots:
                     slot_ops[slot] += 1
             if hot is not None and spec is not None:
-                hot_left -= 1
-                if not hot_left:
-                    hot_left = hot.sample
+                sampled, hot_left = countdown(hot_left, hot.sample)
+                if sampled:
                     for key in spec.keys(getattr(op, spec.field)):
                         hot.add(key)
             if emit:
                 keys = spec.keys(getattr(op, spec.field)) if spec is not None else []
-                self._emit(method, keys, op_slots, status, reason, elapsed, shares, context)
+                self._emit(method, keys, op_slots, status, reason, elapsed, shares, context.peer())
         self._hot_left = hot_left
         self._countdown = log_left
         for method, n in ok.items():
             self._observe(method, OK, elapsed, n)
 
+    def commands(
+        self,
+        protocol: str,
+        served: Sequence[Served],
+        started_ns: int,
+        size_in: int,
+        size_out: int,
+        peer: str,
+    ) -> None:
+        """Count the commands answered from one read of a Redis-protocol connection.
+
+        They are counted as a Pipeline message's operations are: each one's
+        latency is the read's, per-series counts reach the buckets once, and
+        they land in the same series, errors, logs and samplers as gRPC
+        calls, apart only by their ``protocol`` label.
+        """
+        elapsed = _perf_ns() - started_ns
+        self.bytes_in += size_in
+        self.bytes_out += size_out
+        slow = elapsed >= self._slow_ns
+        n = max(len(served), 1)
+        shares = (size_in // n, size_out // n)
+        slot_ops = self.slot_ops
+        hot = self.hotkeys
+        access = self.access
+        # The samplers' countdowns, kept in locals for the loop (as in batch()).
+        hot_left, log_left = self._hot_left, self._countdown
+        ok: dict[str, int] = {}
+        for method, keys, slots, status, reason in served:
+            if status == OK:
+                ok[method] = ok.get(method, 0) + 1
+                emit = slow
+                if access is not None and not slow:
+                    emit, log_left = countdown(log_left, access.sample)
+            else:
+                self._failed(method, status, reason, protocol)
+                self._observe(method, status, elapsed, 1, protocol)
+                emit = True
+            if slots is not None:
+                for slot in slots:
+                    slot_ops[slot] += 1
+            if hot is not None and keys:
+                sampled, hot_left = countdown(hot_left, hot.sample)
+                if sampled:
+                    for key in keys:
+                        hot.add(key)
+            if emit:
+                self._emit(method, keys, slots, status, reason, elapsed, shares, peer, protocol)
+        self._hot_left, self._countdown = hot_left, log_left
+        for method, count in ok.items():
+            self._observe(method, OK, elapsed, count, protocol)
+
     def op_counts(self) -> dict[str, int]:
         """Operations by ``<field>.<status>`` (``get.ok``, ``set.invalid_argument``), for Info."""
         out: dict[str, int] = {}
-        for (method, status), counts in self.latency.items():
+        for (method, status, _protocol), counts in self.latency.items():
             spec = OPS_BY_RPC.get(method)
             name = f"{spec.field if spec is not None else 'unknown'}.{status.lower()}"
             out[name] = out.get(name, 0) + sum(counts)
         return out
 
-    def _observe(self, method: str, status: str, elapsed: int, n: int) -> None:
+    def _observe(
+        self, method: str, status: str, elapsed: int, n: int, protocol: str = GRPC
+    ) -> None:
         self.ops_total += n
-        series = (method, status)
+        series = (method, status, protocol)
         counts = self.latency.get(series)
         if counts is None:
             counts = self.latency[series] = new_buckets()
         counts[bucket(elapsed)] += n
         self.latency_sum_ns[series] += elapsed * n
 
-    def _failed(self, method: str, status: str, reason: str) -> None:
-        self.errors[(method, status, reason)] += 1
+    def _failed(self, method: str, status: str, reason: str, protocol: str = GRPC) -> None:
+        self.errors[(method, status, reason, protocol)] += 1
         if reason == Reason.MOVED:
             self.redirected += 1
 
@@ -230,7 +294,8 @@ class CallRecorder:
         reason: str,
         elapsed: int,
         sizes: tuple[int, int],
-        context: _Peer,
+        peer: str,
+        protocol: str = GRPC,
     ) -> None:
         """Write one call to the slow log (if slow) and the access log (if on).
 
@@ -238,7 +303,6 @@ class CallRecorder:
         """
         slow = elapsed >= self._slow_ns
         access = self.access
-        peer = context.peer()
         latency_us = elapsed // 1000
         key = keys[0] if keys else b""
         # Unrouted calls (slots None) compute their first key's slot only here.
@@ -262,5 +326,6 @@ class CallRecorder:
                     reason,
                     latency_us,
                     *sizes,
+                    protocol,
                 )
             )

@@ -91,11 +91,15 @@ def call_histograms(recorder: CallRecorder) -> HistogramSpec:
     sums = recorder.latency_sum_ns
     series = [
         HistogramSeries(
-            {"rpc.method": method, "rpc.response.status_code": status},
+            {
+                "rpc.method": method,
+                "rpc.response.status_code": status,
+                "network.protocol.name": protocol,
+            },
             list(counts),
-            sums[(method, status)] / 1e9,
+            sums[(method, status, protocol)] / 1e9,
         )
-        for (method, status), counts in list(recorder.latency.items())
+        for (method, status, protocol), counts in list(recorder.latency.items())
     ]
     return HistogramSpec(CALL_DURATION, series)
 
@@ -107,8 +111,12 @@ def snapshot(node: Node) -> Snapshot:
     stats = node.stats()
     rec = node.recorder
     snap.histograms.append(call_histograms(rec))
-    for (method, status, reason), n in list(rec.errors.items()):
-        attrs = {"rpc.method": method, "rpc.response.status_code": status}
+    for (method, status, reason, protocol), n in list(rec.errors.items()):
+        attrs = {
+            "rpc.method": method,
+            "rpc.response.status_code": status,
+            "network.protocol.name": protocol,
+        }
         add("slotcache.server.errors", n, {**attrs, "error.type": reason or status})
     _keyspace(add, stats)
     add("slotcache.network.io", rec.bytes_in, {"network.io.direction": "receive"})

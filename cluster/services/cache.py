@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import grpc
 
@@ -61,6 +61,20 @@ _GET, _SET, _DELETE, _EXISTS, _EXPIRE = (
     OPS["exists"],
     OPS["expire"],
 )
+
+
+class CallContext(Protocol):
+    """What carrying out a decision needs of the call: its deadline, and a place for trailers.
+
+    A gRPC ServicerContext is one; the Redis-protocol listener passes its own,
+    so both protocols carry decisions out through :meth:`CacheService.carry_out`.
+    """
+
+    def time_remaining(self) -> float | None: ...
+
+    def set_trailing_metadata(self, trailing_metadata: Any) -> None: ...
+
+
 _TTL, _INCR, _MGET, _MSET, _MDELETE = (
     OPS["ttl"],
     OPS["incr"],
@@ -224,7 +238,7 @@ class CacheService(pb_grpc.CacheServicer):
                         op, decision, handler, request, keys, options, context
                     )
                 else:
-                    reply = await self._carry_out(
+                    reply = await self.carry_out(
                         op, decision, handler, request, keys, options, context
                     )
         except CommandError as exc:
@@ -248,9 +262,9 @@ class CacheService(pb_grpc.CacheServicer):
         assert self._tracer is not None
         with self._tracer.span(op.rpc, options.trace) as trace:
             options = replace(options, trace=trace)
-            return await self._carry_out(op, decision, handler, request, keys, options, context)
+            return await self.carry_out(op, decision, handler, request, keys, options, context)
 
-    async def _carry_out(
+    async def carry_out(
         self,
         op: Op,
         decision: Decision,
@@ -258,7 +272,7 @@ class CacheService(pb_grpc.CacheServicer):
         request: Any,
         keys: list[bytes],
         options: CallOptions,
-        context: Context,
+        context: CallContext,
     ) -> Any:
         """Do what the decision says with one request; raise CommandError on refusal.
 
@@ -278,7 +292,7 @@ class CacheService(pb_grpc.CacheServicer):
         assert type(decision) is Refused
         raise decision.error
 
-    async def _local(self, op: Op, handler: Handler, request: Any, context: Context) -> Any:
+    async def _local(self, op: Op, handler: Handler, request: Any, context: CallContext) -> Any:
         """Run here; a write that asks for replicas is answered once enough hold it."""
         needed = self._durability.required(op, request)
         if not needed:
@@ -297,7 +311,7 @@ class CacheService(pb_grpc.CacheServicer):
         handler: Handler,
         request: Any,
         options: CallOptions,
-        context: Context,
+        context: CallContext,
     ) -> Any:
         """Split a multi-key request by owner, run the parts concurrently, merge in order."""
         multi = op.multi
@@ -317,7 +331,7 @@ class CacheService(pb_grpc.CacheServicer):
         return reply
 
     async def _forward(
-        self, address: str, rpc: str, request: Any, options: CallOptions, context: Context
+        self, address: str, rpc: str, request: Any, options: CallOptions, context: CallContext
     ) -> Any:
         try:
             return await self._forwarder.unary(

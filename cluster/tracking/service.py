@@ -193,6 +193,10 @@ class Tracking:
                 await task
         self._tasks.clear()
 
+    def release_later(self) -> None:
+        """A subscription ended or was flushed elsewhere (RESP): free its registrations soon."""
+        self._release_wanted.set()
+
     def slots_lost(self, slots: Iterable[int]) -> None:
         """The membership gave some of this node's slots to another node."""
         self.hub.slots_lost(slots)

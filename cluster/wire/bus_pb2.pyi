@@ -136,19 +136,26 @@ class NodeAddress(_message.Message):
     HOST_FIELD_NUMBER: _builtins.int
     PORT_FIELD_NUMBER: _builtins.int
     BUS_PORT_FIELD_NUMBER: _builtins.int
+    RESP_PORT_FIELD_NUMBER: _builtins.int
     host: _builtins.str
     port: _builtins.int
     bus_port: _builtins.int
+    resp_port: _builtins.int
+    """The Redis-protocol (RESP) port, 0 when the node does not serve RESP.
+    Gossiped with the address so that any node can answer MOVED and
+    CLUSTER SLOTS with the owner's RESP port.
+    """
     def __init__(
         self,
         *,
         host: _builtins.str = ...,
         port: _builtins.int = ...,
         bus_port: _builtins.int = ...,
+        resp_port: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bus_port", b"bus_port", "host", b"host", "port", b"port"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bus_port", b"bus_port", "host", b"host", "port", b"port", "resp_port", b"resp_port"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,6 +25,7 @@ WORKLOADS = (
     "telemetry",
     "tls",
     "auth",
+    "resp",
 )
 CLIENT_WORKLOADS = ("w1", "w2", "w3")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from slotcache.ctl.certs import LocalCerts
@@ -122,15 +122,17 @@ class Cluster:
         node_timeout_ms: int = 1000,
         *flags: str,
         replicas: int = 0,
+        node_flags: Callable[[int], Sequence[str]] = lambda i: (),
     ) -> Cluster:
         """Start ``primaries`` nodes (and ``replicas`` per primary) and form a cluster.
 
         Nodes ``0..primaries-1`` are the primaries; replica ``j`` of primary
-        ``i`` is node ``primaries + j * primaries + i``.
+        ``i`` is node ``primaries + j * primaries + i``. ``node_flags(i)``
+        adds flags of node ``i`` alone (a port of its own, say).
         """
         args = ("--node-timeout", str(node_timeout_ms), *flags)
         count = primaries * (replicas + 1)
-        nodes = [factory.create(*args, cluster=True) for _ in range(count)]
+        nodes = [factory.create(*args, *node_flags(i), cluster=True) for i in range(count)]
         for node in nodes:
             node.start()
         create_cluster([n.address for n in nodes], replicas=replicas)

@@ -32,6 +32,7 @@ WORKLOADS = {
     "telemetry": ("w1_ops_per_s_on_vs_off", "w1_server_cpu_us_per_op_on_vs_off"),
     "auth": ("w1_ops_per_s_auth_on_vs_off", "w1_server_cpu_us_per_op_auth_on_vs_off"),
     "tls": ("w1_ops_per_s_tls_vs_plaintext", "w1_server_cpu_us_per_op_tls_vs_plaintext"),
+    "resp": ("get_rps", "set_rps", "get_p16_rps", "set_p16_rps", "p50_us", "p99_us"),
 }
 HAVE_REDIS = shutil.which("redis-server") is not None
 HAVE_H2LOAD = shutil.which("h2load") is not None

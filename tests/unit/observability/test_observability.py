@@ -95,8 +95,8 @@ def test_recorder_logs_failures_always_and_successes_one_in_n() -> None:
         rec.unary(get, rec.started(), [b"a"], [7], request, None, error, _Peer())
     statuses = Counter(e.status for e in log.entries)
     assert statuses == {"OK": 4, "INVALID_ARGUMENT": 3}
-    assert sum(rec.latency[("Get", "OK")]) == 20
-    assert rec.errors[("Get", "INVALID_ARGUMENT", "")] == 3
+    assert sum(rec.latency[("Get", "OK", "grpc")]) == 20
+    assert rec.errors[("Get", "INVALID_ARGUMENT", "", "grpc")] == 3
     assert rec.slot_ops[7] == 23
 
 
@@ -110,8 +110,8 @@ def test_recorder_counts_pipeline_ops_one_each() -> None:
     ]
     spec = OPS["get"]
     rec.batch([spec] * 3, ops, results, [[1], [1], [1]], rec.started(), 30, 60, _Peer())
-    assert sum(rec.latency[("Get", "OK")]) == 2
-    assert rec.errors[("Get", "FAILED_PRECONDITION", "MOVED")] == 1
+    assert sum(rec.latency[("Get", "OK", "grpc")]) == 2
+    assert rec.errors[("Get", "FAILED_PRECONDITION", "MOVED", "grpc")] == 1
     assert rec.redirected == 1
     assert rec.slot_ops[1] == 3
     assert rec.hotkeys is not None and rec.hotkeys.top(1)[0].count == 3

@@ -225,6 +225,7 @@ class SetRequest(_message.Message):
     CONDITION_FIELD_NUMBER: _builtins.int
     KEEP_TTL_FIELD_NUMBER: _builtins.int
     MIN_REPLICAS_FIELD_NUMBER: _builtins.int
+    RETURN_PREVIOUS_FIELD_NUMBER: _builtins.int
     key: _builtins.bytes
     value: _builtins.bytes
     ttl_ms: _builtins.int
@@ -234,6 +235,10 @@ class SetRequest(_message.Message):
     """Keep the TTL the key already has (Redis SET KEEPTTL)."""
     min_replicas: _builtins.int
     """Replicas that must hold the write before it is acknowledged (see above)."""
+    return_previous: _builtins.bool
+    """Also answer the value the key held before this Set, read in the same
+    step as the write (Redis SET ... GET). Not allowed inside an MSet.
+    """
     def __init__(
         self,
         *,
@@ -243,10 +248,11 @@ class SetRequest(_message.Message):
         condition: Global___SetCondition.ValueType = ...,
         keep_ttl: _builtins.bool = ...,
         min_replicas: _builtins.int | None = ...,
+        return_previous: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas", "min_replicas", b"min_replicas"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas", "condition", b"condition", "keep_ttl", b"keep_ttl", "key", b"key", "min_replicas", b"min_replicas", "ttl_ms", b"ttl_ms", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas", "condition", b"condition", "keep_ttl", b"keep_ttl", "key", b"key", "min_replicas", b"min_replicas", "return_previous", b"return_previous", "ttl_ms", b"ttl_ms", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__min_replicas: _TypeAlias = _typing.Literal["min_replicas"]  # noqa: Y015
     _WhichOneofArgType__min_replicas: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas"]  # noqa: Y015
@@ -259,18 +265,24 @@ class SetReply(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLIED_FIELD_NUMBER: _builtins.int
+    PREVIOUS_FIELD_NUMBER: _builtins.int
     applied: _builtins.bool
     """False when the condition was not met and nothing was written."""
+    previous: _builtins.bytes
+    """With return_previous: the value held before, unset if the key was absent."""
     def __init__(
         self,
         *,
         applied: _builtins.bool = ...,
+        previous: _builtins.bytes | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_previous", b"_previous", "previous", b"previous"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_previous", b"_previous", "applied", b"applied", "previous", b"previous"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__previous: _TypeAlias = _typing.Literal["previous"]  # noqa: Y015
+    _WhichOneofArgType__previous: _TypeAlias = _typing.Literal["_previous", b"_previous"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__previous) -> _WhichOneofReturnType__previous | None: ...
 
 Global___SetReply: _TypeAlias = SetReply  # noqa: Y015
 
