@@ -38,6 +38,7 @@ from .persistence.format import SnapshotMeta
 from .persistence.node_snapshots import NodeSnapshots
 from .replication.manager import NodeReplication
 from .replication.service import ReplicationService
+from .security.limits import InputLimits
 from .services.admin import AdminService
 from .services.cache import CacheService
 from .services.durability import Durability
@@ -119,6 +120,7 @@ class Node:
         )
         self.ownership = Ownership(membership, self.holds, self.durability.serves_replica_reads)
         self.forwarder = Forwarder(config.max_message_bytes)
+        self.limits = InputLimits.from_config(config)
         self.tracking = Tracking(
             TrackingHub(
                 self.keyspace,
@@ -130,6 +132,7 @@ class Node:
             ),
             self.ownership,
             self.executor.limits,
+            self.limits,
         )
         recorder = self.recorder
         self.snapshots = NodeSnapshots(
@@ -187,6 +190,7 @@ class Node:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
+                ("grpc.max_concurrent_streams", self.config.max_streams_per_connection),
                 # Two nodes must never share a port silently.
                 ("grpc.so_reuseport", 0),
             ]
@@ -276,6 +280,7 @@ class Node:
             self.tracking,
             self.recorder,
             self.telemetry.tracer,
+            limits=self.limits,
         )
 
     def admin_service(self) -> AdminService:

@@ -147,6 +147,9 @@ class Reason(StrEnum):
     OOM = "OOM"
     #: FAILED_PRECONDITION: a tracked read names a subscription this node does not hold.
     NO_SUBSCRIPTION = "NO_SUBSCRIPTION"
+    #: RESOURCE_EXHAUSTED: the request exceeds an input limit; nothing ran.
+    #: Metadata: limit (the server flag without dashes), max, value.
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
 
 
 #: The ``ErrorInfo.domain`` of every reason above.

@@ -1,0 +1,1 @@
+"""Transport security, users and permissions, node authentication and input limits."""
