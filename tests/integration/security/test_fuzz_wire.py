@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -46,7 +46,7 @@ from slotcache.ctl.launcher import ServerProcess
 from slotcache.v1 import admin_pb2, cache_pb2
 from slotcache_server.wire import bus_pb2, migration_pb2, replication_pb2
 from tests.support import fuzz
-from tests.support.nodes import NodeStubs
+from tests.support.nodes import NodeStubs, key_in_slot
 from tests.support.processes import Cluster, ServerFactory
 
 # Calls per batch (sent concurrently), batches per service, share of garbled calls.
@@ -435,3 +435,49 @@ def test_random_and_garbled_messages_change_nothing_and_the_nodes_keep_serving(
     fleet.sent[name] = sent
     print(f"{name}: {sent} messages in {time.monotonic() - started:.1f}s")
     assert sent >= MIN_MESSAGES_PER_SERVICE
+
+
+# ---- what the fuzzer's short streams cannot see -----------------------------------
+
+
+async def refused_claim(bus: str, slot: int) -> list[str]:
+    """Start a migration of ``slot``, take the handoff, claim it for an unknown node.
+
+    Returns the kinds of the events the source sent until it ended the stream.
+    """
+    start = migration_pb2.MigrationStart(target=b"\x07" * 20, slots=[slot, slot], migration_id="x")
+    claim = migration_pb2.MigrationClaimed(target=b"\x07" * 20, config_epoch=99)
+    handed_over, ended = asyncio.Event(), asyncio.Event()
+
+    async def requests() -> AsyncIterator[migration_pb2.MigrationRequest]:
+        yield migration_pb2.MigrationRequest(start=start)
+        yield migration_pb2.MigrationRequest(handoff=migration_pb2.MigrationHandoff())
+        await handed_over.wait()
+        yield migration_pb2.MigrationRequest(claimed=claim)
+        await ended.wait()  # the target keeps its side open
+
+    async with grpc.aio.insecure_channel(bus) as channel:
+        call = channel.stream_stream(
+            "/slotcache.v1.Migration/Migrate",
+            request_serializer=migration_pb2.MigrationRequest.SerializeToString,
+            response_deserializer=migration_pb2.MigrationEvent.FromString,
+        )(requests(), timeout=10)
+        kinds = []
+        async for event in call:
+            kinds.append(event.WhichOneof("kind"))
+            if event.HasField("paused"):
+                handed_over.set()
+        ended.set()
+        return kinds
+
+
+def test_a_refused_migration_claim_ends_the_migration_and_releases_the_writes(fleet: Fleet):
+    slot = 5
+    started = time.monotonic()
+    kinds = fleet.loop.run_until_complete(refused_claim(fleet.primary.bus, slot))
+    # The source ended the stream itself, well before the caller's deadline.
+    assert "paused" in kinds and time.monotonic() - started < 5
+    key = key_in_slot(b"after-claim", slot)
+    assert fleet.primary.stubs.cache.Set(cache_pb2.SetRequest(key=key, value=b"v"), timeout=2)
+    assert fingerprint(fleet)[0] == configuration(fleet.primary.stubs)
+    fleet.primary.stubs.cache.Delete(cache_pb2.DeleteRequest(key=key), timeout=2)
