@@ -4,6 +4,7 @@ the connection (and, for an operation over a limit, the Pipeline stream) goes on
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 
 import grpc
 import pytest
@@ -43,11 +44,8 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
 
 @pytest.fixture
 def node(limited: ServerProcess) -> Iterator[NodeStubs]:
-    stubs = NodeStubs.open(limited.address)
-    try:
+    with closing(NodeStubs.open(limited.address)) as stubs:
         yield stubs
-    finally:
-        stubs.close()
 
 
 def assert_limit(failure, limit: str, maximum: int, value: int) -> None:
