@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from .config import ServerConfig, load_config
 from .node import Node, StartupError
+from .security.undecodable import quiet_undecodable_requests
 
 log = logging.getLogger("slotcache")
 
@@ -45,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    quiet_undecodable_requests()
     return asyncio.run(serve(config))
 
 
