@@ -163,7 +163,9 @@ class MigrationSources:
         self, requests: AsyncIterator[pb.MigrationRequest]
     ) -> AsyncIterator[pb.MigrationEvent]:
         """The source's half of one Migrate stream."""
-        first = await anext(requests)
+        first = await anext(requests, None)
+        if first is None:
+            return  # the target went away before naming the slots
         start = first.start
         try:
             slots = frozenset(expand(start.slots))

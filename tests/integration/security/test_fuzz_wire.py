@@ -481,3 +481,11 @@ def test_a_refused_migration_claim_ends_the_migration_and_releases_the_writes(fl
     assert fleet.primary.stubs.cache.Set(cache_pb2.SetRequest(key=key, value=b"v"), timeout=2)
     assert fingerprint(fleet)[0] == configuration(fleet.primary.stubs)
     fleet.primary.stubs.cache.Delete(cache_pb2.DeleteRequest(key=key), timeout=2)
+
+
+@pytest.mark.parametrize("service", [REPLICATION, MIGRATION])
+def test_a_node_to_node_stream_closed_before_its_first_message_ends_cleanly(fleet: Fleet, service):
+    [outcome] = fleet.loop.run_until_complete(
+        send(fleet, [Call(fleet.primary, service.methods[0], (), garbled=False)])
+    )
+    assert outcome.code == grpc.StatusCode.OK and outcome.replies == ()
