@@ -46,10 +46,13 @@ class UndecodableRequests(logging.Filter):
         method = record.getMessage().rpartition("[")[2].rstrip("]")
         more = f"; {self.dropped} more since the last report" if self.dropped else ""
         record.levelno, record.levelname = logging.WARNING, "WARNING"
-        record.msg, record.args = "refused a request to %s that does not parse (%s)%s", (
-            method,
-            exc,
-            more,
+        record.msg, record.args = (
+            "refused a request to %s that does not parse (%s)%s",
+            (
+                method,
+                exc,
+                more,
+            ),
         )
         record.exc_info, record.exc_text = None, None
         self.dropped = 0
