@@ -24,6 +24,8 @@ KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
 ENV_PREFIX = "SLOTCACHE_"
+# What a message needs beyond its largest key and value: field tags, lengths, metadata.
+MESSAGE_FRAMING_BYTES = 64 * KIB
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": KIB, "m": MIB, "g": GIB}
@@ -215,7 +217,17 @@ class ServerConfig:
     event_loop: str = "auto"
     # ---- end of the RESP block ----
 
+    # ---- input limits (see docs/security.md, "Limits") ----
+    # 0: room for one maximal key and value plus framing, at least 64 MiB.
+    max_message_bytes: int = 0
+    max_pipeline_ops: int = 10_000
+    max_keys_per_call: int = 100_000
+    max_streams_per_connection: int = 1_000
+    tracking_max_subscribers: int = 10_000
+    # ---- end of input limits ----
+
     def __post_init__(self) -> None:
+        self._check_input_limits()
         self.tls.check(self.port, self.cluster_enabled)
         if self.cluster_enabled and self.bus_port == 0 and self.client_port + 10000 > 65535:
             raise ValueError(
@@ -283,14 +295,35 @@ class ServerConfig:
         """The host advertised to peers and clients."""
         return self.announce_host or self.host
 
-    @property
-    def max_message_bytes(self) -> int:
-        """The gRPC message limit: room for one maximal key and value, plus framing.
+    # ---- input limits ----
+    def _check_input_limits(self) -> None:
+        """Resolve the automatic message limit and refuse limits no call could live with.
 
-        gRPC's default of 4 MiB would refuse values well under the value
-        limit, with a less helpful error than our own check gives.
+        The message limit is given its automatic value here (the dataclass is
+        frozen, hence ``object.__setattr__``) so that every reader sees one
+        number. gRPC's default of 4 MiB would refuse values well under the
+        value limit, with a less helpful error than our own check gives.
         """
-        return max(self.max_key_bytes + self.max_value_bytes + MIB, 64 * MIB)
+        room = self.max_key_bytes + self.max_value_bytes + MESSAGE_FRAMING_BYTES
+        if self.max_message_bytes == 0:
+            object.__setattr__(self, "max_message_bytes", max(room, 64 * MIB))
+        elif self.max_message_bytes < room:
+            raise ValueError(
+                f"max message bytes {self.max_message_bytes} leaves no room for the largest "
+                f"key and value ({room} bytes with framing); lower --max-value-bytes too"
+            )
+        if (
+            min(
+                self.max_pipeline_ops,
+                self.max_keys_per_call,
+                self.max_streams_per_connection,
+                self.tracking_max_subscribers,
+            )
+            < 1
+        ):
+            raise ValueError("input limits must be >= 1")
+
+    # ---- end of input limits ----
 
     @property
     def metrics_listen_port(self) -> int:
@@ -542,6 +575,40 @@ _OPTIONS: tuple[_Option, ...] = (
         "LOOP",
     ),
     # ---- end of the RESP block ----
+    # ---- input limits (see docs/security.md, "Limits") ----
+    _Option(
+        "--max-message-bytes",
+        "max_message_bytes",
+        parse_size,
+        "largest gRPC message accepted (default: room for the largest key and value, "
+        "at least 64mb)",
+        "SIZE",
+    ),
+    _Option(
+        "--max-pipeline-ops", "max_pipeline_ops", _int, "operations in one Pipeline message", "N"
+    ),
+    _Option(
+        "--max-keys-per-call",
+        "max_keys_per_call",
+        _int,
+        "keys in one MGet, MSet or MDelete (unary or in a Pipeline)",
+        "N",
+    ),
+    _Option(
+        "--max-streams-per-connection",
+        "max_streams_per_connection",
+        _int,
+        "concurrent calls on one client connection (HTTP/2 max concurrent streams)",
+        "N",
+    ),
+    _Option(
+        "--tracking-max-subscribers",
+        "tracking_max_subscribers",
+        _int,
+        "open Subscribe streams on this node",
+        "N",
+    ),
+    # ---- end of input limits ----
 )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from .config import ServerConfig, load_config
 from .node import Node, StartupError
+from .security.undecodable import quiet_undecodable_requests
 
 log = logging.getLogger("slotcache")
 
@@ -49,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    quiet_undecodable_requests()
     return run_loop(config, serve(config))
 
 

@@ -49,6 +49,7 @@ from .security.access import Access
 from .security.acl import AclError
 from .security.admin_guard import guard_admin
 from .security.cluster_secret import SecretFileError
+from .security.limits import InputLimits
 from .security.node_auth import NodeAuth, node_auth_for
 from .security.tls import NodeTls, TlsError, add_port
 from .services.admin import AdminService
@@ -142,6 +143,7 @@ class Node:
         )
         self.ownership = Ownership(membership, self.holds, self.durability.serves_replica_reads)
         self.forwarder = Forwarder(config.max_message_bytes, self.node_auth)
+        self.limits = InputLimits.from_config(config)
         # ---- users and permissions (see docs/security.md) ----
         self.access = Access(config.acl_file, config.protected_mode, self.node_auth)
         self.tracking = Tracking(
@@ -155,6 +157,7 @@ class Node:
             ),
             self.ownership,
             self.executor.limits,
+            self.limits,
         )
         recorder = self.recorder
         self.snapshots = NodeSnapshots(
@@ -225,6 +228,7 @@ class Node:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
+                ("grpc.max_concurrent_streams", self.config.max_streams_per_connection),
                 # Two nodes must never share a port silently.
                 ("grpc.so_reuseport", 0),
             ]
@@ -341,6 +345,7 @@ class Node:
             self.recorder,
             self.telemetry.tracer,
             self.access,
+            limits=self.limits,
         )
 
     def resp_listener(self) -> RespListener:

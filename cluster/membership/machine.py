@@ -217,11 +217,13 @@ class Membership:
         sender = view.nodes.get(sender_id)
         if sender is None and msg.type == MEET:
             sender = self._add(Peer(id=sender_id, address=Address.from_proto(header.address)), turn)
+        if sender is None:
+            # Unknown nodes may not join by PING; only an operator's MEET adds them. Nothing
+            # else they say counts either, their current epoch included (as in Redis): any
+            # client of the bus port could otherwise push every epoch to its maximum.
+            return self.messages.build(PONG, turn, None) if msg.type == PING else None
         self.claims.observe_epoch(header.current_epoch, turn)
         reply = self.messages.build(PONG, turn, sender) if msg.type in (PING, MEET) else None
-        if sender is None:
-            # Unknown nodes may not join by PING; only an operator's MEET adds them.
-            return reply
         self._relocate(sender, header.address, turn)
         self.detector.heard_from(sender, msg.type, turn.now, turn)
         self.claims.apply_header(sender, header, turn)

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..holds import WriteHolds
 from ..keyspace import Keyspace, RemovalCause
+from ..membership.machine import ClusterError
 from ..membership.slot_table import expand
 from ..migration.pacing import Pacer
 from ..migration.progress import MigrationRecord
@@ -162,7 +163,9 @@ class MigrationSources:
         self, requests: AsyncIterator[pb.MigrationRequest]
     ) -> AsyncIterator[pb.MigrationEvent]:
         """The source's half of one Migrate stream."""
-        first = await anext(requests)
+        first = await anext(requests, None)
+        if first is None:
+            return  # the target went away before naming the slots
         start = first.start
         try:
             slots = frozenset(expand(start.slots))
@@ -252,6 +255,21 @@ class MigrationSources:
         )
         record.state = "streaming"
 
+    def _claim_refusal(self, out: OutgoingMigration, claim: pb.MigrationClaimed) -> str:
+        """Adopt a claim; or why not: it must name this migration's target, a known node.
+
+        A claim that cannot be adopted must end the migration: left pending,
+        it would hold the slots' writes for as long as the stream stayed open.
+        """
+        target = bytes(claim.target)
+        if target.hex() != out.record.target_id:
+            return f"it names {target.hex()}, not the target {out.record.target_id}"
+        try:
+            self._apply_claim(target, claim.config_epoch, out.slots)
+        except ClusterError as exc:
+            return str(exc)
+        return ""
+
     async def _read_control(
         self, out: OutgoingMigration, requests: AsyncIterator[pb.MigrationRequest]
     ) -> None:
@@ -279,7 +297,11 @@ class MigrationSources:
                 )
             elif kind == "claimed":
                 claim = message.claimed
-                self._apply_claim(bytes(claim.target), claim.config_epoch, out.slots)
+                refusal = self._claim_refusal(out, claim)
+                if refusal:
+                    # Ending the stream releases the held writes; the source keeps the slots.
+                    record.error = f"the claim was refused: {refusal}"
+                    break
                 record.state = "done"
                 record.finished = time.monotonic()
                 out.queue.put_nowait(pb.MigrationEvent())

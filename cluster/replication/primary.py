@@ -226,7 +226,9 @@ class PrimaryReplication:
         self, requests: AsyncIterator[pb.ReplicaMessage]
     ) -> AsyncIterator[pb.PrimaryMessage]:
         """The Replicate stream for one replica: sync it, then keep it fed."""
-        first = await anext(requests)
+        first = await anext(requests, None)
+        if first is None or not first.HasField("hello"):
+            return  # not a replica: one says hello first
         hello = first.hello
         replica_id = bytes(hello.replica)
         old = self.links.pop(replica_id, None)

@@ -20,6 +20,9 @@ from ..wire import replication_pb2 as pb
 
 # A snapshot message carries whole slots until it holds about this many bytes.
 SNAPSHOT_CHUNK_BYTES = 64 * 1024
+# Also bounds the slots one loop step copies: with few keys, 16384 slots would fit in one
+# chunk and stall the node for tens of milliseconds per full sync or migration asked for.
+SNAPSHOT_CHUNK_SLOTS = 1024
 # Work done between two yields to the event loop while loading snapshots.
 APPLY_SLICE_S = 0.001
 
@@ -48,7 +51,7 @@ async def send_snapshots(
         for key, value, deadline in keyspace.slot_items(slot):
             snapshot.entries.add(key=key, value=value, deadline_ms=deadline)
             size += len(key) + len(value) + 16
-        if size >= SNAPSHOT_CHUNK_BYTES or i == last:
+        if size >= SNAPSHOT_CHUNK_BYTES or len(chunk.slots) >= SNAPSHOT_CHUNK_SLOTS or i == last:
             emit(chunk)
             chunk, size = pb.SlotSnapshots(), 0
             pause = pause_after(time.monotonic() - began) if pause_after else 0.0

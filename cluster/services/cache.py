@@ -43,6 +43,7 @@ from ..routing import (
     serves_everything,
 )
 from ..security.access import Access, Caller, cache_method, not_permitted
+from ..security.limits import InputLimits
 from ..services.durability import Durability
 from ..services.status import abort
 from ..tracking.service import Tracking
@@ -98,6 +99,8 @@ class CacheService(pb_grpc.CacheServicer):
         recorder: CallRecorder,
         tracer: Tracer | None = None,
         access: Access | None = None,
+        *,
+        limits: InputLimits,
     ) -> None:
         self._executor = executor
         self._handlers = executor.handlers
@@ -111,6 +114,8 @@ class CacheService(pb_grpc.CacheServicer):
         self._tracer = tracer
         # Users, permissions and protected mode; inactive, it costs one attribute read.
         self._access = access or Access(None, protected_mode=False)
+        # Keys per multi-key call, operations per Pipeline message.
+        self._limits = limits
 
     async def Get(self, request: pb.GetRequest, context: Context) -> pb.GetReply:
         return await self._unary(_GET, self._executor.get, request, context)
@@ -181,21 +186,20 @@ class CacheService(pb_grpc.CacheServicer):
         if caller is not None:
             options = replace(options, caller=caller)
         recorder = self._recorder
+        check_message = self._limits.check_message
         recorder.streams_open += 1
         try:
             async for batch in request_iterator:
-                if tracking is not None:
-                    try:
+                try:
+                    # A message over the limit ends the stream (see docs/security.md).
+                    check_message(batch.ops)
+                    if tracking is not None:
                         tracking.before_batch(batch)
-                    except CommandError as exc:
-                        await abort(context, exc)
-                        return
-                if caller is not None:
-                    try:
+                    if caller is not None:
                         options = self._reauthenticated(options)
-                    except CommandError as exc:
-                        await abort(context, exc)
-                        return
+                except CommandError as exc:
+                    await abort(context, exc)
+                    return
                 yield await self._batch(batch, options, context)
         finally:
             recorder.streams_open -= 1
@@ -215,6 +219,7 @@ class CacheService(pb_grpc.CacheServicer):
         try:
             # Users: the call is authenticated and its keys checked before anything runs.
             caller = self._access.unary(context, op, request) if self._access.active else None
+            self._limits.check_call(op, request)
             options: CallOptions | None = None
             if not op.writes:
                 tracked = self._tracking.tracked_read(op, handler, context)
@@ -378,6 +383,11 @@ class CacheService(pb_grpc.CacheServicer):
         started = self._recorder.started()
         ops = batch.ops
         specs: list[Op | None] = [OPS.get(op.WhichOneof("op") or "") for op in ops]
+        # Refused operations run as unknown ones (nothing) and get their own error below.
+        refused = self._limits.refused_ops(ops, specs)
+        if refused:
+            for i in refused:
+                specs[i] = None
         pending: list[tuple[int, int]] = []
         all_slots: list[list[int]] | None = None
         if serves_everything(self._ownership, self._holds.active):
@@ -391,6 +401,9 @@ class CacheService(pb_grpc.CacheServicer):
             results, all_slots = await self._route_batch(ops, specs, pending, options, context)
         if pending:
             await self._settle(results, pending, context)
+        if refused:
+            for i, result in refused.items():
+                results[i] = result
         reply = pb.PipelineReply()
         reply.results.extend(results)  # type: ignore[arg-type]  # every slot is filled
         self._recorder.batch(

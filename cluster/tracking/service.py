@@ -40,6 +40,7 @@ from slotcache.v1 import cache_pb2 as pb
 from ..executor import CommandError, Limits, invalid
 from ..ownership import Ownership
 from ..routing import CallOptions, call_options
+from ..security.limits import InputLimits
 from ..services.status import abort
 from ..tracking.hub import Mode, Subscriber, TrackingHub
 from ..tracking.outbox import Batch
@@ -166,10 +167,14 @@ class PipelineTracking:
 class Tracking:
     """Subscribe streams, tracked reads and the tasks that keep the hub's view current."""
 
-    def __init__(self, hub: TrackingHub, ownership: Ownership, limits: Limits) -> None:
+    def __init__(
+        self, hub: TrackingHub, ownership: Ownership, limits: Limits, input_limits: InputLimits
+    ) -> None:
         self.hub = hub
         self.ownership = ownership
         self.limits = limits
+        # Bounds the open Subscribe streams.
+        self.input_limits = input_limits
         self._served: list[tuple[int, int]] | None = None
         self._stopped = False
         self._release_wanted = asyncio.Event()
@@ -231,6 +236,7 @@ class Tracking:
         """Serve one Subscribe stream until the client leaves or the node stops."""
         try:
             mode, slots = parse_subscribe(request)
+            self.input_limits.check_subscribers(len(self.hub.subscribers))
             if self._stopped:
                 # A stream opened now would only hold the server's drain until its grace ends.
                 raise CommandError(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)

@@ -158,6 +158,9 @@ class Reason(StrEnum):
     NO_SUBSCRIPTION = "NO_SUBSCRIPTION"
     #: PERMISSION_DENIED: the user may not run the operation (on that key); metadata user, op.
     NO_PERMISSION = "NOPERM"
+    #: RESOURCE_EXHAUSTED: the request exceeds an input limit; nothing ran.
+    #: Metadata: limit (the server flag without dashes), max, value.
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
 
 
 #: The ``ErrorInfo.domain`` of every reason above.

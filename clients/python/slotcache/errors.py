@@ -92,6 +92,45 @@ class OutOfMemory(ResourceExhausted):
     """The node is at maxmemory and its policy cannot evict; reads still work."""
 
 
+class LimitExceeded(ResourceExhausted):
+    """The request exceeds one of the node's input limits; nothing of it ran.
+
+    Too many keys in one multi-key call, too many operations in one Pipeline
+    message, too many Subscribe streams on the node. Split the request, or
+    have the operator raise the limit with the server flag ``--<limit>``.
+    The connection is fine: other calls go on.
+    """
+
+    @property
+    def limit(self) -> str:
+        """The limit's name, which is also its server flag without the dashes."""
+        return self.metadata.get("limit", "")
+
+    @property
+    def maximum(self) -> int | None:
+        """The limit's value on the node."""
+        return _int(self.metadata.get("max"))
+
+    @property
+    def value(self) -> int | None:
+        """How many the request had."""
+        return _int(self.metadata.get("value"))
+
+
+class MessageTooLarge(ResourceExhausted):
+    """A message was larger than gRPC accepts; the node never read it.
+
+    The node's ``--max-message-bytes`` sets the size it accepts. gRPC refuses
+    the message before the node sees it, so there is no ErrorInfo, only
+    gRPC's own words, which this error completes with the flag to raise.
+    """
+
+
+#: How gRPC words a refused message ("Received message larger than max (N vs. M)").
+_TOO_LARGE_TEXT = "message larger than max"
+_TOO_LARGE_HINT = "the node's limit is its --max-message-bytes: split the request or raise it"
+
+
 class Unavailable(SlotcacheError):
     """The node could not be reached, or is shutting down."""
 
@@ -241,6 +280,7 @@ _BY_CODE: dict[grpc.StatusCode, type[SlotcacheError]] = {
 }
 _BY_REASON: dict[str, type[SlotcacheError]] = {
     Reason.OOM: OutOfMemory,
+    Reason.LIMIT_EXCEEDED: LimitExceeded,
     Reason.MOVED: Moved,
     Reason.CLUSTER_DOWN: ClusterDown,
     Reason.NOT_ENOUGH_REPLICAS: NotEnoughReplicas,
@@ -256,6 +296,8 @@ def error_for(
 ) -> SlotcacheError:
     """Build the typed exception for a status."""
     cls = _BY_REASON.get(reason)
+    if not reason and code == ResourceExhausted.code and _TOO_LARGE_TEXT in message.lower():
+        cls, message = MessageTooLarge, f"{message}; {_TOO_LARGE_HINT}"
     if cls is None or cls.code != code:
         # A reason only picks a subclass of the exception its status code maps to.
         cls = _BY_CODE.get(code, SlotcacheError)
