@@ -357,7 +357,7 @@ def test_environment_variables_configure_the_server_and_flags_win(tmp_path):
         (["--maxmemory-policy", "nope"], {}, ["--maxmemory-policy", "'nope'", "allkeys-lru"]),
         (["--maxmemory", "lots"], {}, ["--maxmemory", "'lots'"]),
         ([], {"SLOTCACHE_MAXMEMORY": "abc"}, ["SLOTCACHE_MAXMEMORY", "'abc'", "invalid size"]),
-        ([], {"SLOTCACHE_PORT": "0"}, ["SLOTCACHE_PORT", "1..65535"]),
+        ([], {"SLOTCACHE_PORT": "70000"}, ["SLOTCACHE_PORT", "1..65535"]),
         (["--expire-hz", "0"], {}, ["--expire-hz", "> 0"]),
         (["--max-key-bytes", "0"], {}, ["key size"]),
         (["--log-level", "loud"], {}, ["--log-level", "'loud'"]),
