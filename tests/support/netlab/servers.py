@@ -14,6 +14,9 @@ from tests.support.workload import NODE_TIMEOUT_MS, start_cluster
 # Every host has an address of its own, so every node can use the same ports.
 CLIENT_PORT = 7000
 BUS_PORT = 17000
+# The test reaches the nodes from the bridge's address, not loopback: without
+# users a node would refuse it (protected mode). The lab's network is the test's own.
+OPEN = ("--protected-mode", "no")
 
 
 class NamespacedServer(ServerProcess):
@@ -27,7 +30,7 @@ class NamespacedServer(ServerProcess):
         super().__init__(
             data_dir,
             port=CLIENT_PORT,
-            extra_args=extra_args,
+            extra_args=(*OPEN, *extra_args),
             host=host.ip,
             cluster=True,
             bus_port=BUS_PORT,
