@@ -49,7 +49,7 @@ def membership_config(config: ServerConfig) -> MembershipConfig:
 def _myself(config: ServerConfig, node_id: bytes | None) -> Peer:
     """This node where it listens now, with a fresh id unless ``node_id`` is kept."""
     address = Address(
-        config.public_host, config.client_port, config.cluster_bus_port, config.resp_port
+        config.public_host, config.client_port, config.cluster_bus_port, config.announced_resp_port
     )
     return Peer(id=node_id or new_node_id(random.SystemRandom().randbytes), address=address)
 

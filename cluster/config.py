@@ -212,6 +212,9 @@ class ServerConfig:
     # 0 turns it off. moved: keys served elsewhere get -MOVED (cluster-aware
     # clients); forward: the node relays them to the owner (plain clients).
     resp_port: int = 0
+    # A TLS RESP port beside (or instead of) the plaintext one; it serves the node's
+    # certificate (--tls-cert-file ...) with --tls-auth-clients. 0 turns it off.
+    resp_tls_port: int = 0
     resp_routing: str = "moved"
     # asyncio, uvloop, or auto: uvloop when the RESP port is on and uvloop is installed.
     event_loop: str = "auto"
@@ -229,6 +232,7 @@ class ServerConfig:
     def __post_init__(self) -> None:
         self._check_input_limits()
         self.tls.check(self.port, self.cluster_enabled)
+        self._check_resp_tls()
         if self.cluster_enabled and self.bus_port == 0 and self.client_port + 10000 > 65535:
             raise ValueError(
                 f"port {self.client_port} leaves no room for the bus port; set --bus-port"
@@ -289,6 +293,30 @@ class ServerConfig:
     def cluster_bus_port(self) -> int:
         """The bus port actually used: by default the announced client port + 10000."""
         return self.bus_port or self.client_port + 10000
+
+    # ---- Redis protocol (RESP) listener ----
+    def _check_resp_tls(self) -> None:
+        if not self.resp_tls_port:
+            return
+        if not self.tls.enabled:
+            raise ValueError(
+                "--resp-tls-port serves the node's TLS certificate: turn TLS on "
+                "(--tls-port, --tls-cert-file, --tls-key-file)"
+            )
+        if self.resp_tls_port == self.resp_port:
+            raise ValueError(f"--resp-tls-port and --resp-port are both {self.resp_port}")
+
+    @property
+    def announced_resp_port(self) -> int:
+        """The RESP port peers tell clients about (CLUSTER SLOTS, MOVED), as for the client port.
+
+        The TLS one when node-to-node traffic is TLS or plaintext RESP is off.
+        """
+        if self.resp_tls_port and (self.tls_cluster or not self.resp_port):
+            return self.resp_tls_port
+        return self.resp_port
+
+    # ---- end of the RESP block ----
 
     @property
     def public_host(self) -> str:
@@ -558,6 +586,13 @@ _OPTIONS: tuple[_Option, ...] = (
         "resp_port",
         _optional_port,
         "Redis-protocol port (0: off, the default)",
+        "PORT",
+    ),
+    _Option(
+        "--resp-tls-port",
+        "resp_tls_port",
+        _optional_port,
+        "Redis-protocol TLS port (0: off, the default; needs the node's TLS files)",
         "PORT",
     ),
     _Option(

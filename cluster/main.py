@@ -63,7 +63,8 @@ def run_loop(config: ServerConfig, main: Coroutine[Any, Any, int]) -> int:
     """
     wanted = config.event_loop
     if wanted == "auto":
-        wanted = "uvloop" if config.resp_port and _has_uvloop() else "asyncio"
+        resp = config.resp_port or config.resp_tls_port
+        wanted = "uvloop" if resp and _has_uvloop() else "asyncio"
     if wanted == "uvloop":
         import uvloop
 

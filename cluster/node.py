@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from importlib.metadata import version
@@ -52,6 +53,7 @@ from .security.cluster_secret import SecretFileError
 from .security.limits import InputLimits
 from .security.node_auth import NodeAuth, node_auth_for
 from .security.tls import NodeTls, TlsError, add_port
+from .security.tls_context import server_context
 from .services.admin import AdminService
 from .services.cache import CacheService
 from .services.durability import Durability
@@ -184,7 +186,8 @@ class Node:
         # Shutdown(reset=true): delete the node file once stopped.
         self.reset_requested = False
         # The Redis-protocol listener (--resp-port), when on.
-        self.resp: RespListener | None = None
+        # The Redis-protocol listeners (--resp-port, --resp-tls-port), when on.
+        self.resp_listeners: list[RespListener] = []
 
     def _node_auth(self, node_id: bytes) -> NodeAuth:
         """Who counts as a cluster member: secret holders, node certificates, or anyone."""
@@ -270,13 +273,7 @@ class Node:
         except OSError as exc:
             raise StartupError(f"cannot serve metrics: {exc}") from exc
         # ---- Redis protocol (RESP) listener ----
-        if self.config.resp_port:
-            self.resp = self.resp_listener()
-            try:
-                await self.resp.start(self.config.host, self.config.resp_port)
-            except OSError as exc:
-                where = f"{self.config.host}:{self.config.resp_port}"
-                raise StartupError(f"cannot listen for RESP on {where}: {exc}") from exc
+        await self._start_resp(tls)
         # ---- end of the RESP block ----
         await server.start()
         self._server = server
@@ -285,6 +282,26 @@ class Node:
         self._tasks.append(asyncio.create_task(self._run_cron(), name="slotcache-cron"))
         self._tasks.append(asyncio.create_task(self._watch_loop(), name="loop-watch"))
         self.snapshots.start()
+
+    async def _start_resp(self, tls: NodeTls) -> None:
+        """Open the plaintext and TLS RESP ports that are on (one listener each)."""
+        config = self.config
+        ports: list[tuple[int, ssl.SSLContext | None]] = []
+        if config.resp_port:
+            ports.append((config.resp_port, None))
+        if config.resp_tls_port:
+            assert tls.watcher is not None, "checked by the configuration"
+            ports.append(
+                (config.resp_tls_port, server_context(tls.watcher, config.tls_auth_clients))
+            )
+        for port, context in ports:
+            listener = self.resp_listener()
+            self.resp_listeners.append(listener)
+            try:
+                await listener.start(config.host, port, context)
+            except (OSError, ssl.SSLError) as exc:
+                where = f"{config.host}:{port}"
+                raise StartupError(f"cannot listen for RESP on {where}: {exc}") from exc
 
     def _listen(self, server: grpc.aio.Server, tls: NodeTls) -> None:
         """Bind the plaintext and TLS client ports that are on; ``port`` is the announced one."""
@@ -365,7 +382,7 @@ class Node:
                 cluster_enabled=self.runtime is not None,
                 routing=config.resp_routing,
                 max_request_bytes=config.max_message_bytes,
-                gate=Gate(),
+                gate=Gate(self.access),
             )
         )
 
@@ -410,8 +427,8 @@ class Node:
                 await task
         # Subscribe streams never end on their own; end them so they do not hold the grace.
         await self.tracking.stop()
-        if self.resp is not None:
-            await self.resp.stop()
+        for listener in self.resp_listeners:
+            await listener.stop()
         if self._server is not None:
             drain = max(deadline - loop.time(), SHUTDOWN_SETTLE_S)
             if self.runtime is not None and not owns_slots(self.runtime.membership):
@@ -578,8 +595,9 @@ class Node:
         out.update(self.telemetry.stats(self))
         out.update(self.tracking.counters())
         out.update(self.access.counters())
-        if self.resp is not None:
-            out.update(self.resp.counters())
+        for listener in self.resp_listeners:
+            for name, value in listener.counters().items():
+                out[name] = out.get(name, 0) + value
         replication = self.replication
         if replication is not None:
             out["repl.offset"] = replication.offset

@@ -35,6 +35,7 @@ from ..observability.calls import OK as STATUS_OK
 from ..observability.calls import RESP, UNKNOWN_OP, Served
 from ..observability.procstats import cpu_seconds, rss_bytes
 from ..routing import CallOptions, Decision, Local, Refused, Spread, decide, serves_everything
+from ..security.tls_context import certificate_names
 from ..services.cache import WRITE_HOLD_MAX_S
 from ..tracking.hub import Mode, Subscriber
 from . import cluster_info, info
@@ -91,7 +92,9 @@ class RespConnection(asyncio.Protocol):
         self.codec: Codec = RESP2
         self.name = b""
         self.lib = ("", "")
-        self.identity: Identity = self.deps.gate.initial()
+        self.identity = Identity()
+        # A verified client certificate's names (``cn:x``, ``san:y``), on a TLS port.
+        self.cert_names: tuple[str, ...] = ()
         self.readonly = False
         self.options = CallOptions(redirect=listener.redirect)
         self.sub: Subscriber | None = None
@@ -120,9 +123,16 @@ class RespConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.peer = f"ipv4:{peer[0]}:{peer[1]}" if peer else "unknown"
+        self.peer = peer_name(transport.get_extra_info("peername"))
+        self.cert_names = certificate_names(transport.get_extra_info("peercert"))
         self.listener.opened(self)
+        try:
+            self.identity = self.deps.gate.initial(self.peer, self.cert_names)
+        except RespError as exc:
+            # Protected mode: say why, as Redis does, and hang up.
+            self._closing = True
+            transport.write(error(exc.text))  # type: ignore[attr-defined]
+            transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -169,7 +179,11 @@ class RespConnection(asyncio.Protocol):
         started = _perf_ns()
         deps = self.deps
         executor = deps.executor
-        everything = self.sub is None and serves_everything(deps.ownership, False)
+        everything = (
+            self.sub is None
+            and serves_everything(deps.ownership, False)
+            and deps.gate.unrestricted(self.identity)
+        )
         get_value = executor.get_value if everything else None
         # Whether writes are held is asked at the first SET of the read, if any.
         set_value = executor.set_value if everything else None
@@ -345,7 +359,7 @@ class RespConnection(asyncio.Protocol):
             return self._key_command(info, lname, args)
         self._method = info.name.upper()
         if self.deps.gate.enforcing:
-            self.deps.gate.check(self.identity, info, [])
+            self.deps.gate.check(self.identity, info, None, ())
         handler = _HANDLERS[lname]
         return handler(self, args)
 
@@ -358,7 +372,7 @@ class RespConnection(asyncio.Protocol):
             key = args[1]
             self._method, self._keys = _KEY_METHODS[name], [key]
             if deps.gate.enforcing:
-                deps.gate.check(self.identity, info, self._keys)
+                deps.gate.check(self.identity, info, _FAST_OPS[name], self._keys)
             if self._serves_now(name == b"set", key):
                 reply = fast(deps.executor, args, self.codec)
                 if reply is not None:
@@ -370,12 +384,13 @@ class RespConnection(asyncio.Protocol):
             self._method = parsed.calls[0].op.rpc
             self._keys = [k for c in parsed.calls for k in c.keys]
             if deps.gate.enforcing:
-                deps.gate.check(self.identity, info, self._keys)
+                for call in parsed.calls:
+                    deps.gate.check(self.identity, info, call.op, call.keys)
             return self._split(parsed)
         assert type(parsed) is Call
         self._method, self._keys = parsed.op.rpc, parsed.keys
         if deps.gate.enforcing:
-            deps.gate.check(self.identity, info, self._keys)
+            deps.gate.check(self.identity, info, parsed.op, parsed.keys)
         result = self._run(parsed)
         if isinstance(result, Coroutine):
             return self._encode_later(parsed, result)
@@ -547,7 +562,8 @@ class RespConnection(asyncio.Protocol):
         while i < len(args):
             word = args[i].upper()
             if word == b"AUTH" and i + 2 < len(args):
-                identity = self.deps.gate.authenticate(args[i + 1].decode(), args[i + 2])
+                user = args[i + 1].decode("utf-8", "replace")
+                identity = self.deps.gate.authenticate(user, args[i + 2], self.peer)
                 i += 3
             elif word == b"SETNAME" and i + 1 < len(args):
                 name = _client_name(args[i + 1])
@@ -574,7 +590,7 @@ class RespConnection(asyncio.Protocol):
         if len(args) > 3:
             raise syntax_error()
         user = args[1].decode("utf-8", "replace") if len(args) == 3 else None
-        self.identity = self.deps.gate.authenticate(user, args[-1])
+        self.identity = self.deps.gate.authenticate(user, args[-1], self.peer)
         return OK
 
     def select(self, args: list[bytes]) -> Answer:
@@ -589,7 +605,7 @@ class RespConnection(asyncio.Protocol):
     def reset(self, args: list[bytes]) -> Answer:
         self._tracking_off()
         self.codec, self.name, self.readonly = RESP2, b"", False
-        self.identity = self.deps.gate.initial()
+        self.identity = self.deps.gate.initial(self.peer, self.cert_names)
         self.options = CallOptions(redirect=self.listener.redirect)
         return b"+RESET\r\n"
 
@@ -615,6 +631,7 @@ class RespConnection(asyncio.Protocol):
         if sub == b"INFO" and len(args) == 2:
             return self.codec.encode(Verbatim(self.describe() + "\n"))
         if sub == b"LIST":
+            self.deps.gate.admin(self.identity, "client|list")
             return self.codec.encode(Verbatim(self.listener.client_list()))
         if sub == b"SETINFO" and len(args) == 4:
             attr = args[2].upper()
@@ -640,7 +657,7 @@ class RespConnection(asyncio.Protocol):
     def describe(self) -> str:
         """This connection as CLIENT INFO and CLIENT LIST show it."""
         age = int(time.monotonic() - self.created)
-        addr = self.peer.removeprefix("ipv4:")
+        addr = self.peer.partition(":")[2] or self.peer
         flags = ("r" if self.readonly else "") + ("t" if self.sub is not None else "") or "N"
         return (
             f"id={self.id} addr={addr} laddr=:{self.listener.port} name={self.name.decode()} "
@@ -674,6 +691,7 @@ class RespConnection(asyncio.Protocol):
             raise RespError(
                 "ERR CLIENT TRACKING needs RESP3 here (HELLO 3): REDIRECT is not supported"
             )
+        self.deps.gate.subscribe(self.identity, mode is Mode.BROADCAST)
         self._tracking_off()
         self.sub = self.deps.tracking.hub.subscribe(mode, None, self._invalidated)
         return OK
@@ -786,7 +804,16 @@ class RespConnection(asyncio.Protocol):
 
 _NO_ENDPOINT = "?"
 _GET_OP, _SET_OP = OPS["get"], OPS["set"]
+_FAST_OPS = {b"get": _GET_OP, b"set": _SET_OP}
 _LOCAL = Local()
+
+
+def peer_name(address: Any) -> str:
+    """A socket's peer as the gRPC side spells it (``ipv4:h:p``, ``ipv6:[h]:p``), for the logs."""
+    if not address:
+        return "unknown"
+    host, port = address[0], address[1]
+    return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
 
 
 def _arity(name: str) -> RespError:

@@ -285,22 +285,48 @@ class Access:
         """The stream's caller under the users now in force (a reload may revoke it)."""
         if caller.generation == self.generation:
             return caller
-        acl = self.acl
-        assert acl is not None
         proof = caller.proof
-        if isinstance(proof, Credential):
-            user = acl.authenticate(proof)
-        elif isinstance(proof, tuple):
-            user = acl.for_certificate(proof)
-        elif isinstance(proof, str):
-            user = acl.users.get(proof)
-            user = user if user is not None and user.enabled else None
-        else:
-            user = acl.anonymous
+        user = self._user_for(proof)
         if user is None:
             self._note(LogReason.AUTH, caller.user.name, caller.peer, "stream", None)
             raise unauthenticated(NOT_AUTHENTICATED)
         return Caller(user, proof, self.generation, caller.peer, caller.authorization)
+
+    def _user_for(self, proof: Credential | tuple[str, ...] | str | None) -> User | None:
+        """The enabled user a proof names under the users now in force."""
+        acl = self.acl
+        assert acl is not None
+        if isinstance(proof, Credential):
+            return acl.authenticate(proof)
+        if isinstance(proof, tuple):
+            return acl.for_certificate(proof)
+        if isinstance(proof, str):
+            user = acl.users.get(proof)
+            return user if user is not None and user.enabled else None
+        return acl.anonymous
+
+    # ---- connections of other protocols (RESP) ----------------------------------------
+
+    def login(self, proof: Credential | tuple[str, ...] | None, peer: str) -> Caller | None:
+        """A connection's caller for a token, a verified certificate's names, or nothing.
+
+        None when the proof names no enabled user; the caller decides whether
+        that is a refusal to log (a failed AUTH) or just a connection that
+        has not authenticated yet.
+        """
+        user = self._user_for(proof)
+        return None if user is None else Caller(user, proof, self.generation, peer)
+
+    def admits(self, peer: str, names: tuple[str, ...], what: str) -> bool:
+        """Protected mode for a connection: loopback or a verified certificate; logs refusals."""
+        if not self.protected or is_loopback(peer) or names:
+            return True
+        self._note(LogReason.PROTECTED, "", peer, what, None)
+        return False
+
+    def unauthenticated(self, peer: str, what: str, claimed: str = "") -> None:
+        """Log a connection's failed authentication, or its command before authenticating."""
+        self._note(LogReason.AUTH, claimed, peer, what, None)
 
     def _vouched_for(self, context: Context, method: str) -> bool:
         """Protected mode's exceptions: a verified client certificate, or a member's call."""

@@ -68,6 +68,7 @@ __all__ = [
     "load_acl",
     "parse_acl",
     "parse_authorization",
+    "token_credential",
 ]
 
 #: The name of the user that serves calls without credentials (with ``nopass``).
@@ -438,6 +439,11 @@ class Credential:
     digest: str
 
 
+def token_credential(user: str, token: str) -> Credential:
+    """The credential of ``token`` for ``user`` (empty: whoever holds it), as the ACL stores it."""
+    return Credential(user, _digest(token))
+
+
 def parse_authorization(value: str) -> Credential | None:
     """``Bearer <token>`` or ``Basic base64(user:password)``; None when it is neither."""
     scheme, _, rest = value.strip().partition(" ")
@@ -446,7 +452,7 @@ def parse_authorization(value: str) -> Credential | None:
         return None
     scheme = scheme.lower()
     if scheme == "bearer":
-        return Credential("", _digest(rest))
+        return token_credential("", rest)
     if scheme == "basic":
         try:
             decoded = base64.b64decode(rest, validate=True).decode()
@@ -455,7 +461,7 @@ def parse_authorization(value: str) -> Credential | None:
         user, colon, password = decoded.partition(":")
         if not colon or not user:
             return None
-        return Credential(user, _digest(password))
+        return token_credential(user, password)
     return None
 
 

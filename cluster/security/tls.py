@@ -104,6 +104,11 @@ class CertificateWatcher:
         assert settings.cert_file is not None and settings.key_file is not None
         return cls(settings.cert_file, settings.key_file, settings.ca_file)
 
+    @property
+    def files(self) -> tuple[Path, Path, Path | None]:
+        """The certificate, key and CA paths (for consumers that load files themselves)."""
+        return self._files
+
     def _stat(self) -> Signature:
         signature = []
         for path in self._paths:
