@@ -570,6 +570,7 @@ class RespConnection(asyncio.Protocol):
                 i += 2
             else:
                 raise RespError(f"ERR Syntax error in HELLO option '{args[i].decode()}'")
+        self.deps.gate.hello(identity)
         if self.sub is not None and codec is RESP2:
             raise RespError("ERR CLIENT TRACKING needs RESP3 here; turn it off first")
         self.codec, self.identity, self.name = codec, identity, name

@@ -13,8 +13,8 @@ Redis refuses it, and ``AUTH default <anything>`` succeeds.
 With users (``--acl-file``), a connection starts as the ``default`` user
 when that user is ``on nopass``, as the user its verified client
 certificate names, or unauthenticated; an unauthenticated connection may
-only run AUTH, HELLO and QUIT (``-NOAUTH``). Key commands are checked per
-key as the gRPC operation they run; connection, COMMAND, INFO, DBSIZE and
+only run AUTH, HELLO ... AUTH and QUIT (``-NOAUTH``). Key commands are
+checked per key as the gRPC operation they run; connection, COMMAND, INFO, DBSIZE and
 CLUSTER introspection need an authenticated user; CLIENT LIST (it shows
 every client's address and user) needs the admin permission; CLIENT
 TRACKING needs the subscribe permission. No RESP command changes the
@@ -44,6 +44,11 @@ NO_PASSWORD = (
     "Are you sure your configuration is correct?"
 )
 NOAUTH = "NOAUTH Authentication required."
+HELLO_NOAUTH = (
+    "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+    "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
+    "select the RESP protocol version at the same time"
+)
 WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
 DENIED = "DENIED " + PROTECTED
 _UNAUTHENTICATED = "UNAUTHENTICATED"
@@ -124,6 +129,11 @@ class Gate:
             access.unauthenticated(peer, "auth", user or "")
             raise RespError(WRONGPASS, _UNAUTHENTICATED)
         return Identity(caller.user.name, caller, peer)
+
+    def hello(self, identity: Identity) -> None:
+        """HELLO without AUTH, as Redis: only for a connection that has authenticated."""
+        if self.enforcing and identity.caller is None:
+            raise RespError(HELLO_NOAUTH, _UNAUTHENTICATED)
 
     def unrestricted(self, identity: Identity) -> bool:
         """Whether every key command is allowed on every key (the short way needs no check)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from slotcache.contract import OPS
+from slotcache_server.config import ServerConfig
 from slotcache_server.resp.errors import RespError
 from slotcache_server.resp.gate import DENIED, NO_PASSWORD, NOAUTH, WRONGPASS, Gate, Identity
 from slotcache_server.resp.table import COMMANDS
@@ -38,6 +39,7 @@ def test_without_users_auth_answers_as_redis_with_no_password() -> None:
     assert refusal(lambda: gate.authenticate("bob", b"x")) == WRONGPASS
     assert gate.authenticate("default", b"anything").user == "default"
     assert gate.unrestricted(gate.initial(REMOTE))
+    gate.hello(gate.initial(REMOTE))
 
 
 def test_protected_mode_refuses_remote_peers_without_a_certificate() -> None:
@@ -57,6 +59,8 @@ def test_an_unauthenticated_connection_may_only_authenticate(gate: Gate) -> None
     assert refusal(lambda: gate.check(nobody, COMMANDS["ping"], None, ())) == NOAUTH
     gate.check(nobody, COMMANDS["auth"], None, ())
     assert not gate.unrestricted(nobody)
+    assert refusal(lambda: gate.hello(nobody)).startswith("NOAUTH HELLO must be called")
+    gate.hello(gate.authenticate("reader", acl.READER.encode(), PEER))
 
 
 def test_tokens_alone_or_with_a_user_name_authenticate(gate: Gate) -> None:
@@ -118,3 +122,19 @@ def test_a_nopass_default_user_serves_connections_without_auth(tmp_path: Path) -
     assert anyone.user == "default"
     gate.check(anyone, GET, OPS["get"], [b"k"])
     assert gate.authenticate("default", b"whatever", REMOTE).user == "default"
+
+
+def test_the_tls_resp_port_needs_the_nodes_tls_and_is_announced_like_the_client_port(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match="--resp-tls-port serves the node's TLS certificate"):
+        ServerConfig(resp_tls_port=6380)
+    files = {
+        "tls_cert_file": tmp_path / "n.crt",
+        "tls_key_file": tmp_path / "n.key",
+        "tls_ca_file": tmp_path / "ca.crt",
+        "tls_port": 7443,
+    }
+    both = ServerConfig(resp_port=6379, resp_tls_port=6380, **files)  # type: ignore[arg-type]
+    assert both.announced_resp_port == 6379
+    assert ServerConfig(resp_tls_port=6380, **files).announced_resp_port == 6380  # type: ignore[arg-type]
