@@ -10,6 +10,8 @@ plaintext and a TLS RESP port.
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +19,11 @@ from typing import Any
 
 import pytest
 import redis
+from cryptography import x509
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from slotcache.ctl.certs import CLIENT_NAME, LocalCerts, generate_local
+from slotcache.ctl.certs import CLIENT_NAME, NODE_NAME, Authority, LocalCerts, generate_local
 from slotcache.ctl.launcher import LOOPBACK, free_port
 from slotcache.v1 import admin_pb2, admin_pb2_grpc
 from tests.support import acl
@@ -133,9 +136,13 @@ def test_key_patterns_are_enforced_per_key(node: Node) -> None:
 
 
 def test_without_auth_commands_get_noauth_and_a_wrong_token_wrongpass(node: Node) -> None:
-    with node.client() as anonymous, pytest.raises(redis.AuthenticationError) as noauth:
+    with node.client(protocol=2) as anonymous, pytest.raises(redis.AuthenticationError) as noauth:
         anonymous.get("k")
     assert str(noauth.value) == "Authentication required."
+    # A RESP3 client's HELLO without AUTH is refused as Redis refuses it.
+    with node.client(protocol=3) as anonymous, pytest.raises(redis.AuthenticationError) as hello:
+        anonymous.get("k")
+    assert str(hello.value).startswith("HELLO must be called with the client already authenticated")
     guess = "not-the-token-31337"
     for kwargs in ({"password": guess}, {"username": "app", "password": guess}):
         with node.client(**kwargs) as wrong, pytest.raises(redis.AuthenticationError) as refused:
@@ -196,6 +203,30 @@ def test_tls_with_a_client_certificate_and_refused_without(node: Node) -> None:
         pytest.raises(redis.ConnectionError),
     ):
         plaintext.ping()
+
+
+def served_serial(node: Node) -> int:
+    """The serial number of the certificate a new TLS RESP connection is served."""
+    context = ssl.create_default_context(cafile=str(node.certs.ca))
+    context.load_cert_chain(node.certs.client.cert, node.certs.client.key)
+    with (
+        socket.create_connection((LOOPBACK, node.tls_port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_new_tls_connections_get_a_rotated_certificate(node: Node) -> None:
+    before = served_serial(node)
+    with node.tls_client(password=acl.ADMIN) as established:
+        assert established.ping()
+        Authority.load(node.certs.ca).issue(node.certs.ca.parent, NODE_NAME, node=True)
+        rotated = x509.load_pem_x509_certificate(node.certs.node.cert.read_bytes())
+        assert rotated.serial_number != before
+        assert served_serial(node) == rotated.serial_number
+        assert established.ping()
 
 
 def test_an_acl_reload_applies_to_open_connections(node: Node) -> None:
