@@ -134,6 +134,23 @@ def _top_on_a_terminal(address: str) -> tuple[subprocess.Popen[bytes], int]:
 _ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+def _exit_status(proc: subprocess.Popen[bytes], controller: int, timeout_s: float) -> int | None:
+    """Wait for ``proc`` to exit while reading its terminal.
+
+    Unread, the terminal fills up within seconds of refreshes, and top then
+    blocks writing to it instead of acting on the key or the signal.
+    """
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], 0.1)
+        if ready:
+            try:
+                os.read(controller, 65536)
+            except OSError:  # the terminal's other end closed as top exited
+                break
+    return proc.wait(max(deadline - time.monotonic(), 0.1))
+
+
 def _read_until(controller: int, text: bytes, timeout_s: float) -> bytes:
     """The terminal's output, without colour codes, once ``text`` shows (or time is up)."""
     seen = b""
@@ -156,7 +173,7 @@ def test_live_top_refreshes_and_quits_on_q_or_ctrl_c(servers: ServerFactory, how
             os.write(controller, b"q")
         else:
             proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
+        assert _exit_status(proc, controller, 10) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -97,6 +97,10 @@ def test_asyncio_redis_cluster(resp_cluster: RespCluster) -> None:
         nodes = [redis.asyncio.cluster.ClusterNode(LOOPBACK, p) for p in resp_cluster.ports]
         rc = redis.asyncio.RedisCluster(startup_nodes=nodes)
         try:
+            # Loaded once up front: 200 first calls at once would each start redis-py's
+            # initialisation, which closes connections other calls are writing to
+            # (AttributeError on a writer of None).
+            await rc.initialize()
             await asyncio.gather(*(rc.set(f"arc:{i}", str(i)) for i in range(200)))
             return list(await asyncio.gather(*(rc.get(f"arc:{i}") for i in range(200))))
         finally:
