@@ -18,7 +18,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from .membership.step import Envelope
-from .peer_channels import Rotation, open_peer_channel, retire
+from .peer_channels import PeerChannelPool
 from .security.member_rpc import (
     NotAMember,
     admit_member,
@@ -111,23 +111,18 @@ class BusTransport:
         self._on_reply = on_reply
         self._timeout_s = timeout_s
         self._auth = auth
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels = PeerChannelPool(PEER_CHANNEL_OPTIONS)
         self._methods: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._rotation = Rotation()
         self.traffic = BusTraffic()
 
     def _exchange(self, target: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
         """Exchange on ``host:bus_port`` (raw bytes both ways), reusing its channel."""
-        if self._rotation.happened():
-            retire(self._channels.values())
-            self._channels.clear()
+        if self._channels.rotated():
             self._methods.clear()
         method = self._methods.get(target)
         if method is None:
-            channel = open_peer_channel(target, PEER_CHANNEL_OPTIONS)
-            self._channels[target] = channel
-            method = self._methods[target] = channel.unary_unary(EXCHANGE)
+            method = self._methods[target] = self._channels.get(target).unary_unary(EXCHANGE)
         return method
 
     def send_all(self, envelopes: Sequence[Envelope]) -> None:
@@ -180,6 +175,5 @@ class BusTransport:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(c.close() for c in self._channels.values()))
-        self._channels.clear()
+        await self._channels.close()
         self._methods.clear()

@@ -7,7 +7,6 @@ count so that disagreeing views cannot loop a request forever.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import grpc
@@ -17,7 +16,7 @@ from slotcache.v1 import cache_pb2
 
 from .bus import PEER_CHANNEL_OPTIONS
 from .executor import CommandError
-from .peer_channels import Rotation, open_peer_channel, retire
+from .peer_channels import PeerChannelPool
 from .security.member_rpc import method_path
 from .security.node_auth import NodeAuth
 from .services.status import from_rpc_error
@@ -45,30 +44,26 @@ class Forwarder:
     def __init__(self, max_message_bytes: int, auth: NodeAuth | None = None) -> None:
         # Proves to the owner that this node, a member, relays the call.
         self._auth = auth or NodeAuth()
-        self._options = [
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            # A restarted owner must be reachable again at once, not after a long backoff.
-            *PEER_CHANNEL_OPTIONS,
-        ]
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels = PeerChannelPool(
+            [
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                # A restarted owner must be reachable again at once, not after a long backoff.
+                *PEER_CHANNEL_OPTIONS,
+            ]
+        )
         self._methods: dict[tuple[str, str], Any] = {}
-        self._rotation = Rotation()
         # Read by the metrics exporter.
         self.forwarded_calls = 0
         self.forwarded_batches = 0
 
     def _method(self, address: str, rpc: str) -> Any:
         key = (address, rpc)
-        if self._rotation.happened():
-            retire(self._channels.values())
-            self._channels.clear()
+        if self._channels.rotated():
             self._methods.clear()
         method = self._methods.get(key)
         if method is None:
             channel = self._channels.get(address)
-            if channel is None:
-                channel = self._channels[address] = open_peer_channel(address, self._options)
             desc = _SERVICE.methods_by_name[rpc]
             request_cls = getattr(cache_pb2, desc.input_type.name)
             reply_cls = getattr(cache_pb2, desc.output_type.name)
@@ -137,8 +132,7 @@ class Forwarder:
 
     async def close(self) -> None:
         """Close every channel."""
-        await asyncio.gather(*(c.close() for c in self._channels.values()))
-        self._channels.clear()
+        await self._channels.close()
         self._methods.clear()
 
 

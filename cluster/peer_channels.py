@@ -91,3 +91,36 @@ def open_peer_channel(target: str, options: Sequence[tuple[str, Any]] = ()) -> g
     if _credentials is None or _credentials[0] != generation:
         _credentials = (generation, channel_credentials(_watcher.material))
     return grpc.aio.secure_channel(target, _credentials[1], options=list(options))
+
+
+class PeerChannelPool:
+    """One channel per peer target, reopened with the new certificate after a rotation.
+
+    The bus and the forwarder each keep one; what they build on a channel
+    (method callables) they drop whenever :meth:`rotated` says so.
+    """
+
+    def __init__(self, options: Sequence[tuple[str, Any]] = ()) -> None:
+        self._options = options
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._rotation = Rotation()
+
+    def rotated(self) -> bool:
+        """Retire every channel if the certificate changed; True when it did."""
+        if not self._rotation.happened():
+            return False
+        retire(self._channels.values())
+        self._channels.clear()
+        return True
+
+    def get(self, target: str) -> grpc.aio.Channel:
+        """The channel to ``target``, opened on first use."""
+        channel = self._channels.get(target)
+        if channel is None:
+            channel = self._channels[target] = open_peer_channel(target, self._options)
+        return channel
+
+    async def close(self) -> None:
+        """Close every channel now."""
+        await asyncio.gather(*(c.close() for c in self._channels.values()))
+        self._channels.clear()
