@@ -14,6 +14,7 @@ silently skip a block.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 
 README_BASE_PORT = 7000
@@ -21,9 +22,13 @@ BUS_OFFSET = 10000
 # The README's cluster: client ports 7000-7009 and their bus ports 17000-17009.
 _PORT = re.compile(r"(?<![\d_])(1?)700(\d)(?![\d_])")
 _UP = re.compile(r"(clusterctl up)(?=\s|$)", re.MULTILINE)
-_FENCE = re.compile(r"^```(\S*)\s*$")
+_FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>.*?)\s*$")
 _MARKER = re.compile(r"^<!--\s*readme-test:\s*(.*?)\s*-->$")
+_MENTIONS_MARKER = re.compile(r"<!--\s*readme-test")
 _DIRECTIVE = re.compile(r"^(skip)\s+\((.+)\)$|^(needs)\s+([\w.-]+(?:\s+[\w.-]+)*)$")
+# Four spaces or a tab after a blank line: Markdown's indented code block, which has no
+# language to run it with.
+_INDENTED = re.compile(r"^( {4}|\t)\S")
 
 
 @dataclass(frozen=True)
@@ -37,46 +42,89 @@ class Block:
     needs: tuple[str, ...] = ()
 
 
+def _opening(line: str) -> re.Match[str] | None:
+    """The fence that opens a block on ``line`` (``` or ~~~, any indent, any info string)."""
+    fence = _FENCE.match(line)
+    if fence is None or (fence["fence"][0] == "`" and "`" in fence["info"]):
+        return None
+    return fence
+
+
+def _closes(line: str, opening: re.Match[str]) -> bool:
+    """Whether ``line`` closes the block ``opening`` started (same character, as long or longer)."""
+    fence = _FENCE.match(line)
+    return (
+        fence is not None
+        and not fence["info"]
+        and fence["fence"][0] == opening["fence"][0]
+        and len(fence["fence"]) >= len(opening["fence"])
+    )
+
+
+def _dedent(line: str, indent: str) -> str:
+    """``line`` without the fence's own indentation (as Markdown shows it)."""
+    return line[len(indent) :] if line.startswith(indent) else line.lstrip()
+
+
 def blocks(markdown: str) -> list[Block]:
-    """Every fenced block of ``markdown``, in order; ValueError for a malformed marker."""
+    """Every fenced block of ``markdown``, in order.
+
+    ValueError for whatever would let code escape the test unnoticed: a
+    malformed or orphaned marker, an indented code block, an unclosed fence.
+    """
     found: list[Block] = []
+    markers: set[int] = set()  # lines outside blocks that mention a marker
     lines = markdown.splitlines()
     i = 0
     while i < len(lines):
-        fence = _FENCE.match(lines[i])
-        if fence is None:
+        opening = _opening(lines[i])
+        if opening is None:
+            if _MENTIONS_MARKER.search(lines[i]):
+                markers.add(i)
+            if _INDENTED.match(lines[i]) and (i == 0 or not lines[i - 1].strip()):
+                raise ValueError(
+                    f"line {i + 1}: an indented code block; fence it (```sh or ```python) "
+                    "so that the README test runs it"
+                )
             i += 1
             continue
         start = i
         i += 1
         body: list[str] = []
-        while i < len(lines) and lines[i].rstrip() != "```":
-            body.append(lines[i])
+        while i < len(lines) and not _closes(lines[i], opening):
+            body.append(_dedent(lines[i], opening["indent"]))
             i += 1
         if i == len(lines):
             raise ValueError(f"line {start + 1}: the code block is never closed")
-        skip, needs = _directive(lines, start)
-        found.append(Block(fence.group(1), "\n".join(body) + "\n", start + 1, skip, needs))
+        marker, skip, needs = _directive(lines, start)
+        if marker is not None:
+            markers.discard(marker)
+        lang = opening["info"].split(maxsplit=1)[0] if opening["info"] else ""
+        found.append(Block(lang, "\n".join(body) + "\n", start + 1, skip, needs))
         i += 1
+    if markers:
+        raise ValueError(
+            f"line {min(markers) + 1}: a readme-test marker that no code block follows"
+        )
     return found
 
 
-def _directive(lines: list[str], fence: int) -> tuple[str | None, tuple[str, ...]]:
-    """The marker on the last non-blank line before the fence, if there is one."""
+def _directive(lines: list[str], fence: int) -> tuple[int | None, str | None, tuple[str, ...]]:
+    """The marker on the last non-blank line before the fence: its index, skip and needs."""
     j = fence - 1
     while j >= 0 and not lines[j].strip():
         j -= 1
     marker = _MARKER.match(lines[j].strip()) if j >= 0 else None
     if marker is None:
-        return None, ()
+        return None, None, ()
     directive = _DIRECTIVE.match(marker.group(1))
     if directive is None:
         raise ValueError(
             f"line {j + 1}: {marker.group(1)!r} is not 'skip (why)' or 'needs TOOL ...'"
         )
     if directive.group(1):
-        return directive.group(2), ()
-    return None, tuple(directive.group(4).split())
+        return j, directive.group(2), ()
+    return j, None, tuple(directive.group(4).split())
 
 
 def localize(code: str, base_port: int) -> str:
@@ -94,3 +142,28 @@ def localize(code: str, base_port: int) -> str:
         return str(base_port + offset)
 
     return _UP.sub(rf"\1 --base-port {base_port}", _PORT.sub(port, code))
+
+
+_OPERATORS = frozenset({"&&", "||", ";", "|", "&"})
+
+
+def shell_commands(code: str) -> list[list[str]]:
+    """The simple commands of a shell block, as words: comments dropped, lines continued.
+
+    ``a && b | c`` is three commands. Enough for the README's blocks, which
+    use no loops, functions or substitutions where this is needed (see the
+    test of the blocks that do not run).
+    """
+    found: list[list[str]] = []
+    for line in code.replace("\\\n", " ").splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        command: list[str] = []
+        for word in lexer:
+            if word in _OPERATORS:
+                found.append(command)
+                command = []
+            else:
+                command.append(word)
+        found.append(command)
+    return [c for c in found if c]

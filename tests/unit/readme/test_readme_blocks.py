@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.readme import Block, blocks, localize
+from tests.support.readme import Block, blocks, localize, shell_commands
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 
@@ -50,6 +50,61 @@ def test_a_malformed_marker_is_an_error_not_a_skip(marker: str) -> None:
 def test_an_unclosed_block_is_an_error() -> None:
     with pytest.raises(ValueError, match="never closed"):
         blocks("```sh\necho\n")
+
+
+def test_every_form_of_fence_is_a_block() -> None:
+    # Tildes, longer fences, an info string after the language, a fence indented in a list.
+    text = (
+        "~~~python\nprint(1)\n~~~\n"
+        "````sh\n```\necho fenced\n````\n"
+        '```python title="x"\nprint(2)\n```\n'
+        "- a list item:\n\n  ```sh\n  echo indented\n    echo more\n  ```\n"
+    )
+    assert [(b.lang, b.code, b.line) for b in blocks(text)] == [
+        ("python", "print(1)\n", 1),
+        ("sh", "```\necho fenced\n", 4),
+        ("python", "print(2)\n", 8),
+        ("sh", "echo indented\n  echo more\n", 13),
+    ]
+
+
+def test_a_block_without_a_language_is_found() -> None:
+    # The README test then refuses it for its language, rather than never seeing it.
+    assert blocks("```\necho\n```\n") == [Block("", "echo\n", 1)]
+
+
+def test_an_indented_code_block_is_an_error() -> None:
+    with pytest.raises(ValueError, match="line 3: an indented code block"):
+        blocks("Run this:\n\n    make run\n")
+
+
+def test_a_marker_that_no_block_follows_is_an_error() -> None:
+    with pytest.raises(ValueError, match="line 1: a readme-test marker that no code block"):
+        blocks("<!-- readme-test: skip (why) -->\nA paragraph.\n\n```sh\necho\n```\n")
+    with pytest.raises(ValueError, match="line 4: a readme-test marker"):
+        blocks("```sh\necho\n```\n<!-- readme-test: needs grpcurl -->\n")
+
+
+def test_a_marker_inside_a_block_is_code() -> None:
+    text = "```sh\necho '<!-- readme-test: skip (no) -->'\n```\n"
+    assert blocks(text) == [Block("sh", "echo '<!-- readme-test: skip (no) -->'\n", 1)]
+
+
+def test_shell_commands_split_lines_operators_and_continuations() -> None:
+    code = (
+        "make run     # starts it (Ctrl-C stops it)\n"
+        "a --flag 'x y' && b | c; d &\n"
+        "slotcache-server --port 7000 \\\n    --maxmemory 1gb\n"
+        "# a comment line\n"
+    )
+    assert shell_commands(code) == [
+        ["make", "run"],
+        ["a", "--flag", "x y"],
+        ["b"],
+        ["c"],
+        ["d"],
+        ["slotcache-server", "--port", "7000", "--maxmemory", "1gb"],
+    ]
 
 
 def test_localize_moves_every_readme_port() -> None:
