@@ -6,8 +6,11 @@ the Python examples, one-key commands), and its ``clusterctl down`` block
 stops it. ``sh`` blocks run with ``sh -eu`` (every command must succeed),
 ``python`` blocks as scripts, each in its own interpreter (so each must be
 complete by itself). Blocks marked ``skip`` in the README never run, those
-marked ``needs TOOL`` run where TOOL is installed; the test counts both and
-fails unless every other block ran and succeeded.
+marked ``needs TOOL`` run where TOOL is installed; the test counts both,
+names each one it did not run (and why) in the run's summary, and fails
+unless every other block ran and succeeded. The blocks it does not run are
+still checked command by command, without running them, by
+``tests/unit/readme/test_readme_unrun_blocks.py``.
 
 Ports: the README's cluster is on 7000-7006 (bus 17000-17006), which a
 developer's ``make run`` may well hold while the tests run. The blocks run
@@ -22,7 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -70,13 +73,24 @@ def run_block(block: Block, code: str, cwd: Path, log: Path) -> subprocess.Compl
         )
 
 
-def test_every_readme_block_runs(sandbox: Path) -> None:
+def not_run_because(block: Block) -> str | None:
+    """Why ``block`` does not run here, or None if it does."""
+    if block.skip is not None:
+        return f"skip ({block.skip})"
+    missing = [tool for tool in block.needs if shutil.which(tool) is None]
+    if missing:
+        return f"needs {' '.join(missing)}, which is not installed"
+    return None
+
+
+def test_every_readme_block_runs(sandbox: Path, report_figure: Callable[[str], None]) -> None:
     found = blocks(README.read_text())
     base = free_port_block(10)
     ran, skipped = [], []
     for n, block in enumerate(found):
-        missing = [tool for tool in block.needs if shutil.which(tool) is None]
-        if block.skip is not None or missing:
+        why = not_run_because(block)
+        if why is not None:
+            report_figure(f"README.md line {block.line} ({block.lang}) not run: {why}")
             skipped.append(block)
             continue
         log = sandbox / f"block-{n}.log"
@@ -88,6 +102,7 @@ def test_every_readme_block_runs(sandbox: Path) -> None:
         )
         ran.append(block)
 
+    report_figure(f"README.md: {len(ran)} of {len(found)} code blocks ran")
     marked = [b for b in found if b.skip is not None or b.needs]
     assert len(ran) + len(skipped) == len(found)
     # Only marked blocks may be left out: a skip is always visible in the README.
