@@ -13,9 +13,14 @@ silently skip a block.
 
 from __future__ import annotations
 
+import io
+import itertools
 import re
 import shlex
+import tokenize
 from dataclasses import dataclass
+
+from slotcache.ctl.wording import counted
 
 README_BASE_PORT = 7000
 BUS_OFFSET = 10000
@@ -142,6 +147,53 @@ def localize(code: str, base_port: int) -> str:
         return str(base_port + offset)
 
     return _UP.sub(rf"\1 --base-port {base_port}", _PORT.sub(port, code))
+
+
+# A comment that starts so shows an example of a figure that varies, not what is printed.
+EXAMPLE = "e.g."
+_LAYOUT = frozenset({tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT})
+
+
+@dataclass(frozen=True)
+class Printed:
+    """A ``print`` call of a Python block, and what its comment says it prints."""
+
+    line: int
+    says: str | None
+
+
+def printed(code: str) -> list[Printed]:
+    """Every ``print(`` of ``code``, in order, with the comment that shows its output.
+
+    That is the comment at the end of its line, or else a comment alone on
+    the next line. ``says`` is None without one, or when the comment gives
+    an example (starts with ``e.g.``).
+    """
+    tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    comments = {t.start[0]: t.string[1:].strip() for t in tokens if t.type == tokenize.COMMENT}
+    with_code = {t.start[0] for t in tokens if t.type not in _LAYOUT | {tokenize.COMMENT}}
+    found = []
+    for token, after in itertools.pairwise(tokens):
+        if token.type != tokenize.NAME or token.string != "print" or after.string != "(":
+            continue
+        line = token.start[0]
+        says = comments.get(line)
+        if says is None and line + 1 not in with_code:
+            says = comments.get(line + 1)
+        found.append(Printed(line, None if says is None or says.startswith(EXAMPLE) else says))
+    return found
+
+
+def unexpected_prints(code: str, stdout: str) -> list[str]:
+    """Where a Python block printed something other than its comments say, in words."""
+    prints, lines = printed(code), stdout.splitlines()
+    if len(prints) != len(lines):
+        return [f"{counted(len(prints), 'print call')} but {counted(len(lines), 'line')} printed"]
+    return [
+        f"line {p.line} printed {got!r}, but its comment says {p.says!r}"
+        for p, got in zip(prints, lines, strict=True)
+        if p.says is not None and not p.says.startswith(got)
+    ]
 
 
 _OPERATORS = frozenset({"&&", "||", ";", "|", "&"})

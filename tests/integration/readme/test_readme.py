@@ -5,7 +5,10 @@ the cluster, the blocks after it use it (failover, growing and shrinking,
 the Python examples, one-key commands), and its ``clusterctl down`` block
 stops it. ``sh`` blocks run with ``sh -eu`` (every command must succeed),
 ``python`` blocks as scripts, each in its own interpreter (so each must be
-complete by itself). Blocks marked ``skip`` in the README never run, those
+complete by itself); what a Python block prints must be what the comments
+after its ``print`` calls say (the printed line starts the comment, which
+may go on in words; ``e.g.`` comments show a figure that varies and are not
+compared). Blocks marked ``skip`` in the README never run, those
 marked ``needs TOOL`` run where TOOL is installed; the test counts both,
 names each one it did not run (and why) in the run's summary, and fails
 unless every other block ran and succeeded. The blocks it does not run are
@@ -33,7 +36,7 @@ import pytest
 from slotcache.ctl import local
 from tests.support.ctl import brought_down
 from tests.support.ports import free_port_block
-from tests.support.readme import Block, blocks, localize
+from tests.support.readme import Block, blocks, localize, unexpected_prints
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 BLOCK_TIMEOUT_S = 300.0
@@ -55,22 +58,28 @@ def sandbox(tmp_path: Path) -> Iterator[Path]:
         yield tmp_path
 
 
-def run_block(block: Block, code: str, cwd: Path, log: Path) -> subprocess.CompletedProcess[str]:
-    """One block, its output in ``log`` (a file: a server it starts with ``&`` may keep it)."""
+def run_block(block: Block, code: str, cwd: Path, log: Path) -> tuple[int, str, str]:
+    """One block: its exit status, stdout and stderr.
+
+    They go through files (``log`` and ``log`` with ``.err``), not pipes: a
+    server the block starts with ``&`` keeps them open after the block ends.
+    """
     command = [*INTERPRETERS[block.lang], code]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTCACHE_")}
-    with open(log, "w") as out:
-        return subprocess.run(
+    errors = log.with_suffix(".err")
+    with open(log, "w") as out, open(errors, "w") as err:
+        result = subprocess.run(
             command,
             cwd=cwd,
             env={**env, "PYTHONUNBUFFERED": "1"},
             stdin=subprocess.DEVNULL,
             stdout=out,
-            stderr=subprocess.STDOUT,
+            stderr=err,
             text=True,
             timeout=BLOCK_TIMEOUT_S,
             check=False,
         )
+    return result.returncode, log.read_text(), errors.read_text()
 
 
 def not_run_because(block: Block) -> str | None:
@@ -93,13 +102,16 @@ def test_every_readme_block_runs(sandbox: Path, report_figure: Callable[[str], N
             report_figure(f"README.md line {block.line} ({block.lang}) not run: {why}")
             skipped.append(block)
             continue
-        log = sandbox / f"block-{n}.log"
-        result = run_block(block, localize(block.code, base), sandbox, log)
-        output = log.read_text()[-OUTPUT_TAIL:]
-        assert result.returncode == 0, (
-            f"README.md line {block.line} ({block.lang} block) exited with "
-            f"{result.returncode}:\n{block.code}\n--- output ---\n{output}"
+        code, stdout, stderr = run_block(
+            block, localize(block.code, base), sandbox, sandbox / f"block-{n}.log"
         )
+        where = f"README.md line {block.line} ({block.lang} block)"
+        shown = f"{block.code}\n--- stdout ---\n{stdout[-OUTPUT_TAIL:]}\n--- stderr ---\n"
+        shown += stderr[-OUTPUT_TAIL:]
+        assert code == 0, f"{where} exited with {code}:\n{shown}"
+        if block.lang == "python":
+            wrong = unexpected_prints(block.code, stdout)
+            assert not wrong, f"{where}: {'; '.join(wrong)}:\n{shown}"
         ran.append(block)
 
     report_figure(f"README.md: {len(ran)} of {len(found)} code blocks ran")

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.readme import Block, blocks, localize, shell_commands
+from tests.support.readme import (
+    Block,
+    Printed,
+    blocks,
+    localize,
+    printed,
+    shell_commands,
+    unexpected_prints,
+)
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 
@@ -128,3 +136,33 @@ def test_every_readme_block_is_runnable_or_marked() -> None:
     assert found, "the README has no code blocks"
     for block in found:
         assert block.lang in ("sh", "python"), f"README line {block.line}: ```{block.lang}"
+
+
+PRINTS = """\
+import slotcache
+
+with slotcache.Client("127.0.0.1:7000") as cache:
+    print(cache.incr("hits"))  # 1 the first time, then 2, ...
+    print(cache.get("x#y"))
+    # b'#'
+    print(cache.stats.ops_per_message)  # e.g. 20.0
+    print("unannounced")
+    x = 1  # a comment on another statement
+"""
+
+
+def test_printed_pairs_each_print_with_its_comment() -> None:
+    assert printed(PRINTS) == [
+        Printed(4, "1 the first time, then 2, ..."),
+        Printed(5, "b'#'"),
+        Printed(7, None),
+        Printed(8, None),
+    ]
+
+
+def test_unexpected_prints() -> None:
+    assert unexpected_prints(PRINTS, "1\nb'#'\n33.0\nanything\n") == []
+    assert unexpected_prints(PRINTS, "2\nb'#'\n20.0\nanything\n") == [
+        "line 4 printed '2', but its comment says '1 the first time, then 2, ...'"
+    ]
+    assert unexpected_prints(PRINTS, "1\n") == ["4 print calls but 1 line printed"]
