@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+import pytest
+
 from slotcache.ctl.connect_info import command_for, connect_info
+from slotcache.ctl.local_commands import typed
 
 VENV_CTL = "/home/ada/slotcache/.venv/bin/clusterctl"
 
@@ -35,3 +41,22 @@ def test_connect_info_uses_the_typed_commands() -> None:
     ]
     assert info["stop"] == ".venv/bin/clusterctl down"
     assert info["python_command"] == ".venv/bin/python3"
+
+
+def test_typed_spells_out_the_venv_unless_it_is_active(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As after make run: clusterctl and python in .venv/bin, the venv not on PATH.
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in ("clusterctl", "python3"):
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python3"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert typed("clusterctl") == ".venv/bin/clusterctl"
+    assert typed("python3") == ".venv/bin/python3"
+    # source .venv/bin/activate puts it first on PATH: the bare name works.
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert typed("clusterctl") == "clusterctl"
