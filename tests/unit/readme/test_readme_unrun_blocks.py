@@ -93,6 +93,8 @@ def check_grpcurl(args: list[str]) -> str | None:
     """Plaintext to a README node, an RPC that exists, and JSON its request message accepts."""
     if "-plaintext" not in args or not _README_ADDRESS.match(args[-2]):
         return "not -plaintext to one of the README's nodes"
+    if "-d" not in args:
+        return "no request (-d JSON)"
     service, _, method = args[-1].rpartition("/")
     try:
         rpc = descriptor_pool.Default().FindServiceByName(service).methods_by_name[method]
@@ -153,6 +155,7 @@ def test_every_command_of_a_block_that_does_not_run_is_checked(block: Block) -> 
             "does not parse",
         ),
         ("grpcurl -plaintext -d '{}' 127.0.0.1:8000 slotcache.v1.Cache/Get", "README's nodes"),
+        ("grpcurl -plaintext 127.0.0.1:7000 slotcache.v1.Cache/Get", "no request"),
     ],
 )
 def test_the_checks_catch_drift(command: str, problem: str) -> None:
