@@ -13,6 +13,7 @@ never a credential.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -86,11 +87,17 @@ def render_key(key: bytes, mode: KeyMode) -> dict[str, object]:
     return {"key": text[:KEY_PREFIX_CHARS] + "…", "key_len": len(key)}
 
 
+@functools.lru_cache(maxsize=4)
+def _second_text(seconds: int) -> str:
+    """The UTC second as entries show it; the writer formats many entries per second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def format_entry(entry: Entry, mode: KeyMode) -> str:
     """One JSON line; fields absent when they mean nothing (no key, no user yet)."""
     seconds, ns = divmod(entry.time_ns, 1_000_000_000)
     record: dict[str, object] = {
-        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ns // 1000:06d}Z",
+        "ts": f"{_second_text(seconds)}.{ns // 1000:06d}Z",
         "peer": entry.peer,
     }
     if entry.user:

@@ -10,9 +10,11 @@ exporters read these fields at collection time.
 
 from __future__ import annotations
 
+import operator
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import Any, Protocol
 
 import grpc
@@ -31,10 +33,24 @@ GRPC = "grpc"
 RESP = "resp"
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 _perf_ns = time.perf_counter_ns
+_HAS_ERROR = operator.methodcaller("HasField", "error")
 Series = tuple[str, str, str]
 """(method, status code name, protocol): one latency series."""
 Served = tuple[str, Sequence[bytes], Sequence[int] | None, str, str]
 """One command of a non-gRPC connection: (method, keys, slots or None, status, reason)."""
+
+
+def sampled_positions(left: int, every: int, n: int) -> tuple[range, int]:
+    """``n`` steps of a 1-in-``every`` sampler at once: the positions taken, and the count left.
+
+    The same choice as calling :func:`countdown` ``n`` times, without a
+    Python call per step: the first position taken is ``left - 1``, then
+    every ``every``-th after it.
+    """
+    taken = range(left - 1, n, every)
+    if not taken:
+        return taken, left - n
+    return taken, every - (n - 1 - taken[-1])
 
 
 def countdown(left: int, every: int) -> tuple[bool, int]:
@@ -149,53 +165,86 @@ class CallRecorder:
 
         ``slots`` is None when the message was served without routing.
 
-        This loop runs for every operation a node serves through Pipeline, so
-        it does the least it can: per-series counts gather in a local dict and
-        reach the buckets once per message, and the samplers are countdowns.
+        This runs for every operation a node serves through Pipeline, so the
+        per-operation work stays in C: the error test is a ``map``, the
+        per-method counts a ``Counter``, and the samplers pick their
+        operations by arithmetic (:func:`sampled_positions`) instead of stepping a
+        countdown per operation. Only failed and sampled operations cost
+        Python code of their own, and those are few.
         """
         elapsed = _perf_ns() - started_ns
         self.bytes_in += size_in
         self.bytes_out += size_out
-        slot_ops = self.slot_ops
+        n = len(ops)
+        failed = list(map(_HAS_ERROR, results))
+        errors = [i for i, bad in enumerate(failed) if bad] if True in failed else []
+        if errors:
+            ok_indices: Sequence[int] = [i for i, bad in enumerate(failed) if not bad]
+            ok_specs: Sequence[Op | None] = [specs[i] for i in ok_indices]
+        else:
+            ok_indices, ok_specs = range(n), specs
+        for spec, count in Counter(ok_specs).items():
+            self._observe(spec.rpc if spec is not None else UNKNOWN_OP, OK, elapsed, count)
+        if slots is not None:
+            slot_ops = self.slot_ops
+            for slot in chain.from_iterable(slots):
+                slot_ops[slot] += 1
         hot = self.hotkeys
-        hot_left = self._hot_left
-        access = self.access
-        log_left = self._countdown
+        if hot is not None:
+            picks, self._hot_left = sampled_positions(self._hot_left, hot.sample, n)
+            for i in picks:
+                spec = specs[i]
+                if spec is not None:
+                    for key in spec.keys(getattr(ops[i], spec.field)):
+                        hot.add(key)
         slow = elapsed >= self._slow_ns
-        # Per-op bytes are unknown inside a message: entries show the message's share.
-        shares = (size_in // max(len(ops), 1), size_out // max(len(ops), 1))
-        ok: dict[str, int] = {}
-        no_slots: list[int] | None = None
-        per_op = slots if slots is not None else [no_slots] * len(ops)
-        for spec, op, result, op_slots in zip(specs, ops, results, per_op, strict=True):
+        emitted: list[int] = errors
+        for i in errors:
+            spec = specs[i]
+            error = results[i].error
             method = spec.rpc if spec is not None else UNKNOWN_OP
+            status = _CODE_NAMES.get(error.code, "UNKNOWN")
+            self._failed(method, status, error.reason)
+            self._observe(method, status, elapsed, 1)
+        if slow:
+            emitted = range(n)  # type: ignore[assignment]  # every operation is logged
+        elif self.access is not None:
+            picks, self._countdown = sampled_positions(
+                self._countdown, self.access.sample, len(ok_indices)
+            )
+            if picks:
+                emitted = sorted([*errors, *(ok_indices[j] for j in picks)])
+        if emitted:
+            self._emit_ops(emitted, specs, ops, results, slots, elapsed, size_in, size_out, context)
+
+    def _emit_ops(
+        self,
+        indices: Sequence[int],
+        specs: Sequence[Op | None],
+        ops: Sequence[Any],
+        results: Sequence[Any],
+        slots: Sequence[Sequence[int]] | None,
+        elapsed: int,
+        size_in: int,
+        size_out: int,
+        context: _Peer,
+    ) -> None:
+        """Log some of a message's operations, in message order, with the message's byte shares."""
+        n = max(len(ops), 1)
+        shares = (size_in // n, size_out // n)
+        peer = context.peer()
+        for i in indices:
+            spec = specs[i]
+            result = results[i]
             if result.HasField("error"):
-                error = result.error
-                status, reason = _CODE_NAMES.get(error.code, "UNKNOWN"), error.reason
-                self._failed(method, status, reason)
-                self._observe(method, status, elapsed, 1)
-                emit = True
+                status = _CODE_NAMES.get(result.error.code, "UNKNOWN")
+                reason = result.error.reason
             else:
                 status, reason = OK, ""
-                ok[method] = ok.get(method, 0) + 1
-                emit = slow
-                if access is not None and not slow:
-                    emit, log_left = countdown(log_left, access.sample)
-            if op_slots is not None:
-                for slot in op_slots:
-                    slot_ops[slot] += 1
-            if hot is not None and spec is not None:
-                sampled, hot_left = countdown(hot_left, hot.sample)
-                if sampled:
-                    for key in spec.keys(getattr(op, spec.field)):
-                        hot.add(key)
-            if emit:
-                keys = spec.keys(getattr(op, spec.field)) if spec is not None else []
-                self._emit(method, keys, op_slots, status, reason, elapsed, shares, context.peer())
-        self._hot_left = hot_left
-        self._countdown = log_left
-        for method, n in ok.items():
-            self._observe(method, OK, elapsed, n)
+            method = spec.rpc if spec is not None else UNKNOWN_OP
+            keys = spec.keys(getattr(ops[i], spec.field)) if spec is not None else []
+            op_slots = slots[i] if slots is not None else None
+            self._emit(method, keys, op_slots, status, reason, elapsed, shares, peer)
 
     def commands(
         self,

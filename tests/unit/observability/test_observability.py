@@ -10,6 +10,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from slotcache.contract import OPS
 from slotcache.ctl.observe import Reading, merge_hot_keys, top_row
@@ -20,7 +22,7 @@ from slotcache_server.config import load_config
 from slotcache_server.executor import CommandError
 from slotcache_server.forwarding import forward_metadata
 from slotcache_server.observability.access_log import Entry, KeyMode, RotatingFile, format_entry
-from slotcache_server.observability.calls import CallRecorder
+from slotcache_server.observability.calls import CallRecorder, countdown, sampled_positions
 from slotcache_server.observability.hotkeys import HotKeys
 from slotcache_server.observability.latency import bucket
 from slotcache_server.observability.slowlog import SlowLog
@@ -116,6 +118,46 @@ def test_recorder_counts_pipeline_ops_one_each() -> None:
     assert rec.slot_ops[1] == 3
     assert rec.hotkeys is not None and rec.hotkeys.top(1)[0].count == 3
     assert len(rec.slowlog.latest(0)) == 3  # threshold 0: every op is slow
+
+
+@given(st.integers(1, 50), st.integers(0, 300), st.data())
+def test_sampling_a_whole_message_takes_what_stepping_takes(
+    every: int, n: int, data: st.DataObject
+) -> None:
+    left = data.draw(st.integers(1, every))
+    stepped, taken = left, []
+    for i in range(n):
+        hit, stepped = countdown(stepped, every)
+        if hit:
+            taken.append(i)
+    picks, after = sampled_positions(left, every, n)
+    assert list(picks) == taken
+    assert after == stepped
+
+
+def test_pipeline_access_sampling_is_one_in_n_of_the_successful_ops() -> None:
+    log = _Log(sample=4)
+    rec = CallRecorder(SlowLog(10**9, 8), log)  # type: ignore[arg-type]
+    spec = OPS["get"]
+    rng = random.Random(5)
+    ok_total = failed_total = 0
+    for _ in range(40):
+        n = rng.randrange(1, 30)
+        bad = {i for i in range(n) if rng.random() < 0.2}
+        ops = [pb.Operation(id=i, get=pb.GetRequest(key=b"k%d" % i)) for i in range(n)]
+        results = [
+            pb.OperationResult(id=i, error=pb.Error(code=3, reason="x"))
+            if i in bad
+            else pb.OperationResult(id=i, get=pb.GetReply())
+            for i in range(n)
+        ]
+        rec.batch([spec] * n, ops, results, None, rec.started(), 10, 10, _Peer())
+        ok_total += n - len(bad)
+        failed_total += len(bad)
+    statuses = Counter(e.status for e in log.entries)
+    assert statuses["INVALID_ARGUMENT"] == failed_total  # every failure is logged
+    assert statuses["OK"] == ok_total // 4  # exactly one in four of the rest
+    assert sum(rec.latency[("Get", "OK", "grpc")]) == ok_total
 
 
 def _entry(key: bytes, keys: int = 1) -> Entry:
