@@ -24,7 +24,7 @@ import redis
 
 from slotcache.contract import SLOT_COUNT, key_slot
 from slotcache.ctl.add_node import add_node
-from slotcache.ctl.cluster_ops import create_cluster
+from slotcache.ctl.cluster_ops import OperationError, create_cluster, fetch_state
 from slotcache.ctl.launcher import ServerProcess, free_port
 from slotcache.v1 import admin_pb2, cache_pb2
 from tests.support import sdk, security
@@ -58,8 +58,8 @@ class Tier:
     stub: NodeStubs
     # A running node outside the cluster, for the rebalance to add.
     spare: ServerProcess
-    # A second proxy, to be killed without a goodbye, and its id.
-    doomed: tuple[ServerProcess, str]
+    # A second proxy, not in the cluster yet: added, then killed without a goodbye.
+    doomed: ServerProcess
 
     @property
     def seed(self) -> str:
@@ -103,8 +103,7 @@ def tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tier]:
         created = create_cluster([n.address for n in nodes[:3]], timeout=TIMEOUT)
         add_node(nodes[3].address, nodes[0].address, created[0].id, timeout=TIMEOUT)
         added = add_node(proxy.address, nodes[0].address, timeout=TIMEOUT)
-        second = add_node(doomed.address, nodes[1].address, timeout=TIMEOUT)
-        assert added.role == second.role == "proxy"
+        assert added.role == "proxy"
         stub = NodeStubs.open(proxy.address)
         # A new node says ok once it has heard from a majority of the primaries.
         ready = stub
@@ -117,7 +116,7 @@ def tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tier]:
             resp_port,
             stub,
             spare,
-            (doomed, second.id),
+            doomed,
         )
     finally:
         if stub is not None:
@@ -147,6 +146,15 @@ def nodes_json(ctl: Ctl, address: str) -> dict[str, Any]:
 
 
 # ---- the proxy forwards every call ---------------------------------------------------------
+
+
+def test_create_refuses_a_proxy_and_changes_nothing(tier: Tier) -> None:
+    fresh = [tier.spare.address, tier.doomed.address]
+    with pytest.raises(OperationError, match=r"is a proxy \(--proxy yes\).*nothing was changed"):
+        create_cluster(fresh, timeout=TIMEOUT)
+    for address in fresh:
+        state = fetch_state(address, TIMEOUT)
+        assert state.known_nodes == 1 and state.slots_assigned == 0
 
 
 def test_a_plain_stub_writes_and_reads_back_keys_of_every_slot_range_through_the_proxy(
@@ -318,7 +326,7 @@ def test_nodes_shows_the_proxy_and_check_passes(tier: Tier, ctl: Ctl) -> None:
     data = nodes_json(ctl, tier.seed)
     proxy = next(n for n in data["nodes"] if n["id"] == tier.proxy_id)
     assert proxy["role"] == "proxy" and proxy["slot_count"] == 0 and proxy["flags"] == ["proxy"]
-    assert data["size"] == 3 and data["known_nodes"] == 6
+    assert data["size"] == 3 and data["known_nodes"] == 5
     checked = ctl("check", tier.seed)
     assert checked.code == 0, checked.out + checked.err
     reshard = ctl("reshard", tier.seed, "--from", "all", "--to", tier.proxy_id, "--slots", "10")
@@ -376,8 +384,10 @@ def test_a_killed_primary_is_replaced_by_its_replica_with_the_proxy_present(
 def test_a_killed_proxy_is_forgotten_by_every_node_after_a_few_node_timeouts(
     tier: Tier, ctl: Ctl
 ) -> None:
-    process, doomed_id = tier.doomed
-    process.kill()
+    second = add_node(tier.doomed.address, tier.cluster.addresses[1], timeout=TIMEOUT)
+    assert second.role == "proxy"
+    doomed_id = second.id
+    tier.doomed.kill()
     killed = time.monotonic()
     for address in tier.cluster.addresses[1:]:
 
