@@ -88,3 +88,26 @@ def test_a_proxy_that_leaves_is_forgotten_at_once():
     net.run_for(3 * NT)
     assert all(leaving.id not in n.membership.nodes for n in net.alive())
     assert net.converged()
+
+
+def test_a_proxy_forgotten_while_cut_off_rejoins_when_the_partition_heals():
+    net, proxies = with_proxies(seed=35)
+    cut = proxies[2]
+    others = [n.index for n in net.nodes if n is not cut]
+    net.partition(others, [cut.index])
+
+    def forgotten() -> bool:
+        return all(cut.id not in net.nodes[i].membership.nodes for i in others)
+
+    assert net.wait_for(forgotten, 20 * NT, step_ms=50) is not None
+    net.heal()
+
+    def back() -> bool:
+        return all(
+            cut.id in net.nodes[i].membership.nodes
+            and net.nodes[i].membership.nodes[cut.id].is_proxy
+            for i in others
+        )
+
+    assert net.wait_for(back, 5 * NT, step_ms=50) is not None, "the proxy did not rejoin"
+    assert net.wait_for(net.converged, 10 * NT, step_ms=100) is not None
