@@ -7,12 +7,15 @@ import importlib.util
 import logging
 import signal
 import sys
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from .config import ServerConfig, load_config
+from .lifecycle import process_age_s
 from .node import Node, StartupError
 from .security.undecodable import quiet_undecodable_requests
+from .takeover import TakeoverError, take_over
 
 log = logging.getLogger("slotcache")
 
@@ -51,6 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     quiet_undecodable_requests()
+    log.info("started in %.2fs (cpu %.2fs)", process_age_s(), time.process_time())
+    if config.takeover_pid:
+        try:
+            take_over(config.data_dir, config.takeover_pid, config.takeover_timeout_s)
+        except TakeoverError as exc:
+            log.error("%s", exc)
+            return 1
     return run_loop(config, serve(config))
 
 
