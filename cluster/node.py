@@ -437,14 +437,17 @@ class Node:
             await self._server.stop(drain)
         if self.migrations is not None:
             await self.migrations.stop()
+        # Neither is needed once calls are drained; done while replication still
+        # runs, they add nothing to the time this node's shard is a copy short.
+        await self.forwarder.close()
+        self.telemetry.stop()
         # A reset node must come back empty, with a new id.
         await self.snapshots.stop(keep=not self.reset_requested)
         if self.replication is not None:
             await self.replication.stop()
+            log.info("replication stopped")
         if self.runtime is not None:
             await self.runtime.stop()
-        await self.forwarder.close()
-        self.telemetry.stop()
         if self.reset_requested:
             # After the runtime's last save: started again, the node is new and alone.
             node_file.node_file(self.config.data_dir).unlink(missing_ok=True)
