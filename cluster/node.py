@@ -76,6 +76,9 @@ SHUTDOWN_SETTLE_S = 0.2
 # Pipeline stream would otherwise hold it for the whole grace period.
 UNOWNED_DRAIN_S = 0.5
 LOOP_WATCH_PERIOD_S = 0.01
+# How long a starting replica waits for its primary's answer before it binds
+# its ports anyway (a primary that accepts connections but does not answer).
+RESYNC_WAIT_S = 0.5
 
 
 class StartupError(RuntimeError):
@@ -226,6 +229,19 @@ class Node:
         if self._identity is not None:
             # Standalone nodes keep their id too, for when they later join a cluster.
             node_file.save(node_file.node_file(self.config.data_dir), self._identity)
+        try:
+            tls = NodeTls.load(self.config.tls)
+        except TlsError as exc:
+            raise StartupError(str(exc)) from exc
+        peer_channels.use_tls(tls.watcher if self.config.tls_cluster else None)
+        if self.replication is not None:
+            # Replication needs only the data and the peer channels, so a
+            # restarted replica resumes before the rest of the start: the
+            # writes its primary holds for a replica then wait for the resync
+            # alone. The steps below yield in between, so that it keeps
+            # acknowledging them meanwhile.
+            self._apply_role()
+            await self.replication.resync(RESYNC_WAIT_S)
         limit = self.config.max_message_bytes
         server = grpc.aio.server(
             options=[
@@ -244,11 +260,7 @@ class Node:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        try:
-            tls = NodeTls.load(self.config.tls)
-        except TlsError as exc:
-            raise StartupError(str(exc)) from exc
-        peer_channels.use_tls(tls.watcher if self.config.tls_cluster else None)
+        await asyncio.sleep(0)
         self._listen(server, tls)
         if self.runtime is not None:
             replication_service = ReplicationService(
@@ -265,13 +277,15 @@ class Node:
                 self.bus_port = await self.runtime.start(add_bus_services, tls.bus)
             except OSError as exc:
                 raise StartupError(str(exc)) from exc
-            self._apply_role()
             self._tasks.append(asyncio.create_task(self._run_cluster_cron(), name="cluster-cron"))
+        await asyncio.sleep(0)
         self.tracking.start()
+        await asyncio.sleep(0)
         try:
             self.telemetry.start(self)
         except OSError as exc:
             raise StartupError(f"cannot serve metrics: {exc}") from exc
+        await asyncio.sleep(0)
         # ---- Redis protocol (RESP) listener ----
         await self._start_resp(tls)
         # ---- end of the RESP block ----

@@ -8,6 +8,8 @@ it) and a demoted primary can be served from where it stood.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -103,6 +105,17 @@ class NodeReplication:
             self.replica.start()
         else:
             self.replica.retarget()
+
+    async def resync(self, timeout: float) -> None:
+        """For a replica: wait until its primary has answered it (or refused), at most ``timeout``.
+
+        A replica restarted from its snapshot resumes first and opens its
+        ports after: writes its primary holds for a replica wait only for
+        the resync, not for the whole start.
+        """
+        if self.replica is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.replica.answered.wait(), timeout)
 
     def heartbeat(self, now_ms: int) -> None:
         """Keep idle replicas informed (called by the node's cron)."""

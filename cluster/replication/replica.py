@@ -70,6 +70,9 @@ class ReplicaSync:
         self._pending_replid = ""
         self._recorder = OpRecorder(self._record)
         self._task: asyncio.Task[None] | None = None
+        # Set once the first attempt to follow the primary has its answer (a
+        # partial or a full sync begins) or has failed: see NodeReplication.resync.
+        self.answered = asyncio.Event()
 
     def start(self) -> None:
         """Begin following the primary, reconnecting as needed."""
@@ -144,6 +147,7 @@ class ReplicaSync:
                     log.info("replication from %s refused: %s", target, exc)
                 except Exception:
                     log.exception("replication from %s failed", target)
+            self.answered.set()
             self.syncing = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
@@ -176,7 +180,9 @@ class ReplicaSync:
                     await self._load(message.snapshots, snapshotted)
                 elif kind == "partial":
                     self._continue(message.partial)
+                    self.answered.set()
                 elif kind == "full":
+                    self.answered.set()
                     snapshotted = await self._begin_full_sync(message.full)
                 elif kind == "done":
                     self._finish_full_sync(message.done)
