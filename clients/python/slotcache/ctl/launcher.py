@@ -22,10 +22,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from slotcache._tls import TlsOptions
+from slotcache.contract import STANDBY_FILE
 from slotcache.ctl.certs import LocalCerts
 from slotcache.ctl.transport import open_channel
 
 LOOPBACK = "127.0.0.1"
+_STANDBY_POLL_S = 0.01
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -196,6 +198,22 @@ class ServerProcess:
             tls = None if self.tls is None else self.tls.client_options()
             if wait_serving(self.address, min(1.0, deadline - time.monotonic()), tls):
                 return True
+        return False
+
+    def wait_standing_by(self, timeout: float) -> bool:
+        """Wait until a replacement spawned with ``--takeover-pid`` stands by.
+
+        It has then done its imports, the slow part of a start, and waits for
+        the process it replaces to exit. False if it exits or ``timeout`` passes.
+        """
+        assert self.proc is not None, "server not spawned"
+        standby = self.data_dir / STANDBY_FILE
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                if int(standby.read_text().strip()) == self.proc.pid:
+                    return True
+            time.sleep(_STANDBY_POLL_S)
         return False
 
     def log(self) -> str:

@@ -1,12 +1,14 @@
 """``clusterctl rolling-restart``: restart a local cluster one node at a time, replicas first.
 
 This is the order a Kubernetes StatefulSet's rolling update gives when the
-replicas have the higher ordinals. Each node is stopped with SIGTERM (a
-primary hands its slots to an in-sync replica first, see the server's
-``--shutdown-failover``), started again with the same command line, and
-the next node waits until ``clusterctl check`` finds neither problems nor
-replicas out of sync: restarting a primary whose replica is still syncing
-would leave its slots without an up-to-date copy.
+replicas have the higher ordinals. Each node's replacement is started
+first, with the same command line and ``--takeover-pid`` (it imports, then
+waits for the old process to exit before it loads and binds); the node is
+then stopped with SIGTERM (a primary hands its slots to an in-sync replica
+first, see the server's ``--shutdown-failover``), and the next node waits
+until ``clusterctl check`` finds neither problems nor replicas out of sync:
+restarting a primary whose replica is still syncing would leave its slots
+without an up-to-date copy.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from slotcache.v1 import admin_pb2
 
 READY_TIMEOUT_S = 60.0
 # Flags the launcher sets itself from the node's ports and folder.
-_LAUNCHER_FLAGS = {"--host", "--port", "--data-dir", "--cluster-enabled", "--bus-port"}
+_LAUNCHER_FLAGS = {
+    "--host",
+    "--port",
+    "--data-dir",
+    "--cluster-enabled",
+    "--bus-port",
+    "--takeover-pid",
+}
 
 
 @dataclass(frozen=True)
@@ -129,16 +138,21 @@ class Restarted:
 
 
 def restart_one(target: Target, stop_timeout: float) -> tuple[int, float]:
-    """Stop one node gracefully and start it again with the same flags; (new pid, seconds down)."""
+    """Replace one node by a new process with the same flags; (new pid, seconds down).
+
+    The replacement is started first, with ``--takeover-pid``: it does its
+    imports (most of a start) while the old process still serves, and only
+    once it stands by is the old process stopped; the replacement then
+    loads the snapshot and binds as soon as the old one has exited. The
+    node is away for the old process's last steps and the new one's load,
+    not for a whole interpreter start. Seconds down count from SIGTERM.
+    """
     node = target.node
     bus_port, extra = server_flags(target.args)
-    began = time.monotonic()
-    stopped = local.stop({target.pid: node}, stop_timeout)
-    if stopped[0].outcome == "survived":
-        raise OperationError(f"could not stop the node on {node.address} (pid {target.pid})")
     with open(node.log_file, "a") as log:
         log.write(
-            f"=== clusterctl rolling-restart: starting {node.address} at {time.ctime()} ===\n"
+            f"=== clusterctl rolling-restart: starting the replacement of pid {target.pid} "
+            f"on {node.address} at {time.ctime()} ===\n"
         )
     server = ServerProcess(
         node.dir,
@@ -146,15 +160,29 @@ def restart_one(target: Target, stop_timeout: float) -> tuple[int, float]:
         bus_port=bus_port,
         cluster=True,
         log_path=node.log_file,
-        extra_args=extra,
+        extra_args=[*extra, "--takeover-pid", str(target.pid)],
     )
     server.spawn()
-    node.pid_file.write_text(f"{server.pid}\n")
-    if not server.wait_ready(READY_TIMEOUT_S):
-        raise OperationError(
-            f"the node on {node.address} did not come back within {READY_TIMEOUT_S:g}s; "
-            f"see {node.log_file}"
-        )
+    try:
+        if not server.wait_standing_by(READY_TIMEOUT_S):
+            raise OperationError(
+                f"the replacement for {node.address} did not start within "
+                f"{READY_TIMEOUT_S:g}s; see {node.log_file}"
+            )
+        began = time.monotonic()
+        stopped = local.stop({target.pid: node}, stop_timeout)
+        if stopped[0].outcome == "survived":
+            raise OperationError(f"could not stop the node on {node.address} (pid {target.pid})")
+        node.pid_file.write_text(f"{server.pid}\n")
+        if not server.wait_ready(READY_TIMEOUT_S):
+            raise OperationError(
+                f"the node on {node.address} did not come back within {READY_TIMEOUT_S:g}s; "
+                f"see {node.log_file}"
+            )
+    except OperationError:
+        # A replacement left standing by would take the node over whenever it stops.
+        server.kill()
+        raise
     return server.pid, time.monotonic() - began
 
 
