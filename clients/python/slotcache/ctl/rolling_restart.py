@@ -135,17 +135,22 @@ class Restarted:
     # From SIGTERM until the new process served, and from then until check passed.
     down_s: float
     settled_s: float
+    # From spawning the replacement until it stood by (before SIGTERM).
+    standby_s: float
 
 
-def restart_one(target: Target, stop_timeout: float) -> tuple[int, float]:
-    """Replace one node by a new process with the same flags; (new pid, seconds down).
+def restart_one(target: Target, stop_timeout: float) -> tuple[int, float, float]:
+    """Replace one node by a new process with the same flags.
+
+    Returns the new pid, when SIGTERM was sent and when the new process
+    served (``time.monotonic()``).
 
     The replacement is started first, with ``--takeover-pid``: it does its
     imports (most of a start) while the old process still serves, and only
     once it stands by is the old process stopped; the replacement then
     loads the snapshot and binds as soon as the old one has exited. The
     node is away for the old process's last steps and the new one's load,
-    not for a whole interpreter start. Seconds down count from SIGTERM.
+    not for a whole interpreter start.
     """
     node = target.node
     bus_port, extra = server_flags(target.args)
@@ -169,7 +174,7 @@ def restart_one(target: Target, stop_timeout: float) -> tuple[int, float]:
                 f"the replacement for {node.address} did not start within "
                 f"{READY_TIMEOUT_S:g}s; see {node.log_file}"
             )
-        began = time.monotonic()
+        stopping = time.monotonic()
         stopped = local.stop({target.pid: node}, stop_timeout)
         if stopped[0].outcome == "survived":
             raise OperationError(f"could not stop the node on {node.address} (pid {target.pid})")
@@ -183,7 +188,7 @@ def restart_one(target: Target, stop_timeout: float) -> tuple[int, float]:
         # A replacement left standing by would take the node over whenever it stops.
         server.kill()
         raise
-    return server.pid, time.monotonic() - began
+    return server.pid, stopping, time.monotonic()
 
 
 def rolling_restart(
@@ -199,17 +204,25 @@ def rolling_restart(
         address = target.node.address
         label = f"[{i}/{len(targets)}] {address} ({target.role})"
         with output.progress(f"{label}: restarting") as progress:
-            began = time.monotonic()
-            new_pid, down_s = restart_one(target, stop_timeout)
+            spawned = time.monotonic()
+            new_pid, stopping, back = restart_one(target, stop_timeout)
             wait_healthy(address, timeout, wait_s, progress)
         ended = time.monotonic()
-        settled_s = ended - began - down_s
         result = Restarted(
-            address, target.role, target.pid, new_pid, began, ended, down_s, settled_s
+            address,
+            target.role,
+            target.pid,
+            new_pid,
+            began=stopping,
+            ended=ended,
+            down_s=back - stopping,
+            settled_s=ended - back,
+            standby_s=stopping - spawned,
         )
         done.append(result)
         output.errors.print(
-            f"{label}: back after {result.down_s:.1f}s, check passed {result.settled_s:.1f}s later",
+            f"{label}: replacement ready in {result.standby_s:.1f}s, back {result.down_s:.1f}s "
+            f"after SIGTERM, check passed {result.settled_s:.1f}s later",
             highlight=False,
         )
     return done
@@ -231,6 +244,7 @@ def cmd_rolling_restart(args: argparse.Namespace) -> int:
                         "new_pid": r.new_pid,
                         "down_s": round(r.down_s, 3),
                         "settled_s": round(r.settled_s, 3),
+                        "standby_s": round(r.standby_s, 3),
                     }
                     for r in done
                 ],
