@@ -28,6 +28,12 @@ from slotcache.ctl.transport import open_channel
 
 LOOPBACK = "127.0.0.1"
 _STANDBY_POLL_S = 0.01
+# A readiness poll starts before the server listens: its refused connections
+# must not put the channel in gRPC's default one-second reconnect backoff.
+_POLL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 200),
+)
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -62,7 +68,7 @@ def wait_serving(address: str, timeout: float, tls: TlsOptions | None = None) ->
     Without ``tls`` it connects as the rest of clusterctl does (its TLS flags).
     """
     deadline = time.monotonic() + timeout
-    channel = open_channel(address) if tls is None else _tls_channel(address, tls)
+    channel = open_channel(address, _POLL_OPTIONS) if tls is None else _tls_channel(address, tls)
     with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
@@ -262,7 +268,8 @@ class ServerProcess:
 
 
 def _tls_channel(address: str, tls: TlsOptions) -> grpc.Channel:
-    return grpc.secure_channel(address, tls.credentials(), options=tls.channel_options())
+    options = [*_POLL_OPTIONS, *tls.channel_options()]
+    return grpc.secure_channel(address, tls.credentials(), options=options)
 
 
 def _child_env() -> dict[str, str]:
