@@ -76,8 +76,9 @@ SHUTDOWN_SETTLE_S = 0.2
 # Pipeline stream would otherwise hold it for the whole grace period.
 UNOWNED_DRAIN_S = 0.5
 LOOP_WATCH_PERIOD_S = 0.01
-# How long a starting replica waits for its primary's answer before it binds
-# its ports anyway (a primary that accepts connections but does not answer).
+# How long a starting replica waits to catch up with its primary before it
+# binds its ports anyway (a primary that streams without pause, or that accepts
+# connections but does not answer). Heartbeats come every 100 ms.
 RESYNC_WAIT_S = 0.5
 
 
@@ -236,10 +237,10 @@ class Node:
         peer_channels.use_tls(tls.watcher if self.config.tls_cluster else None)
         if self.replication is not None:
             # Replication needs only the data and the peer channels, so a
-            # restarted replica resumes before the rest of the start: the
-            # writes its primary holds for a replica then wait for the resync
-            # alone. The steps below yield in between, so that it keeps
-            # acknowledging them meanwhile.
+            # restarted replica resumes and catches up before the rest of the
+            # start: the writes its primary holds for a replica then wait for
+            # the resync alone. The steps below yield in between, so that it
+            # keeps acknowledging new ones meanwhile.
             self._apply_role()
             await self.replication.resync(RESYNC_WAIT_S)
         limit = self.config.max_message_bytes
@@ -451,17 +452,18 @@ class Node:
             await self._server.stop(drain)
         if self.migrations is not None:
             await self.migrations.stop()
-        # Neither is needed once calls are drained; done while replication still
-        # runs, they add nothing to the time this node's shard is a copy short.
+        # None of these is needed once calls are drained; done while replication
+        # still runs, they add nothing to the time this node's shard is a copy
+        # short. (A replica's stream has a channel of its own, not the bus's.)
         await self.forwarder.close()
         self.telemetry.stop()
+        if self.runtime is not None:
+            await self.runtime.stop()
         # A reset node must come back empty, with a new id.
         await self.snapshots.stop(keep=not self.reset_requested)
         if self.replication is not None:
             await self.replication.stop()
             log.info("replication stopped")
-        if self.runtime is not None:
-            await self.runtime.stop()
         if self.reset_requested:
             # After the runtime's last save: started again, the node is new and alone.
             node_file.node_file(self.config.data_dir).unlink(missing_ok=True)

@@ -107,15 +107,17 @@ class NodeReplication:
             self.replica.retarget()
 
     async def resync(self, timeout: float) -> None:
-        """For a replica: wait until its primary has answered it (or refused), at most ``timeout``.
+        """For a replica: wait until it has caught up with its primary, at most ``timeout``.
 
         A replica restarted from its snapshot resumes first and opens its
-        ports after: writes its primary holds for a replica wait only for
-        the resync, not for the whole start.
+        ports after: the writes its primary held for a replica while it was
+        away are acknowledged before the rest of the start takes the loop.
+        Returns early when a full sync begins or the primary cannot be
+        followed (nothing to gain by waiting then).
         """
         if self.replica is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.replica.answered.wait(), timeout)
+                await asyncio.wait_for(self.replica.resumed.wait(), timeout)
 
     def heartbeat(self, now_ms: int) -> None:
         """Keep idle replicas informed (called by the node's cron)."""
