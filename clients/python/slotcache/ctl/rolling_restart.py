@@ -135,22 +135,19 @@ class Restarted:
     # From SIGTERM until the new process served, and from then until check passed.
     down_s: float
     settled_s: float
-    # From spawning the replacement until it stood by (before SIGTERM).
+    # From spawning the replacement until SIGTERM (it had stood by, and the
+    # previous node's check had passed).
     standby_s: float
 
 
-def restart_one(target: Target, stop_timeout: float) -> tuple[int, float, float]:
-    """Replace one node by a new process with the same flags.
+def spawn_replacement(target: Target) -> ServerProcess:
+    """Start the node's replacement: the same flags plus ``--takeover-pid``.
 
-    Returns the new pid, when SIGTERM was sent and when the new process
-    served (``time.monotonic()``).
-
-    The replacement is started first, with ``--takeover-pid``: it does its
-    imports (most of a start) while the old process still serves, and only
-    once it stands by is the old process stopped; the replacement then
-    loads the snapshot and binds as soon as the old one has exited. The
-    node is away for the old process's last steps and the new one's load,
-    not for a whole interpreter start.
+    It does its imports (most of a start) while the node still serves, then
+    stands by; only then is the node stopped (:func:`replace`), and the
+    replacement loads the snapshot and binds as soon as the old process has
+    exited. The node is away for the old process's last steps and the new
+    one's load, not for a whole interpreter start.
     """
     node = target.node
     bus_port, extra = server_flags(target.args)
@@ -168,6 +165,16 @@ def restart_one(target: Target, stop_timeout: float) -> tuple[int, float, float]
         extra_args=[*extra, "--takeover-pid", str(target.pid)],
     )
     server.spawn()
+    return server
+
+
+def replace(target: Target, server: ServerProcess, stop_timeout: float) -> tuple[float, float]:
+    """Stop the node once its replacement stands by; (SIGTERM sent, replacement serving).
+
+    Times are ``time.monotonic()``. On failure the replacement is killed: one
+    left standing by would take the node over whenever it stops.
+    """
+    node = target.node
     try:
         if not server.wait_standing_by(READY_TIMEOUT_S):
             raise OperationError(
@@ -185,46 +192,62 @@ def restart_one(target: Target, stop_timeout: float) -> tuple[int, float, float]
                 f"see {node.log_file}"
             )
     except OperationError:
-        # A replacement left standing by would take the node over whenever it stops.
         server.kill()
         raise
-    return server.pid, stopping, time.monotonic()
+    return stopping, time.monotonic()
 
 
 def rolling_restart(
     root: Path, timeout: float, wait_s: float, stop_timeout: float
 ) -> list[Restarted]:
-    """Restart every node of the local cluster in ``root``, one at a time."""
+    """Restart every node of the local cluster in ``root``, one at a time.
+
+    Each node's replacement is spawned while the previous node's restart
+    settles (``check``), so its imports overlap that wait; it touches
+    nothing until the node it replaces is stopped.
+    """
     targets = find_targets(root, timeout)
     seed = targets[0].node.address
-    with output.progress("checking the cluster before the first restart") as progress:
-        wait_healthy(seed, timeout, wait_s, progress)
+    spawned = time.monotonic()
+    pending: ServerProcess | None = spawn_replacement(targets[0])
     done = []
-    for i, target in enumerate(targets, 1):
-        address = target.node.address
-        label = f"[{i}/{len(targets)}] {address} ({target.role})"
-        with output.progress(f"{label}: restarting") as progress:
-            spawned = time.monotonic()
-            new_pid, stopping, back = restart_one(target, stop_timeout)
-            wait_healthy(address, timeout, wait_s, progress)
-        ended = time.monotonic()
-        result = Restarted(
-            address,
-            target.role,
-            target.pid,
-            new_pid,
-            began=stopping,
-            ended=ended,
-            down_s=back - stopping,
-            settled_s=ended - back,
-            standby_s=stopping - spawned,
-        )
-        done.append(result)
-        output.errors.print(
-            f"{label}: replacement ready in {result.standby_s:.1f}s, back {result.down_s:.1f}s "
-            f"after SIGTERM, check passed {result.settled_s:.1f}s later",
-            highlight=False,
-        )
+    try:
+        with output.progress("checking the cluster before the first restart") as progress:
+            wait_healthy(seed, timeout, wait_s, progress)
+        for i, target in enumerate(targets, 1):
+            address = target.node.address
+            label = f"[{i}/{len(targets)}] {address} ({target.role})"
+            with output.progress(f"{label}: restarting") as progress:
+                server, pending = pending, None
+                assert server is not None
+                stopping, back = replace(target, server, stop_timeout)
+                next_spawned = time.monotonic()
+                if i < len(targets):
+                    pending = spawn_replacement(targets[i])
+                wait_healthy(address, timeout, wait_s, progress)
+            ended = time.monotonic()
+            result = Restarted(
+                address,
+                target.role,
+                target.pid,
+                server.pid,
+                began=stopping,
+                ended=ended,
+                down_s=back - stopping,
+                settled_s=ended - back,
+                standby_s=stopping - spawned,
+            )
+            spawned = next_spawned
+            done.append(result)
+            output.errors.print(
+                f"{label}: replacement ready in {result.standby_s:.1f}s, back "
+                f"{result.down_s:.1f}s after SIGTERM, check passed {result.settled_s:.1f}s later",
+                highlight=False,
+            )
+    finally:
+        if pending is not None:
+            # Never leave a replacement standing by: it would take its node over later.
+            pending.kill()
     return done
 
 
