@@ -91,6 +91,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _pid(text: str) -> int:
+    pid = _int(text)
+    if pid < 1:
+        raise ValueError(f"pid {pid} must be >= 1")
+    return pid
+
+
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -181,6 +188,10 @@ class ServerConfig:
     shutdown_failover: bool = True
     # A slotless node that forwards every call and never votes (see docs/cluster.md, "Proxy tier").
     proxy: bool = False
+    # Start as the replacement of this process: wait for it to exit before
+    # reading the data directory and binding (see cluster/takeover.py); 0: no.
+    takeover_pid: int = 0
+    takeover_timeout_s: float = 60.0
     # Telemetry (see docs/observability.md). The metrics port defaults to the
     # client port + 1000; AUTO_PORT marks that default, 0 turns the endpoint off.
     metrics_port: int = AUTO_PORT
@@ -419,6 +430,20 @@ _OPTIONS: tuple[_Option, ...] = (
         parse_bool,
         "on SIGTERM a primary first fails over to an in-sync replica (yes/no)",
         "YES|NO",
+    ),
+    _Option(
+        "--takeover-pid",
+        "takeover_pid",
+        _pid,
+        "replace this running node: load and bind only once that process has exited",
+        "PID",
+    ),
+    _Option(
+        "--takeover-timeout",
+        "takeover_timeout_s",
+        _positive_float,
+        "seconds to wait for the --takeover-pid process to exit before giving up",
+        "SECS",
     ),
     _Option("--log-level", "log_level", _log_level, "debug, info, warning or error", "LEVEL"),
     _Option(

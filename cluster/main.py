@@ -7,12 +7,15 @@ import importlib.util
 import logging
 import signal
 import sys
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from .config import ServerConfig, load_config
+from .lifecycle import freeze_imports, leave, process_age_s
 from .node import Node, StartupError
 from .security.undecodable import quiet_undecodable_requests
+from .takeover import TakeoverError, take_over
 
 log = logging.getLogger("slotcache")
 
@@ -43,7 +46,7 @@ async def serve(config: ServerConfig) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point."""
+    """Console entry point; after a clean start the process ends here (see lifecycle.leave)."""
     config = load_config(argv)
     logging.basicConfig(
         level=config.log_level.upper(),
@@ -51,7 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     quiet_undecodable_requests()
-    return run_loop(config, serve(config))
+    freeze_imports()
+    log.info("started in %.2fs (cpu %.2fs)", process_age_s(), time.process_time())
+    if config.takeover_pid:
+        try:
+            take_over(config.data_dir, config.takeover_pid, config.takeover_timeout_s)
+        except TakeoverError as exc:
+            log.error("%s", exc)
+            return 1
+    leave(run_loop(config, serve(config)))
 
 
 def run_loop(config: ServerConfig, main: Coroutine[Any, Any, int]) -> int:

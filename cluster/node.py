@@ -80,6 +80,10 @@ UNOWNED_DRAIN_S = 0.5
 LOOP_WATCH_PERIOD_S = 0.01
 # How long a stopping proxy waits for the nodes to acknowledge its LEAVE.
 PROXY_LEAVE_S = 2.0
+# How long a starting replica waits to catch up with its primary before it
+# binds its ports anyway (a primary that streams without pause, or that accepts
+# connections but does not answer). Heartbeats come every 100 ms.
+RESYNC_WAIT_S = 0.5
 
 
 class StartupError(RuntimeError):
@@ -234,6 +238,19 @@ class Node:
         if self._identity is not None:
             # Standalone nodes keep their id too, for when they later join a cluster.
             node_file.save(node_file.node_file(self.config.data_dir), self._identity)
+        try:
+            tls = NodeTls.load(self.config.tls)
+        except TlsError as exc:
+            raise StartupError(str(exc)) from exc
+        peer_channels.use_tls(tls.watcher if self.config.tls_cluster else None)
+        if self.replication is not None:
+            # Replication needs only the data and the peer channels, so a
+            # restarted replica resumes and catches up before the rest of the
+            # start: the writes its primary holds for a replica then wait for
+            # the resync alone. The steps below yield in between, so that it
+            # keeps acknowledging new ones meanwhile.
+            self._apply_role()
+            await self.replication.resync(RESYNC_WAIT_S)
         limit = self.config.max_message_bytes
         server = grpc.aio.server(
             options=[
@@ -252,11 +269,7 @@ class Node:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        try:
-            tls = NodeTls.load(self.config.tls)
-        except TlsError as exc:
-            raise StartupError(str(exc)) from exc
-        peer_channels.use_tls(tls.watcher if self.config.tls_cluster else None)
+        await asyncio.sleep(0)
         self._listen(server, tls)
         if self.runtime is not None:
             replication_service = ReplicationService(
@@ -273,14 +286,16 @@ class Node:
                 self.bus_port = await self.runtime.start(add_bus_services, tls.bus)
             except OSError as exc:
                 raise StartupError(str(exc)) from exc
-            self._apply_role()
             self._cluster_cron = asyncio.create_task(self._run_cluster_cron(), name="cluster-cron")
             self._tasks.append(self._cluster_cron)
+        await asyncio.sleep(0)
         self.tracking.start()
+        await asyncio.sleep(0)
         try:
             self.telemetry.start(self)
         except OSError as exc:
             raise StartupError(f"cannot serve metrics: {exc}") from exc
+        await asyncio.sleep(0)
         # ---- Redis protocol (RESP) listener ----
         await self._start_resp(tls)
         # ---- end of the RESP block ----
@@ -448,14 +463,18 @@ class Node:
             await self._server.stop(drain)
         if self.migrations is not None:
             await self.migrations.stop()
+        # None of these is needed once calls are drained; done while replication
+        # still runs, they add nothing to the time this node's shard is a copy
+        # short. (A replica's stream has a channel of its own, not the bus's.)
+        await self.forwarder.close()
+        self.telemetry.stop()
+        if self.runtime is not None:
+            await self.runtime.stop()
         # A reset node must come back empty, with a new id.
         await self.snapshots.stop(keep=not self.reset_requested)
         if self.replication is not None:
             await self.replication.stop()
-        if self.runtime is not None:
-            await self.runtime.stop()
-        await self.forwarder.close()
-        self.telemetry.stop()
+            log.info("replication stopped")
         if self.reset_requested:
             # After the runtime's last save: started again, the node is new and alone.
             node_file.node_file(self.config.data_dir).unlink(missing_ok=True)

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -39,9 +40,10 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from .latency import BOUNDS_S
+from .metrics_http import serve_metrics
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +252,7 @@ class MetricsExport:
         self._resource = Resource.create(dict(resource))
         self._instruments = tuple(instruments)
         self._provider: MeterProvider | None = None
-        self._http: Any = None
+        self._http: WSGIServer | None = None
         self.port = 0
 
     def start(self, source: SnapshotSource) -> None:
@@ -272,9 +274,7 @@ class MetricsExport:
         registry = CollectorRegistry(auto_describe=False)
         reader = PrometheusReader(scope_info_enabled=False, registry=registry)
         reader.source = source
-        self._http, _thread = start_http_server(
-            self.config.metrics_port, addr=self.config.host, registry=registry
-        )
+        self._http = serve_metrics(self.config.host, self.config.metrics_port, registry)
         self.port = self._http.server_port
         return reader
 

@@ -8,6 +8,8 @@ it) and a demoted primary can be served from where it stood.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -103,6 +105,19 @@ class NodeReplication:
             self.replica.start()
         else:
             self.replica.retarget()
+
+    async def resync(self, timeout: float) -> None:
+        """For a replica: wait until it has caught up with its primary, at most ``timeout``.
+
+        A replica restarted from its snapshot resumes first and opens its
+        ports after: the writes its primary held for a replica while it was
+        away are acknowledged before the rest of the start takes the loop.
+        Returns early when a full sync begins or the primary cannot be
+        followed (nothing to gain by waiting then).
+        """
+        if self.replica is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.replica.resumed.wait(), timeout)
 
     def heartbeat(self, now_ms: int) -> None:
         """Keep idle replicas informed (called by the node's cron)."""

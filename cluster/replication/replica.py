@@ -70,6 +70,10 @@ class ReplicaSync:
         self._pending_replid = ""
         self._recorder = OpRecorder(self._record)
         self._task: asyncio.Task[None] | None = None
+        # Set once this replica is known to hold everything its primary has (a
+        # heartbeat says so), once a full sync begins, or once an attempt to
+        # follow the primary has failed: see NodeReplication.resync.
+        self.resumed = asyncio.Event()
 
     def start(self) -> None:
         """Begin following the primary, reconnecting as needed."""
@@ -144,6 +148,7 @@ class ReplicaSync:
                     log.info("replication from %s refused: %s", target, exc)
                 except Exception:
                     log.exception("replication from %s failed", target)
+            self.resumed.set()
             self.syncing = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
@@ -171,12 +176,15 @@ class ReplicaSync:
                     self._note_caught_up()
                     if not self.syncing:
                         await call.write(pb.ReplicaMessage(ack=pb.ReplicaAck(offset=self.applied)))
+                        if self.applied >= self.primary_offset:
+                            self.resumed.set()
                 elif kind == "snapshots":
                     assert snapshotted is not None, "snapshot outside a full sync"
                     await self._load(message.snapshots, snapshotted)
                 elif kind == "partial":
                     self._continue(message.partial)
                 elif kind == "full":
+                    self.resumed.set()
                     snapshotted = await self._begin_full_sync(message.full)
                 elif kind == "done":
                     self._finish_full_sync(message.done)

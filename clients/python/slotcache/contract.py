@@ -33,6 +33,7 @@ __all__ = [
     "REDIRECT_KEY",
     "REPLICA_READ_KEY",
     "SLOT_COUNT",
+    "STANDBY_FILE",
     "STATUS_DETAILS_KEY",
     "TRACEPARENT_KEY",
     "TRACK_KEY",
@@ -135,6 +136,14 @@ MAX_HOPS = 3
 #: certificate carries it, so a client certificate from the same CA cannot
 #: pose as a node. Whoever issues certificates puts it in node ones only.
 NODE_CERT_URI = "urn:slotcache:node"
+
+# ---- restarts ------------------------------------------------------------------------
+
+#: In a node's data directory while a replacement started with --takeover-pid
+#: waits for the running process to exit: it holds the replacement's pid, and
+#: tells whoever restarts the node (clusterctl rolling-restart) that the
+#: replacement has started and it is time to stop the old process.
+STANDBY_FILE = "standby.pid"
 
 
 class Reason(StrEnum):

@@ -45,3 +45,11 @@ def test_a_tls_only_node_stays_tls_only() -> None:
 def test_a_node_without_a_bus_port_flag_is_refused() -> None:
     with pytest.raises(OperationError, match="--bus-port"):
         server_flags(["slotcache-server", "--port", "7000"])
+
+
+def test_a_replacement_is_restarted_without_its_takeover_pid() -> None:
+    # A node already restarted once runs with the pid it replaced; its own
+    # replacement gets the launcher's new --takeover-pid, not that old one.
+    cmdline = ["slotcache-server", "--bus-port", "17000", "--takeover-pid", "4242"]
+    cmdline += ["--snapshot", "on-shutdown"]
+    assert server_flags(cmdline) == (17000, ["--snapshot", "on-shutdown"])

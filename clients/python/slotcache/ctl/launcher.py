@@ -22,10 +22,18 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from slotcache._tls import TlsOptions
+from slotcache.contract import STANDBY_FILE
 from slotcache.ctl.certs import LocalCerts
 from slotcache.ctl.transport import open_channel
 
 LOOPBACK = "127.0.0.1"
+_STANDBY_POLL_S = 0.01
+# A readiness poll starts before the server listens: its refused connections
+# must not put the channel in gRPC's default one-second reconnect backoff.
+_POLL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 200),
+)
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -60,7 +68,7 @@ def wait_serving(address: str, timeout: float, tls: TlsOptions | None = None) ->
     Without ``tls`` it connects as the rest of clusterctl does (its TLS flags).
     """
     deadline = time.monotonic() + timeout
-    channel = open_channel(address) if tls is None else _tls_channel(address, tls)
+    channel = open_channel(address, _POLL_OPTIONS) if tls is None else _tls_channel(address, tls)
     with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
@@ -198,6 +206,22 @@ class ServerProcess:
                 return True
         return False
 
+    def wait_standing_by(self, timeout: float) -> bool:
+        """Wait until a replacement spawned with ``--takeover-pid`` stands by.
+
+        It has then done its imports, the slow part of a start, and waits for
+        the process it replaces to exit. False if it exits or ``timeout`` passes.
+        """
+        assert self.proc is not None, "server not spawned"
+        standby = self.data_dir / STANDBY_FILE
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                if int(standby.read_text().strip()) == self.proc.pid:
+                    return True
+            time.sleep(_STANDBY_POLL_S)
+        return False
+
     def log(self) -> str:
         """The server's output so far."""
         try:
@@ -244,7 +268,8 @@ class ServerProcess:
 
 
 def _tls_channel(address: str, tls: TlsOptions) -> grpc.Channel:
-    return grpc.secure_channel(address, tls.credentials(), options=tls.channel_options())
+    options = [*_POLL_OPTIONS, *tls.channel_options()]
+    return grpc.secure_channel(address, tls.credentials(), options=options)
 
 
 def _child_env() -> dict[str, str]:

@@ -1,12 +1,14 @@
 """``clusterctl rolling-restart``: restart a local cluster one node at a time, replicas first.
 
 This is the order a Kubernetes StatefulSet's rolling update gives when the
-replicas have the higher ordinals. Each node is stopped with SIGTERM (a
-primary hands its slots to an in-sync replica first, see the server's
-``--shutdown-failover``), started again with the same command line, and
-the next node waits until ``clusterctl check`` finds neither problems nor
-replicas out of sync: restarting a primary whose replica is still syncing
-would leave its slots without an up-to-date copy.
+replicas have the higher ordinals. Each node's replacement is started
+first, with the same command line and ``--takeover-pid`` (it imports, then
+waits for the old process to exit before it loads and binds); the node is
+then stopped with SIGTERM (a primary hands its slots to an in-sync replica
+first, see the server's ``--shutdown-failover``), and the next node waits
+until ``clusterctl check`` finds neither problems nor replicas out of sync:
+restarting a primary whose replica is still syncing would leave its slots
+without an up-to-date copy.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from slotcache.v1 import admin_pb2
 
 READY_TIMEOUT_S = 60.0
 # Flags the launcher sets itself from the node's ports and folder.
-_LAUNCHER_FLAGS = {"--host", "--port", "--data-dir", "--cluster-enabled", "--bus-port"}
+_LAUNCHER_FLAGS = {
+    "--host",
+    "--port",
+    "--data-dir",
+    "--cluster-enabled",
+    "--bus-port",
+    "--takeover-pid",
+}
 
 
 @dataclass(frozen=True)
@@ -126,19 +135,26 @@ class Restarted:
     # From SIGTERM until the new process served, and from then until check passed.
     down_s: float
     settled_s: float
+    # From spawning the replacement until SIGTERM (it had stood by, and the
+    # previous node's check had passed).
+    standby_s: float
 
 
-def restart_one(target: Target, stop_timeout: float) -> tuple[int, float]:
-    """Stop one node gracefully and start it again with the same flags; (new pid, seconds down)."""
+def spawn_replacement(target: Target) -> ServerProcess:
+    """Start the node's replacement: the same flags plus ``--takeover-pid``.
+
+    It does its imports (most of a start) while the node still serves, then
+    stands by; only then is the node stopped (:func:`replace`), and the
+    replacement loads the snapshot and binds as soon as the old process has
+    exited. The node is away for the old process's last steps and the new
+    one's load, not for a whole interpreter start.
+    """
     node = target.node
     bus_port, extra = server_flags(target.args)
-    began = time.monotonic()
-    stopped = local.stop({target.pid: node}, stop_timeout)
-    if stopped[0].outcome == "survived":
-        raise OperationError(f"could not stop the node on {node.address} (pid {target.pid})")
     with open(node.log_file, "a") as log:
         log.write(
-            f"=== clusterctl rolling-restart: starting {node.address} at {time.ctime()} ===\n"
+            f"=== clusterctl rolling-restart: starting the replacement of pid {target.pid} "
+            f"on {node.address} at {time.ctime()} ===\n"
         )
     server = ServerProcess(
         node.dir,
@@ -146,44 +162,92 @@ def restart_one(target: Target, stop_timeout: float) -> tuple[int, float]:
         bus_port=bus_port,
         cluster=True,
         log_path=node.log_file,
-        extra_args=extra,
+        extra_args=[*extra, "--takeover-pid", str(target.pid)],
     )
     server.spawn()
-    node.pid_file.write_text(f"{server.pid}\n")
-    if not server.wait_ready(READY_TIMEOUT_S):
-        raise OperationError(
-            f"the node on {node.address} did not come back within {READY_TIMEOUT_S:g}s; "
-            f"see {node.log_file}"
-        )
-    return server.pid, time.monotonic() - began
+    return server
+
+
+def replace(target: Target, server: ServerProcess, stop_timeout: float) -> tuple[float, float]:
+    """Stop the node once its replacement stands by; (SIGTERM sent, replacement serving).
+
+    Times are ``time.monotonic()``. On failure the replacement is killed: one
+    left standing by would take the node over whenever it stops.
+    """
+    node = target.node
+    try:
+        if not server.wait_standing_by(READY_TIMEOUT_S):
+            raise OperationError(
+                f"the replacement for {node.address} did not start within "
+                f"{READY_TIMEOUT_S:g}s; see {node.log_file}"
+            )
+        stopping = time.monotonic()
+        stopped = local.stop({target.pid: node}, stop_timeout)
+        if stopped[0].outcome == "survived":
+            raise OperationError(f"could not stop the node on {node.address} (pid {target.pid})")
+        node.pid_file.write_text(f"{server.pid}\n")
+        if not server.wait_ready(READY_TIMEOUT_S):
+            raise OperationError(
+                f"the node on {node.address} did not come back within {READY_TIMEOUT_S:g}s; "
+                f"see {node.log_file}"
+            )
+    except OperationError:
+        server.kill()
+        raise
+    return stopping, time.monotonic()
 
 
 def rolling_restart(
     root: Path, timeout: float, wait_s: float, stop_timeout: float
 ) -> list[Restarted]:
-    """Restart every node of the local cluster in ``root``, one at a time."""
+    """Restart every node of the local cluster in ``root``, one at a time.
+
+    Each node's replacement is spawned while the previous node's restart
+    settles (``check``), so its imports overlap that wait; it touches
+    nothing until the node it replaces is stopped.
+    """
     targets = find_targets(root, timeout)
     seed = targets[0].node.address
-    with output.progress("checking the cluster before the first restart") as progress:
-        wait_healthy(seed, timeout, wait_s, progress)
+    spawned = time.monotonic()
+    pending: ServerProcess | None = spawn_replacement(targets[0])
     done = []
-    for i, target in enumerate(targets, 1):
-        address = target.node.address
-        label = f"[{i}/{len(targets)}] {address} ({target.role})"
-        with output.progress(f"{label}: restarting") as progress:
-            began = time.monotonic()
-            new_pid, down_s = restart_one(target, stop_timeout)
-            wait_healthy(address, timeout, wait_s, progress)
-        ended = time.monotonic()
-        settled_s = ended - began - down_s
-        result = Restarted(
-            address, target.role, target.pid, new_pid, began, ended, down_s, settled_s
-        )
-        done.append(result)
-        output.errors.print(
-            f"{label}: back after {result.down_s:.1f}s, check passed {result.settled_s:.1f}s later",
-            highlight=False,
-        )
+    try:
+        with output.progress("checking the cluster before the first restart") as progress:
+            wait_healthy(seed, timeout, wait_s, progress)
+        for i, target in enumerate(targets, 1):
+            address = target.node.address
+            label = f"[{i}/{len(targets)}] {address} ({target.role})"
+            with output.progress(f"{label}: restarting") as progress:
+                server, pending = pending, None
+                assert server is not None
+                stopping, back = replace(target, server, stop_timeout)
+                next_spawned = time.monotonic()
+                if i < len(targets):
+                    pending = spawn_replacement(targets[i])
+                wait_healthy(address, timeout, wait_s, progress)
+            ended = time.monotonic()
+            result = Restarted(
+                address,
+                target.role,
+                target.pid,
+                server.pid,
+                began=stopping,
+                ended=ended,
+                down_s=back - stopping,
+                settled_s=ended - back,
+                standby_s=stopping - spawned,
+            )
+            spawned = next_spawned
+            done.append(result)
+            output.errors.print(
+                f"{label}: replacement ready in {result.standby_s:.1f}s, back "
+                f"{result.down_s:.1f}s after SIGTERM, check passed {result.settled_s:.1f}s later",
+                highlight=False,
+            )
+    finally:
+        if pending is not None:
+            # Never leave a replacement standing by: it would take its node over later.
+            pending.kill()
     return done
 
 
@@ -203,6 +267,7 @@ def cmd_rolling_restart(args: argparse.Namespace) -> int:
                         "new_pid": r.new_pid,
                         "down_s": round(r.down_s, 3),
                         "settled_s": round(r.settled_s, 3),
+                        "standby_s": round(r.standby_s, 3),
                     }
                     for r in done
                 ],

@@ -7,6 +7,9 @@ process-wide: one clusterctl run talks to one cluster with one identity.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import grpc
 
 from slotcache._channels import connector
@@ -42,6 +45,6 @@ def current_tls() -> TlsOptions | None:
     return _tls
 
 
-def open_channel(address: str) -> grpc.Channel:
+def open_channel(address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
     """A blocking channel to ``address`` with clusterctl's transport security."""
-    return connector(grpc.insecure_channel, grpc.secure_channel, _tls, options=())(address)
+    return connector(grpc.insecure_channel, grpc.secure_channel, _tls, options=options)(address)
