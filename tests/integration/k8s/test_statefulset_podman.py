@@ -1,0 +1,179 @@
+"""The dev overlay's StatefulSet run under podman: it forms, heals, grows and shrinks by itself.
+
+No Kubernetes cluster can run here, so the rendered pod spec is run the
+way the kubelet would run it (see tests/support/podman.py): one image built
+from this tree on a base made from Debian packages, six pods started at
+once, and nothing but the bootstrap sidecars to form the cluster. Traffic
+stays on the network the test creates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.k8s import documents, kustomize_command, render
+from tests.support.podman import PodmanStatefulSet, build_images, missing_tools
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+PODS = 6
+KEYS = 2000
+# The dev overlay's memory limit (256Mi), which the kubelet would pass to the server.
+MEMORY_LIMIT = 256 << 20
+WAIT_S = 120.0
+
+
+@pytest.fixture
+def statefulset(
+    tmp_path: Path, report_figure: Callable[[str], None]
+) -> Iterator[PodmanStatefulSet]:
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (.ci/run installs them)")
+    if kustomize_command() is None:
+        pytest.skip("neither kubectl nor kustomize is installed")
+    if os.geteuid() != 0:
+        pytest.skip("podman runs as root on these machines")
+    seconds = build_images(tmp_path)
+    report_figure(f"k8s e2e: base and slotcache images built in {seconds:.1f} s")
+    pods = PodmanStatefulSet(documents(render("dev")), MEMORY_LIMIT)
+    try:
+        yield pods
+    except BaseException:
+        print(pods.logs())
+        raise
+    finally:
+        pods.close()
+
+
+def wait_until(what: str, probe: Callable[[], bool], timeout: float = WAIT_S) -> float:
+    """Poll ``probe`` every half second; return the seconds it took."""
+    started = time.monotonic()
+    while not probe():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def nodes(pods: PodmanStatefulSet) -> list[dict[str, Any]]:
+    """Every node as pod 0's node sees it."""
+    return list(pods.ctl_json("nodes", pods.address(0))["nodes"])
+
+
+def node_at(pods: PodmanStatefulSet, ordinal: int) -> dict[str, Any]:
+    (node,) = [n for n in nodes(pods) if n["address"] == pods.address(ordinal)]
+    return node
+
+
+def healthy(pods: PodmanStatefulSet, count: int) -> Callable[[], bool]:
+    """``clusterctl check`` passes and the cluster has exactly ``count`` nodes."""
+
+    def probe() -> bool:
+        if pods.ctl("check", pods.address(0)).returncode != 0:
+            return False
+        return len(nodes(pods)) == count
+
+    return probe
+
+
+def ordinal_of(pods: PodmanStatefulSet, address: str) -> int:
+    return next(i for i in range(16) if pods.address(i) == address)
+
+
+def test_statefulset_forms_heals_and_scales_by_itself(
+    statefulset: PodmanStatefulSet, report_figure: Callable[[str], None]
+) -> None:
+    pods = statefulset
+    seed = pods.address(0)
+
+    # Six pods at once; the sidecars form the cluster with no other step.
+    started = time.monotonic()
+    for ordinal in range(PODS):
+        pods.start(ordinal)
+    wait_until("the cluster formed", healthy(pods, PODS))
+    formed_s = time.monotonic() - started
+    report_figure(f"k8s e2e: 6 pods started -> clusterctl check passes in {formed_s:.1f} s")
+    view = nodes(pods)
+    assert sum(n["role"] == "primary" for n in view) == 3
+    assert all(n["address"].endswith(".slotcache-headless.slotcache-dev.svc:7000") for n in view)
+    assert pods.client_run("write", seed, str(KEYS)) == {"acknowledged": KEYS}
+
+    # A primary's pod deleted (SIGTERM: it hands over) and recreated on a new IP
+    # with its volume, while a client keeps writing and reading.
+    primary = next(n for n in view if n["role"] == "primary" and n["address"] != seed)
+    ordinal = ordinal_of(pods, primary["address"])
+    old_ip = pods.ip(ordinal)
+    workload = subprocess.Popen(
+        pods.client_command("pause", seed, "25"), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(3)
+        pods.stop(ordinal, graceful=True)
+        pods.start(ordinal)
+        assert pods.ip(ordinal) != old_ip
+        wait_until("the restarted primary's pod rejoined", healthy(pods, PODS))
+        out, _ = workload.communicate(timeout=60)
+    finally:
+        workload.kill()
+    assert node_at(pods, ordinal)["id"] == primary["id"]
+    pause = json.loads(out)
+    report_figure(
+        f"k8s e2e: longest client pause while a primary's pod restarts: "
+        f"{pause['longest_pause_s'] * 1000:.0f} ms ({pause['calls']} calls, "
+        f"{pause['failures']} failed and retried)"
+    )
+    assert pause["calls"] > 0
+
+    # A replica's pod killed (SIGKILL) and recreated on a new IP keeps its identity too.
+    replica = next(n for n in nodes(pods) if n["role"] == "replica")
+    ordinal = ordinal_of(pods, replica["address"])
+    pods.stop(ordinal, graceful=False)
+    pods.start(ordinal)
+    wait_until("the killed replica's pod rejoined", healthy(pods, PODS))
+    assert node_at(pods, ordinal)["id"] == replica["id"]
+    assert pods.client_run("read", seed, str(KEYS)) == {"found": KEYS}
+
+    # Scale out to 8: a new primary and its replica join, then slots move to it.
+    started = time.monotonic()
+    pods.start(6)
+    pods.start(7)
+
+    def grown() -> bool:
+        if not healthy(pods, 8)():
+            return False
+        new = node_at(pods, 6)
+        return new["role"] == "primary" and new["slot_count"] > 0
+
+    wait_until("scale out to 8", grown)
+    report_figure(
+        f"k8s e2e: scale out 6 -> 8 joined and rebalanced in {time.monotonic() - started:.1f} s"
+    )
+    assert node_at(pods, 7)["primary_id"] == node_at(pods, 6)["id"]
+    assert pods.client_run("read", seed, str(KEYS)) == {"found": KEYS}
+
+    # Scale in to 6: drain the highest ordinals' slots, delete their pods (and
+    # claims), then have the cluster forget them. No slot and no key is lost.
+    gone = [node_at(pods, 7), node_at(pods, 6)]
+    weights = [f"--weight={n['id']}=0" for n in gone if n["role"] == "primary"]
+    drained = pods.ctl("rebalance", seed, *weights, "--yes", timeout=300)
+    assert drained.returncode == 0, drained.stderr
+    assert all(node_at(pods, o)["slot_count"] == 0 for o in (6, 7))
+    for ordinal in (7, 6):
+        pods.stop(ordinal, graceful=True)
+        pods.delete_volume(ordinal)
+    for node in gone:
+        deleted = pods.ctl("del-node", seed, node["id"])
+        assert deleted.returncode == 0, deleted.stderr
+    wait_until("scale in to 6", healthy(pods, PODS))
+    covered = sum(n["slot_count"] for n in nodes(pods) if n["role"] == "primary")
+    assert covered == 16384
+    assert pods.client_run("read", seed, str(KEYS)) == {"found": KEYS}
