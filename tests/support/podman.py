@@ -20,6 +20,8 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +137,11 @@ class PodmanStatefulSet:
         """The IP the pod has now: each start of an ordinal gets a new one."""
         generation = self._generation[ordinal]
         return str(self._subnet.network_address + 10 + ordinal + 40 * generation)
+
+    def start_all(self, ordinals: Sequence[int]) -> None:
+        """Start several pods at once, as a StatefulSet with Parallel pod management does."""
+        with ThreadPoolExecutor(max_workers=len(ordinals)) as pool:
+            list(pool.map(self.start, ordinals))
 
     def start(self, ordinal: int) -> None:
         """Create pod ``ordinal``'s containers, as the kubelet would, on a fresh IP."""
