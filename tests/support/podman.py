@@ -176,6 +176,11 @@ class PodmanStatefulSet:
         """The container's command replaces the image's ENTRYPOINT, as in Kubernetes."""
         return [f"--entrypoint={json.dumps(command)}"] if command else []
 
+    def stop_all(self, ordinals: Sequence[int]) -> None:
+        """Delete several pods at once (SIGTERM each), keeping their volumes."""
+        with ThreadPoolExecutor(max_workers=len(ordinals)) as pool:
+            list(pool.map(self.stop, ordinals))
+
     def stop(self, ordinal: int, *, graceful: bool = True) -> None:
         """Delete pod ``ordinal``: SIGTERM within the grace period, or SIGKILL; the volume stays."""
         grace = "60" if graceful else "0"
