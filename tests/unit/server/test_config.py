@@ -100,3 +100,9 @@ def test_maxmemory_from_the_downward_api_scaled_to_a_share_of_the_limit() -> Non
     assert load_config([], environ=env).maxmemory == 805306368
     assert load_config([], environ={"SLOTCACHE_MAXMEMORY": "1073741824"}).maxmemory == 1 << 30
     assert load_config(["--maxmemory-percent", "50"], environ={}).maxmemory == 0
+
+
+@pytest.mark.parametrize("bad", ["0", "101", "-5", "half"])
+def test_maxmemory_percent_must_be_a_share(bad: str) -> None:
+    with pytest.raises(SystemExit):
+        load_config(["--maxmemory", "1g", "--maxmemory-percent", bad], environ={})
