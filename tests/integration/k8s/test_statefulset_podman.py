@@ -47,9 +47,6 @@ def statefulset(
     pods = PodmanStatefulSet(documents(render("dev")), MEMORY_LIMIT)
     try:
         yield pods
-    except BaseException:
-        print(pods.logs())
-        raise
     finally:
         pods.close()
 
@@ -91,7 +88,15 @@ def ordinal_of(pods: PodmanStatefulSet, address: str) -> int:
 def test_statefulset_forms_heals_and_scales_by_itself(
     statefulset: PodmanStatefulSet, report_figure: Callable[[str], None]
 ) -> None:
-    pods = statefulset
+    try:
+        scenario(statefulset, report_figure)
+    except BaseException:
+        # The containers are removed at teardown; their logs go into the report first.
+        print(statefulset.logs())
+        raise
+
+
+def scenario(pods: PodmanStatefulSet, report_figure: Callable[[str], None]) -> None:
     seed = pods.address(0)
 
     # Six pods at once; the sidecars form the cluster with no other step.
