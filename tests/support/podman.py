@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -116,7 +117,9 @@ class PodmanStatefulSet:
     def __init__(self, docs: list[dict[str, Any]], memory_limit_bytes: int) -> None:
         self._docs = docs
         self._memory = memory_limit_bytes
-        self.network = "slotcache-e2e"
+        # A new name each run: podman's address bookkeeping is per network name, and
+        # a container removed while its network went away can leave its address taken.
+        self.network = f"slotcache-e2e-{os.getpid()}"
         remove_everything()
         podman("network", "create", f"--label={LABEL}", self.network)
         subnet = json.loads(podman("network", "inspect", self.network))[0]["subnets"][0]
@@ -126,6 +129,9 @@ class PodmanStatefulSet:
         podman(
             "run", "--detach", f"--label={LABEL}", f"--name={self.client}",
             f"--network={self.network}", "--read-only", "--cap-drop=ALL",
+            # glibc's resolver: gRPC's own (c-ares) gives up on podman's DNS server
+            # when the machine is loaded ("DNS query cancelled").
+            "--env=GRPC_DNS_RESOLVER=native",
             "--entrypoint=sleep", IMAGE, "900",
         )  # fmt: skip
 

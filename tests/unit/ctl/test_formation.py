@@ -132,7 +132,7 @@ def _peer(
     return admin_pb2.PeerState(node=node, flags=flags)
 
 
-def test_failed_nodes_are_neither_primaries_nor_replicas() -> None:
+def test_failed_primaries_are_not_candidates_but_failing_replicas_count() -> None:
     state = admin_pb2.ClusterStateReply(
         myself="a",
         known_nodes=4,
@@ -143,7 +143,8 @@ def test_failed_nodes_are_neither_primaries_nor_replicas() -> None:
             _peer("d", ["primary", "fail"]),
         ],
     )
-    assert live_primaries(state) == [PrimaryView("a", 100, 1)]
+    # The failing replica still counts: it may be a pod restarting.
+    assert live_primaries(state) == [PrimaryView("a", 100, 2)]
     assert seen("x:1", state) == Seen("x:1", "a", member=True, cluster_ok=False)
     lone = admin_pb2.ClusterStateReply(myself="z", known_nodes=1)
     assert not seen("z:1", lone).member
@@ -173,3 +174,14 @@ def test_a_replaced_identity_is_forgotten_once_its_name_answers_with_a_new_id() 
     assert decide(ADDRS[0], down, FORMED, LAYOUT, failed=[ghost]) == Wait("the cluster is formed")
     same = [member(0), Seen(ADDRS[1], "old1", True, True), *pods[2:]]
     assert decide(ADDRS[0], same, FORMED, LAYOUT, failed=[ghost]) == Wait("the cluster is formed")
+
+
+def test_a_lost_replica_is_forgotten_before_its_pod_joins_again() -> None:
+    """The pod's new identity then replaces it as the replica of the same primary."""
+    pods: list[Seen | None] = [*[member(i) for i in range(5)], fresh(5)]
+    ghost = ("old5", ADDRS[5])
+    assert decide(ADDRS[0], pods, FORMED, LAYOUT, failed=[ghost]) == Forget(
+        "old5", tuple(ADDRS[:5])
+    )
+    short = [*FORMED[:2], PrimaryView("id2", 5461, 0)]
+    assert decide(ADDRS[0], pods, short, LAYOUT) == Join(ADDRS[5], ADDRS[0], "id2")

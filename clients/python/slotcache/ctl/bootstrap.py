@@ -53,14 +53,15 @@ def seen(address: str, state: admin_pb2.ClusterStateReply) -> Seen:
 
 
 def live_primaries(state: admin_pb2.ClusterStateReply) -> list[PrimaryView]:
-    """Primaries not marked failing in ``state``, with their slot and live replica counts.
+    """Primaries not marked failing in ``state``, with their slot and replica counts.
 
     A failed primary keeps its entry (and, once failed over, owns nothing):
-    counting it would make the rule give it slots or replicas.
+    counting it would make the rule give it slots or replicas. Failing
+    replicas still count (see :class:`PrimaryView`).
     """
     live = [p for p in state.peers if not {"fail", "pfail"} & set(p.flags)]
     replicas: dict[str, int] = {}
-    for peer in live:
+    for peer in state.peers:
         if peer.node.primary_id:
             replicas[peer.node.primary_id] = replicas.get(peer.node.primary_id, 0) + 1
     return [

@@ -11,8 +11,8 @@ the same node twice:
 - Once a cluster exists, the lowest-ordinal answering member acts. It adds
   each fresh node (a new ordinal, or a pod whose volume was lost) as a
   replica of a primary short of replicas, or, when none is, as an empty
-  primary; then it has every member forget a failed node whose name now
-  answers with another id (the pod's previous identity); then, once the
+  primary (after having every member forget a failed node whose name now
+  answers with another id: the pod's previous identity); then, once the
   cluster is ok, it gives empty primaries their share of the slots.
 
 The rule is idempotent: a member never forms or joins again, so a
@@ -50,7 +50,11 @@ class Seen:
 
 @dataclass(frozen=True)
 class PrimaryView:
-    """A live primary in the acting member's view."""
+    """A live primary in the acting member's view, with every replica it has there.
+
+    Replicas marked failing count: a pod restarting takes longer than the
+    failure timeout, and a fresh pod must not be made a replica in its place.
+    """
 
     node_id: str
     slots: int
@@ -139,13 +143,15 @@ def decide(
     actor = members[0]
     if actor.address != me:
         return Wait(f"{actor.address} manages the membership")
-    fresh = [p for p in pods if p is not None and not p.member]
-    if fresh:
-        return Join(fresh[0].address, me, _primary_to_follow(primaries, layout))
-    answering = {p.address: p.node_id for p in members}
+    # A pod's replaced identity goes first, so that a primary it replicated counts
+    # as short of a replica when the pod's new identity joins.
+    answering = {p.address: p.node_id for p in pods if p is not None}
     for node_id, address in failed:
         if answering.get(address, node_id) != node_id:
             return Forget(node_id, tuple(p.address for p in members))
+    fresh = [p for p in pods if p is not None and not p.member]
+    if fresh:
+        return Join(fresh[0].address, me, _primary_to_follow(primaries, layout))
     if not actor.cluster_ok:
         return Wait("the cluster is not ok")
     if any(p.slots == 0 for p in primaries):
