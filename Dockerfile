@@ -35,7 +35,6 @@ ENV PATH=/opt/slotcache/bin:$PATH \
     SLOTCACHE_DATA_DIR=/data
 USER ${UID}:${UID}
 WORKDIR /data
-VOLUME ["/data"]
 # Client port, cluster bus (client + 10000), Prometheus metrics (client + 1000).
 EXPOSE 7000 17000 8000
 ENTRYPOINT ["slotcache-server"]

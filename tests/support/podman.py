@@ -97,7 +97,7 @@ def remove_everything() -> None:
     for kind in ("container", "network", "volume"):
         listed = podman(kind, "ls", "-q", "--filter", f"label={LABEL}", check=False).split()
         if listed:
-            extra = ["--force", "--time", "0"] if kind == "container" else ["--force"]
+            extra = ["--force", "--volumes", "--time", "0"] if kind == "container" else ["--force"]
             podman(kind, "rm", *extra, *listed, check=False)
 
 
