@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit bench protos wheel-check clean
+.PHONY: run test lint unit bench protos wheel-check k8s-tools clean
 
 $(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "slotcache needs Python 3.11 or later")'
@@ -46,6 +46,15 @@ unit: $(STAMP)
 wheel-check: $(STAMP)
 	$(BIN)/python scripts/check-wheel
 
+# checkov, for tests/integration/k8s, in its own venv: its pinned dependencies would
+# otherwise replace the project's. The other manifest tools are dev extras.
+CHECKOV := .tools/checkov/bin/checkov
+$(CHECKOV):
+	$(PYTHON) -m venv .tools/checkov
+	.tools/checkov/bin/pip install --quiet 'checkov>=3.2'
+
+k8s-tools: $(STAMP) $(CHECKOV)
+
 bench: $(STAMP)
 	$(BIN)/python scripts/bench
 
@@ -54,4 +63,4 @@ protos: $(STAMP)
 
 clean:
 	@if [ -x $(BIN)/clusterctl ]; then $(BIN)/clusterctl down --dir .cluster; fi
-	rm -rf $(VENV) .data .cluster .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .data .cluster .pytest_cache .mypy_cache .ruff_cache
