@@ -1,22 +1,26 @@
-"""The formation rule: who forms, who joins as what, when slots are rebalanced."""
+"""The formation rule: who forms, who joins as what, when slots are rebalanced; proxies."""
 
 from __future__ import annotations
 
 import pytest
 
-from slotcache.ctl.bootstrap import commands, live_primaries, pod_addresses, seen
+from slotcache.ctl.bootstrap import commands, live_primaries, passed_on, pod_addresses, seen
 from slotcache.ctl.formation import (
     Create,
     Forget,
     Join,
     JoinPolicy,
     Layout,
+    Meet,
     PrimaryView,
     Rebalance,
     Seen,
     Wait,
     decide,
+    decide_proxy,
 )
+from slotcache.ctl.main import build_parser
+from slotcache.ctl.replicas import owns_slots_by_role
 from slotcache.v1 import admin_pb2, cache_pb2
 
 LAYOUT = Layout(primaries=3, replicas=1)
@@ -128,7 +132,8 @@ def _peer(
     node_id: str, flags: list[str], primary_id: str = "", slots: int = 0
 ) -> admin_pb2.PeerState:
     ranges = [cache_pb2.SlotRange(start=0, end=slots - 1)] if slots else []
-    node = cache_pb2.NodeInfo(id=node_id, primary_id=primary_id, slots=ranges)
+    role = cache_pb2.ROLE_REPLICA if "replica" in flags else cache_pb2.ROLE_PRIMARY
+    node = cache_pb2.NodeInfo(id=node_id, primary_id=primary_id, slots=ranges, role=role)
     return admin_pb2.PeerState(node=node, flags=flags)
 
 
@@ -145,7 +150,7 @@ def test_failed_primaries_are_not_candidates_but_failing_replicas_count() -> Non
     )
     # The failing replica still counts: it may be a pod restarting.
     assert live_primaries(state) == [PrimaryView("a", 100, 2)]
-    assert seen("x:1", state) == Seen("x:1", "a", member=True, cluster_ok=False)
+    assert seen("x:1", state) == Seen("x:1", "a", True, False, frozenset("abcd"))
     lone = admin_pb2.ClusterStateReply(myself="z", known_nodes=1)
     assert not seen("z:1", lone).member
 
@@ -185,3 +190,92 @@ def test_a_lost_replica_is_forgotten_before_its_pod_joins_again() -> None:
     )
     short = [*FORMED[:2], PrimaryView("id2", 5461, 0)]
     assert decide(ADDRS[0], pods, short, LAYOUT) == Join(ADDRS[5], ADDRS[0], "id2")
+
+
+def test_a_replaced_identity_is_matched_by_name_whichever_port_is_announced() -> None:
+    """Under --tls-cluster nodes announce their TLS port; the sidecar may dial another one."""
+    pods = [member(i) for i in range(6)]
+    tls_ghost = ("old1", ADDRS[1].replace(":7000", ":7443"))
+    assert decide(ADDRS[0], pods, FORMED, LAYOUT, failed=[tls_ghost]) == Forget(
+        "old1", tuple(ADDRS[:6])
+    )
+    # Another pod's name on the same port is not this pod.
+    stranger = ("old9", "slotcache-9.slotcache-headless.ns.svc:7000")
+    assert decide(ADDRS[0], pods, FORMED, LAYOUT, failed=[stranger]) == Wait(
+        "the cluster is formed"
+    )
+
+
+def test_a_tls_pod_that_lost_its_volume_joins_after_its_old_id_is_forgotten() -> None:
+    tls = [a.replace(":7000", ":7443") for a in ADDRS]
+    pods = [Seen(a, f"id{i}", member=i < 5, cluster_ok=True) for i, a in enumerate(tls[:6])]
+    ghost = ("old5", tls[5])
+    assert decide(tls[0], pods, FORMED, LAYOUT, failed=[ghost]) == Forget("old5", tuple(tls[:5]))
+
+
+PROXY = "10.1.2.3:7000"
+
+
+def proxy(node_id: str = "p1") -> Seen:
+    return Seen(PROXY, node_id, member=False, cluster_ok=False, knows=frozenset({node_id}))
+
+
+def knowing(i: int, *ids: str, ok: bool = True) -> Seen:
+    return Seen(ADDRS[i], f"id{i}", True, ok, frozenset({f"id{i}", *ids}))
+
+
+def test_a_proxy_waits_for_its_node_and_for_a_formed_cluster() -> None:
+    cluster = [knowing(i) for i in range(6)]
+    assert decide_proxy(None, cluster) == Wait("the proxy's node does not answer")
+    assert decide_proxy(proxy(), []) == Wait("no formed cluster answers yet")
+    unformed = [fresh(i) for i in range(6)]
+    assert decide_proxy(proxy(), unformed) == Wait("no formed cluster answers yet")
+    not_ok = [knowing(i, ok=False) for i in range(6)]
+    assert decide_proxy(proxy(), not_ok) == Wait("no formed cluster answers yet")
+
+
+def test_a_proxy_is_met_by_the_lowest_healthy_member_until_that_member_knows_it() -> None:
+    cluster: list[Seen | None] = [None, knowing(1, ok=False), *[knowing(i) for i in range(2, 6)]]
+    assert decide_proxy(proxy(), cluster) == Meet(PROXY, ADDRS[2])
+    cluster[2] = knowing(2, "p1")
+    assert decide_proxy(proxy(), cluster) == Wait("the proxy is in the cluster")
+
+
+def test_a_proxy_the_cluster_forgot_is_met_again_under_its_new_id() -> None:
+    """A restarted proxy container has a new id; its old one is forgotten by the servers."""
+    cluster = [knowing(i, "p1") for i in range(6)]
+    assert decide_proxy(proxy("p1"), cluster) == Wait("the proxy is in the cluster")
+    assert decide_proxy(proxy("p2"), cluster) == Meet(PROXY, ADDRS[0])
+
+
+def test_proxies_are_never_primaries_to_give_slots_or_replicas() -> None:
+    state = admin_pb2.ClusterStateReply(
+        myself="a",
+        known_nodes=3,
+        peers=[
+            _peer("a", ["myself", "primary"], slots=100),
+            _peer("b", ["replica"], primary_id="a"),
+            _peer("p", ["proxy"]),
+        ],
+    )
+    assert live_primaries(state) == [PrimaryView("a", 100, 1)]
+    assert [owns_slots_by_role(p) for p in state.peers] == [True, False, False]
+    assert seen("a:1", state).knows == frozenset({"a", "b", "p"})
+
+
+def test_the_sidecars_tls_files_and_credentials_reach_the_commands_it_runs() -> None:
+    args = build_parser().parse_args(
+        [
+            "bootstrap", "--self", "p:7443", "--pods", "p-{ordinal}:7443", "--role", "proxy",
+            "--tls-ca", "/tls/ca.crt", "--tls-cert", "/tls/tls.crt", "--tls-key", "/tls/tls.key",
+            "--user", "bootstrap", "--token", "t0ken",
+        ]
+    )  # fmt: skip
+    assert passed_on(args) == {
+        "SLOTCACHE_TLS_CA": "/tls/ca.crt",
+        "SLOTCACHE_TLS_CERT": "/tls/tls.crt",
+        "SLOTCACHE_TLS_KEY": "/tls/tls.key",
+        "SLOTCACHE_USER": "bootstrap",
+        "SLOTCACHE_TOKEN": "t0ken",
+    }
+    assert args.role == "proxy" and args.primaries is None

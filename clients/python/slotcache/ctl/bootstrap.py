@@ -7,17 +7,28 @@ type (create, add-node, rebalance), so the log shows exactly what was done.
 Names that do not resolve (pods not created yet, or scaled away) count as
 not answering; nothing here holds addresses, so pods that come back with
 new IPs are found by name.
+
+With ``--role proxy`` it runs beside a proxy-tier pod instead, and only
+has a formed cluster meet that pod's node (:func:`slotcache.ctl.formation.decide_proxy`).
+
+The sidecar's TLS files and credentials reach the commands it runs
+through their environment variables (:func:`passed_on`), so the token
+never appears in the command lines it logs.
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Sequence
 
 from slotcache._address import split_host_port
+from slotcache.ctl import auth, transport
+from slotcache.ctl.args import UsageError
 from slotcache.ctl.formation import (
     Action,
     Create,
@@ -25,11 +36,13 @@ from slotcache.ctl.formation import (
     Join,
     JoinPolicy,
     Layout,
+    Meet,
     PrimaryView,
     Rebalance,
     Seen,
     Wait,
     decide,
+    decide_proxy,
 )
 from slotcache.ctl.rpc import NodeHandle, OperationError, ask_all, fetch_states
 from slotcache.v1 import admin_pb2
@@ -37,6 +50,15 @@ from slotcache.v1 import admin_pb2
 log = logging.getLogger("slotcache.bootstrap")
 
 ORDINAL = "{ordinal}"
+
+
+class Role(enum.Enum):
+    """Which pods the sidecar runs beside."""
+
+    # A StatefulSet pod: forms the cluster, adds pods, rebalances.
+    CACHE = "cache"
+    # A proxy-tier pod: has the formed cluster meet its node.
+    PROXY = "proxy"
 
 
 def pod_addresses(pattern: str, count: int) -> list[str]:
@@ -49,7 +71,8 @@ def pod_addresses(pattern: str, count: int) -> list[str]:
 def seen(address: str, state: admin_pb2.ClusterStateReply) -> Seen:
     """What the rule needs of one node's answer."""
     member = state.known_nodes > 1 or state.slots_assigned > 0
-    return Seen(address, state.myself, member, state.cluster_ok)
+    knows = frozenset(p.node.id for p in state.peers)
+    return Seen(address, state.myself, member, state.cluster_ok, knows)
 
 
 def live_primaries(state: admin_pb2.ClusterStateReply) -> list[PrimaryView]:
@@ -96,6 +119,22 @@ def forget(action: Forget, timeout: float) -> int:
     return 1 if failures else 0
 
 
+def meet(action: Meet, states: dict[str, admin_pb2.ClusterStateReply], timeout: float) -> int:
+    """Have the introducer meet the proxy's bus address, as the proxy itself reports it."""
+    proxy = states[action.address]
+    bus = next((p.bus_address for p in proxy.peers if "myself" in p.flags), "")
+    if not bus:
+        log.warning("%s reports no bus address; the next round retries", action.address)
+        return 1
+    try:
+        with NodeHandle.open(action.introducer, timeout) as introducer:
+            introducer.meet(bus)
+    except OperationError as exc:
+        log.warning("meeting %s: %s", action.address, exc)
+        return 1
+    return 0
+
+
 def commands(action: Action, timeout: float) -> list[list[str]]:
     """The clusterctl command lines that carry ``action`` out (none for a wait)."""
     common = ["--timeout", f"{timeout:g}"]
@@ -128,6 +167,16 @@ def observe(
     return [seen(a, states[a]) if a in states else None for a in addresses], states
 
 
+def step_proxy(me: str, addresses: Sequence[str], timeout: float) -> Action:
+    """One round beside a proxy pod at ``me``: observe, decide, meet; returns the action."""
+    pods, states = observe([me, *addresses], timeout)
+    action = decide_proxy(pods[0], pods[1:])
+    if isinstance(action, Meet):
+        log.info("having %s meet this proxy", action.introducer)
+        meet(action, states, timeout)
+    return action
+
+
 def step(
     me: str,
     addresses: Sequence[str],
@@ -152,21 +201,45 @@ def step(
     return action
 
 
+def passed_on(args: argparse.Namespace) -> dict[str, str]:
+    """The sidecar's TLS files and credentials, as the variables clusterctl's options default to.
+
+    Each command the sidecar runs parses its options afresh, and its
+    defaults come from these variables; a flag given to the sidecar would
+    otherwise not reach them.
+    """
+    given = (
+        (transport.ENV_CA, args.tls_ca),
+        (transport.ENV_CERT, args.tls_cert),
+        (transport.ENV_KEY, args.tls_key),
+        (auth.USER_ENV, args.user),
+        (auth.TOKEN_ENV, args.token),
+    )
+    return {name: value for name, value in given if value is not None}
+
+
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     """Form, then grow, the cluster of the pods named by --pods; runs until stopped."""
     from slotcache.ctl.main import main as clusterctl
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    layout = Layout(args.primaries, args.replicas, JoinPolicy(args.policy))
+    os.environ.update(passed_on(args))
+    role = Role(args.role)
+    if role is Role.CACHE and args.primaries is None:
+        raise UsageError("--primaries is needed beside a cache pod")
+    layout = Layout(args.primaries or 1, args.replicas, JoinPolicy(args.policy))
     try:
         addresses = pod_addresses(args.pods, args.max_pods)
     except ValueError as exc:
         raise OperationError(str(exc)) from None
-    if args.self_address not in addresses:
+    if role is Role.CACHE and args.self_address not in addresses:
         raise OperationError(f"--self {args.self_address} is not one of the --pods names")
     last = ""
     while True:
-        action = step(args.self_address, addresses, layout, args.timeout, clusterctl)
+        if role is Role.PROXY:
+            action = step_proxy(args.self_address, addresses, args.timeout)
+        else:
+            action = step(args.self_address, addresses, layout, args.timeout, clusterctl)
         text = action.reason if isinstance(action, Wait) else type(action).__name__.lower()
         if text != last:
             log.info("%s", text)

@@ -17,15 +17,31 @@ the same node twice:
 
 The rule is idempotent: a member never forms or joins again, so a
 restarted pod 0 (its node file on its volume) finds itself a member and
-does nothing. The rule is pure; :mod:`slotcache.ctl.bootstrap` observes and
-acts.
+does nothing.
+
+Nodes are matched to pods by host name, never by port: under
+``--tls-cluster`` a node announces its TLS port while the sidecar may
+address the pod on another one, and the name is what stays with the pod.
+
+A proxy pod (a slotless node of the proxy tier, :func:`decide_proxy`) acts
+only for itself: once a formed cluster answers, it has the lowest-ordinal
+healthy member meet its node, and does nothing more while that member
+knows it. Proxies need no coordination, because each one only ever adds
+itself.
+
+The rules are pure; :mod:`slotcache.ctl.bootstrap` observes and acts.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+def host_of(address: str) -> str:
+    """The host part of ``HOST:PORT``."""
+    return address.rpartition(":")[0] or address
 
 
 class JoinPolicy(enum.Enum):
@@ -46,6 +62,13 @@ class Seen:
     # Knows another node or owns slots: it belongs to a cluster already.
     member: bool
     cluster_ok: bool
+    # The ids of every node this one knows (itself included).
+    knows: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def host(self) -> str:
+        """The pod's name: what identifies it whichever of its ports was dialled."""
+        return host_of(self.address)
 
 
 @dataclass(frozen=True)
@@ -121,7 +144,15 @@ class Rebalance:
     address: str
 
 
-Action = Wait | Create | Join | Forget | Rebalance
+@dataclass(frozen=True)
+class Meet:
+    """Have the member ``introducer`` meet the proxy node at ``address``."""
+
+    address: str
+    introducer: str
+
+
+Action = Wait | Create | Join | Forget | Rebalance | Meet
 
 
 def decide(
@@ -145,9 +176,9 @@ def decide(
         return Wait(f"{actor.address} manages the membership")
     # A pod's replaced identity goes first, so that a primary it replicated counts
     # as short of a replica when the pod's new identity joins.
-    answering = {p.address: p.node_id for p in pods if p is not None}
+    answering = {p.host: p.node_id for p in pods if p is not None}
     for node_id, address in failed:
-        if answering.get(address, node_id) != node_id:
+        if answering.get(host_of(address), node_id) != node_id:
             return Forget(node_id, tuple(p.address for p in members))
     fresh = [p for p in pods if p is not None and not p.member]
     if fresh:
@@ -157,6 +188,25 @@ def decide(
     if any(p.slots == 0 for p in primaries):
         return Rebalance(me)
     return Wait("the cluster is formed")
+
+
+def decide_proxy(me: Seen | None, pods: Sequence[Seen | None]) -> Wait | Meet:
+    """The action for a proxy pod whose node answered as ``me``; ``pods`` are the cache pods.
+
+    The introducer is the lowest-ordinal member that reports the cluster ok:
+    a proxy met by a node that is itself cut off would learn nothing. A
+    proxy the cluster forgot (it was failed, or its pod restarted under a
+    new id) is met again, since the member no longer knows its id.
+    """
+    if me is None:
+        return Wait("the proxy's node does not answer")
+    healthy = [p for p in pods if p is not None and p.member and p.cluster_ok]
+    if not healthy:
+        return Wait("no formed cluster answers yet")
+    introducer = healthy[0]
+    if me.node_id in introducer.knows:
+        return Wait("the proxy is in the cluster")
+    return Meet(me.address, introducer.address)
 
 
 def _form(me: str, pods: Sequence[Seen | None], layout: Layout) -> Action:

@@ -542,8 +542,16 @@ def _add_bootstrap(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "take this pod's part: ordinal 0 creates the cluster once PRIMARIES x (REPLICAS + 1) "
         "pods answer; afterwards the lowest-ordinal member adds fresh pods (as replicas of "
         "primaries short of them, or as empty primaries) and rebalances slots onto empty "
-        "primaries. A pod that is already a member never forms or joins again. See "
+        "primaries. A pod that is already a member never forms or joins again. With --role "
+        "proxy it runs beside a proxy-tier pod: once a formed cluster answers among --pods, "
+        "it has that cluster meet --self, again whenever the cluster no longer knows it. See "
         "docs/kubernetes.md.",
+    )
+    cmd.add_argument(
+        "--role",
+        choices=[r.value for r in bootstrap.Role],
+        default=bootstrap.Role.CACHE.value,
+        help="the pod this runs beside: a StatefulSet cache pod (default) or a proxy",
     )
     cmd.add_argument(
         "--self",
@@ -551,7 +559,7 @@ def _add_bootstrap(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         type=types.address,
         required=True,
         metavar="HOST:PORT",
-        help="this pod's node, as it appears among the --pods names",
+        help="this pod's node: for a cache pod as it appears among the --pods names",
     )
     cmd.add_argument(
         "--pods",
@@ -561,7 +569,10 @@ def _add_bootstrap(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "e.g. slotcache-{ordinal}.slotcache-headless.NAMESPACE.svc:7000",
     )
     cmd.add_argument(
-        "--primaries", type=types.int_in(1, 16384, "--primaries"), required=True, metavar="N"
+        "--primaries",
+        type=types.int_in(1, 16384, "--primaries"),
+        metavar="N",
+        help="primaries of the cluster formed at first start (needed beside a cache pod)",
     )
     cmd.add_argument(
         "--replicas",
