@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,27 +87,46 @@ def expand(text: str, env: Mapping[str, str]) -> str:
     return _REF.sub(lambda m: env.get(m.group(1), m.group(0)), text)
 
 
-def pod_containers(
-    docs: list[dict[str, Any]], pod_name: str, namespace: str, memory_limit_bytes: int
-) -> list[Container]:
-    """Each container of ``pod_name`` with its env resolved as the kubelet would.
+Secrets = Mapping[str, Mapping[str, str]]
 
-    Handles what the manifests use: literal values, the pod's name and
-    namespace, ConfigMap keys, ``envFrom`` ConfigMaps, and the memory limit
-    through ``resourceFieldRef`` (in bytes, divisor 1).
+
+@dataclass(frozen=True)
+class PodFacts:
+    """What the kubelet knows of a pod that its containers' env may refer to."""
+
+    name: str
+    namespace: str
+    memory_limit_bytes: int
+    ip: str = ""
+    # The Secrets' keys, by Secret name (operators create them; tests generate them).
+    secrets: Secrets = field(default_factory=dict)
+
+
+def pod_containers(
+    docs: list[dict[str, Any]], pod: PodFacts, kind: str = "StatefulSet"
+) -> list[Container]:
+    """Each container of the ``kind`` workload's pod with its env resolved as the kubelet would.
+
+    Handles what the manifests use: literal values, the pod's name, namespace
+    and IP, ConfigMap and Secret keys, ``envFrom`` ConfigMaps, and the memory
+    limit through ``resourceFieldRef`` (in bytes, divisor 1).
     """
-    stateful = next(d for d in docs if d["kind"] == "StatefulSet")
-    configmaps = {
+    workload = next(d for d in docs if d["kind"] == kind)
+    configmaps: Secrets = {
         d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"
     }
-    fields = {"metadata.name": pod_name, "metadata.namespace": namespace}
+    fields = {
+        "metadata.name": pod.name,
+        "metadata.namespace": pod.namespace,
+        "status.podIP": pod.ip,
+    }
     result = []
-    for spec in stateful["spec"]["template"]["spec"]["containers"]:
+    for spec in workload["spec"]["template"]["spec"]["containers"]:
         env: dict[str, str] = {}
         for source in spec.get("envFrom", []):
             env.update(configmaps[source["configMapRef"]["name"]])
         for var in spec.get("env", []):
-            env[var["name"]] = _value(var, env, fields, configmaps, memory_limit_bytes)
+            env[var["name"]] = _value(var, env, fields, configmaps, pod)
         result.append(
             Container(
                 spec["name"],
@@ -124,17 +143,18 @@ def _value(
     var: dict[str, Any],
     env: Mapping[str, str],
     fields: Mapping[str, str],
-    configmaps: Mapping[str, Mapping[str, str]],
-    memory_limit_bytes: int,
+    configmaps: Secrets,
+    pod: PodFacts,
 ) -> str:
     if "value" in var:
         return expand(str(var["value"]), env)
     source = var["valueFrom"]
     if "fieldRef" in source:
         return fields[source["fieldRef"]["fieldPath"]]
-    if "configMapKeyRef" in source:
-        ref = source["configMapKeyRef"]
-        return str(configmaps[ref["name"]][ref["key"]])
+    for kind, maps in (("configMapKeyRef", configmaps), ("secretKeyRef", pod.secrets)):
+        if kind in source:
+            ref = source[kind]
+            return str(maps[ref["name"]][ref["key"]])
     ref = source["resourceFieldRef"]
     assert ref["resource"] == "limits.memory" and str(ref.get("divisor", "1")) == "1", ref
-    return str(memory_limit_bytes)
+    return str(pod.memory_limit_bytes)

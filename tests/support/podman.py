@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tests.support.k8s import ROOT, pod_containers
+from tests.support.k8s import ROOT, PodFacts, pod_containers
 
 LABEL = "slotcache.test=statefulset"
 BASE_IMAGE = "localhost/debian-python:bookworm"
@@ -152,7 +152,8 @@ class PodmanStatefulSet:
     def start(self, ordinal: int) -> None:
         """Create pod ``ordinal``'s containers, as the kubelet would, on a fresh IP."""
         self._generation[ordinal] = self._generation.get(ordinal, -1) + 1
-        server, sidecar = pod_containers(self._docs, pod_name(ordinal), NAMESPACE, self._memory)
+        facts = PodFacts(pod_name(ordinal), NAMESPACE, self._memory)
+        server, sidecar = pod_containers(self._docs, facts)
         name = pod_name(ordinal)
         volume = f"slotcache-e2e-data-{ordinal}"
         if subprocess.run(["podman", "volume", "exists", volume], check=False).returncode:

@@ -13,11 +13,14 @@ from typing import Any
 
 import pytest
 
-from slotcache_server.config import _OPTIONS, load_config
+from slotcache.ctl.main import build_parser
+from slotcache_server.config import _OPTIONS, ServerConfig, load_config
 from tests.support.k8s import (
     K8S,
     OVERLAYS,
     ROOT,
+    Container,
+    PodFacts,
     documents,
     kustomize_command,
     pod_containers,
@@ -26,18 +29,9 @@ from tests.support.k8s import (
     tool,
 )
 
-# Flags built on other branches; the prod overlay already sets them.
-PENDING_FLAGS = {
-    "SLOTCACHE_TLS_PORT",
-    "SLOTCACHE_TLS_CERT_FILE",
-    "SLOTCACHE_TLS_KEY_FILE",
-    "SLOTCACHE_TLS_CA_FILE",
-    "SLOTCACHE_TLS_AUTH_CLIENTS",
-    "SLOTCACHE_TLS_CLUSTER",
-    "SLOTCACHE_ACL_FILE",
-    "SLOTCACHE_CLUSTER_SECRET_FILE",
-}
 GIB = 1 << 30
+# The Secret keys the prod overlay reads through env (operators create the Secrets).
+SECRETS = {"slotcache-bootstrap": {"token": "bootstrap-token-for-the-test"}}
 
 
 def need(name: str) -> str:
@@ -95,29 +89,71 @@ def _stateful(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return resource(docs, "StatefulSet", "slotcache")
 
 
+def server_config(server: Container) -> ServerConfig:
+    """The configuration the server container starts with (files are read only at start)."""
+    return load_config(
+        [], environ={k: v for k, v in server.env.items() if k.startswith("SLOTCACHE_")}
+    )
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_server_accepts_the_configuration_it_is_given(
     rendered: dict[str, Path], overlay: str
 ) -> None:
     """Every SLOTCACHE_* variable names a flag, parses, and maxmemory is a share of the limit."""
     docs = documents(rendered[overlay].read_text())
-    server, bootstrap = pod_containers(docs, "slotcache-2", "ns", GIB)
-    known = {v for v in server.env if v.startswith("SLOTCACHE_")} - PENDING_FLAGS
-    config = load_config([], environ={k: server.env[k] for k in known})
+    server, bootstrap = pod_containers(docs, PodFacts("slotcache-2", "ns", GIB, secrets=SECRETS))
+    envs = {o.env for o in _OPTIONS}
+    assert {v for v in server.env if v.startswith("SLOTCACHE_")} <= envs
+    config = server_config(server)
     percent = float(server.env["SLOTCACHE_MAXMEMORY_PERCENT"])
     assert config.maxmemory == int(GIB * percent / 100)
     assert config.cluster_enabled and config.port == 7000
     assert config.announce_host == "slotcache-2.slotcache-headless.ns.svc"
+    # The sidecar dials the port the nodes announce, so the names it matches are theirs.
     assert bootstrap.command == ["clusterctl"]
-    assert bootstrap.args[:3] == [
-        "bootstrap",
-        "--self",
-        "slotcache-2.slotcache-headless.ns.svc:7000",
-    ]
-    # Every name the flags use exists in this branch's parser, or is awaited from another.
-    envs = {o.env for o in _OPTIONS}
-    unknown = {v for v in server.env if v.startswith("SLOTCACHE_")} - envs
-    assert unknown <= PENDING_FLAGS
+    announced = f"{config.announce_host}:{config.client_port}"
+    assert bootstrap.args[:3] == ["bootstrap", "--self", announced]
+    pattern = bootstrap.args[bootstrap.args.index("--pods") + 1]
+    assert pattern.replace("{ordinal}", "2") == announced
+    # Bus and metrics stay on the ports the container, Services and policies name.
+    ports = {
+        p["name"]: p["containerPort"]
+        for p in _stateful(docs)["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert (config.cluster_bus_port, config.metrics_listen_port) == (ports["bus"], ports["metrics"])
+    assert ports["client"] == config.port
+
+
+def test_prod_sidecar_forms_over_tls_with_the_pods_certificate_and_its_token(
+    rendered: dict[str, Path],
+) -> None:
+    """Under --tls-cluster and users, the sidecar gets what clusterctl needs to form the cluster."""
+    docs = documents(rendered["prod"].read_text())
+    server, bootstrap = pod_containers(
+        docs, PodFacts("slotcache-0", "slotcache", GIB, secrets=SECRETS)
+    )
+    config = server_config(server)
+    assert config.tls_cluster and config.acl_file is not None and config.client_port == 7443
+    args = build_parser().parse_args(bootstrap.args)
+    with_env = dict(bootstrap.env)
+    assert (
+        with_env["SLOTCACHE_TLS_CA"],
+        with_env["SLOTCACHE_TLS_CERT"],
+        with_env["SLOTCACHE_TLS_KEY"],
+    ) == (str(config.tls_ca_file), str(config.tls_cert_file), str(config.tls_key_file))
+    assert with_env["SLOTCACHE_TOKEN"] == SECRETS["slotcache-bootstrap"]["token"]
+    assert with_env["SLOTCACHE_USER"] == "bootstrap"
+    # The files are in the Secret the server reads them from, mounted read-only in both.
+    pod = _stateful(docs)["spec"]["template"]["spec"]
+    volumes = {v["name"]: v.get("secret", {}).get("secretName") for v in pod["volumes"]}
+    for container in (server, bootstrap):
+        folder = container.mounts["tls"]
+        assert str(config.tls_cert_file).startswith(folder + "/")
+    assert volumes["tls"] == "slotcache-tls"
+    specs = {c["name"]: c for c in pod["containers"]}
+    assert all(m["readOnly"] for m in specs["bootstrap"]["volumeMounts"] if m["name"] == "tls")
+    assert args.role == "cache" and args.self_address.endswith(":7443")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
