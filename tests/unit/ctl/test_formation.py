@@ -268,7 +268,7 @@ def test_the_sidecars_tls_files_and_credentials_reach_the_commands_it_runs() -> 
         [
             "bootstrap", "--self", "p:7443", "--pods", "p-{ordinal}:7443", "--role", "proxy",
             "--tls-ca", "/tls/ca.crt", "--tls-cert", "/tls/tls.crt", "--tls-key", "/tls/tls.key",
-            "--user", "bootstrap", "--token", "t0ken",
+            "--user", "bootstrap", "--token", "t0ken", "--token-file", "/run/token",
         ]
     )  # fmt: skip
     assert passed_on(args) == {
@@ -277,5 +277,6 @@ def test_the_sidecars_tls_files_and_credentials_reach_the_commands_it_runs() -> 
         "SLOTCACHE_TLS_KEY": "/tls/tls.key",
         "SLOTCACHE_USER": "bootstrap",
         "SLOTCACHE_TOKEN": "t0ken",
+        "SLOTCACHE_TOKEN_FILE": "/run/token",
     }
     assert args.role == "proxy" and args.primaries is None

@@ -214,6 +214,7 @@ def passed_on(args: argparse.Namespace) -> dict[str, str]:
         (transport.ENV_KEY, args.tls_key),
         (auth.USER_ENV, args.user),
         (auth.TOKEN_ENV, args.token),
+        (auth.TOKEN_FILE_ENV, args.token_file),
     )
     return {name: value for name, value in given if value is not None}
 

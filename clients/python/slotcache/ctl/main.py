@@ -649,7 +649,7 @@ def _add_observe(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def _use_credentials(args: argparse.Namespace) -> None:
     try:
-        auth.configure(args.token, args.user)
+        auth.configure(auth.token_from(args.token, args.token_file), args.user)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
