@@ -30,8 +30,8 @@ from tests.support.k8s import (
 )
 
 GIB = 1 << 30
-# The Secret keys the prod overlay reads through env (operators create the Secrets).
-SECRETS = {"slotcache-bootstrap": {"token": "bootstrap-token-for-the-test"}}
+# Secret keys a rendered overlay reads through env (operators create the Secrets).
+SECRETS: dict[str, dict[str, str]] = {}
 
 
 def need(name: str) -> str:
@@ -142,8 +142,10 @@ def test_prod_sidecar_forms_over_tls_with_the_pods_certificate_and_its_token(
         with_env["SLOTCACHE_TLS_CERT"],
         with_env["SLOTCACHE_TLS_KEY"],
     ) == (str(config.tls_ca_file), str(config.tls_cert_file), str(config.tls_key_file))
-    assert with_env["SLOTCACHE_TOKEN"] == SECRETS["slotcache-bootstrap"]["token"]
     assert with_env["SLOTCACHE_USER"] == "bootstrap"
+    # The token is a file from the Secret slotcache-bootstrap, not an environment value.
+    token_dir = bootstrap.mounts["bootstrap-token"]
+    assert with_env["SLOTCACHE_TOKEN_FILE"] == f"{token_dir}/token"
     # The files are in the Secret the server reads them from, mounted read-only in both.
     pod = _stateful(docs)["spec"]["template"]["spec"]
     volumes = {v["name"]: v.get("secret", {}).get("secretName") for v in pod["volumes"]}
@@ -151,8 +153,9 @@ def test_prod_sidecar_forms_over_tls_with_the_pods_certificate_and_its_token(
         folder = container.mounts["tls"]
         assert str(config.tls_cert_file).startswith(folder + "/")
     assert volumes["tls"] == "slotcache-tls"
+    assert volumes["bootstrap-token"] == "slotcache-bootstrap"
     specs = {c["name"]: c for c in pod["containers"]}
-    assert all(m["readOnly"] for m in specs["bootstrap"]["volumeMounts"] if m["name"] == "tls")
+    assert all(m.get("readOnly") for m in specs["bootstrap"]["volumeMounts"] if m["name"] != "tmp")
     assert args.role == "cache" and args.self_address.endswith(":7443")
 
 
@@ -183,11 +186,51 @@ def test_availability_settings(rendered: dict[str, Path], overlay: str) -> None:
     assert (key in anti) == (overlay == "prod")
 
 
-def test_network_policy_keeps_the_bus_among_cache_pods(rendered: dict[str, Path]) -> None:
+def bus_sources(docs: list[dict[str, Any]], policy: str) -> set[str | None]:
+    """The components whose pods a NetworkPolicy admits to the bus (None: any slotcache pod)."""
+    rules = resource(docs, "NetworkPolicy", policy)["spec"]["ingress"]
+    (bus,) = [r for r in rules if any(p["port"] == 17000 for p in r["ports"])]
+    assert all(set(peer) == {"podSelector"} for peer in bus["from"])
+    labels = [peer["podSelector"]["matchLabels"] for peer in bus["from"]]
+    assert all(m["app.kubernetes.io/name"] == "slotcache" for m in labels)
+    return {m.get("app.kubernetes.io/component") for m in labels}
+
+
+def test_network_policy_keeps_the_bus_among_the_clusters_pods(rendered: dict[str, Path]) -> None:
+    """Cache pods only, plus the proxies where the overlay has the proxy tier."""
     for overlay in OVERLAYS:
         docs = documents(rendered[overlay].read_text())
-        rules = resource(docs, "NetworkPolicy", "slotcache")["spec"]["ingress"]
-        (bus,) = [r for r in rules if any(p["port"] == 17000 for p in r["ports"])]
-        (peer,) = bus["from"]
-        assert set(peer) == {"podSelector"}
-        assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "cache"
+        proxies = any(d["kind"] == "Deployment" for d in docs)
+        expected = {"cache", "proxy"} if proxies else {"cache"}
+        assert bus_sources(docs, "slotcache") == expected
+        if proxies:
+            assert bus_sources(docs, "slotcache-proxy") == {None}
+
+
+def test_dev_proxy_tier_forwards_for_clients_and_joins_by_itself(rendered: dict[str, Path]) -> None:
+    """A slotless node with its own Service, autoscaler, probes and bootstrap sidecar."""
+    docs = documents(rendered["dev"].read_text())
+    facts = PodFacts("slotcache-proxy-abc", "ns", GIB, ip="10.0.0.9")
+    proxy, bootstrap = pod_containers(docs, facts, kind="Deployment")
+    config = server_config(proxy)
+    assert proxy.env["SLOTCACHE_PROXY"] == "yes"
+    assert config.announce_host == "10.0.0.9" and config.cluster_enabled
+    args = build_parser().parse_args(bootstrap.args)
+    assert args.role == "proxy" and args.self_address == "10.0.0.9:7000"
+    assert args.pods == "slotcache-{ordinal}.slotcache-headless.ns.svc:7000"
+    deployment = resource(docs, "Deployment", "slotcache-proxy")
+    pod = deployment["spec"]["template"]["spec"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "proxy"
+    service = resource(docs, "Service", "slotcache-proxy")["spec"]
+    assert service["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    hpa = resource(docs, "HorizontalPodAutoscaler", "slotcache-proxy")["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "slotcache-proxy" and hpa["minReplicas"] >= 2
+    server = pod["containers"][0]
+    # The autoscaler's CPU target needs a CPU request; gRPC probes on the client port.
+    assert server["resources"]["requests"]["cpu"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert server[probe]["grpc"]["port"] == 7000
+    # Nothing but the node file to write, and no volume claim: a proxy keeps no data.
+    assert "volumeClaimTemplates" not in deployment["spec"]
+    assert proxy.env["SLOTCACHE_SNAPSHOT"] == "off"
