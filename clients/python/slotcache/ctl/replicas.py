@@ -23,15 +23,6 @@ def is_replica(peer: admin_pb2.PeerState) -> bool:
     return peer.node.role == cache_pb2.ROLE_REPLICA
 
 
-def owns_slots_by_role(peer: admin_pb2.PeerState) -> bool:
-    """A primary: a node that owns slots or may be given some.
-
-    Replicas and proxy-tier nodes (flag ``proxy``: slotless by definition)
-    never are, so a rebalance with empty primaries leaves them out.
-    """
-    return not is_replica(peer) and "proxy" not in peer.flags
-
-
 def label(peer: admin_pb2.PeerState) -> str:
     """``address (short id)``: how messages name a node."""
     return f"{peer.node.address} ({short_id(peer.node.id)})"

@@ -33,7 +33,7 @@ from slotcache.ctl.rebalance_plan import (
     SlotStat,
     batches,
 )
-from slotcache.ctl.replicas import is_replica, label, owns_slots_by_role
+from slotcache.ctl.replicas import is_replica, label
 from slotcache.ctl.rpc import (
     NodeHandle,
     OperationError,
@@ -140,7 +140,7 @@ def load_cluster(seed: str, timeout: float, wait_s: float = 10.0) -> ClusterView
     addresses = {p.node.id: p.node.address for p in reply.peers}
     primaries = tuple(
         sorted(
-            (p for p in reply.peers if owns_slots_by_role(p)),
+            (p for p in reply.peers if not is_replica(p)),
             key=lambda p: (min((r.start for r in p.node.slots), default=SLOT_COUNT), p.node.id),
         )
     )
