@@ -165,13 +165,16 @@ class BusTransport:
             traffic.received(reply)
         return reply
 
-    async def exchange(self, target: str, message: bus_pb2.BusMessage) -> bus_pb2.BusMessage:
-        """One exchange whose reply the caller needs (MEET, to a node not known yet).
+    async def exchange(
+        self, target: str, message: bus_pb2.BusMessage, audience: bytes = b""
+    ) -> bus_pb2.BusMessage:
+        """One exchange the caller awaits (MEET to a node not known yet, a proxy's LEAVE).
 
-        Raises AioRpcError when the call fails and NotAMember when the
-        answer does not come from a member.
+        ``audience`` is the id of the node called, when known. Raises
+        AioRpcError when the call fails and NotAMember when the answer does
+        not come from a member.
         """
-        return await self._call(target, message)
+        return await self._call(target, message, audience)
 
     async def close(self) -> None:
         """Cancel pending sends and close every channel."""

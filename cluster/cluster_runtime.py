@@ -8,6 +8,7 @@ into what the node does about them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -22,7 +23,7 @@ from . import node_file
 from .bus import BusService, BusTransport
 from .config import ServerConfig
 from .membership.machine import ClusterError, Membership
-from .membership.model import Address, MembershipConfig, Peer, new_node_id
+from .membership.model import PRIMARY, PROXY, Address, MembershipConfig, Peer, new_node_id
 from .membership.snapshot import restore, snapshot
 from .membership.step import Event, NodeFailed, RoleChanged, SlotsLost, StateChanged
 from .membership_runtime import MembershipRuntime
@@ -55,12 +56,38 @@ def _myself(config: ServerConfig, node_id: bytes | None) -> Peer:
 
 
 def load_membership(config: ServerConfig, now: int) -> Membership:
-    """Restore the node from its data directory, or create a fresh one with a new id."""
+    """Restore the node from its data directory, or create a fresh one with a new id.
+
+    Raises ClusterError when ``--proxy`` asks for a role the node file rules out.
+    """
     saved = node_file.load(node_file.node_file(config.data_dir))
     myself = _myself(config, None)
     if saved is not None:
-        return restore(saved, membership_config(config), myself.address, now)
-    return Membership(membership_config(config), myself, now)
+        membership = restore(saved, membership_config(config), myself.address, now)
+    else:
+        membership = Membership(membership_config(config), myself, now)
+    take_role(membership, config.proxy)
+    return membership
+
+
+def take_role(membership: Membership, proxy: bool) -> None:
+    """Make this node a proxy, or (started without ``--proxy``) an empty primary again.
+
+    A node that owns slots or replicates a primary holds data the cluster
+    counts on; turning it into a proxy would drop that silently.
+    """
+    me = membership.myself
+    if proxy:
+        owned = membership.slots.count(me.id)
+        if owned or me.is_replica:
+            held = f"owns {owned} slots" if owned else "is a replica"
+            raise ClusterError(
+                f"this node {held} according to its node file, and a proxy never does: "
+                "start the proxy with an empty --data-dir, or this node without --proxy"
+            )
+        me.flags = PROXY
+    elif me.is_proxy:
+        me.flags = PRIMARY
 
 
 def standalone_membership(
@@ -170,6 +197,23 @@ class ClusterRuntime(MembershipRuntime):
                 log.warning("now a primary")
             self._on_role_changed(event.primary)
 
+    async def leave(self, budget_s: float) -> int:
+        """A stopping proxy asks every node to forget it; returns how many answered in time.
+
+        Sent directly and awaited, unlike the fire-and-forget messages of a
+        step: the process is about to exit, and a node that never got the
+        LEAVE forgets the proxy later anyway (see membership/proxies.py).
+        """
+        step = self.membership.leave(self.clock(), self.inputs())
+        sends = [self._bus.exchange(e.dest.bus, e.message, e.node) for e in step.messages]
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(*sends, return_exceptions=True), budget_s
+            )
+        except TimeoutError:
+            return 0
+        return sum(1 for r in results if not isinstance(r, BaseException))
+
     async def meet(self, host: str, bus_port: int) -> Peer:
         """Introduce a node; on any failure nothing is added."""
         target = f"{host}:{bus_port}"
@@ -184,4 +228,4 @@ class ClusterRuntime(MembershipRuntime):
         return self.complete_meet(reply)
 
 
-__all__ = ["ClusterError", "ClusterRuntime", "load_membership", "monotonic_ms"]
+__all__ = ["ClusterError", "ClusterRuntime", "load_membership", "monotonic_ms", "take_role"]

@@ -202,6 +202,8 @@ class ServerConfig:
     snapshot: SnapshotPolicy = field(default_factory=SnapshotPolicy)
     # On SIGTERM a primary first hands its slots to an in-sync replica.
     shutdown_failover: bool = True
+    # A slotless node that forwards every call and never votes (see docs/cluster.md, "Proxy tier").
+    proxy: bool = False
     # Telemetry (see docs/observability.md). The metrics port defaults to the
     # client port + 1000; AUTO_PORT marks that default, 0 turns the endpoint off.
     metrics_port: int = AUTO_PORT
@@ -256,6 +258,10 @@ class ServerConfig:
         self._check_input_limits()
         self.tls.check(self.port, self.cluster_enabled)
         self._check_resp_tls()
+        if self.proxy and not self.cluster_enabled:
+            raise ValueError(
+                "--proxy yes needs --cluster-enabled yes: a proxy forwards to a cluster"
+            )
         if self.cluster_enabled and self.bus_port == 0 and self.client_port + 10000 > 65535:
             raise ValueError(
                 f"port {self.client_port} leaves no room for the bus port; set --bus-port"
@@ -440,6 +446,13 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--log-level", "log_level", _log_level, "debug, info, warning or error", "LEVEL"),
     _Option(
         "--cluster-enabled", "cluster_enabled", parse_bool, "join a cluster (yes/no)", "YES|NO"
+    ),
+    _Option(
+        "--proxy",
+        "proxy",
+        parse_bool,
+        "a slotless node that forwards every call and never votes (yes/no; needs cluster mode)",
+        "YES|NO",
     ),
     _Option("--bus-port", "bus_port", _port, "cluster bus port (default: port + 10000)", "PORT"),
     _Option(

@@ -24,6 +24,7 @@ from slotcache.v1 import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
 
 from . import node_file, peer_channels
 from .cluster_runtime import (
+    ClusterError,
     ClusterRuntime,
     load_membership,
     monotonic_ms,
@@ -36,6 +37,7 @@ from .handoff import hand_off, live_replicas, owns_slots
 from .holds import WriteHolds
 from .keyspace import Keyspace
 from .keyspace.store import wall_clock_ms
+from .membership.model import role_name
 from .migration.manager import Migrations, MigrationService
 from .migration.pacing import Pacer
 from .observability import telemetry
@@ -76,6 +78,8 @@ SHUTDOWN_SETTLE_S = 0.2
 # Pipeline stream would otherwise hold it for the whole grace period.
 UNOWNED_DRAIN_S = 0.5
 LOOP_WATCH_PERIOD_S = 0.01
+# How long a stopping proxy waits for the nodes to acknowledge its LEAVE.
+PROXY_LEAVE_S = 2.0
 
 
 class StartupError(RuntimeError):
@@ -108,7 +112,10 @@ class Node:
         self._identity: dict[str, Any] | None = None
         self.holds = WriteHolds(lambda: membership.writes_paused(monotonic_ms()))
         if config.cluster_enabled:
-            membership = load_membership(config, monotonic_ms())
+            try:
+                membership = load_membership(config, monotonic_ms())
+            except ClusterError as exc:
+                raise StartupError(str(exc)) from None
             self.node_auth = self._node_auth(membership.id)
             self.runtime = ClusterRuntime(
                 config, membership, self.node_auth, self.drop_slots, self._role_changed
@@ -181,6 +188,7 @@ class Node:
         self._started_at = time.monotonic()
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._cluster_cron: asyncio.Task[None] | None = None
         # Set by SIGTERM/SIGINT (see cluster.main) or by the Admin Shutdown RPC.
         self.shutdown_requested = asyncio.Event()
         # Shutdown(reset=true): delete the node file once stopped.
@@ -266,7 +274,8 @@ class Node:
             except OSError as exc:
                 raise StartupError(str(exc)) from exc
             self._apply_role()
-            self._tasks.append(asyncio.create_task(self._run_cluster_cron(), name="cluster-cron"))
+            self._cluster_cron = asyncio.create_task(self._run_cluster_cron(), name="cluster-cron")
+            self._tasks.append(self._cluster_cron)
         self.tracking.start()
         try:
             self.telemetry.start(self)
@@ -416,6 +425,8 @@ class Node:
         deadline = loop.time() + grace
         if self.config.shutdown_failover and self.runtime is not None and self.replication:
             await hand_off(self.runtime.membership, self.replication.primary, grace, self.node_auth)
+        if self.config.proxy:
+            await self._leave(min(grace, PROXY_LEAVE_S))
         await self.health.enter_graceful_shutdown()
         # Calls already read but not yet dispatched are cancelled by grpc's stop()
         # (grpc/grpc#41785); a short pause lets them reach their handlers first,
@@ -448,6 +459,21 @@ class Node:
         if self.reset_requested:
             # After the runtime's last save: started again, the node is new and alone.
             node_file.node_file(self.config.data_dir).unlink(missing_ok=True)
+
+    async def _leave(self, budget_s: float) -> None:
+        """Ask the cluster to forget this proxy, after its last probe.
+
+        The membership cron stops first: a proxy probes with MEET, and one
+        sent after the LEAVE would add it back.
+        """
+        assert self.runtime is not None, "a proxy runs in cluster mode"
+        if self._cluster_cron is not None:
+            self._cluster_cron.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cluster_cron
+        peers = sum(1 for _ in self.runtime.membership.peers())
+        answered = await self.runtime.leave(budget_s)
+        log.info("left the cluster: %d of %d nodes acknowledged", answered, peers)
 
     async def _run_cron(self) -> None:
         """Run background duties at the sampler's frequency, keeping a steady period."""
@@ -559,7 +585,7 @@ class Node:
             "data_dir": str(self.config.data_dir),
             "node_id": self.ownership.membership.myself.hex_id,
             "cluster_enabled": "yes" if self.runtime is not None else "no",
-            "role": "replica" if self.ownership.membership.myself.primary_id else "primary",
+            "role": role_name(self.ownership.membership.myself.flags),
         }
 
     def stats(self) -> dict[str, int]:

@@ -16,8 +16,14 @@ from slotcache.v1 import admin_pb2, cache_pb2
 
 from .holds import WriteHolds
 from .membership.machine import Membership
-from .membership.model import FAIL, REPLICA, Peer, flag_names
+from .membership.model import FAIL, Peer, flag_names, role_name
 from .routing import Owner
+
+_ROLES = {
+    "primary": cache_pb2.ROLE_PRIMARY,
+    "replica": cache_pb2.ROLE_REPLICA,
+    "proxy": cache_pb2.ROLE_PROXY,
+}
 
 
 class Ownership:
@@ -92,7 +98,7 @@ class Ownership:
         return cache_pb2.NodeInfo(
             id=peer.hex_id,
             address=peer.address.client,
-            role=cache_pb2.ROLE_REPLICA if peer.flags & REPLICA else cache_pb2.ROLE_PRIMARY,
+            role=_ROLES[role_name(peer.flags)],
             primary_id=peer.primary_id.hex(),
             slots=[cache_pb2.SlotRange(start=s, end=e) for s, e in ranges],
             config_epoch=peer.config_epoch,

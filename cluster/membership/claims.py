@@ -14,13 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from ..membership.messages import PONG, UPDATE, Messages
-from ..membership.model import PRIMARY, REPLICA, Peer
+from ..membership.model import PRIMARY, REPLICA, ROLE, Peer
 from ..membership.slot_table import expand
 from ..membership.step import Envelope, Outputs, RoleChanged, SlotsLost, Turn
 from ..membership.view import View
 from ..wire import bus_pb2
-
-ROLE = PRIMARY | REPLICA
 
 
 class Claims:
@@ -155,6 +153,8 @@ class Claims:
         node = self._view.nodes.get(bytes(update.node))
         if node is None or node is self._view.myself or update.config_epoch < node.config_epoch:
             return
+        if node.is_proxy:
+            return  # a proxy never owns slots, whatever a confused peer says
         slots = self._newer(node, update.config_epoch, update.slots, turn)
         if slots is None:
             return

@@ -66,10 +66,10 @@ class ClusterState:
         cfg = view.config
         nodes = view.nodes
         owners = view.slots.owners()
-        view.size = sum(1 for node_id in owners if node_id in nodes)
-        reachable = sum(
-            1 for node_id in owners if node_id in nodes and not nodes[node_id].flags & FAILING
-        )
+        # The electorate: slot-owning primaries (never a proxy, see View.is_voter).
+        voters = [nodes[i] for i in owners if i in nodes and view.is_voter(nodes[i])]
+        view.size = len(voters)
+        reachable = sum(1 for node in voters if not node.flags & FAILING)
         majority = reachable >= view.size // 2 + 1
         if not majority and view.myself.is_primary:
             self._minority_at = now

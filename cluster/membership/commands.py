@@ -15,6 +15,7 @@ from ..membership.claims import Claims
 from ..membership.failover import Elections, FailoverMode
 from ..membership.failure_detector import FailureDetector
 from ..membership.messages import PONG
+from ..membership.model import Peer
 from ..membership.step import Outputs, Turn
 from ..membership.view import View
 from ..wire import bus_pb2
@@ -35,19 +36,28 @@ def _valid_slots(slots: Iterable[int]) -> list[int]:
     return wanted
 
 
-def _require_primary(view: View) -> None:
-    if not view.myself.is_primary:
+def require_slot_owner(node: Peer, who: str = "this node") -> None:
+    """Refuse slots to a node that cannot own them; a proxy is told why."""
+    if node.is_proxy:
+        raise ClusterError(
+            f"{who} is a proxy (--proxy yes): a proxy never owns slots; give them to a primary"
+        )
+    if not node.is_primary:
         raise ClusterError("only a primary can own slots")
+
+
+def _require_primary(view: View) -> None:
+    require_slot_owner(view.myself)
 
 
 def add_slots(view: View, claims: Claims, slots: Iterable[int], out: Outputs) -> None:
     """Claim unassigned slots; refuse the whole request if any is taken or invalid."""
     wanted = _valid_slots(slots)
+    _require_primary(view)
     for slot in wanted:
         owner = view.slots.owner(slot)
         if owner is not None and owner != view.id:
             raise ClusterError(f"slot {slot} is already owned by {owner.hex()}")
-    _require_primary(view)
     claims.assign(wanted, out)
 
 
@@ -75,6 +85,7 @@ def apply_claim(
     node = view.nodes.get(node_id)
     if node is None or node is view.myself:
         raise ClusterError(f"unknown node {node_id.hex()}")
+    require_slot_owner(node, node_id.hex())
     claims.adopt(node, epoch, slots, turn)
 
 
@@ -91,11 +102,18 @@ def set_config_epoch(view: View, claims: Claims, epoch: int, out: Outputs) -> No
 
 def replicate(view: View, claims: Claims, primary_id: bytes, out: Outputs) -> None:
     """Become a replica of ``primary_id`` (Redis's CLUSTER REPLICATE)."""
+    if view.myself.is_proxy:
+        raise ClusterError(
+            "this node is a proxy (--proxy yes): a proxy never replicates; "
+            "start the replica without --proxy"
+        )
     primary = view.nodes.get(primary_id)
     if primary is None:
         raise ClusterError(f"unknown node {primary_id.hex()}")
     if primary is view.myself:
         raise ClusterError("a node cannot replicate itself")
+    if primary.is_proxy:
+        raise ClusterError(f"{primary_id.hex()} is a proxy: it holds no data to replicate")
     if not primary.is_primary:
         raise ClusterError(f"{primary_id.hex()} is a replica, not a primary")
     if view.slots.count(view.id):
@@ -119,6 +137,11 @@ def forget(view: View, detector: FailureDetector, node_id: bytes, now: int, out:
     owned = view.slots.count(node_id)
     if owned:
         raise ClusterError(f"{node_id.hex()} owns {owned} slots; move them away first")
+    drop(view, detector, node_id, now, out)
+
+
+def drop(view: View, detector: FailureDetector, node_id: bytes, now: int, out: Outputs) -> None:
+    """Remove a node and ignore gossip about it for the ban period (no checks: see callers)."""
     view.forget(node_id, now + FORGET_BAN_MS)
     detector.forget(node_id)
     out.changed()
@@ -148,8 +171,10 @@ __all__ = [
     "apply_claim",
     "check_meet_reply",
     "claim_slots",
+    "drop",
     "forget",
     "manual_failover",
     "replicate",
+    "require_slot_owner",
     "set_config_epoch",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 
-from ..membership.messages import FAIL_MSG, PING, PONG, REPORT, Messages, MessageType
+from ..membership.messages import FAIL_MSG, MEET, PING, PONG, REPORT, Messages, MessageType
 from ..membership.model import FAIL, FAILING, PFAIL, Peer
 from ..membership.step import Envelope, NodeFailed, Outputs, Turn
 from ..membership.view import View
@@ -38,8 +38,15 @@ class FailureDetector:
     # ---- pings ------------------------------------------------------------------
 
     def ping(self, peer: Peer, turn: Turn, kind: MessageType = PING) -> Envelope:
-        """A PING (or MEET) to ``peer``, starting its ping clock if none is outstanding."""
+        """A PING (or MEET) to ``peer``, starting its ping clock if none is outstanding.
+
+        A proxy always sends MEET, which a node that knows it treats as a
+        PING: should the others have forgotten it (see :mod:`proxies`) while
+        it was cut off, its next probe makes it a member again.
+        """
         now = turn.now
+        if kind == PING and self._view.myself.is_proxy:
+            kind = MEET
         if not peer.ping_sent:
             peer.ping_sent = now
         peer.ping_attempt = now
@@ -153,8 +160,10 @@ class FailureDetector:
             return
         view = self._view
         horizon = turn.now - self._config.report_validity_ms
+        nodes = view.nodes
         for reporter, at in list(node.fail_reports.items()):
-            if at < horizon or view.slots.count(reporter) == 0:
+            peer = nodes.get(reporter)
+            if at < horizon or peer is None or not view.is_voter(peer):
                 del node.fail_reports[reporter]
         votes = len(node.fail_reports) + view.is_voter(view.myself)
         if votes < view.size // 2 + 1:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from slotcache.contract import SLOT_COUNT
 
-from ..membership import commands
+from ..membership import commands, proxies
 from ..membership.claims import Claims
 from ..membership.cluster_state import ClusterState
 from ..membership.commands import ClusterError
@@ -38,6 +38,7 @@ from ..membership.messages import (
     AUTH_REQUEST,
     FAIL_MSG,
     GOSSIPING,
+    LEAVE,
     MEET,
     MFSTART,
     PING,
@@ -47,7 +48,7 @@ from ..membership.messages import (
     Messages,
     MessageType,
 )
-from ..membership.model import FAILING, PRIMARY, REPLICA, Address, MembershipConfig, Peer
+from ..membership.model import FAILING, PRIMARY, ROLE, Address, MembershipConfig, Peer
 from ..membership.slot_table import SlotTable
 from ..membership.step import NO_INPUTS, Envelope, Inputs, Outputs, Step, Turn
 from ..membership.view import View
@@ -200,6 +201,8 @@ class Membership:
             turn.send(self.detector.ping(peer, turn, kind))
         self.elections.tick(turn)
         self.detector.run_due(turn)
+        for node_id in proxies.departed(self.view, now):
+            commands.drop(self.view, self.detector, node_id, now, turn)
         return self._settled(turn)
 
     def receive(self, msg: bus_pb2.BusMessage, now: int, inputs: Inputs = NO_INPUTS) -> Step:
@@ -253,6 +256,8 @@ class Membership:
             self.elections.on_auth_ack(sender, msg.header, turn)
         elif kind == MFSTART:
             self.elections.on_mfstart(sender, turn)
+        elif kind == LEAVE and proxies.may_leave(self.view, sender):
+            commands.drop(self.view, self.detector, sender.id, turn.now, turn)
 
     def _subject(self, msg: bus_pb2.BusMessage) -> Peer | None:
         """The other node a FAIL or REPORT is about, if we know it."""
@@ -285,7 +290,7 @@ class Membership:
         if entry.flags & FAILING or not entry.address.host:
             return
         node = self._add(Peer(id=node_id, address=Address.from_proto(entry.address)), turn)
-        node.flags = entry.flags & (PRIMARY | REPLICA) or PRIMARY
+        node.flags = entry.flags & ROLE or PRIMARY
         self.claims.apply_gossiped(node, entry, turn)
         self.gossip.introduce(node_id)
 
@@ -368,6 +373,15 @@ class Membership:
         turn = Turn(now)
         commands.forget(self.view, self.detector, node_id, now, turn)
         return self._settled(turn)
+
+    def leave(self, now: int, inputs: Inputs = NO_INPUTS) -> Step:
+        """A stopping proxy's LEAVE to every node, so that none keeps it as a failed member."""
+        if not self.view.myself.is_proxy:
+            raise ClusterError("only a proxy leaves by itself; del-node removes other nodes")
+        turn = Turn(now, inputs)
+        for peer in list(self.view.peers()):
+            turn.send(self.messages.to(peer, LEAVE, turn))
+        return turn.step()
 
     def manual_failover(self, mode: FailoverMode, now: int, inputs: Inputs = NO_INPUTS) -> Step:
         """Start a manual failover on this replica (see :mod:`failover`)."""

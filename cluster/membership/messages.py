@@ -25,6 +25,7 @@ REPORT = bus_pb2.MESSAGE_TYPE_REPORT
 AUTH_REQUEST = bus_pb2.MESSAGE_TYPE_FAILOVER_AUTH_REQUEST
 AUTH_ACK = bus_pb2.MESSAGE_TYPE_FAILOVER_AUTH_ACK
 MFSTART = bus_pb2.MESSAGE_TYPE_MFSTART
+LEAVE = bus_pb2.MESSAGE_TYPE_LEAVE
 
 MessageType: TypeAlias = bus_pb2.MessageType.ValueType
 
@@ -77,6 +78,7 @@ __all__ = [
     "AUTH_REQUEST",
     "FAIL_MSG",
     "GOSSIPING",
+    "LEAVE",
     "MEET",
     "MFSTART",
     "PING",

@@ -12,6 +12,9 @@ REPLICA = bus_pb2.NODE_FLAG_REPLICA
 PFAIL = bus_pb2.NODE_FLAG_PFAIL
 FAIL = bus_pb2.NODE_FLAG_FAIL
 FAILING = PFAIL | FAIL
+PROXY = bus_pb2.NODE_FLAG_PROXY
+# A node has exactly one of these roles; the header of each message states it.
+ROLE = PRIMARY | REPLICA | PROXY
 
 NODE_ID_BYTES = 20
 
@@ -132,15 +135,33 @@ class Peer:
         return bool(self.flags & REPLICA)
 
     @property
+    def is_proxy(self) -> bool:
+        """Forwards every call and never owns slots, replicates or votes (the proxy tier)."""
+        return bool(self.flags & PROXY)
+
+    @property
     def failing(self) -> bool:
         """Marked PFAIL or FAIL."""
         return bool(self.flags & FAILING)
 
 
+def role_name(flags: int) -> str:
+    """``primary``, ``replica`` or ``proxy``: the one role a node's flags give it."""
+    if flags & PROXY:
+        return "proxy"
+    return "replica" if flags & REPLICA else "primary"
+
+
 def flag_names(flags: int) -> list[str]:
     """Readable flag names, in Redis's vocabulary."""
     names = []
-    for bit, name in ((PRIMARY, "primary"), (REPLICA, "replica"), (PFAIL, "pfail"), (FAIL, "fail")):
+    for bit, name in (
+        (PRIMARY, "primary"),
+        (REPLICA, "replica"),
+        (PROXY, "proxy"),
+        (PFAIL, "pfail"),
+        (FAIL, "fail"),
+    ):
         if flags & bit:
             names.append(name)
     return names

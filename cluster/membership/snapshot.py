@@ -11,9 +11,10 @@ import random as _random
 from typing import Any
 
 from ..membership.machine import Membership, Remembered
-from ..membership.model import PRIMARY, REPLICA, Address, MembershipConfig, Peer
+from ..membership.model import PRIMARY, PROXY, REPLICA, Address, MembershipConfig, Peer, role_name
 
 FORMAT_VERSION = 1
+_ROLES = {"primary": PRIMARY, "replica": REPLICA, "proxy": PROXY}
 
 
 def snapshot(m: Membership) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def _node(m: Membership, peer: Peer) -> dict[str, Any]:
         "port": peer.address.port,
         "bus_port": peer.address.bus_port,
         "resp_port": peer.address.resp_port,
-        "role": "replica" if peer.is_replica else "primary",
+        "role": role_name(peer.flags),
         "primary": peer.primary_id.hex(),
         "config_epoch": peer.config_epoch,
         # The table's cached ranges: a node file is saved on every config change.
@@ -67,7 +68,7 @@ def restore(
                 # Node files written before the RESP listener existed have none.
                 int(entry.get("resp_port", 0)),
             ),
-            flags=REPLICA if entry["role"] == "replica" else PRIMARY,
+            flags=_ROLES.get(entry["role"], PRIMARY),
             config_epoch=int(entry["config_epoch"]),
             primary_id=bytes.fromhex(entry["primary"]),
         )

@@ -117,8 +117,12 @@ class View:
         return self.nodes.get(primary) if primary else None
 
     def is_voter(self, node: Peer) -> bool:
-        """Only slot-owning primaries count towards failure and election majorities."""
-        return node.is_primary and self.slots.count(node.id) > 0
+        """Only slot-owning primaries count towards failure and election majorities.
+
+        A proxy is excluded by name as well as by its empty slot set: should a
+        claim ever pair slots with a proxy's id, it must still not vote.
+        """
+        return node.is_primary and not node.is_proxy and self.slots.count(node.id) > 0
 
     def owner_of(self, slot: int) -> Peer | None:
         """The node that serves ``slot``, if known."""

@@ -14,6 +14,7 @@ from slotcache.v1 import admin_pb2
 from ..cluster_runtime import ClusterRuntime
 from ..holds import WriteHolds
 from ..keyspace import Keyspace
+from ..membership.commands import require_slot_owner
 from ..membership.machine import ClusterError
 from ..migration.pacing import Pacer
 from ..migration.progress import MigrationRecord
@@ -61,11 +62,12 @@ class Migrations:
         """Begin moving ``slots`` from ``source_id`` to this node; return the migration id."""
         m = self.runtime.membership
         wanted = sorted(set(slots))
-        if not m.myself.is_primary:
-            raise ClusterError("only a primary can take slots")
+        require_slot_owner(m.myself)
         source = m.nodes.get(source_id)
         if source is None or source is m.myself:
             raise ClusterError(f"{source_id.hex()} is not another known node")
+        if source.is_proxy:
+            raise ClusterError(f"{source_id.hex()} is a proxy: it owns no slots to migrate")
         if not source.is_primary:
             raise ClusterError(f"{source_id.hex()} is a replica; migrate from its primary")
         not_theirs = [s for s in wanted if m.slots.owner(s) != source_id]

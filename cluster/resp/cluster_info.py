@@ -31,6 +31,8 @@ class NodeRow:
     ranges: tuple[tuple[int, int], ...]
     myself: bool
     repl_offset: int = 0
+    # A proxy (the proxy tier): neither master nor replica, never in SLOTS or SHARDS.
+    proxy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,11 @@ class ClusterView:
         return [
             n
             for n in self.nodes
-            if not n.primary and n.primary_id == node.id and n.resp_port and not n.fail
+            if not n.primary
+            and not n.proxy
+            and n.primary_id == node.id
+            and n.resp_port
+            and not n.fail
         ]
 
 
@@ -67,7 +73,7 @@ def slots_reply(view: ClusterView) -> list[Any]:
     """CLUSTER SLOTS: each range with its primary, then its replicas."""
     out: list[Any] = []
     for node in view.nodes:
-        if not node.primary:
+        if not node.primary or node.proxy:
             continue
         entries = [[*view.endpoint(node), node.id]]
         entries += [[r.host, r.resp_port, r.id] for r in view.replicas_of(node)]
@@ -81,7 +87,7 @@ def shards_reply(view: ClusterView) -> list[Any]:
     """CLUSTER SHARDS (Redis 7): each primary's slots and nodes."""
     shards: list[Any] = []
     for node in view.nodes:
-        if not node.primary or not node.ranges:
+        if not node.primary or node.proxy or not node.ranges:
             continue
         members = [node, *view.replicas_of(node)]
         shards.append(
@@ -114,7 +120,7 @@ def nodes_reply(view: ClusterView) -> str:
         flags = []
         if node.myself:
             flags.append("myself")
-        flags.append("master" if node.primary else "slave")
+        flags.append("proxy" if node.proxy else "master" if node.primary else "slave")
         if node.fail:
             flags.append("fail")
         elif node.pfail:

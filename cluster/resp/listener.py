@@ -123,6 +123,7 @@ class RespListener:
             ranges=tuple(m.slot_ranges(peer.id)),
             myself=myself,
             repl_offset=peer.repl_offset,
+            proxy=peer.is_proxy,
         )
 
     def resp_endpoint(self, node_id: str) -> str | None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16slotcache/v1/bus.proto\x12\x0cslotcache.v1\"N\n\x0bNodeAddress\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x10\n\x08\x62us_port\x18\x03 \x01(\r\x12\x11\n\tresp_port\x18\x04 \x01(\r\"\xd9\x01\n\x06Header\x12\x0e\n\x06sender\x18\x01 \x01(\x0c\x12\x15\n\rcurrent_epoch\x18\x02 \x01(\x04\x12\x14\n\x0c\x63onfig_epoch\x18\x03 \x01(\x04\x12\r\n\x05\x66lags\x18\x04 \x01(\r\x12\r\n\x05slots\x18\x05 \x03(\r\x12\x0f\n\x07primary\x18\x06 \x01(\x0c\x12\x13\n\x0brepl_offset\x18\x07 \x01(\x04\x12\x12\n\ncluster_ok\x18\x08 \x01(\x08\x12*\n\x07\x61\x64\x64ress\x18\t \x01(\x0b\x32\x19.slotcache.v1.NodeAddress\x12\x0e\n\x06mflags\x18\n \x01(\r\"{\n\x0bGossipEntry\x12\x0c\n\x04node\x18\x01 \x01(\x0c\x12*\n\x07\x61\x64\x64ress\x18\x02 \x01(\x0b\x32\x19.slotcache.v1.NodeAddress\x12\r\n\x05\x66lags\x18\x03 \x01(\r\x12\x14\n\x0c\x63onfig_epoch\x18\x04 \x01(\x04\x12\r\n\x05slots\x18\x05 \x03(\r\"?\n\nNodeConfig\x12\x0c\n\x04node\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63onfig_epoch\x18\x02 \x01(\x04\x12\r\n\x05slots\x18\x03 \x03(\r\"\xc1\x01\n\nBusMessage\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.slotcache.v1.MessageType\x12$\n\x06header\x18\x02 \x01(\x0b\x32\x14.slotcache.v1.Header\x12)\n\x06gossip\x18\x03 \x03(\x0b\x32\x19.slotcache.v1.GossipEntry\x12\x0f\n\x07\x66\x61iling\x18\x04 \x01(\x0c\x12(\n\x06update\x18\x05 \x01(\x0b\x32\x18.slotcache.v1.NodeConfig*\x9f\x02\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11MESSAGE_TYPE_PING\x10\x01\x12\x15\n\x11MESSAGE_TYPE_PONG\x10\x02\x12\x15\n\x11MESSAGE_TYPE_MEET\x10\x03\x12\x15\n\x11MESSAGE_TYPE_FAIL\x10\x04\x12\x17\n\x13MESSAGE_TYPE_UPDATE\x10\x05\x12\x17\n\x13MESSAGE_TYPE_REPORT\x10\x06\x12&\n\"MESSAGE_TYPE_FAILOVER_AUTH_REQUEST\x10\x07\x12\"\n\x1eMESSAGE_TYPE_FAILOVER_AUTH_ACK\x10\x08\x12\x18\n\x14MESSAGE_TYPE_MFSTART\x10\t*X\n\x0bMessageFlag\x12\x15\n\x11MESSAGE_FLAG_NONE\x10\x00\x12\x17\n\x13MESSAGE_FLAG_PAUSED\x10\x01\x12\x19\n\x15MESSAGE_FLAG_FORCEACK\x10\x02*u\n\x08NodeFlag\x12\x12\n\x0eNODE_FLAG_NONE\x10\x00\x12\x15\n\x11NODE_FLAG_PRIMARY\x10\x01\x12\x15\n\x11NODE_FLAG_REPLICA\x10\x02\x12\x13\n\x0fNODE_FLAG_PFAIL\x10\x04\x12\x12\n\x0eNODE_FLAG_FAIL\x10\x08\x32\x45\n\x03\x42us\x12>\n\x08\x45xchange\x12\x18.slotcache.v1.BusMessage\x1a\x18.slotcache.v1.BusMessageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16slotcache/v1/bus.proto\x12\x0cslotcache.v1\"N\n\x0bNodeAddress\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x10\n\x08\x62us_port\x18\x03 \x01(\r\x12\x11\n\tresp_port\x18\x04 \x01(\r\"\xd9\x01\n\x06Header\x12\x0e\n\x06sender\x18\x01 \x01(\x0c\x12\x15\n\rcurrent_epoch\x18\x02 \x01(\x04\x12\x14\n\x0c\x63onfig_epoch\x18\x03 \x01(\x04\x12\r\n\x05\x66lags\x18\x04 \x01(\r\x12\r\n\x05slots\x18\x05 \x03(\r\x12\x0f\n\x07primary\x18\x06 \x01(\x0c\x12\x13\n\x0brepl_offset\x18\x07 \x01(\x04\x12\x12\n\ncluster_ok\x18\x08 \x01(\x08\x12*\n\x07\x61\x64\x64ress\x18\t \x01(\x0b\x32\x19.slotcache.v1.NodeAddress\x12\x0e\n\x06mflags\x18\n \x01(\r\"{\n\x0bGossipEntry\x12\x0c\n\x04node\x18\x01 \x01(\x0c\x12*\n\x07\x61\x64\x64ress\x18\x02 \x01(\x0b\x32\x19.slotcache.v1.NodeAddress\x12\r\n\x05\x66lags\x18\x03 \x01(\r\x12\x14\n\x0c\x63onfig_epoch\x18\x04 \x01(\x04\x12\r\n\x05slots\x18\x05 \x03(\r\"?\n\nNodeConfig\x12\x0c\n\x04node\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63onfig_epoch\x18\x02 \x01(\x04\x12\r\n\x05slots\x18\x03 \x03(\r\"\xc1\x01\n\nBusMessage\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.slotcache.v1.MessageType\x12$\n\x06header\x18\x02 \x01(\x0b\x32\x14.slotcache.v1.Header\x12)\n\x06gossip\x18\x03 \x03(\x0b\x32\x19.slotcache.v1.GossipEntry\x12\x0f\n\x07\x66\x61iling\x18\x04 \x01(\x0c\x12(\n\x06update\x18\x05 \x01(\x0b\x32\x18.slotcache.v1.NodeConfig*\xb7\x02\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11MESSAGE_TYPE_PING\x10\x01\x12\x15\n\x11MESSAGE_TYPE_PONG\x10\x02\x12\x15\n\x11MESSAGE_TYPE_MEET\x10\x03\x12\x15\n\x11MESSAGE_TYPE_FAIL\x10\x04\x12\x17\n\x13MESSAGE_TYPE_UPDATE\x10\x05\x12\x17\n\x13MESSAGE_TYPE_REPORT\x10\x06\x12&\n\"MESSAGE_TYPE_FAILOVER_AUTH_REQUEST\x10\x07\x12\"\n\x1eMESSAGE_TYPE_FAILOVER_AUTH_ACK\x10\x08\x12\x18\n\x14MESSAGE_TYPE_MFSTART\x10\t\x12\x16\n\x12MESSAGE_TYPE_LEAVE\x10\n*X\n\x0bMessageFlag\x12\x15\n\x11MESSAGE_FLAG_NONE\x10\x00\x12\x17\n\x13MESSAGE_FLAG_PAUSED\x10\x01\x12\x19\n\x15MESSAGE_FLAG_FORCEACK\x10\x02*\x8a\x01\n\x08NodeFlag\x12\x12\n\x0eNODE_FLAG_NONE\x10\x00\x12\x15\n\x11NODE_FLAG_PRIMARY\x10\x01\x12\x15\n\x11NODE_FLAG_REPLICA\x10\x02\x12\x13\n\x0fNODE_FLAG_PFAIL\x10\x04\x12\x12\n\x0eNODE_FLAG_FAIL\x10\x08\x12\x13\n\x0fNODE_FLAG_PROXY\x10\x10\x32\x45\n\x03\x42us\x12>\n\x08\x45xchange\x12\x18.slotcache.v1.BusMessage\x1a\x18.slotcache.v1.BusMessageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,11 +32,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'slotcache.v1.bus_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MESSAGETYPE']._serialized_start=727
-  _globals['_MESSAGETYPE']._serialized_end=1014
-  _globals['_MESSAGEFLAG']._serialized_start=1016
-  _globals['_MESSAGEFLAG']._serialized_end=1104
-  _globals['_NODEFLAG']._serialized_start=1106
-  _globals['_NODEFLAG']._serialized_end=1223
+  _globals['_MESSAGETYPE']._serialized_end=1038
+  _globals['_MESSAGEFLAG']._serialized_start=1040
+  _globals['_MESSAGEFLAG']._serialized_end=1128
+  _globals['_NODEFLAG']._serialized_start=1131
+  _globals['_NODEFLAG']._serialized_end=1269
   _globals['_NODEADDRESS']._serialized_start=40
   _globals['_NODEADDRESS']._serialized_end=118
   _globals['_HEADER']._serialized_start=121
@@ -47,6 +47,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODECONFIG']._serialized_end=528
   _globals['_BUSMESSAGE']._serialized_start=531
   _globals['_BUSMESSAGE']._serialized_end=724
-  _globals['_BUS']._serialized_start=1225
-  _globals['_BUS']._serialized_end=1294
+  _globals['_BUS']._serialized_start=1271
+  _globals['_BUS']._serialized_end=1340
 # @@protoc_insertion_point(module_scope)

@@ -52,6 +52,8 @@ class _MessageTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageTy
     """A primary grants its vote for the epoch in the header."""
     MESSAGE_TYPE_MFSTART: _MessageType.ValueType  # 9
     """A replica asks its primary to pause writes for a manual failover."""
+    MESSAGE_TYPE_LEAVE: _MessageType.ValueType  # 10
+    """A proxy that is stopping asks to be forgotten at once."""
 
 class MessageType(_MessageType, metaclass=_MessageTypeEnumTypeWrapper): ...
 
@@ -75,6 +77,8 @@ MESSAGE_TYPE_FAILOVER_AUTH_ACK: MessageType.ValueType  # 8
 """A primary grants its vote for the epoch in the header."""
 MESSAGE_TYPE_MFSTART: MessageType.ValueType  # 9
 """A replica asks its primary to pause writes for a manual failover."""
+MESSAGE_TYPE_LEAVE: MessageType.ValueType  # 10
+"""A proxy that is stopping asks to be forgotten at once."""
 Global___MessageType: _TypeAlias = MessageType  # noqa: Y015
 
 class _MessageFlag:
@@ -116,6 +120,10 @@ class _NodeFlagEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NodeFlag.Val
     """The sender has had a ping to this node outstanding for node_timeout."""
     NODE_FLAG_FAIL: _NodeFlag.ValueType  # 8
     """A majority of primaries agreed the node is failing."""
+    NODE_FLAG_PROXY: _NodeFlag.ValueType  # 16
+    """A slotless node that forwards every call (the proxy tier): it never owns
+    slots, never replicates, never votes and never counts in a majority.
+    """
 
 class NodeFlag(_NodeFlag, metaclass=_NodeFlagEnumTypeWrapper):
     """Node flags, as a bit set."""
@@ -127,6 +135,10 @@ NODE_FLAG_PFAIL: NodeFlag.ValueType  # 4
 """The sender has had a ping to this node outstanding for node_timeout."""
 NODE_FLAG_FAIL: NodeFlag.ValueType  # 8
 """A majority of primaries agreed the node is failing."""
+NODE_FLAG_PROXY: NodeFlag.ValueType  # 16
+"""A slotless node that forwards every call (the proxy tier): it never owns
+slots, never replicates, never votes and never counts in a majority.
+"""
 Global___NodeFlag: _TypeAlias = NodeFlag  # noqa: Y015
 
 @_typing.final

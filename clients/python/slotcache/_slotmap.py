@@ -84,7 +84,8 @@ class SlotMap:
             Node(
                 n.id,
                 dialed if single else n.address,
-                n.role != pb.ROLE_REPLICA,
+                # A proxy owns no slots and is nobody's primary: never a routing target.
+                n.role not in (pb.ROLE_REPLICA, pb.ROLE_PROXY),
                 n.failing,
                 n.primary_id,
             )

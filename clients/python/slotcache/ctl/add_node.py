@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from slotcache.ctl.cluster_ops import check_fresh
-from slotcache.ctl.replicas import find_node, is_replica, label, resolve_primary, sync_problem
+from slotcache.ctl.replicas import find_node, label, resolve_primary, sync_problem
+from slotcache.ctl.roles import is_proxy, is_replica
 from slotcache.ctl.rpc import (
     NodeHandle,
     OperationError,
@@ -41,10 +42,14 @@ class AddedNode:
     cluster_size: int
     # Keys the new node holds once in sync (0 for a primary, which starts empty).
     keys: int
+    # A proxy (--proxy yes) joins without slots for good and forwards every call.
+    proxy: bool = False
 
     @property
     def role(self) -> str:
-        """``primary`` or ``replica``."""
+        """``primary``, ``replica`` or ``proxy``."""
+        if self.proxy:
+            return "proxy"
         return "replica" if self.primary_id else "primary"
 
 
@@ -79,6 +84,12 @@ def add_node(
                 "nothing was changed"
             )
         check_fresh(new, fresh)
+        proxy = is_proxy(myself(fresh))
+        if proxy and replica_of:
+            raise OperationError(
+                f"{new_address} is a proxy (--proxy yes): a proxy never replicates; "
+                "add it without --replica-of; nothing was changed"
+            )
         primary = resolve_primary(cluster, replica_of, existing_address) if replica_of else None
         new_bus = myself(fresh).bus_address
         check_bus(new_bus, timeout)
@@ -104,6 +115,7 @@ def add_node(
             primary.node.address if primary is not None else None,
             len(cluster.peers) + 1,
             keys,
+            proxy,
         )
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from slotcache.ctl.replicas import is_replica, replicas_of, sync_problem
+from slotcache.ctl.replicas import replicas_of, sync_problem
+from slotcache.ctl.roles import is_primary, is_proxy, is_replica
 from slotcache.ctl.views import short_id, some_of
 from slotcache.ctl.wording import counted
 from slotcache.v1 import admin_pb2
@@ -29,6 +30,8 @@ MAX_ROLES_LISTED = 5
 
 
 def _role(peer: admin_pb2.PeerState, names: Mapping[str, str]) -> str:
+    if is_proxy(peer):
+        return "a proxy"
     if not is_replica(peer):
         return "a primary"
     primary = peer.node.primary_id
@@ -53,10 +56,9 @@ def role_problems(
                 f"{label} sees {who} as a replica of {short_id(peer.node.primary_id)}, "
                 "a node it does not know"
             )
-        elif is_replica(primary):
-            problems.append(
-                f"{label} sees {who} as {_role(peer, names)}, which is itself a replica"
-            )
+        elif not is_primary(primary):
+            what = "a proxy" if is_proxy(primary) else "itself a replica"
+            problems.append(f"{label} sees {who} as {_role(peer, names)}, which is {what}")
     return problems
 
 

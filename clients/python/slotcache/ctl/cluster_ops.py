@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from slotcache.contract import split_slots
 from slotcache.ctl.agreement import lagging, role_map, slot_map, waiting_text
+from slotcache.ctl.roles import is_proxy
 from slotcache.ctl.rpc import (
     NodeHandle,
     OperationError,
@@ -137,6 +138,13 @@ def create_cluster(
         for node, state in zip(nodes, states, strict=True):
             check_fresh(node, state)
         me = [myself(s) for s in states]
+        proxies = [n.address for n, peer in zip(nodes, me, strict=True) if is_proxy(peer)]
+        if proxies:
+            raise OperationError(
+                f"{', '.join(proxies)} {'is a proxy' if len(proxies) == 1 else 'are proxies'} "
+                "(--proxy yes): a proxy never owns slots or replicates; create the cluster from "
+                "the other nodes, then add proxies with clusterctl add-node; nothing was changed"
+            )
         for peer in me:
             check_bus(peer.bus_address, timeout)
         plan = split_slots(primary_count)

@@ -21,8 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from slotcache.contract import to_ranges
-from slotcache.ctl.replicas import is_replica, label, replicas_of
+from slotcache.ctl.replicas import label, replicas_of
 from slotcache.ctl.resharding import ACTIVE_STATES, migration_status, resolve_node
+from slotcache.ctl.roles import is_primary
 from slotcache.ctl.rpc import (
     NodeHandle,
     OperationError,
@@ -31,7 +32,7 @@ from slotcache.ctl.rpc import (
     ignore_progress,
     poll_until,
 )
-from slotcache.ctl.views import format_ranges, ranges_of, short_id
+from slotcache.ctl.views import format_ranges, ranges_of, role_name, short_id
 from slotcache.ctl.wording import counted
 from slotcache.v1 import admin_pb2
 
@@ -75,7 +76,7 @@ def delete_node(
     deleted = DeletedNode(
         address,
         node_id,
-        "replica" if is_replica(peer) else "primary",
+        role_name(peer.node),
         peer.node.primary_id or None,
     )
     others = [p for p in state.peers if p.node.id != node_id]
@@ -177,7 +178,7 @@ def _reassign(
     primaries = [
         p
         for p in state.peers
-        if not is_replica(p)
+        if is_primary(p)
         and p.node.id != node_id
         and p.node.slots
         and not {"fail", "pfail"} & set(p.flags)

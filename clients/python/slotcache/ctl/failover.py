@@ -14,7 +14,8 @@ import enum
 import time
 from dataclasses import dataclass
 
-from slotcache.ctl.replicas import find_node, is_replica, label, replicas_of
+from slotcache.ctl.replicas import find_node, label, replicas_of
+from slotcache.ctl.roles import is_proxy, is_replica
 from slotcache.ctl.rpc import (
     NodeHandle,
     OperationError,
@@ -116,7 +117,12 @@ def failover(
 
 
 def _not_a_replica(address: str, state: admin_pb2.ClusterStateReply) -> str:
-    """Why a primary cannot fail over, and where to run the command instead."""
+    """Why a primary (or a proxy) cannot fail over, and where to run the command instead."""
+    if is_proxy(myself(state)):
+        return (
+            f"{address} is a proxy: it replicates nothing, so it cannot fail over; "
+            "nothing was changed"
+        )
     followers = replicas_of(state, state.myself)
     if followers:
         where = "run it on one of its replicas: " + ", ".join(p.node.address for p in followers)

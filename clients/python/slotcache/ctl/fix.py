@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slotcache.contract import SLOT_COUNT, to_ranges
-from slotcache.ctl.replicas import is_replica
 from slotcache.ctl.resharding import ACTIVE_STATES, STATE_NAMES, migration_status, wait_converged
+from slotcache.ctl.roles import is_primary, is_replica
 from slotcache.ctl.rpc import (
     NodeHandle,
     OperationError,
@@ -310,7 +310,7 @@ def _live_primaries(
     return {
         p.node.id: p
         for p in state.peers
-        if not is_replica(p) and p.node.id in answering and "fail" not in p.flags
+        if is_primary(p) and p.node.id in answering and "fail" not in p.flags
     }
 
 

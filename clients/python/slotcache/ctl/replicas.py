@@ -9,18 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from slotcache.ctl.roles import is_proxy, is_replica
 from slotcache.ctl.rpc import OperationError
 from slotcache.ctl.views import short_id
-from slotcache.v1 import admin_pb2, cache_pb2
+from slotcache.v1 import admin_pb2
 
 # A replica that has not been caught up for this long is reported as behind. The primary
 # streams continuously, so on a healthy link this lag is a few milliseconds.
 LAG_WARN_MS = 1000
 
 
-def is_replica(peer: admin_pb2.PeerState) -> bool:
-    """The node is a replica in this view."""
-    return peer.node.role == cache_pb2.ROLE_REPLICA
+def refuse_proxy(peer: admin_pb2.PeerState, use: str) -> None:
+    """Refuse, changing nothing, to use a proxy as ``use`` says (it has no data, no slots)."""
+    if is_proxy(peer):
+        raise OperationError(
+            f"{label(peer)} is a proxy: it owns no slots and holds no data, so it cannot be "
+            f"{use}; nothing was changed"
+        )
 
 
 def label(peer: admin_pb2.PeerState) -> str:
@@ -61,6 +66,7 @@ def resolve_primary(
             "nothing was changed"
         )
     (peer,) = matches
+    refuse_proxy(peer, "a primary to replicate")
     if is_replica(peer):
         raise OperationError(
             f"{label(peer)} is a replica (of {short_id(peer.node.primary_id)}), not a primary; "

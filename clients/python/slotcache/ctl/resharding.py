@@ -33,7 +33,8 @@ from slotcache.ctl.rebalance_plan import (
     SlotStat,
     batches,
 )
-from slotcache.ctl.replicas import is_replica, label
+from slotcache.ctl.replicas import label, refuse_proxy
+from slotcache.ctl.roles import is_primary, is_replica
 from slotcache.ctl.rpc import (
     NodeHandle,
     OperationError,
@@ -138,13 +139,17 @@ def load_cluster(seed: str, timeout: float, wait_s: float = 10.0) -> ClusterView
     finally:
         state.close()
     addresses = {p.node.id: p.node.address for p in reply.peers}
-    primaries = tuple(
+    return ClusterView(seed, reply, addresses, primaries_of(reply))
+
+
+def primaries_of(state: admin_pb2.ClusterStateReply) -> tuple[admin_pb2.PeerState, ...]:
+    """The nodes slots may move between, by first slot: primaries, never replicas or proxies."""
+    return tuple(
         sorted(
-            (p for p in reply.peers if not is_replica(p)),
+            (p for p in state.peers if is_primary(p)),
             key=lambda p: (min((r.start for r in p.node.slots), default=SLOT_COUNT), p.node.id),
         )
     )
-    return ClusterView(seed, reply, addresses, primaries)
 
 
 def _health_problems(seed: str, state: admin_pb2.ClusterStateReply, timeout: float) -> list[str]:
@@ -249,6 +254,7 @@ def resolve_node(state: admin_pb2.ClusterStateReply, wanted: str, seed: str) -> 
 def resolve_primary(view: ClusterView, wanted: str, role: str) -> str:
     """The full id of the primary ``wanted`` names; ``role`` says what it is for in messages."""
     peer = resolve_node(view.state, wanted, view.seed)
+    refuse_proxy(peer, role)
     if is_replica(peer):
         raise OperationError(
             f"{label(peer)} is a replica (of {short_id(peer.node.primary_id)}); only a primary "

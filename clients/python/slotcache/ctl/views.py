@@ -27,9 +27,12 @@ def short_id(node_id: str) -> str:
     return node_id[:SHORT_ID] if node_id else "-"
 
 
+_ROLE_NAMES = {cache_pb2.ROLE_REPLICA: "replica", cache_pb2.ROLE_PROXY: "proxy"}
+
+
 def role_name(info: cache_pb2.NodeInfo) -> str:
-    """``primary`` or ``replica``."""
-    return "replica" if info.role == cache_pb2.ROLE_REPLICA else "primary"
+    """``primary``, ``replica`` or ``proxy``."""
+    return _ROLE_NAMES.get(info.role, "primary")
 
 
 def ranges_of(info: cache_pb2.NodeInfo) -> list[tuple[int, int]]:

@@ -73,12 +73,16 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     ROLE_UNSPECIFIED: _Role.ValueType  # 0
     ROLE_PRIMARY: _Role.ValueType  # 1
     ROLE_REPLICA: _Role.ValueType  # 2
+    ROLE_PROXY: _Role.ValueType  # 3
+    """Owns no slots and forwards every call (the proxy tier); never routed to by slot."""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper): ...
 
 ROLE_UNSPECIFIED: Role.ValueType  # 0
 ROLE_PRIMARY: Role.ValueType  # 1
 ROLE_REPLICA: Role.ValueType  # 2
+ROLE_PROXY: Role.ValueType  # 3
+"""Owns no slots and forwards every call (the proxy tier); never routed to by slot."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _TrackingMode:
