@@ -6,16 +6,18 @@
 ARG BASE_IMAGE=python:3.12-slim
 
 # Build stage: the wheel from this tree, installed with its dependencies into
-# /opt/slotcache. Only that venv leaves this stage.
+# /opt/slotcache. Only that venv leaves this stage. pip's downloads go to a build
+# cache (not into any layer), so a rebuild after a source change fetches nothing.
 FROM ${BASE_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY cluster ./cluster
 COPY clients/python ./clients/python
-RUN python3 -m venv /opt/build \
-    && /opt/build/bin/pip wheel --no-cache-dir --quiet --no-deps --wheel-dir /dist . \
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python3 -m venv /opt/build \
+    && /opt/build/bin/pip wheel --quiet --no-deps --wheel-dir /dist . \
     && python3 -m venv --without-pip /opt/slotcache \
-    && /opt/build/bin/pip --python /opt/slotcache/bin/python install --no-cache-dir --quiet \
+    && /opt/build/bin/pip --python /opt/slotcache/bin/python install --quiet \
         /dist/slotcache-*.whl \
     && /opt/slotcache/bin/slotcache-server --help >/dev/null
 

@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit bench protos wheel-check k8s-tools clean
+.PHONY: run test lint unit bench protos wheel-check k8s-tools k8s-image clean
 
 $(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "slotcache needs Python 3.11 or later")'
@@ -54,6 +54,11 @@ $(CHECKOV):
 	.tools/checkov/bin/pip install --quiet 'checkov>=3.2'
 
 k8s-tools: $(STAMP) $(CHECKOV)
+
+# The image tests/integration/k8s runs (podman, on a base made from Debian packages
+# once per machine); the test rebuilds it from cached layers in seconds.
+k8s-image:
+	$(PYTHON) scripts/build-image
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench
