@@ -20,23 +20,21 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.k8s import ROOT, PodFacts, pod_containers
+from tests.support.k8s import ROOT, Container, PodFacts, pod_containers
+from tests.support.ports import free_port_block
 
 LABEL = "slotcache.test=statefulset"
-BASE_IMAGE = "localhost/debian-python:bookworm"
 IMAGE = "localhost/slotcache:e2e"
-NAMESPACE = "slotcache-dev"
 HEADLESS = "slotcache-headless"
 CLIENT = Path(__file__).with_name("container_client.py")
-# Where this machine's pip finds PyPI (a proxy with its own CA): the image build's
-# RUN steps see these read-only, and nothing of them stays in the image.
-PIP_SETTINGS = ("/etc/pip.conf", "/etc/ssl/certs/ca-certificates.crt")
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True) -> str:
@@ -54,42 +52,16 @@ def missing_tools() -> list[str]:
     return [t for t in ("podman", "runc", "mmdebstrap") if shutil.which(t) is None]
 
 
-def build_images(workdir: Path) -> float:
-    """The Debian-made Python base (once per machine) and the image; returns seconds taken."""
+def build_images() -> float:
+    """The image, as ``make k8s-image`` builds it (cached layers make a rebuild quick); seconds."""
     started = time.monotonic()
-    if not _exists(BASE_IMAGE):
-        tarball = workdir / "base.tar"
-        subprocess.run(
-            [
-                "mmdebstrap",
-                "--quiet",
-                "--variant=minbase",
-                "--include=python3,python3-venv",
-                "bookworm",
-                str(tarball),
-            ],
-            check=True,
-            timeout=600,
-            capture_output=True,
-        )
-        podman("import", str(tarball), BASE_IMAGE, timeout=300)
-        tarball.unlink()
-    mounts = [f"--volume={p}:{p}:ro" for p in PIP_SETTINGS if Path(p).exists()]
-    podman(
-        "build",
-        "--quiet",
-        *mounts,
-        f"--build-arg=BASE_IMAGE={BASE_IMAGE}",
-        f"--tag={IMAGE}",
-        str(ROOT),
-        timeout=600,
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build-image"), IMAGE],
+        check=True,
+        timeout=900,
+        capture_output=True,
     )
     return time.monotonic() - started
-
-
-def _exists(image: str) -> bool:
-    done = subprocess.run(["podman", "image", "exists", image], check=False)
-    return done.returncode == 0
 
 
 def remove_everything() -> None:
@@ -101,22 +73,81 @@ def remove_everything() -> None:
             podman(kind, "rm", *extra, *listed, check=False)
 
 
+def _env(container: Container) -> list[str]:
+    return _env_args(container.env)
+
+
+def _env_args(env: Mapping[str, str]) -> list[str]:
+    return [f"--env={k}={v}" for k, v in env.items()]
+
+
+def _secret_folders(
+    docs: list[dict[str, Any]], secrets: Secrets, workdir: Path | None
+) -> dict[str, Path]:
+    """Each Secret volume of the pods, by volume name: a folder of the Secret's files.
+
+    The files are readable by the pods' user, as the kubelet's ``defaultMode``
+    and ``fsGroup`` make them.
+    """
+    folders: dict[str, Path] = {}
+    for doc in docs:
+        if doc["kind"] not in ("StatefulSet", "Deployment"):
+            continue
+        for volume in doc["spec"]["template"]["spec"].get("volumes", []):
+            if "secret" not in volume:
+                continue
+            assert workdir is not None, "Secret volumes need a folder for their files"
+            name = volume["secret"]["secretName"]
+            folder = workdir / "secrets" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for key, content in secrets[name].items():
+                (folder / key).write_text(content)
+                (folder / key).chmod(0o644)
+            folders[volume["name"]] = folder
+    return folders
+
+
 def pod_name(ordinal: int) -> str:
     """The StatefulSet's name for pod ``ordinal``."""
     return f"slotcache-{ordinal}"
 
 
-def dns_name(ordinal: int) -> str:
-    """The pod's name under the headless Service, as the nodes announce it."""
-    return f"{pod_name(ordinal)}.{HEADLESS}.{NAMESPACE}.svc"
+Secrets = Mapping[str, Mapping[str, str]]
+
+
+@dataclass(frozen=True)
+class Site:
+    """What differs between the overlays run here: namespace, announced port, Secrets."""
+
+    namespace: str = "slotcache-dev"
+    # The client port the nodes announce (the TLS one under --tls-cluster).
+    port: int = 7000
+    # Each Secret's keys and contents, by Secret name, as an operator would create them.
+    secrets: Secrets = field(default_factory=dict)
+    # clusterctl's environment in the client container (TLS files, a token), and the
+    # host folder mounted read-only at the same path there, holding those files.
+    client_env: Mapping[str, str] = field(default_factory=dict)
+    client_files: Path | None = None
+
+    def dns_name(self, ordinal: int) -> str:
+        """The pod's name under the headless Service, as the nodes announce it."""
+        return f"{pod_name(ordinal)}.{HEADLESS}.{self.namespace}.svc"
 
 
 class PodmanStatefulSet:
     """The rendered StatefulSet's pods as podman containers on the test's own network."""
 
-    def __init__(self, docs: list[dict[str, Any]], memory_limit_bytes: int) -> None:
+    def __init__(
+        self,
+        docs: list[dict[str, Any]],
+        memory_limit_bytes: int,
+        site: Site = Site(),
+        workdir: Path | None = None,
+    ) -> None:
         self._docs = docs
         self._memory = memory_limit_bytes
+        self.site = site
+        self._secret_dirs = _secret_folders(docs, site.secrets, workdir)
         # A new name each run: podman's address bookkeeping is per network name, and
         # a container removed while its network went away can leave its address taken.
         self.network = f"slotcache-e2e-{os.getpid()}"
@@ -126,18 +157,21 @@ class PodmanStatefulSet:
         self._subnet = ipaddress.ip_network(subnet["subnet"])
         self._generation: dict[int, int] = {}
         self.client = "slotcache-client"
+        files = (
+            [f"--volume={site.client_files}:{site.client_files}:ro"] if site.client_files else []
+        )
         podman(
             "run", "--detach", f"--label={LABEL}", f"--name={self.client}",
             f"--network={self.network}", "--read-only", "--cap-drop=ALL",
             # glibc's resolver: gRPC's own (c-ares) gives up on podman's DNS server
             # when the machine is loaded ("DNS query cancelled").
-            "--env=GRPC_DNS_RESOLVER=native",
+            "--env=GRPC_DNS_RESOLVER=native", *_env_args(site.client_env), *files,
             "--entrypoint=sleep", IMAGE, "900",
         )  # fmt: skip
 
     def address(self, ordinal: int) -> str:
         """The pod's client address, by name."""
-        return f"{dns_name(ordinal)}:7000"
+        return f"{self.site.dns_name(ordinal)}:{self.site.port}"
 
     def ip(self, ordinal: int) -> str:
         """The IP the pod has now: each start of an ordinal gets a new one."""
@@ -152,29 +186,63 @@ class PodmanStatefulSet:
     def start(self, ordinal: int) -> None:
         """Create pod ``ordinal``'s containers, as the kubelet would, on a fresh IP."""
         self._generation[ordinal] = self._generation.get(ordinal, -1) + 1
-        facts = PodFacts(pod_name(ordinal), NAMESPACE, self._memory)
-        server, sidecar = pod_containers(self._docs, facts)
         name = pod_name(ordinal)
+        facts = PodFacts(name, self.site.namespace, self._memory, secrets=self.site.secrets)
+        server, sidecar = pod_containers(self._docs, facts)
         volume = f"slotcache-e2e-data-{ordinal}"
         if subprocess.run(["podman", "volume", "exists", volume], check=False).returncode:
             podman("volume", "create", f"--label={LABEL}", volume)
+        pod = [
+            f"--ip={self.ip(ordinal)}", f"--network-alias={self.site.dns_name(ordinal)}",
+            f"--volume={volume}:{server.mounts['data']}:U",
+        ]  # fmt: skip
+        self._run_pod(name, server, sidecar, pod)
+
+    def start_proxy(self, index: int) -> int:
+        """Create proxy pod ``index`` from the Deployment; returns its client port on loopback.
+
+        The port is published on 127.0.0.1, as ``kubectl port-forward`` to the
+        proxy Service would be, for a client on the host.
+        """
+        name = f"slotcache-proxy-{index}"
+        ip = str(self._subnet.network_address + 200 + index)
+        facts = PodFacts(name, self.site.namespace, self._memory, ip=ip)
+        server, sidecar = pod_containers(self._docs, facts, kind="Deployment")
+        port = free_port_block(1)
+        # The emptyDir the node file lives in for the pod's life: a new volume each start.
+        volume = f"slotcache-e2e-{name}"
+        podman("volume", "rm", "--force", volume, check=False)
+        podman("volume", "create", f"--label={LABEL}", volume)
+        pod = [
+            f"--ip={ip}", f"--publish=127.0.0.1:{port}:7000",
+            f"--volume={volume}:{server.mounts['data']}:U",
+        ]  # fmt: skip
+        self._run_pod(name, server, sidecar, pod)
+        return port
+
+    def _secret_mounts(self, container: Container) -> list[str]:
+        """The Secrets the container mounts, as read-only folders of the test's files."""
+        return [
+            f"--volume={self._secret_dirs[volume]}:{path}:ro"
+            for volume, path in container.mounts.items()
+            if volume in self._secret_dirs
+        ]
+
+    def _run_pod(self, name: str, server: Container, sidecar: Container, pod: list[str]) -> None:
+        """The server container with the pod's network settings, then the sidecar in its netns."""
         restricted = [
             f"--label={LABEL}", "--read-only", "--cap-drop=ALL",
             "--security-opt=no-new-privileges", "--user=10001:10001",
             "--tmpfs=/tmp:size=16m",
         ]  # fmt: skip
-        env = [f"--env={k}={v}" for k, v in server.env.items()]
         podman(
             "run", "--detach", *restricted, f"--name={name}", f"--hostname={name}",
-            f"--network={self.network}", f"--ip={self.ip(ordinal)}",
-            f"--network-alias={dns_name(ordinal)}",
-            f"--volume={volume}:{server.mounts['data']}:U",
-            *env, *self._entrypoint(server.command), IMAGE, *server.args,
+            f"--network={self.network}", *pod, *_env(server), *self._secret_mounts(server),
+            *self._entrypoint(server.command), IMAGE, *server.args,
         )  # fmt: skip
-        sidecar_env = [f"--env={k}={v}" for k, v in sidecar.env.items()]
         podman(
             "run", "--detach", *restricted, f"--name={name}-bootstrap",
-            f"--network=container:{name}", *sidecar_env,
+            f"--network=container:{name}", *_env(sidecar), *self._secret_mounts(sidecar),
             *self._entrypoint(sidecar.command), IMAGE, *sidecar.args,
         )  # fmt: skip
 
@@ -190,8 +258,11 @@ class PodmanStatefulSet:
 
     def stop(self, ordinal: int, *, graceful: bool = True) -> None:
         """Delete pod ``ordinal``: SIGTERM within the grace period, or SIGKILL; the volume stays."""
+        self.stop_pod(pod_name(ordinal), graceful=graceful)
+
+    def stop_pod(self, name: str, *, graceful: bool = True) -> None:
+        """Delete the pod ``name`` (a StatefulSet or a proxy pod) as :meth:`stop` does."""
         grace = "60" if graceful else "0"
-        name = pod_name(ordinal)
         podman("rm", "--force", "--time=0", f"{name}-bootstrap", check=False)
         if graceful:
             podman("stop", f"--time={grace}", name, timeout=90)
@@ -242,3 +313,31 @@ class PodmanStatefulSet:
     def close(self) -> None:
         """Remove every container, volume and the network."""
         remove_everything()
+
+
+WAIT_S = 120.0
+
+
+def wait_until(what: str, probe: Callable[[], bool], timeout: float = WAIT_S) -> float:
+    """Poll ``probe`` every half second; return the seconds it took."""
+    started = time.monotonic()
+    while not probe():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def nodes(pods: PodmanStatefulSet) -> list[dict[str, Any]]:
+    """Every node as pod 0's node sees it."""
+    return list(pods.ctl_json("nodes", pods.address(0))["nodes"])
+
+
+def healthy(pods: PodmanStatefulSet, count: int) -> Callable[[], bool]:
+    """``clusterctl check`` passes and the cluster has exactly ``count`` nodes."""
+
+    def probe() -> bool:
+        done = pods.ctl("check", pods.address(0))
+        return done.returncode == 0 and f"{count} nodes agree" in " ".join(done.stdout.split())
+
+    return probe
