@@ -1,9 +1,9 @@
-"""``clusterctl bootstrap`` on real nodes: forming, staying formed, growing, and a lost volume."""
+"""``clusterctl bootstrap`` on real nodes: forming, growing, a lost volume, and proxies."""
 
 from __future__ import annotations
 
-from slotcache.ctl.bootstrap import step
-from slotcache.ctl.formation import Create, Join, Layout, Rebalance, Wait
+from slotcache.ctl.bootstrap import step, step_proxy
+from slotcache.ctl.formation import Create, Join, Layout, Meet, Rebalance, Wait
 from slotcache.ctl.main import main as clusterctl
 from slotcache.ctl.rpc import fetch_state
 from tests.support.ctl import start_nodes
@@ -75,3 +75,24 @@ def test_forms_once_grows_and_takes_back_a_pod_that_lost_its_volume(
     assert joins and all(a.address == grown[lost] and a.replica_of for a in joins)
     assert clusterctl(["check", grown[0]]) == 0
     assert fetch_state(grown[lost], TIMEOUT).myself != ids[lost]
+
+
+def test_a_proxy_waits_for_the_cluster_then_has_it_meet_the_proxy(servers: ServerFactory) -> None:
+    nodes = start_nodes(servers, 2, "--node-timeout", "1000")
+    addresses = [n.address for n in nodes]
+    (proxy,) = start_nodes(servers, 1, "--node-timeout", "1000", "--proxy", "yes")
+    # Nothing is formed yet: the proxy's sidecar waits.
+    assert step_proxy(proxy.address, addresses, TIMEOUT) == Wait("no formed cluster answers yet")
+    assert clusterctl(["create", "--replicas", "1", *addresses]) == 0
+    assert step_proxy(proxy.address, addresses, TIMEOUT) == Meet(proxy.address, addresses[0])
+    proxy_id = fetch_state(proxy.address, TIMEOUT).myself
+
+    def known_as_proxy() -> bool:
+        peers = fetch_state(addresses[1], TIMEOUT).peers
+        return any(p.node.id == proxy_id and "proxy" in p.flags for p in peers)
+
+    assert eventually(known_as_proxy, timeout=10)
+    assert step_proxy(proxy.address, addresses, TIMEOUT) == Wait("the proxy is in the cluster")
+    assert all(
+        not p.node.slots for p in fetch_state(addresses[0], TIMEOUT).peers if p.node.id == proxy_id
+    )
