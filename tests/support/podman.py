@@ -6,9 +6,12 @@ containers of one pod do. Command, args and env come from the rendered
 manifest; the volume is a named volume per ordinal (its PVC); the pod's
 DNS names under the headless Service are network aliases on one network
 created for the test, where each pod gets an address the test picks, so a
-restarted pod can be given a new one. The host talks to the cluster only
-through ``podman exec`` (clusterctl in a sidecar, the SDK in a client
-container on the network), as an operator would with ``kubectl exec``.
+restarted pod can be given a new one. The host talks to the cluster
+through ``podman exec`` (clusterctl and the SDK in a client container on
+the network), as an operator would with ``kubectl exec``, and to a proxy
+pod through its client port published on 127.0.0.1, as through
+``kubectl port-forward``. Secrets are folders of files the test writes,
+mounted where the pod spec mounts them.
 Everything carries one label, and :meth:`PodmanStatefulSet.close` removes
 all of it, as does the next run if a previous one was killed.
 """
@@ -251,10 +254,10 @@ class PodmanStatefulSet:
         """The container's command replaces the image's ENTRYPOINT, as in Kubernetes."""
         return [f"--entrypoint={json.dumps(command)}"] if command else []
 
-    def stop_all(self, ordinals: Sequence[int]) -> None:
-        """Delete several pods at once (SIGTERM each), keeping their volumes."""
+    def stop_all(self, ordinals: Sequence[int], *, graceful: bool = True) -> None:
+        """Delete several pods at once (SIGTERM each, or SIGKILL), keeping their volumes."""
         with ThreadPoolExecutor(max_workers=len(ordinals)) as pool:
-            list(pool.map(self.stop, ordinals))
+            list(pool.map(lambda o: self.stop(o, graceful=graceful), ordinals))
 
     def stop(self, ordinal: int, *, graceful: bool = True) -> None:
         """Delete pod ``ordinal``: SIGTERM within the grace period, or SIGKILL; the volume stays."""
