@@ -47,11 +47,18 @@ wheel-check: $(STAMP)
 	$(BIN)/python scripts/check-wheel
 
 # checkov, for tests/integration/k8s, in its own venv: its pinned dependencies would
-# otherwise replace the project's. The other manifest tools are dev extras.
-CHECKOV := .tools/checkov/bin/checkov
+# otherwise replace the project's. The other manifest tools are dev extras. The venv
+# lives outside the tree, once per machine (CI checks out a fresh tree each run, and
+# resolving checkov's ~100 dependencies takes minutes); tests/support/k8s.py looks
+# for it there (SLOTCACHE_TOOLS moves it).
+SLOTCACHE_TOOLS ?= $(HOME)/.cache/slotcache-tools
+# The stamp is written last, so an interrupted install is redone, not trusted.
+CHECKOV := $(SLOTCACHE_TOOLS)/checkov/.installed
 $(CHECKOV):
-	$(PYTHON) -m venv .tools/checkov
-	.tools/checkov/bin/pip install --quiet 'checkov>=3.2'
+	rm -rf $(SLOTCACHE_TOOLS)/checkov
+	$(PYTHON) -m venv $(SLOTCACHE_TOOLS)/checkov
+	$(SLOTCACHE_TOOLS)/checkov/bin/pip install --quiet 'checkov>=3.2'
+	@touch $@
 
 k8s-tools: $(STAMP) $(CHECKOV)
 
@@ -68,4 +75,4 @@ protos: $(STAMP)
 
 clean:
 	@if [ -x $(BIN)/clusterctl ]; then $(BIN)/clusterctl down --dir .cluster; fi
-	rm -rf $(VENV) .tools .data .cluster .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .data .cluster .pytest_cache .mypy_cache .ruff_cache

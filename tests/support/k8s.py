@@ -1,13 +1,15 @@
 """The Kubernetes manifests as tests read them: the tools, the rendered overlays, a pod's spec.
 
 Tools are looked for beside the test's Python (the dev extras), in
-``.tools/`` (checkov, whose pins would clash with the project's, gets its
-own venv there; ``.ci/run`` installs it) and on PATH. Nothing is installed
+``SLOTCACHE_TOOLS`` (default ``~/.cache/slotcache-tools``: checkov, whose
+pins would clash with the project's, gets its own venv there, once per
+machine; ``make k8s-tools`` installs it) and on PATH. Nothing is installed
 here: a missing tool is reported so the caller can skip, naming it.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -22,11 +24,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 OVERLAYS = ("dev", "prod")
-_SEARCH = (Path(sys.executable).parent, ROOT / ".tools" / "checkov" / "bin")
+# Where `make k8s-tools` puts checkov's venv, once per machine.
+TOOLS = Path(os.environ.get("SLOTCACHE_TOOLS", Path.home() / ".cache" / "slotcache-tools"))
+_SEARCH = (Path(sys.executable).parent, TOOLS / "checkov" / "bin")
 
 
 def tool(name: str) -> str | None:
-    """The path of ``name`` (the dev venv first, then .tools/, then PATH), or None."""
+    """The path of ``name`` (the dev venv first, then TOOLS, then PATH), or None."""
     for folder in _SEARCH:
         candidate = folder / name
         if candidate.exists():

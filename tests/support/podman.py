@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.k8s import ROOT, Container, PodFacts, pod_containers
+from tests.support.k8s import ROOT, Container, PodFacts, kustomize_command, pod_containers
 from tests.support.ports import free_port_block
 
 LABEL = "slotcache.test=statefulset"
@@ -50,9 +50,16 @@ def podman(*args: str, timeout: float = 120, check: bool = True) -> str:
     return done.stdout
 
 
-def missing_tools() -> list[str]:
-    """The tools the end-to-end test needs that are not installed."""
-    return [t for t in ("podman", "runc", "mmdebstrap") if shutil.which(t) is None]
+def cannot_run() -> str | None:
+    """Why the end-to-end tests cannot run here (a tool missing, not root), or None."""
+    absent = [t for t in ("podman", "runc", "mmdebstrap") if shutil.which(t) is None]
+    if absent:
+        return f"not installed: {', '.join(absent)} (.ci/run installs them)"
+    if kustomize_command() is None:
+        return "neither kubectl nor kustomize is installed"
+    if os.geteuid() != 0:
+        return "podman runs as root on these machines"
+    return None
 
 
 def build_images() -> float:

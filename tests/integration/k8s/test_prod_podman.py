@@ -9,7 +9,6 @@ would create, and mounted where the rendered pod spec mounts them.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from slotcache.ctl.certs import Authority
-from tests.support.k8s import documents, kustomize_command, render
+from tests.support.k8s import documents, render
 from tests.support.podman import (
     HEADLESS,
     PodmanStatefulSet,
     Site,
     build_images,
+    cannot_run,
     healthy,
-    missing_tools,
     nodes,
     wait_until,
 )
@@ -76,13 +75,9 @@ def prod_site(folder: Path) -> Site:
 
 @pytest.fixture
 def prod(tmp_path: Path, report_figure: Callable[[str], None]) -> Iterator[PodmanStatefulSet]:
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (.ci/run installs them)")
-    if kustomize_command() is None:
-        pytest.skip("neither kubectl nor kustomize is installed")
-    if os.geteuid() != 0:
-        pytest.skip("podman runs as root on these machines")
+    reason = cannot_run()
+    if reason:
+        pytest.skip(reason)
     build_images()
     site = prod_site(tmp_path / "pki")
     pods = PodmanStatefulSet(documents(render("prod")), MEMORY_LIMIT, site, tmp_path)

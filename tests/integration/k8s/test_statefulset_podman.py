@@ -11,7 +11,6 @@ published on 127.0.0.1 for a client on the host.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -21,13 +20,13 @@ import grpc
 import pytest
 
 from slotcache.v1 import cache_pb2, cache_pb2_grpc
-from tests.support.k8s import documents, kustomize_command, render
+from tests.support.k8s import documents, render
 from tests.support.podman import (
     WAIT_S,
     PodmanStatefulSet,
     build_images,
+    cannot_run,
     healthy,
-    missing_tools,
     nodes,
     wait_until,
 )
@@ -44,13 +43,9 @@ MEMORY_LIMIT = 256 << 20
 
 @pytest.fixture
 def statefulset(report_figure: Callable[[str], None]) -> Iterator[PodmanStatefulSet]:
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (.ci/run installs them)")
-    if kustomize_command() is None:
-        pytest.skip("neither kubectl nor kustomize is installed")
-    if os.geteuid() != 0:
-        pytest.skip("podman runs as root on these machines")
+    reason = cannot_run()
+    if reason:
+        pytest.skip(reason)
     seconds = build_images()
     report_figure(f"k8s e2e: image (re)built in {seconds:.1f} s")
     pods = PodmanStatefulSet(quicker(documents(render("dev"))), MEMORY_LIMIT)
