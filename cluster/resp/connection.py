@@ -491,16 +491,18 @@ class RespConnection(asyncio.Protocol):
             assert slots is not None
             await deps.holds.wait(slots, WRITE_HOLD_MAX_S)
             decision = self._decide(op, slots)
+        # Forwarded calls are made as the connection's user (see Access.forwarding).
+        options = replace(self.options, caller=self.identity.caller)
         try:
             return await deps.service.carry_out(
-                op, decision, handler, call.request, keys, self.options, NO_DEADLINE
+                op, decision, handler, call.request, keys, options, NO_DEADLINE
             )
         except CommandError as exc:
             if exc.reason != Reason.MOVED or self._moved_to(exc.metadata) != _NO_ENDPOINT:
                 raise
             # The owner serves no RESP: relay the command instead of redirecting.
             assert slots is not None
-            options = replace(self.options, redirect=False)
+            options = replace(options, redirect=False)
             decision = decide(op, slots, options, deps.ownership)
             return await deps.service.carry_out(
                 op, decision, handler, call.request, keys, options, NO_DEADLINE

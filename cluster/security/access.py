@@ -403,8 +403,10 @@ class Access:
             return ()
         if caller.authorization:
             return ((AUTHORIZATION_KEY, caller.authorization),)
-        if isinstance(caller.proof, Credential) or caller.proof is None:
+        if caller.proof is None:
             return ()  # the default user: the owner needs nothing to apply it
+        # A certificate's user, or a token proven without a header (RESP AUTH, of which
+        # only the hash is kept): a member vouches for the name.
         node_auth = self.node_auth
         if node_auth is None or not node_auth.enabled:
             return ()  # cannot vouch: the owner refuses, rather than trusting anyone

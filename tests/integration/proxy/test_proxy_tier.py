@@ -27,7 +27,7 @@ from slotcache.ctl.add_node import add_node
 from slotcache.ctl.cluster_ops import create_cluster
 from slotcache.ctl.launcher import ServerProcess, free_port
 from slotcache.v1 import admin_pb2, cache_pb2
-from tests.support import sdk
+from tests.support import sdk, security
 from tests.support.ctl import Ctl
 from tests.support.nodes import (
     REDIRECT,
@@ -68,12 +68,25 @@ class Tier:
 
 @pytest.fixture(scope="module")
 def tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tier]:
-    factory = ServerFactory(tmp_path_factory.mktemp("proxy-tier"))
+    base = tmp_path_factory.mktemp("proxy-tier")
+    factory = ServerFactory(base)
+    # Members sign their bus messages (a proxy's LEAVE too), and a proxy can vouch
+    # for a RESP client's user when it forwards (SLOTCACHE_TEST_ACL=1 runs with users).
+    secret = base / "cluster-secret"
+    secret.write_bytes(b"proxy-tier-secret-" + b"p" * 46 + b"\n")
+    secret.chmod(0o600)
     stub: NodeStubs | None = None
     try:
         resp_port = free_port("127.0.0.1")
         # No handoff on SIGTERM: the teardown stops every node, and handoffs would slow it.
-        common = ("--node-timeout", "1000", "--shutdown-failover", "no")
+        common = (
+            "--node-timeout",
+            "1000",
+            "--shutdown-failover",
+            "no",
+            "--cluster-secret-file",
+            str(secret),
+        )
         proxy_flags = ("--proxy", "yes", "--resp-port", str(resp_port), "--resp-routing", "forward")
         # Three primaries, a replica of the first, the proxy, and an empty node for the rebalance.
         nodes = [factory.create(*common, cluster=True) for _ in range(4)]
@@ -231,7 +244,15 @@ def test_a_smart_client_gets_moved_from_the_proxy_and_never_maps_a_slot_to_it(
 def test_resp_through_the_proxy_forwards_and_cluster_slots_never_lists_it(
     tier: Tier, keys: Any
 ) -> None:
-    r = redis.Redis(host="127.0.0.1", port=tier.resp_port, socket_timeout=TIMEOUT)
+    # As the session's user when the suite runs with users (SLOTCACHE_TEST_ACL=1).
+    token = security.current().token
+    r = redis.Redis(
+        host="127.0.0.1",
+        port=tier.resp_port,
+        socket_timeout=TIMEOUT,
+        username="session" if token else None,
+        password=token,
+    )
     try:
         for i in range(20):
             key = keys(f"resp{i}")

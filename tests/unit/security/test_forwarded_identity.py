@@ -10,7 +10,7 @@ import pytest
 
 from slotcache_server.executor import CommandError
 from slotcache_server.security.access import FORWARDED_USER_KEY, Access, cache_method
-from slotcache_server.security.acl import hash_token
+from slotcache_server.security.acl import hash_token, token_credential
 from slotcache_server.security.node_auth import NodeAuth
 
 TOKEN = "alice-token"
@@ -132,3 +132,15 @@ def test_protected_mode_serves_clients_with_a_verified_certificate(tmp_path):
     )
     assert access.caller(with_cert, METHOD) is None
     assert _refused(access, FakeContext()).code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_token_proven_without_a_header_is_vouched_for(tmp_path):
+    """RESP AUTH keeps only the token's hash: its user is vouched for, as a certificate's."""
+    entry, owner = _access(tmp_path, _shared_secret()), _access(tmp_path, _shared_secret())
+    caller = entry.login(token_credential("alice", TOKEN), "ipv4:10.1.2.3:4000")
+    assert caller is not None and not caller.authorization
+    forwarded = entry.forwarding(caller, "Get")
+    assert forwarded[0] == (FORWARDED_USER_KEY, "alice")
+    seen = owner.caller(FakeContext(forwarded), METHOD)
+    assert seen is not None and seen.user.name == "alice"
+    assert TOKEN not in repr(forwarded)

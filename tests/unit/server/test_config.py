@@ -68,9 +68,19 @@ def test_restart_options():
     assert not config.shutdown_failover
 
 
+def test_proxy_flag_and_environment():
+    assert not ServerConfig().proxy
+    assert load_config(["--cluster-enabled", "yes", "--proxy", "yes"]).proxy
+    env = {"SLOTCACHE_CLUSTER_ENABLED": "yes", "SLOTCACHE_PROXY": "yes"}
+    assert load_config([], environ=env).proxy
+    assert not load_config(["--proxy", "no"], environ=env).proxy
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
+        (["--proxy", "yes"], {}, "--proxy yes needs --cluster-enabled yes"),
+        ([], {"SLOTCACHE_PROXY": "perhaps"}, "SLOTCACHE_PROXY"),
         (["--port", "70000"], {}, "outside 1..65535"),
         (["--maxmemory-policy", "nope"], {}, "unknown eviction policy"),
         ([], {"SLOTCACHE_MAXMEMORY": "abc"}, "SLOTCACHE_MAXMEMORY"),
