@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit bench protos wheel-check clean
+.PHONY: run test lint unit bench protos wheel-check k8s-tools k8s-image clean
 
 $(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "slotcache needs Python 3.11 or later")'
@@ -45,6 +45,27 @@ unit: $(STAMP)
 # A wheel built from the tree, installed without -e into a clean venv, serves.
 wheel-check: $(STAMP)
 	$(BIN)/python scripts/check-wheel
+
+# checkov, for tests/integration/k8s, in its own venv: its pinned dependencies would
+# otherwise replace the project's. The other manifest tools are dev extras. The venv
+# lives outside the tree, once per machine (CI checks out a fresh tree each run, and
+# resolving checkov's ~100 dependencies takes minutes); tests/support/k8s.py looks
+# for it there (SLOTCACHE_TOOLS moves it).
+SLOTCACHE_TOOLS ?= $(HOME)/.cache/slotcache-tools
+# The stamp is written last, so an interrupted install is redone, not trusted.
+CHECKOV := $(SLOTCACHE_TOOLS)/checkov/.installed
+$(CHECKOV):
+	rm -rf $(SLOTCACHE_TOOLS)/checkov
+	$(PYTHON) -m venv $(SLOTCACHE_TOOLS)/checkov
+	$(SLOTCACHE_TOOLS)/checkov/bin/pip install --quiet 'checkov>=3.2'
+	@touch $@
+
+k8s-tools: $(STAMP) $(CHECKOV)
+
+# The image tests/integration/k8s runs (podman, on a base made from Debian packages
+# once per machine); the test rebuilds it from cached layers in seconds.
+k8s-image:
+	$(PYTHON) scripts/build-image
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 PEER_CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # Peers announced by DNS name (a StatefulSet pod's) come back with new IPs;
+    # gRPC re-resolves a failing name at most this often (its default is 30 s).
+    ("grpc.dns_min_time_between_resolutions_ms", 1000),
 ]
 
 # Processes a message from a peer and returns the reply its exchange answers with.

@@ -101,6 +101,29 @@ def _pid(text: str) -> int:
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+# --- Containers: maxmemory as a share of the memory limit ---
+# Kubernetes can hand the container's memory limit to --maxmemory (downward API), but
+# the interpreter, gRPC and buffers live beside the keyspace inside that limit.
+MAXMEMORY_PERCENT = "maxmemory_percent"
+
+
+def _percent(text: str) -> float:
+    value = _float(text)
+    if not 0 < value <= 100:
+        raise ValueError(f"{text} must be in (0, 100]")
+    return value
+
+
+def _scale_maxmemory(values: dict[str, Any]) -> None:
+    """Apply --maxmemory-percent to --maxmemory, in place."""
+    percent = values.pop(MAXMEMORY_PERCENT, None)
+    if percent is not None and "maxmemory" in values:
+        values["maxmemory"] = int(values["maxmemory"] * percent / 100)
+
+
+# --- end containers ---
+
+
 def _log_level(text: str) -> str:
     level = text.strip().lower()
     if level not in _LOG_LEVELS:
@@ -682,6 +705,16 @@ _OPTIONS: tuple[_Option, ...] = (
         "N",
     ),
     # ---- end of input limits ----
+    # --- Containers: maxmemory as a share of the memory limit ---
+    _Option(
+        "--maxmemory-percent",
+        MAXMEMORY_PERCENT,
+        _percent,
+        "use this share of --maxmemory (e.g. a container's memory limit), leaving the rest "
+        "for the process itself",
+        "PCT",
+    ),
+    # --- end containers ---
 )
 
 
@@ -734,6 +767,7 @@ def load_config(
                 parser.error(f"{opt.env}={env[opt.env]!r}: {exc}")
         if value is not None:
             values[opt.dest] = value
+    _scale_maxmemory(values)
     defaults = SamplerConfig()
     sampler_values = {
         name: values.pop(f"expire_{name}", getattr(defaults, name))

@@ -30,6 +30,9 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", -1),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # Nodes announced by DNS name (Kubernetes pods) come back with new IPs; gRPC
+    # re-resolves a failing name at most this often (its default is 30 s).
+    ("grpc.dns_min_time_between_resolutions_ms", 1000),
 ]
 
 

@@ -102,3 +102,17 @@ def test_bad_settings_exit_with_a_message(argv, env, message, capsys):
 def test_message_limit_fits_the_largest_value():
     config = ServerConfig(max_value_bytes=100 * MIB)
     assert config.max_message_bytes > config.max_value_bytes + config.max_key_bytes
+
+
+def test_maxmemory_from_the_downward_api_scaled_to_a_share_of_the_limit() -> None:
+    """Kubernetes' resourceFieldRef gives limits.memory in bytes (divisor 1)."""
+    env = {"SLOTCACHE_MAXMEMORY": "1073741824", "SLOTCACHE_MAXMEMORY_PERCENT": "75"}
+    assert load_config([], environ=env).maxmemory == 805306368
+    assert load_config([], environ={"SLOTCACHE_MAXMEMORY": "1073741824"}).maxmemory == 1 << 30
+    assert load_config(["--maxmemory-percent", "50"], environ={}).maxmemory == 0
+
+
+@pytest.mark.parametrize("bad", ["0", "101", "-5", "half"])
+def test_maxmemory_percent_must_be_a_share(bad: str) -> None:
+    with pytest.raises(SystemExit):
+        load_config(["--maxmemory", "1g", "--maxmemory-percent", bad], environ={})

@@ -14,12 +14,14 @@ import argparse
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from slotcache._credentials import Metadata, credentials_metadata
 
 USER_ENV = "SLOTCACHE_USER"
 TOKEN_ENV = "SLOTCACHE_TOKEN"
+TOKEN_FILE_ENV = "SLOTCACHE_TOKEN_FILE"
 
 _metadata: Metadata = ()
 _client_options: dict[str, str] = {}
@@ -39,6 +41,25 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         metavar="TOKEN",
         help=f"credentials for nodes with users (env {TOKEN_ENV}, which keeps it out of ps)",
     )
+    parser.add_argument(
+        "--token-file",
+        default=os.environ.get(TOKEN_FILE_ENV),
+        metavar="PATH",
+        help=f"read --token from this file, e.g. a mounted Secret (env {TOKEN_FILE_ENV})",
+    )
+
+
+def token_from(token: str | None, token_file: str | None) -> str | None:
+    """The token given, or the first line of ``token_file`` (ValueError naming the file)."""
+    if token_file is None:
+        return token
+    try:
+        lines = Path(token_file).read_text().splitlines()
+    except OSError as exc:
+        raise ValueError(f"--token-file {token_file}: {exc.strerror}") from None
+    if not lines or not lines[0].strip():
+        raise ValueError(f"--token-file {token_file} is empty")
+    return lines[0].strip()
 
 
 def configure(token: str | None, user: str | None) -> None:

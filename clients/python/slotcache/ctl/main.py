@@ -19,6 +19,7 @@ from slotcache.contract import SLOT_COUNT
 from slotcache.ctl import (
     acl_commands,
     auth,
+    bootstrap,
     cluster_commands,
     local_commands,
     observe_commands,
@@ -32,6 +33,7 @@ from slotcache.ctl import args as types
 from slotcache.ctl.args import UsageError
 from slotcache.ctl.cluster_ops import OperationError
 from slotcache.ctl.failover import Mode
+from slotcache.ctl.formation import JoinPolicy
 from slotcache.ctl.key_commands import cmd_del, cmd_get, cmd_set, cmd_ttl
 from slotcache.ctl.local import MAX_NODES
 from slotcache.ctl.local_commands import Interrupted
@@ -495,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
         "how long to wait for every node to agree",
     )
     create.set_defaults(func=cluster_commands.cmd_create)
+    _add_bootstrap(sub)
     _add_add_node(sub)
     _add_del_node(sub)
     _add_failover(sub)
@@ -528,6 +531,72 @@ def build_parser() -> argparse.ArgumentParser:
     _add_observe(sub)
     acl_commands.add_commands(sub, _add_node_command)
     return parser
+
+
+def _add_bootstrap(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser(
+        "bootstrap",
+        parents=[_common()],
+        help="form and grow the cluster of a StatefulSet's pods (runs beside each pod)",
+        description="Every --interval, ask each pod named by --pods for its node's state and "
+        "take this pod's part: ordinal 0 creates the cluster once PRIMARIES x (REPLICAS + 1) "
+        "pods answer; afterwards the lowest-ordinal member adds fresh pods (as replicas of "
+        "primaries short of them, or as empty primaries) and rebalances slots onto empty "
+        "primaries. A pod that is already a member never forms or joins again. With --role "
+        "proxy it runs beside a proxy-tier pod: once a formed cluster answers among --pods, "
+        "it has that cluster meet --self, again whenever the cluster no longer knows it. See "
+        "docs/kubernetes.md.",
+    )
+    cmd.add_argument(
+        "--role",
+        choices=[r.value for r in bootstrap.Role],
+        default=bootstrap.Role.CACHE.value,
+        help="the pod this runs beside: a StatefulSet cache pod (default) or a proxy",
+    )
+    cmd.add_argument(
+        "--self",
+        dest="self_address",
+        type=types.address,
+        required=True,
+        metavar="HOST:PORT",
+        help="this pod's node: for a cache pod as it appears among the --pods names",
+    )
+    cmd.add_argument(
+        "--pods",
+        required=True,
+        metavar="PATTERN",
+        help="every pod's HOST:PORT with {ordinal} for its ordinal, "
+        "e.g. slotcache-{ordinal}.slotcache-headless.NAMESPACE.svc:7000",
+    )
+    cmd.add_argument(
+        "--primaries",
+        type=types.int_in(1, 16384, "--primaries"),
+        metavar="N",
+        help="primaries of the cluster formed at first start (needed beside a cache pod)",
+    )
+    cmd.add_argument(
+        "--replicas",
+        type=types.int_in(0, 63, "--replicas"),
+        default=1,
+        metavar="R",
+        help="replicas per primary (default 1)",
+    )
+    cmd.add_argument(
+        "--policy",
+        choices=[p.value for p in JoinPolicy],
+        default=JoinPolicy.REPLICAS_FIRST.value,
+        help="what a pod added later becomes (default replicas-first)",
+    )
+    cmd.add_argument(
+        "--max-pods",
+        type=types.int_in(1, 1000, "--max-pods"),
+        default=64,
+        metavar="N",
+        help="ordinals 0..N-1 are looked for (default 64)",
+    )
+    _add_seconds(cmd, "--interval", 2.0, "seconds between rounds")
+    cmd.add_argument("--once", action="store_true", help="one round, then exit")
+    cmd.set_defaults(func=bootstrap.cmd_bootstrap)
 
 
 def _add_observe(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -580,7 +649,7 @@ def _add_observe(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def _use_credentials(args: argparse.Namespace) -> None:
     try:
-        auth.configure(args.token, args.user)
+        auth.configure(auth.token_from(args.token, args.token_file), args.user)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
