@@ -65,10 +65,8 @@ from .wire import migration_pb2_grpc, replication_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (
-    cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name,
-    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
-)
+CACHE_SERVICE = cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name
+SERVICE_NAMES = (CACHE_SERVICE, admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name)
 
 
 SHUTDOWN_SETTLE_S = 0.2
@@ -193,6 +191,7 @@ class Node:
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._cluster_cron: asyncio.Task[None] | None = None
+        self._proxy_ready: bool | None = None
         # Set by SIGTERM/SIGINT (see cluster.main) or by the Admin Shutdown RPC.
         self.shutdown_requested = asyncio.Event()
         # Shutdown(reset=true): delete the node file once stopped.
@@ -303,6 +302,8 @@ class Node:
         self._server = server
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.config.proxy:
+            await self._report_proxy_readiness()
         self._tasks.append(asyncio.create_task(self._run_cron(), name="slotcache-cron"))
         self._tasks.append(asyncio.create_task(self._watch_loop(), name="loop-watch"))
         self.snapshots.start()
@@ -548,8 +549,25 @@ class Node:
                 self.holds.changed()
                 if self.replication is not None:
                     self.replication.heartbeat(time.time_ns() // 1_000_000)
+                if self.config.proxy:
+                    await self._report_proxy_readiness()
             except Exception:
                 log.exception("cluster tick failed")
+
+    async def _report_proxy_readiness(self) -> None:
+        """A proxy's Cache service is SERVING only while it knows an owner for every slot.
+
+        A proxy owns nothing: until it has joined and learned the slot map it
+        can only refuse, so a readiness probe of the Cache service (the proxy
+        Deployment's) keeps clients away from it. The overall status ("")
+        stays SERVING, so a liveness probe does not restart a proxy that
+        waits to be met, or rides out a cluster that is down.
+        """
+        ready = self.ownership.ok
+        if ready != self._proxy_ready:
+            self._proxy_ready = ready
+            status = health_pb2.HealthCheckResponse
+            await self.health.set(CACHE_SERVICE, status.SERVING if ready else status.NOT_SERVING)
 
     def drop_slots(self, slots: Iterable[int]) -> None:
         """Delete the keys of slots this node no longer owns, as Redis does.

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from slotcache.v1 import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
 from tests.support import security
@@ -91,6 +92,12 @@ class NodeStubs:
 
     def state(self) -> admin_pb2.ClusterStateReply:
         return self.admin.ClusterState(admin_pb2.ClusterStateRequest(), timeout=RPC_TIMEOUT)
+
+    def health(self, service: str = "") -> str:
+        """The standard health service's status for ``service`` ("" is the whole node)."""
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=RPC_TIMEOUT)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     def topology(self) -> cache_pb2.TopologyReply:
         return self.cache.Topology(cache_pb2.TopologyRequest(), timeout=RPC_TIMEOUT)

@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -43,6 +44,7 @@ from tests.support.nodes import (
 from tests.support.processes import Cluster, ServerFactory
 
 KEYS = 2_000
+CACHE = cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name
 # Concurrent unary calls on one channel: well under the server's streams per connection.
 WAVE = 200
 TIMEOUT = 10.0
@@ -383,11 +385,21 @@ def test_a_killed_primary_is_replaced_by_its_replica_with_the_proxy_present(
     assert all(tier.stub.get(key) == key for key in written)
 
 
+def test_a_proxy_is_ready_for_clients_only_once_it_knows_the_slot_map(tier: Tier) -> None:
+    # The proxy Deployment's readiness probe asks for the Cache service; liveness for "".
+    with closing(NodeStubs.open(tier.doomed.address)) as alone:
+        assert alone.health(CACHE) == "NOT_SERVING"  # not met yet: it could only refuse
+        assert alone.health() == "SERVING"
+    assert tier.stub.health(CACHE) == "SERVING"
+
+
 def test_a_killed_proxy_is_forgotten_by_every_node_after_a_few_node_timeouts(
     tier: Tier, ctl: Ctl
 ) -> None:
     second = add_node(tier.doomed.address, tier.cluster.addresses[1], timeout=TIMEOUT)
     assert second.role == "proxy"
+    with closing(NodeStubs.open(tier.doomed.address)) as joined:
+        wait_for(lambda: joined.health(CACHE) == "SERVING" or None, 10, "the proxy to be ready")
     doomed_id = second.id
     tier.doomed.kill()
     killed = time.monotonic()

@@ -231,6 +231,9 @@ def test_dev_proxy_tier_forwards_for_clients_and_joins_by_itself(rendered: dict[
     assert server["resources"]["requests"]["cpu"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert server[probe]["grpc"]["port"] == 7000
+    # Clients reach a proxy only once it can forward (it knows the slot map).
+    assert server["readinessProbe"]["grpc"]["service"] == "slotcache.v1.Cache"
+    assert "service" not in server["livenessProbe"]["grpc"]
     # Nothing but the node file to write, and no volume claim: a proxy keeps no data.
     assert "volumeClaimTemplates" not in deployment["spec"]
     assert proxy.env["SLOTCACHE_SNAPSHOT"] == "off"
