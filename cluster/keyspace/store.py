@@ -175,7 +175,8 @@ class Keyspace:
             self.stats.misses += 1
             return None
         self.stats.hits += 1
-        self._touch(slot, key, value)
+        if self._lru is not None or self._lfu is not None:
+            self._touch(slot, key, value)
         return value
 
     def get_many(self, keys: Iterable[bytes]) -> list[bytes | None]:
@@ -218,8 +219,14 @@ class Keyspace:
             condition is Condition.IF_PRESENT and old is None
         ):
             return False
-        deadline = self._ttl.deadline(key) if keep_ttl else _deadline_after(self._clock(), ttl_ms)
-        self._make_room(self._growth(key, value, old, key in self._ttl, deadline), (key,))
+        if keep_ttl:
+            deadline = self._ttl.deadline(key)
+        elif ttl_ms:
+            deadline = _deadline_after(self._clock(), ttl_ms)
+        else:
+            deadline = 0
+        if self.maxmemory:
+            self._make_room(self._growth(key, value, old, key in self._ttl, deadline), (key,))
         self._store(slot, key, value, deadline, old)
         return True
 
@@ -505,22 +512,24 @@ class Keyspace:
 
     def _store(self, slot: int, key: bytes, value: bytes, deadline: int, old: bytes | None) -> None:
         data = self._data[slot]
+        ttl = self._ttl
         if old is None:
             if not data:
                 self._nonempty.add(slot)
             self.key_count += 1
-            self._account(slot, memory.entry(len(key), len(value), self._per_key_extra))
+            grown = memory.entry(len(key), len(value), self._per_key_extra)
         else:
-            self._account(slot, memory.bytes_object(len(value)) - memory.bytes_object(len(old)))
+            grown = memory.bytes_object(len(value)) - memory.bytes_object(len(old))
             if self._lru is not None:
                 del data[key]
         data[key] = value
         if deadline:
-            if key not in self._ttl:
-                self._account(slot, memory.TTL_ENTRY)
-            self._ttl.set(key, deadline)
-        elif self._ttl.discard(key):
-            self._account(slot, -memory.TTL_ENTRY)
+            if key not in ttl:
+                grown += memory.TTL_ENTRY
+            ttl.set(key, deadline)
+        elif ttl.discard(key):
+            grown -= memory.TTL_ENTRY
+        self._account(slot, grown)
         if self._lru is not None:
             self._lru[slot][key] = self._lru_stamp()
         elif self._lfu is not None:
