@@ -135,6 +135,7 @@ class Keyspace:
         self._data: list[dict[bytes, bytes]] = [{} for _ in range(SLOT_COUNT)]
         self._nonempty = SlotSet()
         self._ttl = TtlIndex()
+        self._ttl_keys = self._ttl.keys
         self._lru: list[dict[bytes, int]] | None = None
         self._lfu: list[dict[bytes, int]] | None = None
         self._lfu_log_factor = lfu_log_factor
@@ -455,10 +456,10 @@ class Keyspace:
     def _live(self, slot: int, key: bytes) -> bytes | None:
         """Look a key up, expiring it lazily if its deadline has passed."""
         value = self._data[slot].get(key)
-        if value is None:
-            return None
+        if value is None or key not in self._ttl_keys:
+            return value
         deadline = self._ttl.deadline(key)
-        if deadline and deadline <= self._clock():
+        if deadline <= self._clock():
             if self.expire_keys:
                 self._remove(slot, key, RemovalCause.EXPIRED)
                 self.stats.expired_lazy += 1
@@ -512,22 +513,23 @@ class Keyspace:
 
     def _store(self, slot: int, key: bytes, value: bytes, deadline: int, old: bytes | None) -> None:
         data = self._data[slot]
-        ttl = self._ttl
         if old is None:
             if not data:
                 self._nonempty.add(slot)
             self.key_count += 1
             grown = memory.entry(len(key), len(value), self._per_key_extra)
         else:
-            grown = memory.bytes_object(len(value)) - memory.bytes_object(len(old))
+            grown = memory.resized(len(old), len(value))
             if self._lru is not None:
                 del data[key]
         data[key] = value
+        had_ttl = key in self._ttl_keys
         if deadline:
-            if key not in ttl:
+            if not had_ttl:
                 grown += memory.TTL_ENTRY
-            ttl.set(key, deadline)
-        elif ttl.discard(key):
+            self._ttl.set(key, deadline)
+        elif had_ttl:
+            self._ttl.discard(key)
             grown -= memory.TTL_ENTRY
         self._account(slot, grown)
         if self._lru is not None:
