@@ -182,10 +182,11 @@ class RespConnection(asyncio.Protocol):
         started = _perf_ns()
         deps = self.deps
         executor = deps.executor
+        gate = deps.gate
         everything = (
             self.sub is None
             and serves_everything(deps.ownership, False)
-            and deps.gate.unrestricted(self.identity)
+            and (not gate.enforcing or gate.unrestricted(self.identity))
         )
         get_value = executor.get_value if everything else None
         # Whether writes are held is asked at the first SET of the read, if any.
