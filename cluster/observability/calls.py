@@ -277,9 +277,22 @@ class CallRecorder:
         shares = (size_in // n, size_out // n) if n > 1 else (size_in, size_out)
         if served:
             self._served(protocol, served, elapsed, shares, peer)
+        slow = elapsed >= self._slow_ns
+        hot, access = self.hotkeys, self.access
         for method, keys in plain:
-            if keys:
-                self._plain(method, keys, elapsed, shares, peer, protocol)
+            count = len(keys)
+            if not count:
+                continue
+            self._observe(method, OK, elapsed, count, protocol)
+            if hot is not None:
+                if count < self._hot_left:
+                    self._hot_left -= count  # none taken: the usual read, with no range built
+                else:
+                    taken, self._hot_left = sampled_positions(self._hot_left, hot.sample, count)
+                    for i in taken:
+                        hot.add(keys[i])
+            if slow or access is not None:
+                self._log_plain(method, keys, slow, elapsed, shares, peer, protocol)
 
     def _served(
         self,
@@ -321,30 +334,23 @@ class CallRecorder:
         for method, count in ok.items():
             self._observe(method, OK, elapsed, count, protocol)
 
-    def _plain(
+    def _log_plain(
         self,
         method: str,
         keys: Sequence[bytes],
+        slow: bool,
         elapsed: int,
         shares: tuple[int, int],
         peer: str,
         protocol: str,
     ) -> None:
-        """Count successful single-key commands of one method, served without routing."""
-        n = len(keys)
-        self._observe(method, OK, elapsed, n, protocol)
-        hot = self.hotkeys
-        if hot is not None:
-            taken, self._hot_left = sampled_positions(self._hot_left, hot.sample, n)
-            for i in taken:
-                hot.add(keys[i])
-        access = self.access
-        if elapsed >= self._slow_ns:
-            logged: Sequence[int] = range(n)
-        elif access is not None:
-            logged, self._countdown = sampled_positions(self._countdown, access.sample, n)
-        else:
-            return
+        """Log successful single-key commands: all when slow, else the access log's sample."""
+        logged: Sequence[int] = range(len(keys))
+        if not slow:
+            assert self.access is not None
+            logged, self._countdown = sampled_positions(
+                self._countdown, self.access.sample, len(keys)
+            )
         for i in logged:
             self._emit(method, keys[i : i + 1], None, OK, "", elapsed, shares, peer, protocol)
 
