@@ -149,11 +149,13 @@ class Executor:
     def _write(
         self, key: bytes, value: bytes, ttl_ms: int, condition: Condition, keep_ttl: bool
     ) -> bool:
-        return _memory_guard(
-            lambda: self.keyspace.set(
+        # Every Set comes here: no closure per call, unlike the other writes' _memory_guard.
+        try:
+            return self.keyspace.set(
                 key, value, ttl_ms=ttl_ms, condition=condition, keep_ttl=keep_ttl
             )
-        )
+        except OutOfMemory as exc:
+            raise _out_of_memory(exc) from None
 
     def delete(self, req: pb.DeleteRequest) -> pb.DeleteReply:
         """Remove one key."""
@@ -318,4 +320,8 @@ def _memory_guard(write: Callable[[], _T]) -> _T:
     try:
         return write()
     except OutOfMemory as exc:
-        raise CommandError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), Reason.OOM) from None
+        raise _out_of_memory(exc) from None
+
+
+def _out_of_memory(exc: OutOfMemory) -> CommandError:
+    return CommandError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), Reason.OOM)

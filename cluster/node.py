@@ -112,7 +112,9 @@ class Node:
         self.migrations: Migrations | None = None
         # The node file a standalone node writes once it listens (None: keep the one there).
         self._identity: dict[str, Any] | None = None
-        self.holds = WriteHolds(lambda: membership.writes_paused(monotonic_ms()))
+        self.holds = WriteHolds(
+            lambda: membership.pause_set and membership.writes_paused(monotonic_ms())
+        )
         if config.cluster_enabled:
             try:
                 membership = load_membership(config, monotonic_ms())

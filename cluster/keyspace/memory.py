@@ -32,3 +32,14 @@ def bytes_object(n: int) -> int:
 def entry(key_len: int, value_len: int, per_key_extra: int) -> int:
     """Estimate one entry: its key, its value, its dict slot and any policy bookkeeping."""
     return bytes_object(key_len) + bytes_object(value_len) + DICT_SLOT + per_key_extra
+
+
+def resized(old_len: int, new_len: int) -> int:
+    """The change in estimate when a value of ``old_len`` bytes is replaced by ``new_len``.
+
+    Overwrites are the most common write: values of one size class (the
+    usual case) cost no estimate at all.
+    """
+    if (old_len + _BYTES_HEADER + 15) >> 4 == (new_len + _BYTES_HEADER + 15) >> 4:
+        return 0
+    return bytes_object(new_len) - bytes_object(old_len)

@@ -135,6 +135,7 @@ class Keyspace:
         self._data: list[dict[bytes, bytes]] = [{} for _ in range(SLOT_COUNT)]
         self._nonempty = SlotSet()
         self._ttl = TtlIndex()
+        self._ttl_keys = self._ttl.keys
         self._lru: list[dict[bytes, int]] | None = None
         self._lfu: list[dict[bytes, int]] | None = None
         self._lfu_log_factor = lfu_log_factor
@@ -175,7 +176,8 @@ class Keyspace:
             self.stats.misses += 1
             return None
         self.stats.hits += 1
-        self._touch(slot, key, value)
+        if self._lru is not None or self._lfu is not None:
+            self._touch(slot, key, value)
         return value
 
     def get_many(self, keys: Iterable[bytes]) -> list[bytes | None]:
@@ -218,8 +220,14 @@ class Keyspace:
             condition is Condition.IF_PRESENT and old is None
         ):
             return False
-        deadline = self._ttl.deadline(key) if keep_ttl else _deadline_after(self._clock(), ttl_ms)
-        self._make_room(self._growth(key, value, old, key in self._ttl, deadline), (key,))
+        if keep_ttl:
+            deadline = self._ttl.deadline(key)
+        elif ttl_ms:
+            deadline = _deadline_after(self._clock(), ttl_ms)
+        else:
+            deadline = 0
+        if self.maxmemory:
+            self._make_room(self._growth(key, value, old, key in self._ttl, deadline), (key,))
         self._store(slot, key, value, deadline, old)
         return True
 
@@ -448,10 +456,10 @@ class Keyspace:
     def _live(self, slot: int, key: bytes) -> bytes | None:
         """Look a key up, expiring it lazily if its deadline has passed."""
         value = self._data[slot].get(key)
-        if value is None:
-            return None
+        if value is None or key not in self._ttl_keys:
+            return value
         deadline = self._ttl.deadline(key)
-        if deadline and deadline <= self._clock():
+        if deadline <= self._clock():
             if self.expire_keys:
                 self._remove(slot, key, RemovalCause.EXPIRED)
                 self.stats.expired_lazy += 1
@@ -509,18 +517,21 @@ class Keyspace:
             if not data:
                 self._nonempty.add(slot)
             self.key_count += 1
-            self._account(slot, memory.entry(len(key), len(value), self._per_key_extra))
+            grown = memory.entry(len(key), len(value), self._per_key_extra)
         else:
-            self._account(slot, memory.bytes_object(len(value)) - memory.bytes_object(len(old)))
+            grown = memory.resized(len(old), len(value))
             if self._lru is not None:
                 del data[key]
         data[key] = value
+        had_ttl = key in self._ttl_keys
         if deadline:
-            if key not in self._ttl:
-                self._account(slot, memory.TTL_ENTRY)
+            if not had_ttl:
+                grown += memory.TTL_ENTRY
             self._ttl.set(key, deadline)
-        elif self._ttl.discard(key):
-            self._account(slot, -memory.TTL_ENTRY)
+        elif had_ttl:
+            self._ttl.discard(key)
+            grown -= memory.TTL_ENTRY
+        self._account(slot, grown)
         if self._lru is not None:
             self._lru[slot][key] = self._lru_stamp()
         elif self._lfu is not None:

@@ -10,16 +10,19 @@ itself out of a per-key int object.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 
 class TtlIndex:
     """Deadlines (absolute milliseconds) of every key that has a TTL."""
 
-    __slots__ = ("_deadlines", "_keys", "_pos")
+    __slots__ = ("_deadlines", "_keys", "_pos", "keys")
 
     def __init__(self) -> None:
         self._pos: dict[bytes, int] = {}
+        #: The keys that have a TTL, to test membership without a method call (read only):
+        #: every read and write of a key asks, and most keys have none.
+        self.keys: Collection[bytes] = self._pos.keys()
         self._keys: list[bytes] = []
         self._deadlines = array("q")
 

@@ -191,6 +191,11 @@ class Membership:
         """Writes wait: a replica is catching up for a manual failover."""
         return self.elections.writes_paused(now)
 
+    @property
+    def pause_set(self) -> bool:
+        """A manual failover's pause is set, perhaps run out: writes ask this before any clock."""
+        return bool(self.elections.mf_paused_until)
+
     # ---- inputs: the clock and the bus -------------------------------------------------
 
     def tick(self, now: int, inputs: Inputs = NO_INPUTS) -> Step:

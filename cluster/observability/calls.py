@@ -254,6 +254,7 @@ class CallRecorder:
         size_in: int,
         size_out: int,
         peer: str,
+        plain: Sequence[tuple[str, Sequence[bytes]]] = (),
     ) -> None:
         """Count the commands answered from one read of a Redis-protocol connection.
 
@@ -261,13 +262,48 @@ class CallRecorder:
         latency is the read's, per-series counts reach the buckets once, and
         they land in the same series, errors, logs and samplers as gRPC
         calls, apart only by their ``protocol`` label.
+
+        ``plain`` holds the single-key commands that succeeded without
+        routing, as ``(method, keys)`` with one key per command: a read of
+        many GETs then costs a few list appends, and the samplers pick
+        their commands by arithmetic rather than by a step per command.
         """
         elapsed = _perf_ns() - started_ns
         self.bytes_in += size_in
         self.bytes_out += size_out
+        n = len(served)
+        for _, keys in plain:
+            n += len(keys)
+        shares = (size_in // n, size_out // n) if n > 1 else (size_in, size_out)
+        if served:
+            self._served(protocol, served, elapsed, shares, peer)
         slow = elapsed >= self._slow_ns
-        n = max(len(served), 1)
-        shares = (size_in // n, size_out // n)
+        hot, access = self.hotkeys, self.access
+        for method, keys in plain:
+            count = len(keys)
+            if not count:
+                continue
+            self._observe(method, OK, elapsed, count, protocol)
+            if hot is not None:
+                if count < self._hot_left:
+                    self._hot_left -= count  # none taken: the usual read, with no range built
+                else:
+                    taken, self._hot_left = sampled_positions(self._hot_left, hot.sample, count)
+                    for i in taken:
+                        hot.add(keys[i])
+            if slow or access is not None:
+                self._log_plain(method, keys, slow, elapsed, shares, peer, protocol)
+
+    def _served(
+        self,
+        protocol: str,
+        served: Sequence[Served],
+        elapsed: int,
+        shares: tuple[int, int],
+        peer: str,
+    ) -> None:
+        """Count commands one by one, whatever their outcome and routing."""
+        slow = elapsed >= self._slow_ns
         slot_ops = self.slot_ops
         hot = self.hotkeys
         access = self.access
@@ -297,6 +333,26 @@ class CallRecorder:
         self._hot_left, self._countdown = hot_left, log_left
         for method, count in ok.items():
             self._observe(method, OK, elapsed, count, protocol)
+
+    def _log_plain(
+        self,
+        method: str,
+        keys: Sequence[bytes],
+        slow: bool,
+        elapsed: int,
+        shares: tuple[int, int],
+        peer: str,
+        protocol: str,
+    ) -> None:
+        """Log successful single-key commands: all when slow, else the access log's sample."""
+        logged: Sequence[int] = range(len(keys))
+        if not slow:
+            assert self.access is not None
+            logged, self._countdown = sampled_positions(
+                self._countdown, self.access.sample, len(keys)
+            )
+        for i in logged:
+            self._emit(method, keys[i : i + 1], None, OK, "", elapsed, shares, peer, protocol)
 
     def op_counts(self) -> dict[str, int]:
         """Operations by ``<field>.<status>`` (``get.ok``, ``set.invalid_argument``), for Info."""

@@ -8,7 +8,8 @@ are shared with clusterctl (``slotcache.latency``).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 from slotcache.latency import BOUNDS_S, BOUNDS_US, BUCKETS
 
@@ -17,9 +18,12 @@ __all__ = ["BOUNDS_NS", "BOUNDS_S", "BUCKETS", "bucket", "merged", "new_buckets"
 BOUNDS_NS: tuple[int, ...] = tuple(b * 1000 for b in BOUNDS_US)
 
 
-def bucket(elapsed_ns: int) -> int:
-    """The index of the bucket ``elapsed_ns`` falls in (``le`` semantics, as Prometheus)."""
-    return bisect_left(BOUNDS_NS, elapsed_ns)
+bucket: Callable[[int], int] = partial(bisect_left, BOUNDS_NS)
+"""The index of the bucket an elapsed time in ns falls in (``le`` semantics, as Prometheus).
+
+A partial of the C bisect rather than a function: every call and every
+Redis-protocol read is counted, and this saves a Python frame each time.
+"""
 
 
 def new_buckets() -> list[int]:

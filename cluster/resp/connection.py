@@ -176,13 +176,17 @@ class RespConnection(asyncio.Protocol):
         out: list[bytes] = []
         self._out = out
         served: list[Served] = []
+        # Keys of the GETs and SETs answered by the short way: counted in bulk at the end.
+        gets: list[bytes] = []
+        sets: list[bytes] = []
         started = _perf_ns()
         deps = self.deps
         executor = deps.executor
+        gate = deps.gate
         everything = (
             self.sub is None
             and serves_everything(deps.ownership, False)
-            and deps.gate.unrestricted(self.identity)
+            and (not gate.enforcing or gate.unrestricted(self.identity))
         )
         get_value = executor.get_value if everything else None
         # Whether writes are held is asked at the first SET of the read, if any.
@@ -216,7 +220,7 @@ class RespConnection(asyncio.Protocol):
                         served.append(("Get", args[1:], None, exc.code.name, exc.reason))
                         continue
                     out.append(null if value is None else b"$%d\r\n%s\r\n" % (len(value), value))
-                    served.append(("Get", args[1:], None, STATUS_OK, ""))
+                    gets.append(key)
                     continue
             elif n == 3 and set_value is not None and args[0] in _SET_NAMES:
                 if not writes_checked:
@@ -232,7 +236,7 @@ class RespConnection(asyncio.Protocol):
                         served.append(("Set", args[1:2], None, exc.code.name, exc.reason))
                         continue
                     out.append(OK)
-                    served.append(("Set", args[1:2], None, STATUS_OK, ""))
+                    sets.append(key)
                     continue
             if not n:
                 continue
@@ -252,9 +256,10 @@ class RespConnection(asyncio.Protocol):
             self.transport.write(data)
         else:
             data = b""
-        if served:
-            self.listener.commands_processed += len(served)
-            deps.recorder.commands(RESP, served, started, size_in, len(data), self.peer)
+        if served or gets or sets:
+            self.listener.commands_processed += len(served) + len(gets) + len(sets)
+            plain = (("Get", gets), ("Set", sets))
+            deps.recorder.commands(RESP, served, started, size_in, len(data), self.peer, plain)
         if self._closing and self.transport is not None:
             self.transport.close()
         elif not self._busy and self._read_paused and not self._write_paused:

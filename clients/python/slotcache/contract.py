@@ -72,7 +72,13 @@ def hash_tag(key: bytes) -> bytes:
 
 
 def key_slot(key: bytes) -> int:
-    """The slot of ``key`` in ``0..16383``: CRC16/XMODEM of its hash tag, as Redis Cluster."""
+    """The slot of ``key`` in ``0..16383``: CRC16/XMODEM of its hash tag, as Redis Cluster.
+
+    Every request hashes its key, so a key without ``{`` (most keys) skips
+    the hash-tag search.
+    """
+    if b"{" not in key:
+        return crc_hqx(key, 0) & _SLOT_MASK
     return crc_hqx(hash_tag(key), 0) & _SLOT_MASK
 
 
