@@ -31,12 +31,24 @@ lint: $(STAMP)
 # The cluster, failover and resharding suites run with TLS on every port and users on
 # every node and connection (docs/security.md); everything else runs plaintext. Run them
 # plaintext too with: .venv/bin/python -m pytest -q $(SECURE_SUITES)
-SECURE_SUITES := tests/integration/cluster tests/integration/ctl/test_resharding.py \
-	tests/faults/test_manual_failover.py
+SECURE_PARALLEL := tests/integration/cluster
+SECURE_ALONE := tests/integration/ctl/test_resharding.py tests/faults/test_manual_failover.py
+SECURE_SUITES := $(SECURE_PARALLEL) $(SECURE_ALONE)
+
+SECURE := SLOTCACHE_TEST_TLS=1 SLOTCACHE_TEST_ACL=1
+
+# Most tests wait (for servers to start, gossip, timeouts) more than they compute, so
+# they run in two worker processes, a whole file per worker so that a module's shared
+# servers are started once. The fault tests measure failover and pause times against
+# bounds, and resharding holds client throughput during a move to a share of what it
+# was before, so they run afterwards, one at a time, with nothing else on the machine.
+PARALLEL := -n 2 --dist loadfile
 
 test: lint
-	$(BIN)/python -m pytest -q $(addprefix --ignore=,$(SECURE_SUITES))
-	SLOTCACHE_TEST_TLS=1 SLOTCACHE_TEST_ACL=1 $(BIN)/python -m pytest -q $(SECURE_SUITES)
+	$(BIN)/python -m pytest -q $(PARALLEL) -m "not faults" $(addprefix --ignore=,$(SECURE_SUITES))
+	$(BIN)/python -m pytest -q tests/faults $(addprefix --ignore=,$(SECURE_SUITES))
+	$(SECURE) $(BIN)/python -m pytest -q $(PARALLEL) $(SECURE_PARALLEL)
+	$(SECURE) $(BIN)/python -m pytest -q $(SECURE_ALONE)
 
 # The pure tests alone (no process, socket or server), in under 30 s.
 unit: $(STAMP)

@@ -31,7 +31,7 @@ PURE_TIERS = frozenset({"unit", "heavy"})
 
 TIER = pytest.StashKey[str]()
 REFUSALS = pytest.StashKey[Refusals]()
-FIGURES = pytest.StashKey[dict[str, list[str]]]()
+FIGURE_PROPERTY = "figure"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -43,7 +43,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[FIGURES] = {}
+    config.pluginmanager.register(Figures(), "slotcache-figures")
 
 
 def tier_of(item: pytest.Item) -> str:
@@ -97,20 +97,39 @@ def pytest_runtest_makereport(
 
 @pytest.fixture
 def report_figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
-    """``report_figure("...")`` prints a measured figure now and in the run's summary."""
-    figures = request.config.stash[FIGURES].setdefault(request.node.stash[TIER], [])
+    """``report_figure("...")`` prints a measured figure now and in the run's summary.
+
+    The figure travels in the test's report (``user_properties``) rather than
+    straight into this process's summary: under ``pytest -n`` the test runs in a
+    worker, and only the reports reach the process that prints the summary.
+    """
+    item = request.node
 
     def record(line: str) -> None:
-        figures.append(line)
+        item.user_properties.append((FIGURE_PROPERTY, f"{item.stash[TIER]}\t{line}"))
         print(line)
 
     return record
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    figures = terminalreporter.config.stash[FIGURES]
-    for tier in TIERS:
-        if figures.get(tier):
-            terminalreporter.section(f"{tier} measurements")
-            for line in figures[tier]:
-                terminalreporter.write_line(line)
+class Figures:
+    """The figures of every finished test, by tier, for the run's summary."""
+
+    def __init__(self) -> None:
+        self.by_tier: dict[str, list[str]] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # Teardown is the last report of a test and carries every figure it recorded.
+        if report.when != "teardown":
+            return
+        for name, value in report.user_properties:
+            if name == FIGURE_PROPERTY:
+                tier, _, line = str(value).partition("\t")
+                self.by_tier.setdefault(tier, []).append(line)
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        for tier in TIERS:
+            if self.by_tier.get(tier):
+                terminalreporter.section(f"{tier} measurements")
+                for line in self.by_tier[tier]:
+                    terminalreporter.write_line(line)
