@@ -33,6 +33,11 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     # Nodes announced by DNS name (Kubernetes pods) come back with new IPs; gRPC
     # re-resolves a failing name at most this often (its default is 30 s).
     ("grpc.dns_min_time_between_resolutions_ms", 1000),
+    # Connections of its own: gRPC otherwise shares one connection per address
+    # among all channels of the process, so a new client would inherit another
+    # one's reconnect backoff to a node that just restarted, and its first call
+    # would fail at once instead of connecting.
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 
 

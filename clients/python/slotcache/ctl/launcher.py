@@ -138,7 +138,9 @@ class ServerProcess:
         for _ in range(3):
             if self._start_once(ready_timeout):
                 return self
-            if not (self._auto_port and "cannot listen" in self.log()):
+            # The metrics port follows the client port (+1000), so it can be taken too.
+            log = self.log()
+            if not (self._auto_port and ("cannot listen" in log or "cannot serve metrics" in log)):
                 break
             self.port = free_port(self.host)
             if self.cluster:
