@@ -18,6 +18,7 @@ all of it, as does the next run if a previous one was killed.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import os
@@ -144,6 +145,10 @@ class Site:
         return f"{pod_name(ordinal)}.{HEADLESS}.{self.namespace}.svc"
 
 
+#: Held by the one PodmanStatefulSet that may run on this machine at a time.
+TURN_LOCK = Path("/tmp/slotcache-podman-statefulset.lock")
+
+
 class PodmanStatefulSet:
     """The rendered StatefulSet's pods as podman containers on the test's own network."""
 
@@ -158,12 +163,20 @@ class PodmanStatefulSet:
         self._memory = memory_limit_bytes
         self.site = site
         self._secret_dirs = _secret_folders(docs, site.secrets, workdir)
+        # Container names (slotcache-N) and the cleanup by label are machine-wide, so
+        # StatefulSets started by parallel test workers take turns; close() lets go.
+        self._turn = open(TURN_LOCK, "a+")  # noqa: SIM115 (held until close)
+        fcntl.flock(self._turn, fcntl.LOCK_EX)
         # A new name each run: podman's address bookkeeping is per network name, and
         # a container removed while its network went away can leave its address taken.
         self.network = f"slotcache-e2e-{os.getpid()}"
-        remove_everything()
-        podman("network", "create", f"--label={LABEL}", self.network)
-        subnet = json.loads(podman("network", "inspect", self.network))[0]["subnets"][0]
+        try:
+            remove_everything()
+            podman("network", "create", f"--label={LABEL}", self.network)
+            subnet = json.loads(podman("network", "inspect", self.network))[0]["subnets"][0]
+        except BaseException:
+            self._turn.close()
+            raise
         self._subnet = ipaddress.ip_network(subnet["subnet"])
         self._generation: dict[int, int] = {}
         self.client = "slotcache-client"
@@ -321,8 +334,11 @@ class PodmanStatefulSet:
         return "\n".join(parts)
 
     def close(self) -> None:
-        """Remove every container, volume and the network."""
-        remove_everything()
+        """Remove every container, volume and the network, then let another StatefulSet run."""
+        try:
+            remove_everything()
+        finally:
+            self._turn.close()  # releases the lock
 
 
 WAIT_S = 120.0

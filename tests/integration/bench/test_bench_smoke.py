@@ -55,6 +55,10 @@ def smoke(
     return proc, json.loads(out.read_text())
 
 
+# CPU seconds the kernel counts in 10 ms ticks: a small enough job can read 0.
+SUB_TICK = {("restart", "save_cpu_s"), ("restart", "load_cpu_s")}
+
+
 def _positive(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
@@ -88,6 +92,9 @@ def test_smoke_run_measures_the_reference_or_says_why_not(
         reference_present = HAVE_REDIS if w["reference"]["name"] == "redis" else True
         for metric in metric_names:
             m = w["metrics"][metric]
+            if reference_present and (name, metric) in SUB_TICK and m["reference"] == 0:
+                # redis-server loads the smoke run's 20,000 keys within one accounting tick.
+                continue
             if reference_present:
                 assert _positive(m["reference"]), f"{name}.{metric}: reference {m['reference']!r}"
                 assert _positive(m["ratio"])
