@@ -146,6 +146,37 @@ class Executor:
         self._check_set(key, value, ttl_ms, keep_ttl, None)
         return self._write(key, value, ttl_ms, condition, keep_ttl)
 
+    def get_values(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """GETs without messages (the Redis-protocol fast path); no key is read if one is bad."""
+        self.limits.check_keys(keys)
+        return self.keyspace.get_many(keys)
+
+    def put_value(self, key: bytes, value: bytes) -> None:
+        """One plain SET without messages: the fast path of a client that does not pipeline."""
+        limits = self.limits
+        if not key or len(key) > limits.max_key_bytes or len(value) > limits.max_value_bytes:
+            self._check_set(key, value, 0, False, None)
+        try:
+            self.keyspace.put_many((key,), (value,))
+        except OutOfMemory as exc:
+            raise _out_of_memory(exc) from None
+
+    def put_values(self, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
+        """Plain SETs without messages (the Redis-protocol fast path), in order.
+
+        Every key and value is checked before any is written. Out of memory,
+        the keys before the one that did not fit stay written.
+        """
+        self.limits.check_keys(keys)
+        limit = self.limits.max_value_bytes
+        for i, value in enumerate(values):
+            if len(value) > limit:
+                self.limits.check_value(value, f"values[{i}]")
+        try:
+            self.keyspace.put_many(keys, values)
+        except OutOfMemory as exc:
+            raise _out_of_memory(exc) from None
+
     def _write(
         self, key: bytes, value: bytes, ttl_ms: int, condition: Condition, keep_ttl: bool
     ) -> bool:

@@ -40,6 +40,7 @@ class Ownership:
         # The slot table lives as long as the membership; its lookups are bound once.
         self._owner = membership.slots.owner
         self._count = membership.slots.count
+        self._view = membership.view
         self._holds = holds
         # Whether this node, as a replica, holds a complete copy of its primary.
         self._replica_synced = replica_synced
@@ -58,7 +59,15 @@ class Ownership:
     @property
     def ok(self) -> bool:
         """Requests may be served."""
-        return self.membership.ok
+        return self._view.ok
+
+    def serves_all(self) -> bool:
+        """The cluster is ok and this node owns every slot: :func:`~.routing.decide` is LOCAL.
+
+        The Redis-protocol listener asks this once per read, so it reads the
+        fields directly rather than through the properties.
+        """
+        return self._view.ok and self._count(self._my_id) == SLOT_COUNT
 
     @property
     def owns_every_slot(self) -> bool:

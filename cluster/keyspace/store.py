@@ -25,6 +25,7 @@ import enum
 import random as _random
 import time
 from array import array
+from binascii import crc_hqx
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -70,6 +71,11 @@ class Condition(enum.IntEnum):
     ALWAYS = 0
     IF_ABSENT = 1
     IF_PRESENT = 2
+
+
+_IF_ABSENT, _IF_PRESENT = Condition.IF_ABSENT, Condition.IF_PRESENT
+# key_slot's arithmetic, inlined where every request pays for the call.
+_SLOT_MASK = SLOT_COUNT - 1
 
 
 @dataclass
@@ -169,9 +175,15 @@ class Keyspace:
     # ---- reads -------------------------------------------------------------
 
     def get(self, key: bytes) -> bytes | None:
-        """Return the value, or None if the key is missing or expired."""
-        slot = key_slot(key)
-        value = self._live(slot, key)
+        """Return the value, or None if the key is missing or expired.
+
+        Every read of every protocol comes here, so the slot and the lookup
+        are inline: a key without a TTL costs no further call.
+        """
+        slot = crc_hqx(key, 0) & _SLOT_MASK if b"{" not in key else key_slot(key)
+        value = self._data[slot].get(key)
+        if value is not None and key in self._ttl_keys:
+            value = self._live(slot, key)
         if value is None:
             self.stats.misses += 1
             return None
@@ -181,9 +193,26 @@ class Keyspace:
         return value
 
     def get_many(self, keys: Iterable[bytes]) -> list[bytes | None]:
-        """Return values in the order of ``keys``."""
-        get = self.get
-        return [get(k) for k in keys]
+        """Return values in the order of ``keys`` (MGET, and runs of pipelined GETs).
+
+        :meth:`get`'s lookup is repeated inline rather than called per key:
+        a run of pipelined GETs is the busiest loop a node has.
+        """
+        if self._lru is not None or self._lfu is not None:
+            get = self.get  # every read also moves the key in its policy's order
+            return [get(k) for k in keys]
+        data, ttl_keys = self._data, self._ttl_keys
+        values: list[bytes | None] = []
+        for key in keys:
+            slot = crc_hqx(key, 0) & _SLOT_MASK if b"{" not in key else key_slot(key)
+            value = data[slot].get(key)
+            if value is not None and key in ttl_keys:
+                value = self._live(slot, key)
+            values.append(value)
+        misses = values.count(None)
+        self.stats.misses += misses
+        self.stats.hits += len(values) - misses
+        return values
 
     def exists(self, key: bytes) -> bool:
         """Report whether the key is held; does not count as an access."""
@@ -216,8 +245,8 @@ class Keyspace:
         """Write a key; return False when the condition left it unwritten."""
         slot = key_slot(key)
         old = self._live(slot, key)
-        if (condition is Condition.IF_ABSENT and old is not None) or (
-            condition is Condition.IF_PRESENT and old is None
+        if (condition is _IF_ABSENT and old is not None) or (
+            condition is _IF_PRESENT and old is None
         ):
             return False
         if keep_ttl:
@@ -230,6 +259,33 @@ class Keyspace:
             self._make_room(self._growth(key, value, old, key in self._ttl, deadline), (key,))
         self._store(slot, key, value, deadline, old)
         return True
+
+    def put_many(self, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
+        """Write keys with no TTL and no condition, in order: plain SETs, the most common write.
+
+        Overwriting a live key that has no TTL, with no memory limit and no
+        eviction policy to keep up, needs only the store and the listeners;
+        every other key takes :meth:`set`'s way. With a memory limit, a key
+        that does not fit raises :class:`OutOfMemory` and the keys after it
+        are not written.
+        """
+        if self.maxmemory or self._lru is not None or self._lfu is not None:
+            for key, value in zip(keys, values, strict=True):
+                self.set(key, value)
+            return
+        data, ttl_keys, listeners = self._data, self._ttl_keys, self._listeners
+        for key, value in zip(keys, values, strict=True):
+            slot = crc_hqx(key, 0) & _SLOT_MASK if b"{" not in key else key_slot(key)
+            slot_data = data[slot]
+            old = slot_data.get(key)
+            if old is None or key in ttl_keys:
+                self.set(key, value)
+                continue
+            slot_data[key] = value
+            if len(old) != len(value):
+                self._account(slot, memory.resized(len(old), len(value)))
+            for listener in listeners:
+                listener.key_set(slot, key, value, 0)
 
     def set_many(self, entries: Sequence[tuple[bytes, bytes, int, Condition, bool]]) -> list[bool]:
         """Apply several Sets as one unit: room is made for all before any is written.

@@ -11,6 +11,7 @@ import pytest
 
 from slotcache_server.keyspace import (
     Condition,
+    EvictionPolicy,
     Keyspace,
     NotAnInteger,
     OutOfMemory,
@@ -172,3 +173,38 @@ def test_refused_set_under_noeviction_changes_nothing():
         ks.set(b"k", b"v")
     assert ks.key_count == 0
     assert ks.used_memory == 0
+
+
+def _state(ks):
+    keys = [b"a", b"b", b"{t}c", b"d"]
+    return (
+        [(ks.get(k), ks.pttl(k)) for k in keys],
+        ks.used_memory,
+        ks.key_count,
+        ks.stats.expired_lazy,
+    )
+
+
+@pytest.mark.parametrize("policy", ["noeviction", "allkeys-lru"])
+def test_put_many_and_get_many_match_set_and_get_one_by_one(policy):
+    """The batched plain SET and GET leave exactly what set() and get() would, TTLs included."""
+
+    def prepared():
+        ks, clock = _ks(policy=EvictionPolicy(policy), maxmemory=1 << 30)
+        ks.set(b"a", b"short")
+        ks.set(b"b", b"x", ttl_ms=10)
+        ks.set(b"{t}c", b"y", ttl_ms=1_000)
+        clock.now += 10  # b's deadline has passed; {t}c still lives
+        return ks
+
+    batched, single = prepared(), prepared()
+    assert batched.get_many([b"b", b"{t}c", b"a", b"d"]) == [None, b"y", b"short", None]
+    assert [single.get(k) for k in (b"b", b"{t}c", b"a", b"d")] == [None, b"y", b"short", None]
+    keys, values = [b"a", b"{t}c", b"d", b"a"], [b"a much longer value", b"z", b"new", b"last"]
+    batched.put_many(keys, values)
+    for key, value in zip(keys, values, strict=True):
+        single.set(key, value)
+    assert _state(batched) == _state(single)
+    assert (batched.stats.hits, batched.stats.misses) == (single.stats.hits, single.stats.misses)
+    # A plain SET drops the TTL it overwrites, as Redis's SET does.
+    assert batched.pttl(b"{t}c") == -1
