@@ -34,6 +34,7 @@ RESP = "resp"
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 _perf_ns = time.perf_counter_ns
 _HAS_ERROR = operator.methodcaller("HasField", "error")
+_GET, _SET = OPS_BY_RPC["Get"].rpc, OPS_BY_RPC["Set"].rpc
 Series = tuple[str, str, str]
 """(method, status code name, protocol): one latency series."""
 Served = tuple[str, Sequence[bytes], Sequence[int] | None, str, str]
@@ -254,7 +255,8 @@ class CallRecorder:
         size_in: int,
         size_out: int,
         peer: str,
-        plain: Sequence[tuple[str, Sequence[bytes]]] = (),
+        gets: Sequence[bytes] = (),
+        sets: Sequence[bytes] = (),
     ) -> None:
         """Count the commands answered from one read of a Redis-protocol connection.
 
@@ -263,36 +265,46 @@ class CallRecorder:
         they land in the same series, errors, logs and samplers as gRPC
         calls, apart only by their ``protocol`` label.
 
-        ``plain`` holds the single-key commands that succeeded without
-        routing, as ``(method, keys)`` with one key per command: a read of
-        many GETs then costs a few list appends, and the samplers pick
-        their commands by arithmetic rather than by a step per command.
+        ``gets`` and ``sets`` hold the keys of the plain GETs and SETs that
+        succeeded without routing, one key per command: a read of many of
+        them then costs a few list appends, and the samplers pick their
+        commands by arithmetic rather than by a step per command.
         """
         elapsed = _perf_ns() - started_ns
         self.bytes_in += size_in
         self.bytes_out += size_out
-        n = len(served)
-        for _, keys in plain:
-            n += len(keys)
+        n = len(served) + len(gets) + len(sets)
         shares = (size_in // n, size_out // n) if n > 1 else (size_in, size_out)
         if served:
             self._served(protocol, served, elapsed, shares, peer)
+        if gets:
+            self._plain(_GET, gets, elapsed, shares, peer, protocol)
+        if sets:
+            self._plain(_SET, sets, elapsed, shares, peer, protocol)
+
+    def _plain(
+        self,
+        method: str,
+        keys: Sequence[bytes],
+        elapsed: int,
+        shares: tuple[int, int],
+        peer: str,
+        protocol: str,
+    ) -> None:
+        """Count successful single-key commands of one read: samplers step by arithmetic."""
+        count = len(keys)
+        self._observe(method, OK, elapsed, count, protocol)
+        hot = self.hotkeys
+        if hot is not None:
+            if count < self._hot_left:
+                self._hot_left -= count  # none taken: the usual read, with no range built
+            else:
+                taken, self._hot_left = sampled_positions(self._hot_left, hot.sample, count)
+                for i in taken:
+                    hot.add(keys[i])
         slow = elapsed >= self._slow_ns
-        hot, access = self.hotkeys, self.access
-        for method, keys in plain:
-            count = len(keys)
-            if not count:
-                continue
-            self._observe(method, OK, elapsed, count, protocol)
-            if hot is not None:
-                if count < self._hot_left:
-                    self._hot_left -= count  # none taken: the usual read, with no range built
-                else:
-                    taken, self._hot_left = sampled_positions(self._hot_left, hot.sample, count)
-                    for i in taken:
-                        hot.add(keys[i])
-            if slow or access is not None:
-                self._log_plain(method, keys, slow, elapsed, shares, peer, protocol)
+        if slow or self.access is not None:
+            self._log_plain(method, keys, slow, elapsed, shares, peer, protocol)
 
     def _served(
         self,
@@ -348,6 +360,9 @@ class CallRecorder:
         logged: Sequence[int] = range(len(keys))
         if not slow:
             assert self.access is not None
+            if len(keys) < self._countdown:
+                self._countdown -= len(keys)  # none taken: the usual read, with no range built
+                return
             logged, self._countdown = sampled_positions(
                 self._countdown, self.access.sample, len(keys)
             )

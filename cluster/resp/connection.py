@@ -104,13 +104,12 @@ class RespConnection(asyncio.Protocol):
         self._arg_limit = max(
             self.deps.executor.limits.max_key_bytes, self.deps.executor.limits.max_value_bytes
         )
-        # Bytes fed to the reader, and consumed by complete requests (for the request limit).
-        self._fed = 0
-        self._mark = 0
         # A command is being carried out asynchronously; later ones wait.
         self._busy = False
         self._task: asyncio.Task[None] | None = None
         self._out: list[bytes] | None = None
+        # Replies of this loop step not yet written (see outbox.py).
+        self._unsent: list[bytes] = []
         self._closing = False
         self._read_paused = False
         self._write_paused = False
@@ -136,6 +135,7 @@ class RespConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._unsent = []
         if self._task is not None:
             self._task.cancel()
         self._tracking_off()
@@ -153,10 +153,10 @@ class RespConnection(asyncio.Protocol):
             self._process()
 
     def data_received(self, data: bytes) -> None:
-        self._fed += len(data)
-        self.reader.feed(data)
+        reader = self.reader
+        reader.feed(data)
         if self._busy or self._write_paused:
-            if self.reader.len() > INPUT_BUFFER_BYTES:
+            if reader.len() > INPUT_BUFFER_BYTES:
                 self._pause_reading()
             return
         self._process(len(data))
@@ -170,100 +170,177 @@ class RespConnection(asyncio.Protocol):
         serve every key here anyway (a node that owns every slot, no write
         held, no replicas to wait for, no tracking): that holds for the
         whole read, since nothing changes ownership between two commands
-        of one loop step.
+        of one loop step. The short way gathers a run of GETs (or of SETs)
+        and serves it with one keyspace call when the run ends, at the
+        first other command or at the end of the read, so replies keep the
+        order of requests. This loop runs for every command a client sends.
         """
         reader = self.reader
         out: list[bytes] = []
         self._out = out
         served: list[Served] = []
-        # Keys of the GETs and SETs answered by the short way: counted in bulk at the end.
+        # Keys of the GETs and SETs answered by the short way, and the values of the
+        # SETs: each list's tail from its mark is a run not yet served.
         gets: list[bytes] = []
         sets: list[bytes] = []
+        values: list[bytes] = []
+        marks = [0, 0]
         started = _perf_ns()
         deps = self.deps
-        executor = deps.executor
-        gate = deps.gate
-        everything = (
-            self.sub is None
-            and serves_everything(deps.ownership, False)
-            and (not gate.enforcing or gate.unrestricted(self.identity))
-        )
-        get_value = executor.get_value if everything else None
-        # Whether writes are held is asked at the first SET of the read, if any.
-        set_value = executor.set_value if everything else None
-        writes_checked = False
-        null = self.codec.null
-        while not self._closing:
-            try:
-                args = reader.gets()
-            except hiredis.ProtocolError as exc:
-                self._protocol_error(out, f"Protocol error: {exc}")
-                break
-            if args is False:
-                if self._fed - self._mark > deps.max_request_bytes:
-                    self._protocol_error(out, "Protocol error: request exceeds the size limit")
-                break
-            # hiredis keeps up to 1 KiB of consumed input in len(): the mark may
-            # trail by that much, which only matters against a 64 MiB limit.
-            self._mark = self._fed - reader.len()
-            if type(args) is not list:
-                self._protocol_error(out, "Protocol error: expected an array of bulk strings")
-                break
-            n = len(args)
-            if n == 2 and get_value is not None and args[0] in _GET_NAMES:
-                key = args[1]
-                if type(key) is bytes:
-                    try:
-                        value = get_value(key)
-                    except CommandError as exc:
-                        out.append(error(error_text(exc, self._moved_to)))
-                        served.append(("Get", args[1:], None, exc.code.name, exc.reason))
-                        continue
-                    out.append(null if value is None else b"$%d\r\n%s\r\n" % (len(value), value))
-                    gets.append(key)
-                    continue
-            elif n == 3 and set_value is not None and args[0] in _SET_NAMES:
-                if not writes_checked:
-                    writes_checked = True
-                    if not self._writes_here():
-                        set_value = None
-                key, value = args[1], args[2]
-                if set_value is not None and type(key) is bytes and type(value) is bytes:
-                    try:
-                        set_value(key, value)
-                    except CommandError as exc:
-                        out.append(error(error_text(exc, self._moved_to)))
-                        served.append(("Set", args[1:2], None, exc.code.name, exc.reason))
-                        continue
-                    out.append(OK)
-                    sets.append(key)
-                    continue
-            if not n:
-                continue
-            answer = self._command(args, out, served)
-            if answer is None:
-                if self._closing:
+        short = self._short_way()
+        # Whether writes may run at once is asked at the first SET of the read, if any.
+        writes: bool | None = None
+        try:
+            for args in iter(reader.gets, False):
+                if type(args) is not list:
+                    self._serve_runs(out, served, gets, sets, values, marks)
+                    self._protocol_error(out, "Protocol error: expected an array of bulk strings")
                     break
-                continue
-            self._busy = True
-            self._task = asyncio.get_running_loop().create_task(
-                self._finish(answer, self._method, self._keys)
-            )
-            break
+                n = len(args)
+                if short and n == 2 and args[0] in _GET_NAMES and type(args[1]) is bytes:
+                    if len(sets) > marks[1]:
+                        self._serve_sets(out, served, sets, values, marks)
+                    gets.append(args[1])
+                    continue
+                if short and n == 3 and args[0] in _SET_NAMES:
+                    if writes is None:
+                        writes = self._writes_here()
+                    key, value = args[1], args[2]
+                    if writes and type(key) is bytes and type(value) is bytes:
+                        if len(gets) > marks[0]:
+                            self._serve_gets(out, served, gets, marks)
+                        sets.append(key)
+                        values.append(value)
+                        continue
+                self._serve_runs(out, served, gets, sets, values, marks)
+                if not n:
+                    continue
+                answer = self._command(args, out, served)
+                if answer is None:
+                    if self._closing:
+                        break
+                    continue
+                self._busy = True
+                self._task = asyncio.get_running_loop().create_task(
+                    self._finish(answer, self._method, self._keys)
+                )
+                break
+            else:
+                self._serve_runs(out, served, gets, sets, values, marks)
+                # hiredis keeps up to 1 KiB of consumed input in len(): that only
+                # matters against a limit of many MiB.
+                if reader.len() > deps.max_request_bytes:
+                    self._protocol_error(out, "Protocol error: request exceeds the size limit")
+        except hiredis.ProtocolError as exc:
+            self._serve_runs(out, served, gets, sets, values, marks)
+            self._protocol_error(out, f"Protocol error: {exc}")
         self._out = None
-        if out and self.transport is not None:
+        size_out = 0
+        if out:
             data = b"".join(out)
-            self.transport.write(data)
-        else:
-            data = b""
+            size_out = len(data)
+            if not self._unsent:
+                self.listener.outbox.queue(self)
+            self._unsent.append(data)
         if served or gets or sets:
             self.listener.commands_processed += len(served) + len(gets) + len(sets)
-            plain = (("Get", gets), ("Set", sets))
-            deps.recorder.commands(RESP, served, started, size_in, len(data), self.peer, plain)
+            deps.recorder.commands(RESP, served, started, size_in, size_out, self.peer, gets, sets)
         if self._closing and self.transport is not None:
+            self.flush()
             self.transport.close()
         elif not self._busy and self._read_paused and not self._write_paused:
             self._resume_reading()
+
+    def _serve_runs(
+        self,
+        out: list[bytes],
+        served: list[Served],
+        gets: list[bytes],
+        sets: list[bytes],
+        values: list[bytes],
+        marks: list[int],
+    ) -> None:
+        """Serve the run gathered, if any, before a command that does not take the short way."""
+        if len(gets) > marks[0]:
+            self._serve_gets(out, served, gets, marks)
+        elif len(sets) > marks[1]:
+            self._serve_sets(out, served, sets, values, marks)
+
+    def _serve_gets(
+        self, out: list[bytes], served: list[Served], gets: list[bytes], marks: list[int]
+    ) -> None:
+        """Answer the run of GETs at the tail of ``gets``; keep only those that succeeded there."""
+        mark = marks[0]
+        keys = gets[mark:] if mark else gets
+        marks[0] = len(gets)
+        executor = self.deps.executor
+        null = self.codec.null
+        try:
+            # One GET (a client that does not pipeline) costs no list of its own.
+            found = executor.get_values(keys) if len(keys) > 1 else [executor.get_value(keys[0])]
+        except CommandError:
+            # A bad key in the run: answer each on its own, and count the failures apart.
+            keys = keys[:]  # the run's own list may be ``gets`` itself
+            del gets[mark:]
+            for key in keys:
+                try:
+                    value = executor.get_value(key)
+                except CommandError as exc:
+                    out.append(error(error_text(exc, self._moved_to)))
+                    served.append(("Get", [key], None, exc.code.name, exc.reason))
+                    continue
+                out.append(null if value is None else b"$%d\r\n%s\r\n" % (len(value), value))
+                gets.append(key)
+            marks[0] = len(gets)
+            return
+        out += [null if v is None else b"$%d\r\n%s\r\n" % (len(v), v) for v in found]
+
+    def _serve_sets(
+        self,
+        out: list[bytes],
+        served: list[Served],
+        sets: list[bytes],
+        values: list[bytes],
+        marks: list[int],
+    ) -> None:
+        """Apply the run of SETs at the tail of ``sets``; keep only those that succeeded there."""
+        mark = marks[1]
+        keys, run_values = (sets[mark:], values[mark:]) if mark else (sets, values)
+        marks[1] = len(sets)
+        executor = self.deps.executor
+        try:
+            if len(keys) > 1:
+                executor.put_values(keys, run_values)
+            else:
+                executor.put_value(keys[0], run_values[0])
+        except CommandError:
+            # A bad key or value, or out of memory: apply each on its own (a plain SET
+            # written twice leaves the same value), and count the failures apart.
+            keys, run_values = keys[:], run_values[:]  # the run's lists may be the read's
+            del sets[mark:], values[mark:]
+            for key, value in zip(keys, run_values, strict=True):
+                try:
+                    executor.set_value(key, value)
+                except CommandError as exc:
+                    out.append(error(error_text(exc, self._moved_to)))
+                    served.append(("Set", [key], None, exc.code.name, exc.reason))
+                    continue
+                out.append(OK)
+                sets.append(key)
+                values.append(value)
+            marks[1] = len(sets)
+            return
+        out += [OK] * len(keys)
+
+    def _short_way(self) -> bool:
+        """Whether plain GETs and SETs of this read may skip routing and permission checks."""
+        deps = self.deps
+        gate = deps.gate
+        return (
+            self.sub is None
+            and deps.ownership.serves_all()
+            and (not gate.enforcing or gate.unrestricted(self.identity))
+        )
 
     def _writes_here(self) -> bool:
         """Whether writes may run here at once for this read (nothing held, no replicas needed)."""
@@ -321,11 +398,24 @@ class RespConnection(asyncio.Protocol):
         self._busy = False
         if self._closing or self.transport is None:
             return
-        self.transport.write(reply)
+        self._send(reply)
         self.listener.commands_processed += 1
         served: list[Served] = [(method, keys, None, status, reason)]
         self.deps.recorder.commands(RESP, served, started, 0, len(reply), self.peer)
         self._process()
+
+    def _send(self, data: bytes) -> None:
+        """Write ``data`` at the end of this loop step, after the replies already waiting."""
+        if not self._unsent:
+            self.listener.outbox.queue(self)
+        self._unsent.append(data)
+
+    def flush(self) -> None:
+        """Write the replies waiting, in order (the outbox calls this at the step's end)."""
+        unsent = self._unsent
+        if unsent and self.transport is not None:
+            self._unsent = []
+            self.transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
     def _protocol_error(self, out: list[bytes], text: str) -> None:
         """A stream that is not RESP: answer one error, then close (as Redis does)."""
@@ -737,7 +827,10 @@ class RespConnection(asyncio.Protocol):
         if self._out is not None:
             self._out.extend(pushes)
         else:
-            transport.write(b"".join(pushes))
+            # Now, not at the step's end: the write that caused them is acknowledged
+            # to its own client in this step, and must not overtake them.
+            self._unsent.extend(pushes)
+            self.flush()
 
     # ---- server commands ----------------------------------------------------------
 
@@ -811,6 +904,12 @@ class RespConnection(asyncio.Protocol):
 
 
 _NO_ENDPOINT = "?"
+
+
+def _HELD(key: bytes, value: bytes) -> None:
+    """Stands for "writes may not run at once in this read": SETs take the general way."""
+
+
 _GET_OP, _SET_OP = OPS["get"], OPS["set"]
 _FAST_OPS = {b"get": _GET_OP, b"set": _SET_OP}
 _LOCAL = Local()

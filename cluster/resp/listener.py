@@ -27,6 +27,7 @@ from ..tracking.service import Tracking
 from .cluster_info import ClusterView, NodeRow, rows
 from .connection import RespConnection
 from .gate import Gate
+from .outbox import Outbox
 
 log = logging.getLogger(__name__)
 ROUTING_MOVED = "moved"
@@ -64,6 +65,7 @@ class RespListener:
         self.commands_processed = 0
         self._next_id = 0
         self._server: asyncio.Server | None = None
+        self.outbox = Outbox()
 
     async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
         """Listen on ``host:port`` (with TLS when ``tls`` is given); return the port bound."""

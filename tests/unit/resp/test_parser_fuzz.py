@@ -13,77 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import hiredis
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slotcache_server.config import ServerConfig
 from slotcache_server.node import Node
-from slotcache_server.resp.connection import RespConnection
 from slotcache_server.resp.listener import RespListener
-
-
-class Transport:
-    """Records what the connection writes and whether it closed or paused."""
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed, "written after close"
-        self.written += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 5) if name == "peername" else None
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
+from tests.support.resp_wire import Transport, command, connect, feed, replies
 
 
 @pytest.fixture(scope="module")
 def listener(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RespListener]:
     config = ServerConfig(data_dir=Path(tmp_path_factory.mktemp("fuzz")), metrics_port=0)
     yield Node(config).resp_listener()
-
-
-def _connect(listener: RespListener) -> tuple[RespConnection, Transport]:
-    conn = listener._connection()
-    transport = Transport()
-    conn.connection_made(transport)  # type: ignore[arg-type]
-    return conn, transport
-
-
-def _replies(data: bytes) -> list[Any]:
-    reader = hiredis.Reader()
-    reader.feed(bytes(data))
-    out = []
-    while (reply := reader.gets()) is not False:
-        # Errors compare by their text.
-        out.append(("error", str(reply)) if isinstance(reply, hiredis.ReplyError) else reply)
-    assert not reader.has_data(), "a partial reply was written"
-    return out
-
-
-def _feed(listener: RespListener, chunks: list[bytes]) -> tuple[list[Any], bool]:
-    conn, transport = _connect(listener)
-    for chunk in chunks:
-        if transport.closed:
-            break
-        conn.data_received(chunk)
-    conn.connection_lost(None)
-    return _replies(transport.written), transport.closed
-
-
-def _command(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
 # Commands whose replies depend only on the keys (not on the connection's id or age).
@@ -107,7 +50,7 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
 def test_arbitrary_bytes_never_break_the_connection(
     listener: RespListener, garbage: bytes, cuts: list[int]
 ) -> None:
-    replies, closed = _feed(listener, _split(garbage, cuts))
+    replies, closed = feed(listener, _split(garbage, cuts))
     protocol_errors = [
         i for i, r in enumerate(replies) if isinstance(r, tuple) and "Protocol error" in r[1]
     ]
@@ -123,7 +66,7 @@ def test_arbitrary_bytes_never_break_the_connection(
 def test_valid_commands_answer_alike_however_they_are_split(
     listener: RespListener, commands: list[tuple[bytes, ...]], cuts: list[int]
 ) -> None:
-    stream = b"".join(_command(*c) for c in commands)
+    stream = b"".join(command(*c) for c in commands)
     keyspace = listener.deps.executor.keyspace
 
     def run(chunks: list[bytes]) -> tuple[list[Any], bool]:
@@ -131,7 +74,7 @@ def test_valid_commands_answer_alike_however_they_are_split(
             for arg in args[1:]:
                 if arg:
                     keyspace.delete(arg)
-        return _feed(listener, chunks)
+        return feed(listener, chunks)
 
     whole, closed_whole = run([stream])
     pieces, closed_pieces = run(_split(stream, cuts))
@@ -141,19 +84,33 @@ def test_valid_commands_answer_alike_however_they_are_split(
 
 
 def test_a_request_over_the_limit_closes_before_it_is_buffered(listener: RespListener) -> None:
-    conn, transport = _connect(listener)
-    conn.data_received(b"*2\r\n$3\r\nGET\r\n$999999999999\r\n")
-    chunk = b"x" * (1 << 20)
-    for _ in range(70):
-        if transport.closed:
-            break
-        conn.data_received(chunk)
+    async def run() -> Transport:
+        conn, transport = connect(listener)
+        conn.data_received(b"*2\r\n$3\r\nGET\r\n$999999999999\r\n")
+        chunk = b"x" * (1 << 20)
+        for _ in range(70):
+            if transport.closed:
+                break
+            conn.data_received(chunk)
+        return transport
+
+    transport = asyncio.run(run())
     assert transport.closed
     assert bytes(transport.written).startswith(b"-ERR Protocol error")
 
 
-def test_no_event_loop_is_needed_for_commands_served_in_place(listener: RespListener) -> None:
-    with pytest.raises(RuntimeError):
-        asyncio.get_running_loop()
-    replies, closed = _feed(listener, [_command(b"SET", b"k", b"v"), _command(b"GET", b"k")])
-    assert replies == [b"OK", b"v"] and not closed
+def test_replies_served_in_place_leave_together_at_the_end_of_the_loop_step(
+    listener: RespListener,
+) -> None:
+    async def run() -> tuple[bytes, bytes]:
+        conn, transport = connect(listener)
+        conn.data_received(command(b"SET", b"k", b"v"))
+        conn.data_received(command(b"GET", b"k"))
+        during = bytes(transport.written)
+        await asyncio.sleep(0)
+        conn.connection_lost(None)
+        return during, bytes(transport.written)
+
+    during, after = asyncio.run(run())
+    assert during == b""
+    assert replies(after) == [b"OK", b"v"]
