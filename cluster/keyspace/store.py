@@ -192,23 +192,25 @@ class Keyspace:
             self._touch(slot, key, value)
         return value
 
-    def get_many(self, keys: Iterable[bytes]) -> list[bytes | None]:
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         """Return values in the order of ``keys`` (MGET, and runs of pipelined GETs).
 
-        :meth:`get`'s lookup is repeated inline rather than called per key:
-        a run of pipelined GETs is the busiest loop a node has.
+        A run of pipelined GETs is the busiest loop a node has, so the usual
+        case (no hash tags, no eviction policy to keep up) is one
+        comprehension, and only keys with a TTL are looked at again.
         """
-        if self._lru is not None or self._lfu is not None:
-            get = self.get  # every read also moves the key in its policy's order
+        if self._lru is not None or self._lfu is not None or b"{" in b"".join(keys):
+            get = self.get  # each read moves its key in the policy's order, or hashes a tag
             return [get(k) for k in keys]
-        data, ttl_keys = self._data, self._ttl_keys
-        values: list[bytes | None] = []
-        for key in keys:
-            slot = crc_hqx(key, 0) & _SLOT_MASK if b"{" not in key else key_slot(key)
-            value = data[slot].get(key)
-            if value is not None and key in ttl_keys:
-                value = self._live(slot, key)
-            values.append(value)
+        data = self._data
+        values = [data[crc_hqx(k, 0) & _SLOT_MASK].get(k) for k in keys]
+        ttl_keys = self._ttl_keys
+        if ttl_keys and not ttl_keys.isdisjoint(keys):
+            live = self._live
+            values = [
+                live(crc_hqx(k, 0) & _SLOT_MASK, k) if v is not None and k in ttl_keys else v
+                for k, v in zip(keys, values, strict=True)
+            ]
         misses = values.count(None)
         self.stats.misses += misses
         self.stats.hits += len(values) - misses

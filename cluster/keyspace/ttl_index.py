@@ -10,7 +10,7 @@ itself out of a per-key int object.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable, KeysView
 
 
 class TtlIndex:
@@ -22,7 +22,7 @@ class TtlIndex:
         self._pos: dict[bytes, int] = {}
         #: The keys that have a TTL, to test membership without a method call (read only):
         #: every read and write of a key asks, and most keys have none.
-        self.keys: Collection[bytes] = self._pos.keys()
+        self.keys: KeysView[bytes] = self._pos.keys()
         self._keys: list[bytes] = []
         self._deadlines = array("q")
 

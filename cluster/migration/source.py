@@ -24,7 +24,7 @@ from ..membership.slot_table import expand
 from ..migration.pacing import Pacer
 from ..migration.progress import MigrationRecord
 from ..migration.target import HANDOFF_TIMEOUT_S
-from ..replication.ops import OpRecorder
+from ..replication.ops import EncodedOpRecorder
 from ..replication.snapshots import send_snapshots
 from ..wire import migration_pb2 as pb
 from ..wire import replication_pb2 as rpb
@@ -42,10 +42,10 @@ HOLD_TIMEOUT_S = 2 * HANDOFF_TIMEOUT_S
 CANCEL_GRACE_S = 0.5
 
 
-class SlotRecorder(OpRecorder):
-    """Records only the changes to keys of the migrating slots."""
+class SlotRecorder(EncodedOpRecorder):
+    """Records only the changes to keys of the migrating slots (encoded)."""
 
-    def __init__(self, slots: frozenset[int], sink: Callable[[rpb.ReplOp], None]) -> None:
+    def __init__(self, slots: frozenset[int], sink: Callable[[bytes], None]) -> None:
         super().__init__(sink)
         self.slots = slots
 
@@ -186,7 +186,7 @@ class MigrationSources:
         self._records[record.migration_id] = record
         out = OutgoingMigration(record, slots, task=asyncio.current_task())
         self._active[record.migration_id] = out
-        recorder = SlotRecorder(slots, lambda op: self._record(out, op))
+        recorder = SlotRecorder(slots, lambda op: self._record(out, rpb.ReplOp.FromString(op)))
         self.keyspace.add_listener(recorder)
         snapshots = asyncio.create_task(self._send_snapshots(out))
         control = asyncio.create_task(self._read_control(out, requests))

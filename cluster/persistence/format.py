@@ -120,9 +120,9 @@ def slot_frame(
     return frame(SLOT, payload)
 
 
-def ops_frame(ops: Sequence[pb.ReplOp]) -> bytes:
-    """An OPS frame: changes to slots already copied, in the order they happened."""
-    return frame(OPS, pb.ReplOps(ops=ops).SerializeToString())
+def ops_frame(ops: Sequence[bytes]) -> bytes:
+    """An OPS frame: changes to slots already copied (encoded), in the order they happened."""
+    return frame(OPS, pb.ReplOps(ops=[pb.ReplOp.FromString(op) for op in ops]).SerializeToString())
 
 
 def end_frame(meta: SnapshotMeta) -> bytes:

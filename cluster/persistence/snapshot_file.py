@@ -25,7 +25,7 @@ from slotcache.contract import SLOT_COUNT
 
 from ..keyspace import Keyspace, RemovalCause
 from ..persistence import format as fmt
-from ..replication.ops import OpRecorder, apply_op
+from ..replication.ops import EncodedOpRecorder, apply_op
 from ..wire import replication_pb2 as pb
 
 # Work done between two yields to the event loop while writing; the issue's
@@ -38,8 +38,8 @@ class _CopiedSlotsRecorder:
 
     def __init__(self, copied: bytearray) -> None:
         self.copied = copied
-        self.ops: list[pb.ReplOp] = []
-        self._recorder = OpRecorder(self.ops.append)
+        self.ops: list[bytes] = []
+        self._recorder = EncodedOpRecorder(self.ops.append)
 
     def key_set(self, slot: int, key: bytes, value: bytes, deadline: int) -> None:
         if self.copied[slot]:

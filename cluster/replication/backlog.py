@@ -62,7 +62,10 @@ class Backlog:
 
     def append(self, op: pb.ReplOp) -> int:
         """Add the next operation; return its offset."""
-        data = op.SerializeToString()
+        return self.append_encoded(op.SerializeToString())
+
+    def append_encoded(self, data: bytes) -> int:
+        """Add the next operation, already encoded; return its offset."""
         self._ops.append(data)
         self._bytes += len(data)
         while self._bytes > self.max_bytes and len(self._ops) > 1:

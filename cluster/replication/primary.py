@@ -19,7 +19,7 @@ from slotcache.contract import SLOT_COUNT
 
 from ..keyspace import Keyspace
 from ..replication.backlog import Backlog
-from ..replication.ops import OpRecorder
+from ..replication.ops import EncodedOpRecorder
 from ..replication.snapshots import send_snapshots
 from ..wire import replication_pb2 as pb
 
@@ -86,7 +86,7 @@ class PrimaryReplication:
         self._flush_scheduled = False
         self.full_syncs = 0
         self.partial_syncs = 0
-        self._recorder = OpRecorder(self._record)
+        self._recorder = EncodedOpRecorder(self._record)
 
     def attach(self) -> None:
         """Start recording every keyspace change."""
@@ -102,8 +102,11 @@ class PrimaryReplication:
 
     # ---- the write path -------------------------------------------------------
 
-    def _record(self, op: pb.ReplOp) -> None:
-        offset = self.backlog.append(op)
+    def _record(self, data: bytes) -> None:
+        offset = self.backlog.append_encoded(data)
+        if not self.links:
+            return
+        op = pb.ReplOp.FromString(data)
         for link in self.links.values():
             if not link.pending:
                 link.pending_offset = offset

@@ -22,7 +22,7 @@ from slotcache.contract import SLOT_COUNT
 from ..keyspace import Keyspace
 from ..peer_channels import open_peer_channel
 from ..replication.backlog import Backlog
-from ..replication.ops import OpRecorder
+from ..replication.ops import EncodedOpRecorder
 from ..replication.service import REPLICATE
 from ..replication.snapshots import APPLY_SLICE_S, apply_ops, load_snapshots
 from ..security.member_rpc import NotAMember, check_answer
@@ -68,7 +68,7 @@ class ReplicaSync:
         self.caught_up_at = 0.0
         self.full_syncs = 0
         self._pending_replid = ""
-        self._recorder = OpRecorder(self._record)
+        self._recorder = EncodedOpRecorder(self._record)
         self._task: asyncio.Task[None] | None = None
         # Set once this replica is known to hold everything its primary has (a
         # heartbeat says so), once a full sync begins, or once an attempt to
@@ -236,5 +236,5 @@ class ReplicaSync:
         self.applied = offset
         self.primary_offset = max(self.primary_offset, offset)
 
-    def _record(self, op: pb.ReplOp) -> None:
-        self.backlog.append(op)
+    def _record(self, data: bytes) -> None:
+        self.backlog.append_encoded(data)

@@ -190,6 +190,8 @@ class RespConnection(asyncio.Protocol):
         short = self._short_way()
         # Whether writes may run at once is asked at the first SET of the read, if any.
         writes: bool | None = None
+        # A run of SETs is open (else a run of GETs may be).
+        in_sets = False
         try:
             for args in iter(reader.gets, False):
                 if type(args) is not list:
@@ -198,8 +200,9 @@ class RespConnection(asyncio.Protocol):
                     break
                 n = len(args)
                 if short and n == 2 and args[0] in _GET_NAMES and type(args[1]) is bytes:
-                    if len(sets) > marks[1]:
+                    if in_sets:
                         self._serve_sets(out, served, sets, values, marks)
+                        in_sets = False
                     gets.append(args[1])
                     continue
                 if short and n == 3 and args[0] in _SET_NAMES:
@@ -207,12 +210,15 @@ class RespConnection(asyncio.Protocol):
                         writes = self._writes_here()
                     key, value = args[1], args[2]
                     if writes and type(key) is bytes and type(value) is bytes:
-                        if len(gets) > marks[0]:
-                            self._serve_gets(out, served, gets, marks)
+                        if not in_sets:
+                            if len(gets) > marks[0]:
+                                self._serve_gets(out, served, gets, marks)
+                            in_sets = True
                         sets.append(key)
                         values.append(value)
                         continue
                 self._serve_runs(out, served, gets, sets, values, marks)
+                in_sets = False
                 if not n:
                     continue
                 answer = self._command(args, out, served)
