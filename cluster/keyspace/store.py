@@ -266,28 +266,55 @@ class Keyspace:
         """Write keys with no TTL and no condition, in order: plain SETs, the most common write.
 
         Overwriting a live key that has no TTL, with no memory limit and no
-        eviction policy to keep up, needs only the store and the listeners;
-        every other key takes :meth:`set`'s way. With a memory limit, a key
-        that does not fit raises :class:`OutOfMemory` and the keys after it
-        are not written.
+        eviction policy to keep up, needs only the store and the listeners.
+        A run where every key is such an overwrite by a value of the same
+        size (a cache refreshing its entries) is written in comprehensions;
+        otherwise each key is looked at in turn, and every key that is new,
+        has a TTL or a hash tag takes :meth:`set`'s way. With a memory limit,
+        a key that does not fit raises :class:`OutOfMemory` and the keys
+        after it are not written.
         """
-        if self.maxmemory or self._lru is not None or self._lfu is not None:
-            for key, value in zip(keys, values, strict=True):
-                self.set(key, value)
-            return
         data, ttl_keys, listeners = self._data, self._ttl_keys, self._listeners
+        if (
+            len(keys) > 1
+            and not self.maxmemory
+            and self._lru is None
+            and self._lfu is None
+            and b"{" not in b"".join(keys)
+        ):
+            slots = [crc_hqx(k, 0) & _SLOT_MASK for k in keys]
+            olds = [data[s].get(k) for s, k in zip(slots, keys, strict=True)]
+            if (
+                None not in olds
+                and (not ttl_keys or ttl_keys.isdisjoint(keys))
+                and list(map(len, olds)) == list(map(len, values))  # type: ignore[arg-type]  # no None
+            ):
+                for slot, key, value in zip(slots, keys, values, strict=True):
+                    data[slot][key] = value
+                for listener in listeners:
+                    for slot, key, value in zip(slots, keys, values, strict=True):
+                        listener.key_set(slot, key, value, 0)
+                return
+        put = self.put
         for key, value in zip(keys, values, strict=True):
-            slot = crc_hqx(key, 0) & _SLOT_MASK if b"{" not in key else key_slot(key)
-            slot_data = data[slot]
-            old = slot_data.get(key)
-            if old is None or key in ttl_keys:
-                self.set(key, value)
-                continue
-            slot_data[key] = value
-            if len(old) != len(value):
-                self._account(slot, memory.resized(len(old), len(value)))
-            for listener in listeners:
-                listener.key_set(slot, key, value, 0)
+            put(key, value)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """One plain SET: see :meth:`put_many`."""
+        if self.maxmemory or self._lru is not None or self._lfu is not None:
+            self.set(key, value)
+            return
+        slot = crc_hqx(key, 0) & _SLOT_MASK if b"{" not in key else key_slot(key)
+        slot_data = self._data[slot]
+        old = slot_data.get(key)
+        if old is None or key in self._ttl_keys:
+            self.set(key, value)
+            return
+        slot_data[key] = value
+        if len(old) != len(value):
+            self._account(slot, memory.resized(len(old), len(value)))
+        for listener in self._listeners:
+            listener.key_set(slot, key, value, 0)
 
     def set_many(self, entries: Sequence[tuple[bytes, bytes, int, Condition, bool]]) -> list[bool]:
         """Apply several Sets as one unit: room is made for all before any is written.
