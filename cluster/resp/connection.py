@@ -419,8 +419,11 @@ class RespConnection(asyncio.Protocol):
     def flush(self) -> None:
         """Write the replies waiting, in order (the outbox calls this at the step's end)."""
         unsent = self._unsent
-        if unsent and self.transport is not None:
-            self._unsent = []
+        if not unsent:
+            return
+        self._unsent = []
+        # A transport closed in this step (the node stopping) takes no more writes.
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
     def _protocol_error(self, out: list[bytes], text: str) -> None:
@@ -439,9 +442,10 @@ class RespConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def close(self) -> None:
-        """Close the connection (the node is stopping)."""
+        """Close the connection (the node is stopping), after the replies already computed."""
         self._closing = True
         if self.transport is not None:
+            self.flush()
             self.transport.close()
 
     # ---- dispatch -----------------------------------------------------------------
