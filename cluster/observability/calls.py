@@ -191,12 +191,15 @@ class CallRecorder:
                 slot_ops[slot] += 1
         hot = self.hotkeys
         if hot is not None:
-            picks, self._hot_left = sampled_positions(self._hot_left, hot.sample, n)
-            for i in picks:
-                spec = specs[i]
-                if spec is not None:
-                    for key in spec.keys(getattr(ops[i], spec.field)):
-                        hot.add(key)
+            if n < self._hot_left:
+                self._hot_left -= n  # none taken: no range built
+            else:
+                picks, self._hot_left = sampled_positions(self._hot_left, hot.sample, n)
+                for i in picks:
+                    spec = specs[i]
+                    if spec is not None:
+                        for key in spec.keys(getattr(ops[i], spec.field)):
+                            hot.add(key)
         slow = elapsed >= self._slow_ns
         emitted: list[int] = errors
         for i in errors:
@@ -209,10 +212,13 @@ class CallRecorder:
         if slow:
             emitted = range(n)  # type: ignore[assignment]  # every operation is logged
         elif self.access is not None:
-            picks, self._countdown = sampled_positions(
-                self._countdown, self.access.sample, len(ok_indices)
-            )
-            if picks:
+            ok_count = len(ok_indices)
+            if ok_count < self._countdown:
+                self._countdown -= ok_count  # the usual message: none of it sampled
+            else:
+                picks, self._countdown = sampled_positions(
+                    self._countdown, self.access.sample, ok_count
+                )
                 emitted = sorted([*errors, *(ok_indices[j] for j in picks)])
         if emitted:
             self._emit_ops(emitted, specs, ops, results, slots, elapsed, size_in, size_out, context)
