@@ -87,6 +87,10 @@ def render_key(key: bytes, mode: KeyMode) -> dict[str, object]:
     return {"key": text[:KEY_PREFIX_CHARS] + "…", "key_len": len(key)}
 
 
+# One encoder for every entry: json.dumps with options builds a new JSONEncoder per call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 @functools.lru_cache(maxsize=4)
 def _second_text(seconds: int) -> str:
     """The UTC second as entries show it; the writer formats many entries per second."""
@@ -116,7 +120,7 @@ def format_entry(entry: Entry, mode: KeyMode) -> str:
     record["us"] = entry.latency_us
     record["in"] = entry.bytes_in
     record["out"] = entry.bytes_out
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    return _encode(record) + "\n"
 
 
 class RotatingFile:
