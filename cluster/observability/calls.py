@@ -201,7 +201,7 @@ class CallRecorder:
                         for key in spec.keys(getattr(ops[i], spec.field)):
                             hot.add(key)
         slow = elapsed >= self._slow_ns
-        emitted: list[int] = errors
+        emitted: Sequence[int] = errors
         for i in errors:
             spec = specs[i]
             error = results[i].error
@@ -210,7 +210,7 @@ class CallRecorder:
             self._failed(method, status, error.reason)
             self._observe(method, status, elapsed, 1)
         if slow:
-            emitted = range(n)  # type: ignore[assignment]  # every operation is logged
+            emitted = range(n)  # every operation is logged
         elif self.access is not None:
             ok_count = len(ok_indices)
             if ok_count < self._countdown:
@@ -219,7 +219,8 @@ class CallRecorder:
                 picks, self._countdown = sampled_positions(
                     self._countdown, self.access.sample, ok_count
                 )
-                emitted = sorted([*errors, *(ok_indices[j] for j in picks)])
+                # Without errors the successful operations are all of them, in order.
+                emitted = sorted([*errors, *(ok_indices[j] for j in picks)]) if errors else picks
         if emitted:
             self._emit_ops(emitted, specs, ops, results, slots, elapsed, size_in, size_out, context)
 
