@@ -15,14 +15,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import os
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
@@ -77,14 +78,18 @@ class AccessLogConfig:
     queue_size: int = 10_000
 
 
-def render_key(key: bytes, mode: KeyMode) -> dict[str, object]:
-    """The key's fields: a readable prefix, or a stable hash that still groups calls by key."""
+# How the standard encoder quotes a string without escaping non-ASCII (``ensure_ascii=False``).
+_quote: Callable[[str], str] = encode_basestring
+
+
+def render_key(key: bytes, mode: KeyMode) -> str:
+    """The key's JSON fields: a readable prefix, or a stable hash that still groups calls by key."""
     if mode is KeyMode.HASH:
-        return {"key_hash": hashlib.blake2b(key, digest_size=8).hexdigest()}
+        return f',"key_hash":"{hashlib.blake2b(key, digest_size=8).hexdigest()}"'
     text = key.decode("utf-8", "backslashreplace")
     if len(text) <= KEY_PREFIX_CHARS:
-        return {"key": text}
-    return {"key": text[:KEY_PREFIX_CHARS] + "…", "key_len": len(key)}
+        return f',"key":{_quote(text)}'
+    return f',"key":{_quote(text[:KEY_PREFIX_CHARS] + "…")},"key_len":{len(key)}'
 
 
 @functools.lru_cache(maxsize=4)
@@ -94,29 +99,28 @@ def _second_text(seconds: int) -> str:
 
 
 def format_entry(entry: Entry, mode: KeyMode) -> str:
-    """One JSON line; fields absent when they mean nothing (no key, no user yet)."""
+    """One JSON line; fields absent when they mean nothing (no key, no user yet).
+
+    Written field by field rather than through a dict and ``json.dumps``
+    (the same text, in a third of the time): the writer formats every
+    logged call. Strings are quoted by the standard encoder's own function.
+    """
     seconds, ns = divmod(entry.time_ns, 1_000_000_000)
-    record: dict[str, object] = {
-        "ts": f"{_second_text(seconds)}.{ns // 1000:06d}Z",
-        "peer": entry.peer,
-    }
+    line = f'{{"ts":"{_second_text(seconds)}.{ns // 1000:06d}Z","peer":{_quote(entry.peer)}'
     if entry.user:
-        record["user"] = entry.user
-    record["op"] = entry.op
+        line += f',"user":{_quote(entry.user)}'
+    line += f',"op":{_quote(entry.op)}'
     if entry.protocol != "grpc":
-        record["protocol"] = entry.protocol
+        line += f',"protocol":{_quote(entry.protocol)}'
     if entry.keys:
-        record.update(render_key(entry.key, mode))
+        line += render_key(entry.key, mode)
         if entry.keys > 1:
-            record["keys"] = entry.keys
-        record["slot"] = entry.slot
-    record["status"] = entry.status
+            line += f',"keys":{entry.keys}'
+        line += f',"slot":{entry.slot}'
+    line += f',"status":{_quote(entry.status)}'
     if entry.reason:
-        record["reason"] = entry.reason
-    record["us"] = entry.latency_us
-    record["in"] = entry.bytes_in
-    record["out"] = entry.bytes_out
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        line += f',"reason":{_quote(entry.reason)}'
+    return f'{line},"us":{entry.latency_us},"in":{entry.bytes_in},"out":{entry.bytes_out}}}\n'
 
 
 class RotatingFile:

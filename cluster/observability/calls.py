@@ -192,14 +192,17 @@ class CallRecorder:
                 slot_ops[slot] += 1
         hot = self.hotkeys
         if hot is not None:
-            picks, self._hot_left = sampled_positions(self._hot_left, hot.sample, n)
-            for i in picks:
-                spec = specs[i]
-                if spec is not None:
-                    for key in spec.keys(getattr(ops[i], spec.field)):
-                        hot.add(key)
+            if n < self._hot_left:
+                self._hot_left -= n  # none taken: no range built
+            else:
+                picks, self._hot_left = sampled_positions(self._hot_left, hot.sample, n)
+                for i in picks:
+                    spec = specs[i]
+                    if spec is not None:
+                        for key in spec.keys(getattr(ops[i], spec.field)):
+                            hot.add(key)
         slow = elapsed >= self._slow_ns
-        emitted: list[int] = errors
+        emitted: Sequence[int] = errors
         for i in errors:
             spec = specs[i]
             error = results[i].error
@@ -208,13 +211,17 @@ class CallRecorder:
             self._failed(method, status, error.reason)
             self._observe(method, status, elapsed, 1)
         if slow:
-            emitted = range(n)  # type: ignore[assignment]  # every operation is logged
+            emitted = range(n)  # every operation is logged
         elif self.access is not None:
-            picks, self._countdown = sampled_positions(
-                self._countdown, self.access.sample, len(ok_indices)
-            )
-            if picks:
-                emitted = sorted([*errors, *(ok_indices[j] for j in picks)])
+            ok_count = len(ok_indices)
+            if ok_count < self._countdown:
+                self._countdown -= ok_count  # the usual message: none of it sampled
+            else:
+                picks, self._countdown = sampled_positions(
+                    self._countdown, self.access.sample, ok_count
+                )
+                # Without errors the successful operations are all of them, in order.
+                emitted = sorted([*errors, *(ok_indices[j] for j in picks)]) if errors else picks
         if emitted:
             self._emit_ops(emitted, specs, ops, results, slots, elapsed, size_in, size_out, context)
 

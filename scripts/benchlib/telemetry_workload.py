@@ -13,6 +13,7 @@ background load, so the ratios hold on a shared machine.
 from __future__ import annotations
 
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -58,35 +59,52 @@ def flags(side: str, work_dir: Path) -> tuple[str, ...]:
     )
 
 
-@contextmanager
-def scraping(port: int) -> Iterator[list[int]]:
-    """Scrape ``/metrics`` every period until the block ends; yields the scrape count."""
-    done = threading.Event()
-    count = [0]
+class Scraper:
+    """Scrapes ``/metrics`` every period of the time its side runs, across that side's windows.
 
-    def run() -> None:
-        while not done.wait(SCRAPE_PERIOD_S):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                r.read()
-            count[0] += 1
+    A round's window is often shorter than the period: a scraper restarted
+    with each window would then never scrape. The time left until the next
+    scrape carries over from one window to the next instead, as if the
+    side's windows were one stretch of time under a real scraper.
+    """
 
-    thread = threading.Thread(target=run, name="scraper", daemon=True)
-    thread.start()
-    try:
-        yield count
-    finally:
-        done.set()
-        thread.join(10)
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.count = 0
+        self._left_s = SCRAPE_PERIOD_S
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Scrape on schedule until the block ends."""
+        done = threading.Event()
+
+        def run() -> None:
+            while True:
+                started = time.monotonic()
+                if done.wait(self._left_s):
+                    self._left_s -= time.monotonic() - started
+                    return
+                url = f"http://127.0.0.1:{self.port}/metrics"
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    r.read()
+                self.count += 1
+                self._left_s = SCRAPE_PERIOD_S
+
+        thread = threading.Thread(target=run, name="scraper", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(10)
 
 
-def scraped(side: Side, port: int, scrapes: list[int]) -> Side:
-    """``side`` with a scraper running during each of its windows."""
+def scraped(side: Side, scraper: Scraper) -> Side:
+    """``side`` with ``scraper`` running during each of its windows."""
 
     def run(spec: LoadSpec) -> LoopResult:
-        with scraping(port) as count:
-            result = side(spec)
-        scrapes[0] += count[0]
-        return result
+        with scraper.running():
+            return side(spec)
 
     return run
 
@@ -102,9 +120,9 @@ def run(stack: ExitStack, servers: SharedServers, work_dir: Path, spec: LoadSpec
         process = stack.enter_context(slotcache_server(side_dir, side_flags))
         targets[side] = servers.loaded(Target.of(SLOTCACHE, process))
         ports[side] = int(side_flags[1])
-    scrapes = [0]
+    scraper = Scraper(ports[ON])
     sides = {
-        ON: scraped(bound(W1, targets[ON]), ports[ON], scrapes),
+        ON: scraped(bound(W1, targets[ON]), scraper),
         OFF: bound(W1, targets[OFF]),
     }
     metrics, merged = w1_against_itself(sides, spec, ON, OFF)
@@ -118,13 +136,13 @@ def run(stack: ExitStack, servers: SharedServers, work_dir: Path, spec: LoadSpec
         details={
             "load": load_details(W1, spec),
             "flags": {side: list(flags(side, Path("<dir>"))) for side in (ON, OFF)},
-            "scrapes": scrapes[0],
+            "scrapes": scraper.count,
             "access_log_lines": lines,
             "pids": {side: t.pid for side, t in targets.items()},
             **{side: window_details(res) for side, res in merged.items()},
         },
         notes=[
-            f"on: /metrics scraped every {SCRAPE_PERIOD_S:g} s while measured ({scrapes[0]} "
+            f"on: /metrics scraped every {SCRAPE_PERIOD_S:g} s while measured ({scraper.count} "
             f"scrapes), access log 1 in {ACCESS_LOG_SAMPLE} ({lines} lines), hot keys 1 in "
             f"{HOTKEYS_SAMPLE}; off: none of them. Targets: throughput ratio >= 0.97, server "
             "CPU per op ratio <= 1.05."

@@ -3,9 +3,11 @@ trace flags, the new flags, and what clusterctl top computes from two readings."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -176,6 +178,64 @@ def test_entries_are_one_json_line_without_values_or_user() -> None:
     hashed = json.loads(format_entry(_entry(b"secret"), KeyMode.HASH))
     assert "key" not in hashed and len(hashed["key_hash"]) == 16
     assert "key" not in json.loads(format_entry(_entry(b"", keys=0), KeyMode.TRUNCATE))
+
+
+def _expected_record(entry: Entry, mode: KeyMode) -> dict[str, object]:
+    """The fields an entry's line holds, in order, as the log's documentation gives them."""
+    seconds, ns = divmod(entry.time_ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    record: dict[str, object] = {"ts": f"{stamp}.{ns // 1000:06d}Z", "peer": entry.peer}
+    if entry.user:
+        record["user"] = entry.user
+    record["op"] = entry.op
+    if entry.protocol != "grpc":
+        record["protocol"] = entry.protocol
+    if entry.keys:
+        text = entry.key.decode("utf-8", "backslashreplace")
+        if mode is KeyMode.HASH:
+            record["key_hash"] = hashlib.blake2b(entry.key, digest_size=8).hexdigest()
+        elif len(text) <= 48:
+            record["key"] = text
+        else:
+            record["key"], record["key_len"] = text[:48] + "…", len(entry.key)
+        if entry.keys > 1:
+            record["keys"] = entry.keys
+        record["slot"] = entry.slot
+    record["status"] = entry.status
+    if entry.reason:
+        record["reason"] = entry.reason
+    record.update(us=entry.latency_us, **{"in": entry.bytes_in, "out": entry.bytes_out})
+    return record
+
+
+_texts = st.text(max_size=12)
+_counts = st.integers(min_value=0, max_value=10**9)
+
+
+@given(
+    st.builds(
+        Entry,
+        st.integers(min_value=0, max_value=4_000_000_000 * 10**9),
+        _texts,
+        _texts,
+        _texts,
+        st.binary(max_size=80),
+        st.integers(min_value=0, max_value=3),
+        st.integers(min_value=-1, max_value=16383),
+        _texts,
+        _texts,
+        _counts,
+        _counts,
+        _counts,
+        st.sampled_from(["grpc", "resp"]),
+    ),
+    st.sampled_from(list(KeyMode)),
+)
+def test_entries_are_exactly_the_standard_encoders_json(entry: Entry, mode: KeyMode) -> None:
+    """Quotes, backslashes, control and non-ASCII characters come out as json.dumps writes them."""
+    expected = _expected_record(entry, mode)
+    text = json.dumps(expected, ensure_ascii=False, separators=(",", ":")) + "\n"
+    assert format_entry(entry, mode) == text
 
 
 def test_rotation_keeps_the_configured_number_of_files(tmp_path: Path) -> None:
