@@ -357,14 +357,26 @@ def measure(sides: Mapping[str, Side], spec: LoadSpec) -> dict[str, LoopResult]:
 
 
 def w1_against_itself(
-    sides: Mapping[str, Side], spec: LoadSpec, tried: str, reference: str
+    sides: Mapping[str, Side],
+    spec: LoadSpec,
+    tried: str,
+    reference: str,
+    group: Callable[[str], str] = str,
 ) -> tuple[list[Metric], dict[str, LoopResult]]:
-    """W1 on two slotcache sides in alternating rounds: ``tried`` over ``reference`` ratios.
+    """W1 on slotcache sides in alternating rounds: ``tried`` over ``reference`` ratios.
 
-    The metrics are named ``w1_<metric>_<tried>_vs_<reference>``; the merged
-    windows come back too, for the details.
+    ``group`` names the group each side belongs to (by default, itself): a
+    group of several sides, each its own server process, is measured as
+    one, so that one process's luck (where its memory landed, which core it
+    got) weighs less in the ratio. The metrics are named
+    ``w1_<metric>_<tried>_vs_<reference>``; each group's merged windows come
+    back too, for the details.
     """
-    merged = measure(sides, spec)
+    windows = measure(sides, spec)
+    parts: dict[str, list[LoopResult]] = {}
+    for side, res in windows.items():
+        parts.setdefault(group(side), []).append(res)
+    merged = {name: LoopResult.merge(results) for name, results in parts.items()}
     figures = {side: W1.figures(res, spec) for side, res in merged.items()}
     metrics = [
         replace(m, name=f"w1_{m.name}_{tried}_vs_{reference}", sides=(tried, reference))

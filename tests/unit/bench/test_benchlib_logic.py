@@ -16,6 +16,7 @@ from benchlib import (
     routing_workload,
     schedule,
     stats,
+    telemetry_workload,
 )
 from benchlib.loops import LoopResult
 from benchlib.peers import Node, Target
@@ -186,6 +187,31 @@ def test_measure_alternates_sides_and_gives_every_round_the_same_seed():
     assert calls == [("a", 7, 2.0), ("b", 7, 2.0), ("b", 8, 2.0), ("a", 8, 2.0)]
     assert merged["a"].operations == 20 and merged["b"].per_second == pytest.approx(15.0)
     assert merged["b"].probe_delta == {"server": pytest.approx(0.2)}
+
+
+def test_grouped_sides_merge_their_nodes_windows_before_dividing():
+    def side(ops: int, cpu_s: float):
+        def run(spec: client_workloads.LoadSpec) -> LoopResult:
+            return LoopResult(ops, spec.duration_s, {"server": cpu_s, "client": 1.0})
+
+        return run
+
+    spec = client_workloads.LoadSpec([b"k"], b"v", 1, 1, 0.0, 2.0, seed=1, rounds=2)
+    # Two nodes per side: the "on" pair does 300 ops for 4 s of CPU, the "off" pair 400 for 4 s.
+    sides = {
+        "on-1": side(100, 1.0),
+        "off-1": side(100, 1.0),
+        "on-2": side(50, 1.0),
+        "off-2": side(100, 1.0),
+    }
+    metrics, merged = client_workloads.w1_against_itself(
+        sides, spec, "on", "off", telemetry_workload.side_group
+    )
+    assert set(merged) == {"on", "off"}
+    assert merged["on"].operations == 300 and merged["off"].operations == 400
+    by_name = {m.name: m for m in metrics}
+    assert by_name["w1_ops_per_s_on_vs_off"].ratio == pytest.approx(0.75)
+    assert by_name["w1_server_cpu_us_per_op_on_vs_off"].ratio == pytest.approx(400 / 300)
 
 
 def test_window_details_show_each_nodes_cpu_and_the_redirects():
