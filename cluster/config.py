@@ -227,7 +227,7 @@ class ServerConfig:
     access_log_queue: int = 10_000
     slowlog_slower_than_us: int = 10_000
     slowlog_max_len: int = 128
-    hotkeys_sample: int = 16
+    hotkeys_sample: int = 100
     hotkeys_capacity: int = 128
     # ---- users and permissions (see docs/security.md) ----
     # The ACL file of users, token hashes, permissions and key patterns (None: no users).

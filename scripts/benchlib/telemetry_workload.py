@@ -41,7 +41,7 @@ ON, OFF = "on", "off"
 REFERENCE = OFF
 SCRAPE_PERIOD_S = 5.0
 ACCESS_LOG_SAMPLE = 100
-HOTKEYS_SAMPLE = 16
+HOTKEYS_SAMPLE = 100  # the default
 # Nodes per side.
 PAIRS = 2
 

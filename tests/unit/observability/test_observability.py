@@ -20,7 +20,7 @@ from slotcache.ctl.observe import Reading, merge_hot_keys, top_row
 from slotcache.latency import BOUNDS_US, BUCKETS, from_info, info_key, quantile_us
 from slotcache.v1 import admin_pb2
 from slotcache.v1 import cache_pb2 as pb
-from slotcache_server.config import load_config
+from slotcache_server.config import ServerConfig, load_config
 from slotcache_server.executor import CommandError
 from slotcache_server.forwarding import forward_metadata
 from slotcache_server.observability.access_log import Entry, KeyMode, RotatingFile, format_entry
@@ -62,6 +62,21 @@ def test_space_saving_keeps_the_heavy_hitters_of_a_zipf_stream() -> None:
     for h in top:  # space-saving never underestimates, and overestimates by at most `error`
         real = truth[int(h.key)]
         assert real <= h.count <= real + h.error
+
+
+def test_the_default_sample_rate_still_finds_a_zipf_streams_hot_keys() -> None:
+    """1 in 100 accesses, over a few seconds of one node's traffic, is enough to rank them."""
+    rng = random.Random(5)
+    weights = [1 / r for r in range(1, 100_001)]
+    stream = rng.choices(range(100_000), weights=weights, k=200_000)
+    defaults = ServerConfig()
+    hot = HotKeys(capacity=defaults.hotkeys_capacity, sample=defaults.hotkeys_sample)
+    for k in stream:
+        hot.seen(b"%d" % k)
+    found = {int(h.key) for h in hot.top(10)}
+    truth = {k for k, _ in Counter(stream).most_common(10)}
+    assert len(found & truth) >= 8
+    assert {int(h.key) for h in hot.top(3)} == {k for k, _ in Counter(stream).most_common(3)}
 
 
 def test_sampled_counts_are_scaled_back() -> None:
@@ -263,7 +278,7 @@ def test_only_a_valid_sampled_traceparent_is_recorded() -> None:
 def test_telemetry_flags_and_defaults() -> None:
     cfg = load_config([], {})
     assert cfg.metrics_listen_port == cfg.port + 1000
-    assert cfg.access_log == "" and cfg.hotkeys_sample == 16
+    assert cfg.access_log == "" and cfg.hotkeys_sample == 100
     cfg = load_config(
         ["--metrics-port", "0", "--access-log-keys", "hash"],
         {"SLOTCACHE_ACCESS_LOG_SAMPLE": "7"},
