@@ -21,6 +21,11 @@ ONE = b":1\r\n"
 EMPTY_ARRAY = b"*0\r\n"
 # Small integers are answered often (EXISTS, DEL, TTL -2): encode them once.
 _INTS = {n: b":%d\r\n" % n for n in range(-2, 1024)}
+# Bulk-string headers of the sizes most cached values have, made once: a run of
+# GET replies is then list items that the connection's one join per read copies,
+# about half the cost of formatting each reply.
+_BULK_HEADERS = [b"$%d\r\n" % n for n in range(4096)]
+_CRLF = b"\r\n"
 
 
 class Simple(str):
@@ -79,9 +84,28 @@ class Codec:
 
     def values(self, values: Iterable[bytes | None]) -> bytes:
         """An array of bulk strings and nulls (MGET)."""
-        null = self.null
-        parts = [null if v is None else b"$%d\r\n%s\r\n" % (len(v), v) for v in values]
-        return b"*%d\r\n" % len(parts) + b"".join(parts)
+        parts: list[bytes] = []
+        count = self.add_values(parts, values)
+        return b"*%d\r\n" % count + b"".join(parts)
+
+    def add_values(self, out: list[bytes], values: Iterable[bytes | None]) -> int:
+        """Append the replies to ``values`` (bulk strings, or null for a missing one) to ``out``.
+
+        The pieces are left for the caller's join: a run of pipelined GETs
+        costs list appends per value rather than a formatted copy each.
+        Returns how many values there were.
+        """
+        null, headers, limit = self.null, _BULK_HEADERS, len(_BULK_HEADERS)
+        count = 0
+        for value in values:
+            count += 1
+            if value is None:
+                out.append(null)
+            elif len(value) < limit:
+                out += (headers[len(value)], value, _CRLF)
+            else:
+                out.append(bulk(value))
+        return count
 
     def encode(self, value: Any) -> bytes:
         """Encode a Python value, choosing RESP3 types when this codec speaks RESP3."""

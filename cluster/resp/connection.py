@@ -280,7 +280,6 @@ class RespConnection(asyncio.Protocol):
         keys = gets[mark:] if mark else gets
         marks[0] = len(gets)
         executor = self.deps.executor
-        null = self.codec.null
         try:
             # One GET (a client that does not pipeline) costs no list of its own.
             found = executor.get_values(keys) if len(keys) > 1 else [executor.get_value(keys[0])]
@@ -295,11 +294,11 @@ class RespConnection(asyncio.Protocol):
                     out.append(error(error_text(exc, self._moved_to)))
                     served.append(("Get", [key], None, exc.code.name, exc.reason))
                     continue
-                out.append(null if value is None else b"$%d\r\n%s\r\n" % (len(value), value))
+                out.append(self.codec.value(value))
                 gets.append(key)
             marks[0] = len(gets)
             return
-        out += [null if v is None else b"$%d\r\n%s\r\n" % (len(v), v) for v in found]
+        self.codec.add_values(out, found)
 
     def _serve_sets(
         self,
