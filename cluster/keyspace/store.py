@@ -283,14 +283,16 @@ class Keyspace:
             and b"{" not in b"".join(keys)
         ):
             slots = [crc_hqx(k, 0) & _SLOT_MASK for k in keys]
-            olds = [data[s].get(k) for s, k in zip(slots, keys, strict=True)]
+            # Each key's slot dict, looked up once (in C) for the read and the write.
+            dicts = list(map(data.__getitem__, slots))
+            olds = list(map(dict.get, dicts, keys))
             if (
                 None not in olds
                 and (not ttl_keys or ttl_keys.isdisjoint(keys))
                 and list(map(len, olds)) == list(map(len, values))  # type: ignore[arg-type]  # no None
             ):
-                for slot, key, value in zip(slots, keys, values, strict=True):
-                    data[slot][key] = value
+                for slot_data, key, value in zip(dicts, keys, values, strict=True):
+                    slot_data[key] = value
                 for listener in listeners:
                     for slot, key, value in zip(slots, keys, values, strict=True):
                         listener.key_set(slot, key, value, 0)
