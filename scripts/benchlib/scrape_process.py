@@ -55,7 +55,7 @@ def serve(port: int, period_s: float) -> None:
 
 
 class ScrapeProcess:
-    """The parent's handle on one scraper child."""
+    """The parent's handle on one scraper child; as a context manager, the child ends on exit."""
 
     def __init__(self, port: int, period_s: float) -> None:
         self._child = subprocess.Popen(
@@ -85,6 +85,12 @@ class ScrapeProcess:
             yield
         finally:
             self._tell(PAUSE)
+
+    def __enter__(self) -> ScrapeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """End the child."""
